@@ -1,0 +1,347 @@
+//! The auth service over HTTP, on SQLite and on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::num::NonZeroU32;
+
+use common::http::{Dependency, platform_routes};
+use testkit::{Backend, BusKind, Client, TestBus, TestDatabase, TestServer, each_database, json};
+
+struct TestApp {
+    server: TestServer,
+    ctx: common::ServiceContext,
+    _db: TestDatabase,
+    _bus: TestBus,
+}
+
+async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(
+        backend,
+        auth::Settings {
+            attempts_per_minute: None,
+        },
+    )
+    .await
+}
+
+async fn spawn_app_with(backend: Backend, settings: auth::Settings) -> TestApp {
+    let db = TestDatabase::create(backend).await;
+    let bus = TestBus::create(BusKind::Embedded).await;
+    let ctx = testkit::context(auth::NAME, &db, bus.bus.clone(), &auth::MIGRATIONS).await;
+    let routes = auth::start(ctx.store.clone(), ctx.sessions.clone(), &settings).merge(
+        platform_routes(vec![Dependency::Database(auth::NAME, ctx.store.clone())]),
+    );
+    TestApp {
+        server: TestServer::start(routes).await,
+        ctx,
+        _db: db,
+        _bus: bus,
+    }
+}
+
+async fn sign_up(client: &Client, email: &str, password: &str) -> testkit::Reply {
+    client
+        .post(
+            "/api/users/signup",
+            json!({"email": email, "password": password}),
+        )
+        .await
+}
+
+fn set_cookie(reply: &testkit::Reply) -> String {
+    reply
+        .headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn signing_up_returns_201_the_user_and_a_session_cookie(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.server.client();
+
+    let reply = sign_up(&client, "  Ada@Example.COM ", "correct horse").await;
+
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.body["email"], "ada@example.com");
+    assert!(uuid::Uuid::try_parse(reply.body["id"].as_str().unwrap()).is_ok());
+    let cookie = set_cookie(&reply);
+    assert!(cookie.starts_with("session="), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    let me = client.get("/api/users/currentuser").await;
+    assert_eq!(me.body["currentUser"]["email"], "ada@example.com");
+    assert_eq!(me.body["currentUser"]["id"], reply.body["id"]);
+}
+
+async fn signing_up_with_bad_input_reports_every_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.server.client();
+
+    let both_bad = sign_up(&client, "not-an-email", "short").await;
+    let missing = client.post("/api/users/signup", json!({})).await;
+    let too_long = sign_up(&client, "a@b.co", &"x".repeat(129)).await;
+
+    assert_eq!(both_bad.status, 400);
+    both_bad.assert_error_shape();
+    assert_eq!(both_bad.error_fields(), ["email", "password"]);
+    assert_eq!(both_bad.error_messages()[0], "Email must be valid");
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.error_fields(), ["email", "password"]);
+    assert_eq!(too_long.status, 400);
+    assert_eq!(too_long.error_fields(), ["password"]);
+    assert!(set_cookie(&both_bad).is_empty());
+}
+
+async fn signing_up_with_an_email_in_use_returns_400(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.server.client();
+    assert_eq!(
+        sign_up(&client, "ada@example.com", "correct horse")
+            .await
+            .status,
+        201
+    );
+
+    let again = sign_up(&client, "ADA@example.com ", "another password").await;
+
+    assert_eq!(again.status, 400);
+    again.assert_error_shape();
+    assert_eq!(again.error_fields(), ["email"]);
+    assert_eq!(again.error_messages(), ["Email in use"]);
+}
+
+async fn concurrent_sign_ups_with_one_email_create_one_account(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let attempts = (0..8).map(|i| {
+        let client = app.server.client();
+        async move { sign_up(&client, "race@example.com", &format!("password {i}")).await }
+    });
+
+    let replies = futures::future::join_all(attempts).await;
+
+    let created = replies.iter().filter(|r| r.status == 201).count();
+    let in_use = replies
+        .iter()
+        .filter(|r| r.status == 400 && r.error_messages() == ["Email in use"])
+        .count();
+    assert_eq!((created, in_use), (1, 7), "{replies:?}");
+}
+
+async fn signing_in_returns_200_and_a_session(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = sign_up(&app.server.client(), "ada@example.com", "correct horse")
+        .await
+        .body["id"]
+        .clone();
+    let client = app.server.client();
+
+    let reply = client
+        .post(
+            "/api/users/signin",
+            json!({"email": " ADA@example.com", "password": "correct horse"}),
+        )
+        .await;
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, json!({"id": id, "email": "ada@example.com"}));
+    assert!(set_cookie(&reply).starts_with("session="));
+    assert_eq!(
+        client.get("/api/users/currentuser").await.body["currentUser"]["id"],
+        id
+    );
+}
+
+async fn a_wrong_password_and_an_unknown_email_get_the_same_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.server.client();
+    sign_up(&client, "ada@example.com", "correct horse").await;
+    let fresh = app.server.client();
+
+    let wrong = fresh
+        .post(
+            "/api/users/signin",
+            json!({"email": "ada@example.com", "password": "wrong horse"}),
+        )
+        .await;
+    let unknown = fresh
+        .post(
+            "/api/users/signin",
+            json!({"email": "bob@example.com", "password": "correct horse"}),
+        )
+        .await;
+    let invalid = fresh
+        .post("/api/users/signin", json!({"email": "bob", "password": ""}))
+        .await;
+
+    assert_eq!(wrong.status, 400);
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(wrong.error_messages(), ["Invalid credentials"]);
+    assert!(wrong.error_fields().is_empty());
+    assert!(set_cookie(&wrong).is_empty());
+    assert_eq!(invalid.status, 400);
+    assert_eq!(invalid.error_fields(), ["email", "password"]);
+    assert_eq!(
+        fresh.get("/api/users/currentuser").await.body,
+        json!({"currentUser": null})
+    );
+}
+
+async fn signing_out_clears_the_session(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.server.client();
+    sign_up(&client, "ada@example.com", "correct horse").await;
+
+    let reply = client.post("/api/users/signout", json!({})).await;
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, json!({}));
+    assert!(
+        set_cookie(&reply).contains("Max-Age=0"),
+        "{}",
+        set_cookie(&reply)
+    );
+    assert_eq!(
+        client.get("/api/users/currentuser").await.body,
+        json!({"currentUser": null})
+    );
+}
+
+async fn the_current_user_comes_from_a_valid_cookie_or_bearer_token_only(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = uuid::Uuid::now_v7();
+    let (token, claims) = app.ctx.sessions.issue(id, "ada@example.com").unwrap();
+    let client = app.server.client();
+    let url = app.server.url("/api/users/currentuser");
+
+    let bearer = client.send(client.http.get(&url).bearer_auth(&token)).await;
+    let tampered = client
+        .send(client.http.get(&url).bearer_auth(format!("{token}x")))
+        .await;
+    let foreign = testkit::test_sessions();
+    let other_key = common::Sessions::new(
+        &secrecy::SecretString::from("some other secret entirely"),
+        std::time::Duration::from_secs(60),
+        false,
+    );
+    let (forged, _) = other_key.issue(id, "ada@example.com").unwrap();
+    let forged_cookie = client
+        .send(
+            client
+                .http
+                .get(&url)
+                .header("cookie", format!("session={forged}")),
+        )
+        .await;
+    let anonymous = client.get("/api/users/currentuser").await;
+
+    assert_eq!(bearer.status, 200);
+    assert_eq!(bearer.body["currentUser"]["id"], id.to_string());
+    assert_eq!(bearer.body["currentUser"]["email"], "ada@example.com");
+    assert_eq!(bearer.body["currentUser"]["iat"], claims.iat);
+    assert_eq!(bearer.body["currentUser"]["exp"], claims.exp);
+    assert!(foreign.verify(&token).is_some());
+    assert_eq!(tampered.body, json!({"currentUser": null}));
+    assert_eq!(forged_cookie.body, json!({"currentUser": null}));
+    assert_eq!(anonymous.body, json!({"currentUser": null}));
+}
+
+async fn too_many_attempts_from_one_address_get_429(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        auth::Settings {
+            attempts_per_minute: NonZeroU32::new(3),
+        },
+    )
+    .await;
+    let client = app.server.client();
+    let attempt = || {
+        client.post(
+            "/api/users/signin",
+            json!({"email": "ada@example.com", "password": "wrong horse"}),
+        )
+    };
+
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(attempt().await);
+    }
+
+    assert_eq!(
+        statuses.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [400, 400, 400, 429]
+    );
+    statuses[3].assert_error_shape();
+    // The limit guards credential guessing only; reading the session is not limited.
+    assert_eq!(client.get("/api/users/currentuser").await.status, 200);
+}
+
+async fn malformed_requests_get_the_error_shape(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.server.client();
+    let url = app.server.url("/api/users/signup");
+
+    let bad_json = client
+        .send(
+            client
+                .http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("{\"email\":"),
+        )
+        .await;
+    let wrong_type = client
+        .send(client.http.post(&url).body("email=a@b.co"))
+        .await;
+    let wrong_shape = client.post("/api/users/signup", json!({"email": 5})).await;
+    let huge = client
+        .post(
+            "/api/users/signup",
+            json!({"email": "a@b.co", "password": "x".repeat(200_000)}),
+        )
+        .await;
+    let unknown_route = client.get("/api/users/nope").await;
+    let wrong_method = client.get("/api/users/signup").await;
+
+    for (reply, status) in [
+        (&bad_json, 400),
+        (&wrong_type, 415),
+        (&wrong_shape, 400),
+        (&huge, 413),
+        (&unknown_route, 404),
+        (&wrong_method, 405),
+    ] {
+        assert_eq!(reply.status, status, "{reply:?}");
+        reply.assert_error_shape();
+    }
+}
+
+async fn a_database_that_is_down_gives_503_not_success(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.server.client();
+    assert_eq!(client.get("/readyz").await.status, 200);
+
+    app.ctx.store.close().await;
+
+    let reply = sign_up(&client, "ada@example.com", "correct horse").await;
+    assert_eq!(reply.status, 503);
+    reply.assert_error_shape();
+    let ready = client.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    ready.assert_error_shape();
+    assert_eq!(client.get("/healthz").await.status, 200);
+}
+
+each_database!(
+    signing_up_returns_201_the_user_and_a_session_cookie,
+    signing_up_with_bad_input_reports_every_field,
+    signing_up_with_an_email_in_use_returns_400,
+    concurrent_sign_ups_with_one_email_create_one_account,
+    signing_in_returns_200_and_a_session,
+    a_wrong_password_and_an_unknown_email_get_the_same_answer,
+    signing_out_clears_the_session,
+    the_current_user_comes_from_a_valid_cookie_or_bearer_token_only,
+    too_many_attempts_from_one_address_get_429,
+    malformed_requests_get_the_error_shape,
+    a_database_that_is_down_gives_503_not_success,
+);

@@ -1,0 +1,17 @@
+-- Events waiting to be published, written in the same transaction as the change they announce.
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+-- Events a consumer has applied, recorded in the same transaction as their effect, so a
+-- redelivery is recognised and applied nowhere twice.
+CREATE TABLE inbox (
+    consumer TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    handled_at INTEGER NOT NULL,
+    PRIMARY KEY (consumer, event_id)
+);

@@ -1,0 +1,175 @@
+//! The bus seam: publish an event, consume it through a durable consumer group.
+//!
+//! Two implementations share one contract, checked by one conformance suite:
+//! [`embedded::EmbeddedBus`] (a log in SQLite, for `stubs up`) and [`nats::NatsBus`] (NATS
+//! JetStream, for distributed mode). The contract:
+//! - delivery is at least once to every durable group that listens to a type, and a group created
+//!   late still sees what was published before it;
+//! - members of one group share the work: each message goes to one of them at a time;
+//! - a message not acknowledged within the ack wait is delivered again; a negative
+//!   acknowledgement asks for it again after a delay;
+//! - a second publish with the same message id is dropped;
+//! - after `max_deliver` deliveries without an ack, the message moves to the dead letters instead
+//!   of being delivered again.
+
+pub mod embedded;
+pub mod nats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::events::EventType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus storage: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("bus: {0}")]
+    Nats(String),
+    #[error("bus subscription ended")]
+    Closed,
+}
+
+impl BusError {
+    pub fn nats(err: impl std::fmt::Display) -> Self {
+        Self::Nats(err.to_string())
+    }
+}
+
+/// An event ready to publish: its id (for de-duplication), its type and its encoded envelope.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: String,
+    pub event_type: EventType,
+    pub payload: Bytes,
+}
+
+/// How a consumer group reads one type of event.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The group, named after the service that consumes (`tickets`, `orders`, ...).
+    pub group: String,
+    pub event_type: EventType,
+    /// How long a delivery may stay unacknowledged before it is delivered again.
+    pub ack_wait: Duration,
+    /// Deliveries before a message moves to the dead letters.
+    pub max_deliver: u32,
+}
+
+impl ConsumerConfig {
+    pub fn new(group: &str, event_type: EventType) -> Self {
+        Self {
+            group: group.to_owned(),
+            event_type,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 10,
+        }
+    }
+
+    /// The durable name, unique per group and type: `tickets_order_created`.
+    pub fn durable_name(&self) -> String {
+        format!(
+            "{}_{}",
+            self.group,
+            self.event_type.as_str().replace(':', "_")
+        )
+    }
+}
+
+/// A message that gave up: delivered `max_deliver` times without an ack, or rejected.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub event_type: EventType,
+    pub payload: Bytes,
+    pub deliveries: u32,
+    pub reason: String,
+}
+
+/// What the bus does with a delivery once the consumer is done with it.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Done: never deliver it again. Returns once the bus has recorded it.
+    async fn ack(&self) -> Result<(), BusError>;
+    /// Not now: deliver it again after `delay`.
+    async fn nak(&self, delay: Duration) -> Result<(), BusError>;
+    /// Never: move it to the dead letters with a reason.
+    async fn reject(&self, reason: &str) -> Result<(), BusError>;
+}
+
+/// One delivery of a message to a consumer.
+pub struct Delivery {
+    pub message_id: String,
+    pub event_type: EventType,
+    pub payload: Bytes,
+    /// 1 on the first delivery, 2 on the first redelivery, and so on.
+    pub attempt: u32,
+    acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message_id", &self.message_id)
+            .field("event_type", &self.event_type)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    pub fn new(
+        message_id: String,
+        event_type: EventType,
+        payload: Bytes,
+        attempt: u32,
+        acker: Box<dyn Acker>,
+    ) -> Self {
+        Self {
+            message_id,
+            event_type,
+            payload,
+            attempt,
+            acker,
+        }
+    }
+
+    pub async fn ack(&self) -> Result<(), BusError> {
+        self.acker.ack().await
+    }
+
+    pub async fn nak(&self, delay: Duration) -> Result<(), BusError> {
+        self.acker.nak(delay).await
+    }
+
+    pub async fn reject(&self, reason: &str) -> Result<(), BusError> {
+        metrics::counter!("stubs_bus_dead_letters_total", "type" => self.event_type.as_str())
+            .increment(1);
+        self.acker.reject(reason).await
+    }
+}
+
+/// A durable consumer's stream of deliveries.
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits for the next delivery.
+    async fn next(&mut self) -> Result<Delivery, BusError>;
+}
+
+/// The bus. Implementations are cheap to share behind an `Arc`.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes and returns once the bus has stored the message durably.
+    async fn publish(&self, message: &Message) -> Result<(), BusError>;
+    /// Joins (creating if needed) a durable consumer group for one type of event.
+    async fn subscribe(&self, config: &ConsumerConfig) -> Result<Box<dyn Subscription>, BusError>;
+    /// The dead letters of a group, oldest first.
+    async fn dead_letters(&self, config: &ConsumerConfig) -> Result<Vec<DeadLetter>, BusError>;
+    /// Answers whether the bus is reachable now.
+    async fn ping(&self) -> Result<(), BusError>;
+}
+
+pub type SharedBus = Arc<dyn Bus>;

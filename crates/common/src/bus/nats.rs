@@ -1,0 +1,325 @@
+//! The NATS JetStream bus, for distributed mode.
+//!
+//! One stream per deployment, named by the prefix and holding the subjects `<prefix>.>`; an event
+//! of type `ticket:created` travels on `<prefix>.ticket.created`. Each group reads each type
+//! through a durable pull consumer with explicit acks. JetStream itself stops after
+//! `max_deliver + 1` deliveries; when that last delivery arrives we move the message to the
+//! dead-letter subject `<prefix>.dead.<consumer>` instead of handing it to the service.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{Acker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Message, Subscription};
+use crate::events::EventType;
+
+const MSG_ID: &str = "Nats-Msg-Id";
+const DEAD_REASON: &str = "Stubs-Dead-Reason";
+const DEAD_DELIVERIES: &str = "Stubs-Dead-Deliveries";
+const DEAD_ORIGINAL_ID: &str = "Stubs-Original-Id";
+
+#[derive(Clone)]
+pub struct NatsBus {
+    context: jetstream::Context,
+    prefix: String,
+}
+
+impl NatsBus {
+    /// Connects and makes sure the deployment's stream exists.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(BusError::Nats(format!(
+                "the NATS prefix must be letters, digits, '_' or '-': {prefix:?}"
+            )));
+        }
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(BusError::nats)?;
+        let context = jetstream::new(client);
+        context
+            .get_or_create_stream(stream::Config {
+                name: prefix.to_owned(),
+                subjects: vec![format!("{prefix}.>")],
+                storage: stream::StorageType::File,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(BusError::nats)?;
+        Ok(Self {
+            context,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn subject(&self, event_type: EventType) -> String {
+        format!("{}.{}", self.prefix, event_type.as_str().replace(':', "."))
+    }
+
+    fn dead_subject(&self, config: &ConsumerConfig) -> String {
+        format!("{}.dead.{}", self.prefix, config.durable_name())
+    }
+
+    async fn stream(&self) -> Result<stream::Stream, BusError> {
+        self.context
+            .get_stream(&self.prefix)
+            .await
+            .map_err(BusError::nats)
+    }
+
+    /// Deletes the deployment's stream with everything in it (for tests that share a server).
+    pub async fn delete_stream(&self) -> Result<(), BusError> {
+        self.context
+            .delete_stream(&self.prefix)
+            .await
+            .map(|_| ())
+            .map_err(BusError::nats)
+    }
+
+    async fn publish_dead(
+        &self,
+        subject: &str,
+        original_id: &str,
+        payload: Bytes,
+        deliveries: i64,
+        reason: &str,
+    ) -> Result<(), BusError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(DEAD_ORIGINAL_ID, original_id);
+        headers.insert(DEAD_REASON, reason);
+        headers.insert(DEAD_DELIVERIES, deliveries.to_string().as_str());
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .headers(headers)
+            .message_id(format!("{subject}:{original_id}"));
+        self.context
+            .send_publish(subject.to_owned(), publish)
+            .await
+            .map_err(BusError::nats)?
+            .await
+            .map_err(BusError::nats)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, message: &Message) -> Result<(), BusError> {
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(message.payload.clone())
+            .message_id(&message.id);
+        // The second await waits for the stream's acknowledgement: the message is stored.
+        self.context
+            .send_publish(self.subject(message.event_type), publish)
+            .await
+            .map_err(BusError::nats)?
+            .await
+            .map_err(BusError::nats)?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, config: &ConsumerConfig) -> Result<Box<dyn Subscription>, BusError> {
+        let durable = config.durable_name();
+        let consumer: consumer::PullConsumer = self
+            .stream()
+            .await?
+            .get_or_create_consumer(
+                &durable,
+                consumer::pull::Config {
+                    durable_name: Some(durable.clone()),
+                    filter_subject: self.subject(config.event_type),
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: config.ack_wait,
+                    // One more than ours, so that we see the last delivery and dead-letter it.
+                    max_deliver: i64::from(config.max_deliver) + 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(BusError::nats)?;
+        let messages = consumer.messages().await.map_err(BusError::nats)?;
+        Ok(Box::new(NatsSubscription {
+            bus: self.clone(),
+            config: config.clone(),
+            consumer,
+            messages,
+        }))
+    }
+
+    async fn dead_letters(&self, config: &ConsumerConfig) -> Result<Vec<DeadLetter>, BusError> {
+        let reader: consumer::PullConsumer = self
+            .stream()
+            .await?
+            .create_consumer(consumer::pull::Config {
+                filter_subject: self.dead_subject(config),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(10),
+                ..Default::default()
+            })
+            .await
+            .map_err(BusError::nats)?;
+        let mut letters = Vec::new();
+        loop {
+            let mut batch = reader
+                .fetch()
+                .max_messages(256)
+                .messages()
+                .await
+                .map_err(BusError::nats)?;
+            let before = letters.len();
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(BusError::nats)?;
+                let header = |name: &str| {
+                    message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(name))
+                        .map(|v| v.as_str().to_owned())
+                        .unwrap_or_default()
+                };
+                letters.push(DeadLetter {
+                    message_id: header(DEAD_ORIGINAL_ID),
+                    event_type: config.event_type,
+                    payload: message.payload.clone(),
+                    deliveries: header(DEAD_DELIVERIES).parse().unwrap_or(0),
+                    reason: header(DEAD_REASON),
+                });
+            }
+            if letters.len() == before {
+                return Ok(letters);
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        tokio::time::timeout(Duration::from_secs(2), self.stream())
+            .await
+            .map_err(|_| BusError::Nats("JetStream did not answer within 2s".into()))?
+            .map(|_| ())
+    }
+}
+
+struct NatsSubscription {
+    bus: NatsBus,
+    config: ConsumerConfig,
+    consumer: consumer::PullConsumer,
+    messages: consumer::pull::Stream,
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn next(&mut self) -> Result<Delivery, BusError> {
+        loop {
+            let message = match self.messages.next().await {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    // Missed heartbeats or a server restart: the client reconnects by itself;
+                    // the pull stream goes on, or we open a new one.
+                    tracing::warn!(error = %err, consumer = %self.config.durable_name(), "bus pull interrupted");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    self.messages = self.consumer.messages().await.map_err(BusError::nats)?;
+                    continue;
+                }
+            };
+            let delivered = message.info().map_err(BusError::nats)?.delivered;
+            let (message, acker) = message.split();
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(MSG_ID))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            if delivered > i64::from(self.config.max_deliver) {
+                self.bus
+                    .publish_dead(
+                        &self.bus.dead_subject(&self.config),
+                        &id,
+                        message.payload.clone(),
+                        delivered - 1,
+                        "maximum deliveries reached",
+                    )
+                    .await?;
+                acker
+                    .double_ack_with(AckKind::Term)
+                    .await
+                    .map_err(BusError::nats)?;
+                metrics::counter!(
+                    "stubs_bus_dead_letters_total",
+                    "type" => self.config.event_type.as_str()
+                )
+                .increment(1);
+                continue;
+            }
+            return Ok(Delivery::new(
+                id.clone(),
+                self.config.event_type,
+                message.payload.clone(),
+                u32::try_from(delivered).unwrap_or(u32::MAX),
+                Box::new(NatsAcker {
+                    bus: self.bus.clone(),
+                    dead_subject: self.bus.dead_subject(&self.config),
+                    acker,
+                    id,
+                    payload: message.payload,
+                    delivered,
+                }),
+            ));
+        }
+    }
+}
+
+struct NatsAcker {
+    bus: NatsBus,
+    dead_subject: String,
+    acker: jetstream::message::Acker,
+    id: String,
+    payload: Bytes,
+    delivered: i64,
+}
+
+#[async_trait]
+impl Acker for NatsAcker {
+    async fn ack(&self) -> Result<(), BusError> {
+        // double_ack waits for the server to confirm; a plain ack can be lost on shutdown.
+        self.acker.double_ack().await.map_err(BusError::nats)
+    }
+
+    async fn nak(&self, delay: Duration) -> Result<(), BusError> {
+        self.acker
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(BusError::nats)
+    }
+
+    async fn reject(&self, reason: &str) -> Result<(), BusError> {
+        self.bus
+            .publish_dead(
+                &self.dead_subject,
+                &self.id,
+                self.payload.clone(),
+                self.delivered,
+                reason,
+            )
+            .await?;
+        self.acker
+            .double_ack_with(AckKind::Term)
+            .await
+            .map_err(BusError::nats)
+    }
+}

@@ -1,0 +1,251 @@
+//! The events services tell each other, and the one envelope they travel in:
+//! `{id, type, occurredAt, data}`. The envelope id is the message id the bus de-duplicates by.
+//! Prices in events are integer cents; times are RFC 3339 in UTC.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::money::Cents;
+
+/// Every kind of event, with its name on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "ticket:created")]
+    TicketCreated,
+    #[serde(rename = "ticket:updated")]
+    TicketUpdated,
+    #[serde(rename = "order:created")]
+    OrderCreated,
+    #[serde(rename = "order:cancelled")]
+    OrderCancelled,
+    #[serde(rename = "expiration:complete")]
+    ExpirationComplete,
+    #[serde(rename = "payment:created")]
+    PaymentCreated,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 6] = [
+        Self::TicketCreated,
+        Self::TicketUpdated,
+        Self::OrderCreated,
+        Self::OrderCancelled,
+        Self::ExpirationComplete,
+        Self::PaymentCreated,
+    ];
+
+    /// The name on the wire, such as `ticket:created`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TicketCreated => "ticket:created",
+            Self::TicketUpdated => "ticket:updated",
+            Self::OrderCreated => "order:created",
+            Self::OrderCancelled => "order:cancelled",
+            Self::ExpirationComplete => "expiration:complete",
+            Self::PaymentCreated => "payment:created",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The data of one kind of event.
+pub trait EventData: Serialize + DeserializeOwned + Send + Sync + 'static {
+    const TYPE: EventType;
+}
+
+/// One event as it travels on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope<T> {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    pub data: T,
+}
+
+impl<T: EventData> Envelope<T> {
+    /// Wraps event data with a fresh id and the current time.
+    pub fn new(data: T) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            event_type: T::TYPE,
+            occurred_at: OffsetDateTime::now_utc(),
+            data,
+        }
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// Reads an envelope, refusing one whose type is not `T`'s.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let envelope: Self = serde_json::from_slice(bytes)?;
+        if envelope.event_type != T::TYPE {
+            return Err(DecodeError::WrongType {
+                expected: T::TYPE,
+                found: envelope.event_type,
+            });
+        }
+        Ok(envelope)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed event: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("expected a {expected} event, found {found}")]
+    WrongType {
+        expected: EventType,
+        found: EventType,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketCreated {
+    pub id: Uuid,
+    pub version: i64,
+    pub title: String,
+    pub price: Cents,
+    pub user_id: Uuid,
+}
+
+impl EventData for TicketCreated {
+    const TYPE: EventType = EventType::TicketCreated;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketUpdated {
+    pub id: Uuid,
+    pub version: i64,
+    pub title: String,
+    pub price: Cents,
+    pub user_id: Uuid,
+    pub order_id: Option<Uuid>,
+}
+
+impl EventData for TicketUpdated {
+    const TYPE: EventType = EventType::TicketUpdated;
+}
+
+/// The ticket as an order event names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderTicket {
+    pub id: Uuid,
+    pub price: Cents,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCreated {
+    pub id: Uuid,
+    pub version: i64,
+    pub status: String,
+    pub user_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub ticket: OrderTicket,
+}
+
+impl EventData for OrderCreated {
+    const TYPE: EventType = EventType::OrderCreated;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketRef {
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCancelled {
+    pub id: Uuid,
+    pub version: i64,
+    pub ticket: TicketRef,
+}
+
+impl EventData for OrderCancelled {
+    const TYPE: EventType = EventType::OrderCancelled;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpirationComplete {
+    pub order_id: Uuid,
+}
+
+impl EventData for ExpirationComplete {
+    const TYPE: EventType = EventType::ExpirationComplete;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCreated {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub stripe_id: String,
+}
+
+impl EventData for PaymentCreated {
+    const TYPE: EventType = EventType::PaymentCreated;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_has_the_documented_shape() {
+        let envelope = Envelope::new(ExpirationComplete {
+            order_id: Uuid::nil(),
+        });
+        let json: serde_json::Value = serde_json::from_slice(&envelope.encode().unwrap()).unwrap();
+        assert_eq!(json["type"], "expiration:complete");
+        assert_eq!(json["data"]["orderId"], Uuid::nil().to_string());
+        assert!(json["occurredAt"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(json["id"], envelope.id.to_string());
+    }
+
+    #[test]
+    fn an_event_round_trips_and_refuses_the_wrong_type() {
+        let envelope = Envelope::new(TicketCreated {
+            id: Uuid::now_v7(),
+            version: 0,
+            title: "Concert".into(),
+            price: Cents::new(1999).unwrap(),
+            user_id: Uuid::now_v7(),
+        });
+        let bytes = envelope.encode().unwrap();
+        assert_eq!(Envelope::<TicketCreated>::decode(&bytes).unwrap(), envelope);
+        assert!(matches!(
+            Envelope::<TicketUpdated>::decode(&bytes),
+            Err(DecodeError::WrongType { .. })
+        ));
+        assert!(Envelope::<TicketCreated>::decode(b"{").is_err());
+    }
+
+    #[test]
+    fn every_type_name_parses_back() {
+        for kind in EventType::ALL {
+            assert_eq!(EventType::parse(kind.as_str()), Some(kind));
+        }
+    }
+}

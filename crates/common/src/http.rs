@@ -1,0 +1,188 @@
+//! The HTTP stack every service runs behind: request ids, tracing spans, metrics, a timeout, a
+//! body limit, panics caught, and every error (ours, the framework's, a middleware's) rendered
+//! in the one JSON shape. Also the platform endpoints `/healthz`, `/readyz` and `/metrics`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::bus::Bus;
+use crate::error::{ApiError, error_response};
+use crate::store::Store;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Limits every service applies.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub request_timeout: Duration,
+    pub body_limit: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            body_limit: 64 * 1024,
+        }
+    }
+}
+
+/// Something `/readyz` checks.
+#[derive(Clone)]
+pub enum Dependency {
+    Database(&'static str, Store),
+    Bus(Arc<dyn Bus>),
+}
+
+impl Dependency {
+    async fn check(&self) -> Result<(), String> {
+        let probe = async {
+            match self {
+                Self::Database(name, store) => store
+                    .ping()
+                    .await
+                    .map_err(|err| format!("database {name}: {err}")),
+                Self::Bus(bus) => bus.ping().await.map_err(|err| format!("bus: {err}")),
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3), probe)
+            .await
+            .unwrap_or_else(|_| Err("no answer within 3s".into()))
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics` for a process.
+pub fn platform_routes(dependencies: Vec<Dependency>) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(Arc::new(dependencies))
+}
+
+async fn readyz(State(dependencies): State<Arc<Vec<Dependency>>>) -> Response {
+    let mut down = Vec::new();
+    for dependency in dependencies.iter() {
+        if let Err(reason) = dependency.check().await {
+            down.push(reason);
+        }
+    }
+    if down.is_empty() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        tracing::warn!(?down, "not ready");
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: a dependency is down",
+        )
+    }
+}
+
+async fn render_metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        crate::telemetry::metrics_handle().render(),
+    )
+        .into_response()
+}
+
+/// Wraps the routes of one or more services with the stack and a 404 fallback.
+pub fn serve_stack(routes: Router, settings: &HttpSettings) -> Router {
+    routes
+        .route_layer(middleware::from_fn(record_metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(|_panic| {
+            tracing::error!("a request handler panicked");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong")
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+                let id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::from_fn(one_error_shape))
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("stubs_http_requests_total", &labels).increment(1);
+    metrics::histogram!("stubs_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Any error response that is not already JSON (a framework 405, a timeout, a limit) is given
+/// the one error shape, keeping its status and headers.
+async fn one_error_shape(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "Request body is too large",
+        StatusCode::TOO_MANY_REQUESTS => "Too many requests, please slow down",
+        StatusCode::SERVICE_UNAVAILABLE => "Service temporarily unavailable, please retry",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported content type",
+        s if s.is_server_error() => "Something went wrong",
+        _ => "Bad request",
+    };
+    let (mut parts, _) = response.into_parts();
+    let replacement = error_response(status, message);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let (_, body) = replacement.into_parts();
+    Response::from_parts(parts, body)
+}

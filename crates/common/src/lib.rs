@@ -1,0 +1,24 @@
+//! What every Stubs service shares: the error shape, sessions, validated input, money, the event
+//! types, the store seam, the bus seam with its two implementations, the transactional outbox and
+//! inbox, the HTTP stack and telemetry.
+//!
+//! A service crate builds on these and adds only its own domain, SQL and routes.
+
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod listener;
+pub mod money;
+pub mod outbox;
+pub mod service;
+pub mod session;
+pub mod store;
+pub mod telemetry;
+pub mod validate;
+
+pub use error::{ApiError, FieldError};
+pub use service::ServiceContext;
+pub use session::{CurrentUser, Sessions, SignedIn};
+pub use store::Store;

@@ -1,0 +1,204 @@
+//! The transactional outbox and its relay.
+//!
+//! A change and the event announcing it are written in one transaction ([`enqueue`]); the relay
+//! publishes outbox rows to the bus and deletes them once the bus has stored them. So an event is
+//! published if and only if its transaction committed. A crash between publish and delete
+//! publishes the row again on restart; the bus drops the duplicate by message id and consumers'
+//! inboxes drop what slips past the bus's window.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sqlx::{Any, AnyConnection, Row, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, BusError, Message};
+use crate::events::{Envelope, EventData, EventType};
+use crate::store::{Dialect, Migration, Migrations, Store, now_millis};
+
+/// The platform tables every service database has: outbox and inbox.
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        name: "outbox and inbox",
+        sql: include_str!("../migrations/platform/sqlite/0001_outbox_inbox.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        name: "outbox and inbox",
+        sql: include_str!("../migrations/platform/postgres/0001_outbox_inbox.sql"),
+    }],
+};
+
+const BATCH: i64 = 100;
+/// How often the relay looks without being woken, to pick up rows left by a crash or written by
+/// another replica.
+const POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Writes an event into the outbox inside the caller's transaction.
+pub async fn enqueue<T: EventData>(
+    conn: &mut AnyConnection,
+    data: T,
+) -> Result<Envelope<T>, sqlx::Error> {
+    let envelope = Envelope::new(data);
+    let payload = envelope
+        .encode()
+        .map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    sqlx::query("INSERT INTO outbox (id, event_type, payload, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(envelope.id.to_string())
+        .bind(T::TYPE.as_str())
+        .bind(String::from_utf8_lossy(&payload).into_owned())
+        .bind(now_millis())
+        .execute(&mut *conn)
+        .await?;
+    Ok(envelope)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// A service's outbox: commit helpers and the relay. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    store: Store,
+    service: &'static str,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new(store: Store, service: &'static str) -> Self {
+        Self {
+            store,
+            service,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Commits a transaction that may hold outbox rows, then wakes the relay so that the events
+    /// leave at once rather than at the next poll.
+    pub async fn commit(&self, tx: Transaction<'static, Any>) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Events written and not yet published.
+    pub async fn backlog(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(self.store.pool())
+            .await
+    }
+
+    /// Publishes up to one batch of waiting events, oldest first; returns how many left.
+    pub async fn relay_once(&self, bus: &dyn Bus) -> Result<usize, RelayError> {
+        match self.store.dialect() {
+            // Replicas share the table: each claims rows the others are not publishing.
+            Dialect::Postgres => {
+                let mut tx = self.store.pool().begin().await?;
+                let rows = sqlx::query(
+                    "SELECT seq, id, event_type, payload FROM outbox ORDER BY seq LIMIT $1 \
+                     FOR UPDATE SKIP LOCKED",
+                )
+                .bind(BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+                let result = self.publish_rows(bus, &mut tx, rows).await;
+                tx.commit().await?;
+                result
+            }
+            // One process owns the file.
+            Dialect::Sqlite => {
+                let rows = sqlx::query(
+                    "SELECT seq, id, event_type, payload FROM outbox ORDER BY seq LIMIT $1",
+                )
+                .bind(BATCH)
+                .fetch_all(self.store.pool())
+                .await?;
+                let mut conn = self.store.pool().acquire().await?;
+                self.publish_rows(bus, &mut conn, rows).await
+            }
+        }
+    }
+
+    async fn publish_rows(
+        &self,
+        bus: &dyn Bus,
+        conn: &mut AnyConnection,
+        rows: Vec<sqlx::any::AnyRow>,
+    ) -> Result<usize, RelayError> {
+        let mut published = 0;
+        for row in rows {
+            let seq: i64 = row.try_get("seq")?;
+            let name: String = row.try_get("event_type")?;
+            let payload: String = row.try_get("payload")?;
+            let Some(event_type) = EventType::parse(&name) else {
+                // Only this code writes the outbox; an unknown type is a bug worth shouting about,
+                // and the row stays for someone to look at.
+                tracing::error!(seq, event_type = %name, "outbox row with an unknown event type");
+                continue;
+            };
+            bus.publish(&Message {
+                id: row.try_get("id")?,
+                event_type,
+                payload: Bytes::from(payload),
+            })
+            .await?;
+            sqlx::query("DELETE FROM outbox WHERE seq = $1")
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
+            metrics::counter!("stubs_events_published_total", "service" => self.service, "type" => event_type.as_str())
+                .increment(1);
+            published += 1;
+        }
+        Ok(published)
+    }
+
+    /// Publishes until shut down: at once when woken, every second otherwise, backing off while
+    /// the bus or the database is away. On shutdown it makes one last attempt to empty the table.
+    pub async fn run_relay(self, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let wake = self.wake.clone();
+            let woken = wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+
+            let pause = match self.relay_once(bus.as_ref()).await {
+                Ok(n) if n as i64 >= BATCH => continue,
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    POLL
+                }
+                Err(err) => {
+                    tracing::warn!(service = self.service, error = %err, retry_in = ?backoff, "outbox relay cannot publish");
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    pause
+                }
+            };
+            if let Ok(backlog) = self.backlog().await {
+                metrics::gauge!("stubs_outbox_backlog", "service" => self.service)
+                    .set(backlog as f64);
+            }
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        while let Ok(n) = self.relay_once(bus.as_ref()).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}

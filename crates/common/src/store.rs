@@ -1,0 +1,248 @@
+//! The store seam: one pool type that is SQLite (embedded mode) or PostgreSQL (distributed mode).
+//!
+//! Services write one set of SQL with `$1` placeholders, which both dialects accept, and keep ids
+//! as text, money as integer cents and times as unix milliseconds, the types the `Any` driver
+//! carries. Each dialect has its own migrations, run at start.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration as SqlxMigration, MigrationSource, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Executor, SqlSafeStr, Transaction};
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// One migration: a version unique within the database, a name and its SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// A service's migrations, one list per dialect. Platform tables (outbox, inbox) use versions
+/// below 100; services number theirs from 100.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub sqlite: &'static [Migration],
+    pub postgres: &'static [Migration],
+}
+
+impl Migrations {
+    fn for_dialect(&self, dialect: Dialect) -> &'static [Migration] {
+        match dialect {
+            Dialect::Sqlite => self.sqlite,
+            Dialect::Postgres => self.postgres,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Embedded(Vec<Migration>);
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> futures::future::BoxFuture<'s, Result<Vec<SqlxMigration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .into_iter()
+                .map(|m| {
+                    SqlxMigration::new(
+                        m.version,
+                        Cow::Borrowed(m.name),
+                        MigrationType::Simple,
+                        sqlx::AssertSqlSafe(m.sql).into_sql_str(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL (expected sqlite: or postgres:): {0}")]
+    UnsupportedUrl(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A pool on one service's database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Connects, creating a SQLite file if needed, and runs the migrations for the dialect.
+    pub async fn connect(url: &str, migrations: &[&Migrations]) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let dialect =
+            Dialect::of_url(url).ok_or_else(|| StoreError::UnsupportedUrl(redact(url)))?;
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                let url = if url.contains('?') {
+                    url.to_owned()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                options
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the one writer; NORMAL sync is durable
+                            // across process crashes, which is what embedded mode promises.
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await
+                            .map(|_| ())
+                        })
+                    })
+                    .connect(&url)
+                    .await
+            }
+            Dialect::Postgres => options.max_connections(16).connect(url).await,
+        }
+        .map_err(StoreError::Connect)?;
+
+        let all: Vec<Migration> = migrations
+            .iter()
+            .flat_map(|m| m.for_dialect(dialect).iter().copied())
+            .collect();
+        Migrator::new(Embedded(all)).await?.run(&pool).await?;
+        Ok(Self { pool, dialect })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail at once
+    /// with "database is locked" instead of waiting its turn.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// Answers whether the database can run a query now.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// True when the error means the database is out of reach (or too busy) rather than that the
+/// query was wrong: the caller should answer 503 and the client may retry.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // PostgreSQL: connection exceptions, shutdown, too many connections.
+            // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) after the busy timeout.
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code.starts_with("53")
+                || code == "5"
+                || code == "6"
+        }),
+        _ => false,
+    }
+}
+
+/// True when an insert or update broke a unique index.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Now, as the unix milliseconds that the store keeps times in.
+pub fn now_millis() -> i64 {
+    millis(time::OffsetDateTime::now_utc())
+}
+
+pub fn millis(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+pub fn from_millis(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A database URL with its password replaced, safe to print.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_print() {
+        assert_eq!(
+            redact("postgres://app:hunter2@db:5432/tickets"),
+            "postgres://app:***@db:5432/tickets"
+        );
+        assert_eq!(redact("sqlite:///data/x.sqlite"), "sqlite:///data/x.sqlite");
+    }
+
+    #[test]
+    fn times_round_trip_through_millis() {
+        let at = time::macros::datetime!(2026-11-25 12:34:56.789 UTC);
+        assert_eq!(from_millis(millis(at)), at);
+    }
+}

@@ -1,0 +1,117 @@
+//! Request bodies: a JSON extractor that answers malformed input in the one error shape, and a
+//! `Validate` step that turns a raw body into a domain value, reporting every failing field at once.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError, error_response};
+
+/// Turns a raw request body into the value a handler works with.
+pub trait Validate {
+    type Valid;
+    fn validate(self) -> Result<Self::Valid, Vec<FieldError>>;
+}
+
+/// Collects field errors so that a client sees all of them in one answer.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// Keeps a parsed value, or records its error and gives `None`.
+    pub fn check<T>(&mut self, field: &str, parsed: Result<T, String>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.add(field, message);
+                None
+            }
+        }
+    }
+
+    pub fn into_result<T>(self, value: Option<T>) -> Result<T, Vec<FieldError>> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => Err(self.0),
+        }
+    }
+}
+
+/// A JSON body that failed before validation: bad syntax, wrong content type, too large.
+#[derive(Debug)]
+pub struct BodyRejection(JsonRejection);
+
+impl IntoResponse for BodyRejection {
+    fn into_response(self) -> Response {
+        match self.0 {
+            JsonRejection::MissingJsonContentType(_) => error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected a JSON body with Content-Type: application/json",
+            ),
+            JsonRejection::JsonSyntaxError(_) => {
+                error_response(StatusCode::BAD_REQUEST, "Request body is not valid JSON")
+            }
+            JsonRejection::JsonDataError(err) => error_response(
+                StatusCode::BAD_REQUEST,
+                format!("Request body has the wrong shape: {}", err.body_text()),
+            ),
+            JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
+            }
+            other => error_response(other.status(), other.body_text()),
+        }
+    }
+}
+
+/// A JSON body, parsed into `T` with our error shape for any rejection.
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = BodyRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|axum::Json(value)| Json(value))
+            .map_err(BodyRejection)
+    }
+}
+
+/// A JSON body that has been parsed and validated into `T::Valid`.
+pub struct Valid<T: Validate>(pub T::Valid);
+
+impl<T, S> FromRequest<S> for Valid<T>
+where
+    T: Validate + DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(raw) = Json::<T>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        raw.validate()
+            .map(Valid)
+            .map_err(|errors| ApiError::Validation(errors).into_response())
+    }
+}
+
+/// Parses a path segment as an id. A malformed id names no resource, so it is a 404.
+pub fn parse_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::try_parse(raw).map_err(|_| ApiError::NotFound)
+}

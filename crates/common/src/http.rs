@@ -106,6 +106,8 @@ async fn render_metrics() -> Response {
 
 /// Wraps the routes of one or more services with the stack and a 404 fallback.
 pub fn serve_stack(routes: Router, settings: &HttpSettings) -> Router {
+    // Install the recorder before the first request, or what it records would go nowhere.
+    crate::telemetry::metrics_handle();
     routes
         .route_layer(middleware::from_fn(record_metrics))
         .fallback(|| async { ApiError::NotFound })

@@ -34,6 +34,8 @@ impl ServiceContext {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
+        // Listeners and the relay record metrics from their first event on.
+        crate::telemetry::metrics_handle();
         Self {
             name,
             outbox: Outbox::new(store.clone(), name),

@@ -98,6 +98,25 @@ macro_rules! postgres_test {
     };
 }
 
+#[cfg(all(stubs_postgres, stubs_nats))]
+#[macro_export]
+macro_rules! distributed_test {
+    ($item:item) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $item
+    };
+}
+
+#[cfg(not(all(stubs_postgres, stubs_nats)))]
+#[macro_export]
+macro_rules! distributed_test {
+    ($item:item) => {
+        #[tokio::test]
+        #[ignore = "skipped: set STUBS_TEST_DATABASE_URL and STUBS_TEST_NATS_URL to run on PostgreSQL and JetStream"]
+        $item
+    };
+}
+
 #[cfg(stubs_nats)]
 #[macro_export]
 macro_rules! nats_test {
@@ -313,10 +332,15 @@ pub struct TestServer {
 impl TestServer {
     /// Serves routes behind the full HTTP stack on a random loopback port.
     pub async fn start(routes: Router) -> Self {
+        Self::start_with(routes, &HttpSettings::default()).await
+    }
+
+    /// Like [`TestServer::start`], with limits of the test's choosing.
+    pub async fn start_with(routes: Router, settings: &HttpSettings) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let app = serve_stack(routes, &HttpSettings::default());
+        let app = serve_stack(routes, settings);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             axum::serve(

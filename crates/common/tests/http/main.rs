@@ -1,0 +1,131 @@
+//! The HTTP stack: whatever goes wrong, the client gets the one error shape and the right status,
+//! and the operator gets request ids and metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use common::http::{HttpSettings, platform_routes};
+use testkit::TestServer;
+
+fn routes() -> Router {
+    Router::new()
+        .route(
+            "/boom",
+            get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("a bug in a handler");
+                }
+                "unreachable"
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .route("/fine/{id}", get(|| async { "fine" }))
+        .merge(platform_routes(Vec::new()))
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gives_500_with_a_generic_message() {
+    let server = TestServer::start(routes()).await;
+
+    let reply = server.client().get("/boom").await;
+
+    assert_eq!(reply.status, 500);
+    reply.assert_error_shape();
+    assert_eq!(reply.error_messages(), ["Something went wrong"]);
+    // The server lives on.
+    assert_eq!(server.client().get("/fine/1").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_gives_503_in_the_error_shape() {
+    let settings = HttpSettings {
+        request_timeout: Duration::from_millis(200),
+        ..HttpSettings::default()
+    };
+    let server = TestServer::start_with(routes(), &settings).await;
+
+    let reply = server.client().get("/slow").await;
+
+    assert_eq!(reply.status, 503);
+    reply.assert_error_shape();
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_the_error_shape() {
+    let server = TestServer::start(routes()).await;
+    let client = server.client();
+
+    let missing = client.get("/nowhere").await;
+    let wrong_method = client.delete("/fine/1").await;
+
+    assert_eq!(missing.status, 404);
+    missing.assert_error_shape();
+    assert_eq!(wrong_method.status, 405);
+    wrong_method.assert_error_shape();
+    assert!(wrong_method.headers.contains_key("allow"));
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_given_one_is_kept() {
+    let server = TestServer::start(routes()).await;
+    let client = server.client();
+
+    let fresh = client.get("/fine/1").await;
+    let given = client
+        .send(
+            client
+                .http
+                .get(server.url("/fine/1"))
+                .header("x-request-id", "abc-123"),
+        )
+        .await;
+
+    let fresh_id = fresh.headers["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::try_parse(fresh_id).is_ok(), "{fresh_id}");
+    assert_eq!(given.headers["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let server = TestServer::start(routes()).await;
+    let client = server.client();
+    client.get("/fine/1").await;
+    client.get("/fine/2").await;
+
+    let response = client
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("stubs_http_requests_total")
+                && l.contains("route=\"/fine/{id}\"")
+                && l.contains("status=\"200\"")
+        })
+        .unwrap_or_else(|| panic!("no request counter for /fine/{{id}} in:\n{text}"));
+    let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 2.0, "{line}");
+    assert!(text.contains("stubs_http_request_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn health_answers_and_readiness_with_nothing_to_check_is_ready() {
+    let server = TestServer::start(routes()).await;
+
+    assert_eq!(server.client().get("/healthz").await.status, 200);
+    assert_eq!(server.client().get("/readyz").await.status, 200);
+}

@@ -1,0 +1,128 @@
+//! The command line. Every flag also reads `STUBS_<FLAG>` from the environment.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use common::config::{LogFormat, parse_duration};
+use secrecy::SecretString;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stubs",
+    version,
+    about = "Stubs, an open ticket marketplace",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Without a subcommand, `stubs` runs `stubs up` with these settings.
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+impl Cli {
+    /// The command to run: `up` when none is named.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Up(self.up))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole marketplace in one process on SQLite files (the default).
+    Up(UpArgs),
+    /// Run one service, on PostgreSQL and NATS JetStream.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "STUBS_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// Folder for the databases, the bus log and the generated JWT secret.
+    #[arg(long, env = "STUBS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub shared: SharedArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    Auth,
+    Tickets,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auth => auth::NAME,
+            Self::Tickets => tickets::NAME,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The service to run.
+    #[arg(value_enum)]
+    pub service: Service,
+    #[arg(long, env = "STUBS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// The service's own database, e.g. postgres://user:pass@host/tickets.
+    #[arg(long, env = "STUBS_DATABASE_URL")]
+    pub database_url: String,
+    /// NATS with JetStream, e.g. nats://nats:4222 (not needed by auth).
+    #[arg(long, env = "STUBS_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Names the stream and prefixes the subjects, so deployments can share one NATS server.
+    #[arg(long, env = "STUBS_NATS_PREFIX", default_value = "stubs")]
+    pub nats_prefix: String,
+    #[command(flatten)]
+    pub shared: SharedArgs,
+}
+
+/// Settings every mode shares.
+#[derive(Debug, Args)]
+pub struct SharedArgs {
+    /// Key that signs session tokens (at least 32 characters). Required by `serve`; `up`
+    /// generates one and keeps it in the data folder.
+    #[arg(long, env = "STUBS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+    /// How long a session lasts.
+    #[arg(long, env = "STUBS_SESSION_LIFETIME", default_value = "8h", value_parser = parse_duration)]
+    pub session_lifetime: Duration,
+    /// Mark the session cookie Secure (HTTPS only). Defaults to false for `up`, which serves
+    /// plain HTTP on this machine, and true for `serve`, which runs behind a TLS ingress.
+    #[arg(long, env = "STUBS_COOKIE_SECURE")]
+    pub cookie_secure: Option<bool>,
+    /// Sign-in and sign-up attempts allowed per client address per minute; 0 turns it off.
+    #[arg(long, env = "STUBS_AUTH_ATTEMPTS_PER_MINUTE", default_value_t = 30)]
+    pub auth_attempts_per_minute: u32,
+    /// Log lines as text or JSON.
+    #[arg(long, env = "STUBS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl SharedArgs {
+    pub fn auth_settings(&self) -> auth::Settings {
+        auth::Settings {
+            attempts_per_minute: NonZeroU32::new(self.auth_attempts_per_minute),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,102 @@
+//! Wiring: builds each service's store, bus and context from the command line, serves their
+//! routes behind the HTTP stack, and shuts everything down in order on SIGTERM or Ctrl-C.
+
+pub mod cli;
+mod distributed;
+mod embedded;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use common::http::{HttpSettings, serve_stack};
+use common::store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::Command;
+
+/// Runs a command until it is told to stop.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up(args) => {
+            common::telemetry::init_tracing(args.shared.log_format);
+            embedded::run(args).await
+        }
+        Command::Serve(args) => {
+            common::telemetry::init_tracing(args.shared.log_format);
+            distributed::run(args).await
+        }
+    }
+}
+
+/// What a mode hands to [`serve`]: the routes, the background tasks and the stores to close.
+struct Running {
+    routes: Router,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    stores: Vec<Store>,
+}
+
+/// Serves until SIGTERM or Ctrl-C, then stops taking requests, lets in-flight ones finish, stops
+/// the listeners (each finishes and acks the event in hand), flushes the outbox relays and closes
+/// the databases.
+async fn serve(listen: SocketAddr, running: Running) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (--listen, STUBS_LISTEN)"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening");
+    // A line on stdout that scripts and tests can wait for.
+    println!("listening on http://{address}");
+
+    let app = serve_stack(running.routes, &HttpSettings::default());
+    let stop = running.shutdown.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    })
+    .await
+    .context("the HTTP server failed")?;
+
+    running.shutdown.cancel();
+    running.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(20), running.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop within 20s");
+    }
+    for store in running.stores {
+        store.close().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

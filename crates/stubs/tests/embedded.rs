@@ -1,0 +1,152 @@
+//! `stubs up` as an operator runs it: the real binary, a data folder, a port of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+struct Marketplace {
+    child: Child,
+    base: String,
+}
+
+impl Marketplace {
+    /// Starts `stubs up` on a free port and waits for its "listening on" line.
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stubs"))
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("STUBS_JWT_SECRET")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    /// Sends SIGTERM and returns whether the process exited cleanly.
+    fn stop(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap().success()
+    }
+}
+
+impl Drop for Marketplace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_marketplace_runs_in_one_process_and_keeps_sessions_and_data_across_restarts() {
+    let data = tempfile::tempdir().unwrap();
+    let marketplace = Marketplace::start(data.path());
+    let http = reqwest::Client::new();
+    let base = marketplace.base.clone();
+
+    let signup = http
+        .post(format!("{base}/api/users/signup"))
+        .json(&json!({"email": "seller@example.com", "password": "correct horse"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let cookie = signup
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, ticket) = send(
+        http.post(format!("{base}/api/tickets"))
+            .header("cookie", &cookie)
+            .json(&json!({"title": "Concert", "price": 19.99})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(ticket["price"], json!(19.99));
+    let (status, _) = send(http.get(format!("{base}/readyz"))).await;
+    assert_eq!(status, 200);
+    assert!(
+        marketplace.stop(),
+        "stubs up did not exit cleanly on SIGTERM"
+    );
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.path().join("jwt-secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let restarted = Marketplace::start(data.path());
+    let base = restarted.base.clone();
+    let (_, me) = send(
+        http.get(format!("{base}/api/users/currentuser"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert_eq!(me["currentUser"]["email"], "seller@example.com");
+    let (_, listed) = send(http.get(format!("{base}/api/tickets"))).await;
+    assert_eq!(listed[0]["id"], ticket["id"]);
+    assert!(restarted.stop());
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_jwt_secret_naming_the_setting() {
+    let output = Command::new(env!("CARGO_BIN_EXE_stubs"))
+        .args(["serve", "tickets", "--database-url", "sqlite::memory:"])
+        .env_remove("STUBS_JWT_SECRET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("STUBS_JWT_SECRET"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_short_jwt_secret_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_stubs"))
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            "short",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("at least 32 characters"), "{stderr}");
+}

@@ -1,0 +1,321 @@
+//! The tickets domain: what a ticket is, what a client may send to list or edit one, and how a
+//! listing is paged. Pure rules, no I/O; raw input becomes a domain value here or is refused with
+//! one error per failing field.
+
+use common::FieldError;
+use common::events::{TicketCreated, TicketUpdated};
+use common::money::{self, Cents};
+use common::validate::{FieldErrors, Validate};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The longest title a ticket may have, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// How many tickets a listing returns when the client does not say.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// The most tickets one listing may return.
+pub const MAX_LIMIT: u32 = 100;
+
+/// A ticket as the service keeps it and as the HTTP API shows it:
+/// `{id, title, price, userId, version, orderId, createdAt}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    pub id: Uuid,
+    pub title: String,
+    /// Cents inside; major units on the wire (`19.99`).
+    #[serde(serialize_with = "money::major")]
+    pub price: Cents,
+    /// The seller.
+    pub user_id: Uuid,
+    /// Bumped on every change announced by ticket:updated; starts at 0.
+    pub version: i64,
+    /// The order holding the ticket, if it is reserved.
+    pub order_id: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl Ticket {
+    /// A ticket just listed by `seller`: version 0, not reserved.
+    pub fn listed(details: NewTicket, seller: Uuid, created_at: OffsetDateTime) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            title: details.title.into_inner(),
+            price: details.price,
+            user_id: seller,
+            version: 0,
+            order_id: None,
+            created_at,
+        }
+    }
+
+    /// Whether an order holds the ticket.
+    pub fn is_reserved(&self) -> bool {
+        self.order_id.is_some()
+    }
+
+    /// The event announcing a newly listed ticket.
+    pub fn created_event(&self) -> TicketCreated {
+        TicketCreated {
+            id: self.id,
+            version: self.version,
+            title: self.title.clone(),
+            price: self.price,
+            user_id: self.user_id,
+        }
+    }
+
+    /// The event announcing a change (edit, reservation or release) at the ticket's version.
+    pub fn updated_event(&self) -> TicketUpdated {
+        TicketUpdated {
+            id: self.id,
+            version: self.version,
+            title: self.title.clone(),
+            price: self.price,
+            user_id: self.user_id,
+            order_id: self.order_id,
+        }
+    }
+}
+
+/// A ticket title: trimmed, not empty, at most [`MAX_TITLE_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Title(String);
+
+impl Title {
+    /// Parses a title as a client sends it (any JSON value, or nothing).
+    pub fn from_json(value: Option<&serde_json::Value>) -> Result<Self, String> {
+        match value {
+            None | Some(serde_json::Value::Null) => Err("Title is required".into()),
+            Some(serde_json::Value::String(text)) => Self::parse(text),
+            Some(_) => Err("Title must be text".into()),
+        }
+    }
+
+    /// Parses a title from text, trimming surrounding white space.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            Err("Title is required".into())
+        } else if trimmed.chars().count() > MAX_TITLE_CHARS {
+            Err(format!(
+                "Title must be at most {MAX_TITLE_CHARS} characters"
+            ))
+        } else {
+            Ok(Self(trimmed.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// A valid title and price: what listing or editing a ticket needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTicket {
+    pub title: Title,
+    pub price: Cents,
+}
+
+/// The body of `POST /api/tickets` and `PUT /api/tickets/{id}` as received. Both fields are kept
+/// as raw JSON so that a wrong type is a field error like any other, reported with the rest.
+#[derive(Debug, Default, Deserialize)]
+pub struct TicketBody {
+    #[serde(default)]
+    pub title: Option<serde_json::Value>,
+    #[serde(default)]
+    pub price: Option<serde_json::Value>,
+}
+
+impl Validate for TicketBody {
+    type Valid = NewTicket;
+
+    fn validate(self) -> Result<NewTicket, Vec<FieldError>> {
+        let mut errors = FieldErrors::new();
+        let title = errors.check("title", Title::from_json(self.title.as_ref()));
+        let price = errors.check("price", Cents::from_json(self.price.as_ref()));
+        let valid = title
+            .zip(price)
+            .map(|(title, price)| NewTicket { title, price });
+        errors.into_result(valid)
+    }
+}
+
+/// One page of the listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// The query string of `GET /api/tickets` as received: `?limit=&offset=`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+}
+
+impl Validate for PageQuery {
+    type Valid = Page;
+
+    fn validate(self) -> Result<Page, Vec<FieldError>> {
+        let mut errors = FieldErrors::new();
+        let limit = match self.limit.as_deref() {
+            None => Some(DEFAULT_LIMIT),
+            Some(raw) => errors.check(
+                "limit",
+                raw.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+                    .ok_or_else(|| format!("Limit must be a whole number from 1 to {MAX_LIMIT}")),
+            ),
+        };
+        let offset = match self.offset.as_deref() {
+            None => Some(0),
+            Some(raw) => errors.check(
+                "offset",
+                raw.trim()
+                    .parse::<u32>()
+                    .map_err(|_| "Offset must be a whole number, 0 or more".to_string()),
+            ),
+        };
+        let valid = limit
+            .zip(offset)
+            .map(|(limit, offset)| Page { limit, offset });
+        errors.into_result(valid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    fn body(value: serde_json::Value) -> Result<NewTicket, Vec<FieldError>> {
+        serde_json::from_value::<TicketBody>(value)
+            .unwrap()
+            .validate()
+    }
+
+    fn fields(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().filter_map(|e| e.field.as_deref()).collect()
+    }
+
+    fn page(limit: Option<&str>, offset: Option<&str>) -> Result<Page, Vec<FieldError>> {
+        PageQuery {
+            limit: limit.map(str::to_owned),
+            offset: offset.map(str::to_owned),
+        }
+        .validate()
+    }
+
+    #[test]
+    fn a_valid_body_becomes_a_trimmed_title_and_exact_cents() {
+        let ticket = body(json!({"title": "  Concert  ", "price": 19.99})).unwrap();
+        assert_eq!(ticket.title.as_str(), "Concert");
+        assert_eq!(ticket.price.get(), 1999);
+    }
+
+    #[test]
+    fn titles_must_have_text_and_at_most_200_characters() {
+        assert!(Title::parse("").is_err());
+        assert!(Title::parse("   \t\n").is_err());
+        assert!(Title::parse(&"x".repeat(201)).is_err());
+        assert_eq!(Title::parse(&"x".repeat(200)).unwrap().as_str().len(), 200);
+        // Characters, not bytes: 200 two-byte letters are still a valid title.
+        assert!(Title::parse(&"é".repeat(200)).is_ok());
+        assert!(Title::from_json(Some(&json!(42))).is_err());
+        assert!(Title::from_json(Some(&json!(null))).is_err());
+        assert!(Title::from_json(None).is_err());
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_at_once() {
+        let errors = body(json!({"title": " ", "price": 0})).unwrap_err();
+        assert_eq!(fields(&errors), ["title", "price"]);
+        let errors = body(json!({})).unwrap_err();
+        assert_eq!(fields(&errors), ["title", "price"]);
+        let errors = body(json!({"title": "Concert", "price": "20"})).unwrap_err();
+        assert_eq!(fields(&errors), ["price"]);
+        let errors = body(json!({"title": "Concert", "price": 10.001})).unwrap_err();
+        assert_eq!(fields(&errors), ["price"]);
+        let errors = body(json!({"title": "Concert", "price": 1_000_000.01})).unwrap_err();
+        assert_eq!(fields(&errors), ["price"]);
+        let errors = body(json!({"title": "Concert", "price": -1})).unwrap_err();
+        assert_eq!(fields(&errors), ["price"]);
+    }
+
+    #[test]
+    fn a_listed_ticket_starts_at_version_0_unreserved() {
+        let seller = Uuid::now_v7();
+        let details = body(json!({"title": "Concert", "price": 20})).unwrap();
+        let ticket = Ticket::listed(details, seller, OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(ticket.version, 0);
+        assert_eq!(ticket.user_id, seller);
+        assert!(!ticket.is_reserved());
+        assert_eq!(ticket.created_event().version, 0);
+        assert_eq!(ticket.updated_event().order_id, None);
+    }
+
+    #[test]
+    fn a_ticket_on_the_wire_has_the_documented_shape() {
+        let details = body(json!({"title": "Concert", "price": 15.5})).unwrap();
+        let ticket = Ticket::listed(details, Uuid::nil(), OffsetDateTime::UNIX_EPOCH);
+        let json = serde_json::to_value(&ticket).unwrap();
+        assert_eq!(json["price"], json!(15.5));
+        assert_eq!(json["userId"], Uuid::nil().to_string());
+        assert_eq!(json["orderId"], json!(null));
+        assert_eq!(json["version"], 0);
+        assert_eq!(json["createdAt"], "1970-01-01T00:00:00Z");
+        assert_eq!(json.as_object().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn paging_defaults_to_the_first_50() {
+        assert_eq!(
+            page(None, None).unwrap(),
+            Page {
+                limit: 50,
+                offset: 0
+            }
+        );
+        assert_eq!(
+            page(Some("100"), Some("7")).unwrap(),
+            Page {
+                limit: 100,
+                offset: 7
+            }
+        );
+        assert_eq!(
+            page(Some("1"), Some("0")).unwrap(),
+            Page {
+                limit: 1,
+                offset: 0
+            }
+        );
+    }
+
+    #[test]
+    fn bad_paging_values_name_their_field() {
+        for bad in ["0", "101", "-1", "ten", "", "2.5"] {
+            let errors = page(Some(bad), None).unwrap_err();
+            assert_eq!(fields(&errors), ["limit"], "limit={bad:?}");
+        }
+        for bad in ["-1", "x", "", "99999999999"] {
+            let errors = page(None, Some(bad)).unwrap_err();
+            assert_eq!(fields(&errors), ["offset"], "offset={bad:?}");
+        }
+        let errors = page(Some("0"), Some("x")).unwrap_err();
+        assert_eq!(fields(&errors), ["limit", "offset"]);
+    }
+}

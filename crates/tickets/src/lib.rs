@@ -1,0 +1,50 @@
+//! The tickets service. It owns the tickets table: tickets listed for sale by their sellers,
+//! edited by them while no order holds them, reserved by order:created and released by
+//! order:cancelled. It announces every change as ticket:created or ticket:updated through its
+//! transactional outbox, so the orders service can keep its replica in version order.
+//!
+//! [`start`] spawns the outbox relay and the listeners and returns the HTTP routes; the caller
+//! wraps them in the HTTP stack (`common::http::serve_stack`), alone or merged with other
+//! services' routes.
+
+pub mod domain;
+pub mod listeners;
+pub mod routes;
+pub mod store;
+
+use axum::Router;
+use common::ServiceContext;
+use common::events::{OrderCancelled, OrderCreated};
+use common::listener;
+use common::store::{Migration, Migrations};
+
+/// The service's name, which also names its consumer groups.
+pub const NAME: &str = "tickets";
+
+/// The service's own tables: tickets and the tombstones of cancelled orders.
+pub const TICKETS_MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 100,
+        name: "tickets",
+        sql: include_str!("../migrations/sqlite/0100_tickets.sql"),
+    }],
+    postgres: &[Migration {
+        version: 100,
+        name: "tickets",
+        sql: include_str!("../migrations/postgres/0100_tickets.sql"),
+    }],
+};
+
+/// Every migration a tickets database needs: the platform outbox and inbox, then its own.
+pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &TICKETS_MIGRATIONS];
+
+/// Starts the service's background work (the outbox relay, the order:created and
+/// order:cancelled listeners, all stopping on `ctx.shutdown`) and returns its routes with their
+/// state applied, without the HTTP stack.
+pub fn start(ctx: &ServiceContext) -> Router {
+    ctx.spawn_relay();
+    let dialect = ctx.store.dialect();
+    listener::spawn::<OrderCreated, _>(ctx, listeners::ReserveTicket { dialect });
+    listener::spawn::<OrderCancelled, _>(ctx, listeners::ReleaseTicket { dialect });
+    routes::router(routes::AppState::new(ctx))
+}

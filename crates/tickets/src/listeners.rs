@@ -1,0 +1,98 @@
+//! What the tickets service does when orders change: an order:created reserves its ticket and an
+//! order:cancelled releases it, each announced with a ticket:updated written to the outbox in the
+//! listener's transaction.
+//!
+//! The two events travel on different consumers and may arrive in either order, more than once,
+//! and late. So: a cancellation is remembered (a tombstone) even when it changes nothing, and an
+//! order:created for a cancelled order reserves nothing; a cancellation releases a ticket only if
+//! that very order holds it; a reservation already in place is not applied again. Both handlers
+//! lock the ticket row first, so on PostgreSQL a reservation and a cancellation of one ticket
+//! take turns and neither decides on a view the other is about to change.
+
+use async_trait::async_trait;
+use common::events::{Envelope, OrderCancelled, OrderCreated};
+use common::listener::{HandleError, Handler};
+use common::outbox;
+use common::store::Dialect;
+use sqlx::AnyConnection;
+
+use crate::store;
+
+/// Reserves a ticket for the order that was placed on it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveTicket {
+    pub dialect: Dialect,
+}
+
+#[async_trait]
+impl Handler<OrderCreated> for ReserveTicket {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<OrderCreated>,
+    ) -> Result<(), HandleError> {
+        let order = event.data;
+        let ticket_id = order.ticket.id;
+        let Some(ticket) = store::lock(tx, self.dialect, ticket_id).await? else {
+            // Retried, then dead-lettered after the maximum deliveries: never lost in silence.
+            return Err(HandleError::NotReady(format!(
+                "order {} names unknown ticket {ticket_id}",
+                order.id
+            )));
+        };
+        if store::is_cancelled_order(tx, order.id).await? {
+            tracing::info!(order = %order.id, ticket = %ticket_id, "order already cancelled, not reserving");
+            return Ok(());
+        }
+        match ticket.order_id {
+            Some(holder) if holder == order.id => {
+                // The same order announced twice (a republished event): reserved already.
+                tracing::debug!(order = %order.id, ticket = %ticket_id, "already reserved for this order");
+                Ok(())
+            }
+            Some(holder) => Err(HandleError::NotReady(format!(
+                "ticket {ticket_id} is held by order {holder}, whose cancellation has not arrived"
+            ))),
+            None => {
+                let reserved = store::reserve(tx, ticket_id, order.id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("ticket {ticket_id} changed under its lock"))?;
+                outbox::enqueue(tx, reserved.updated_event()).await?;
+                tracing::info!(order = %order.id, ticket = %ticket_id, version = reserved.version, "ticket reserved");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Puts a ticket back on sale when the order holding it is cancelled.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseTicket {
+    pub dialect: Dialect,
+}
+
+#[async_trait]
+impl Handler<OrderCancelled> for ReleaseTicket {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<OrderCancelled>,
+    ) -> Result<(), HandleError> {
+        let order = event.data;
+        let ticket_id = order.ticket.id;
+        // Taken for its lock only: whatever the ticket holds is decided by the conditional
+        // release below.
+        store::lock(tx, self.dialect, ticket_id).await?;
+        store::record_cancelled_order(tx, order.id, ticket_id).await?;
+        match store::release(tx, ticket_id, order.id).await? {
+            Some(released) => {
+                outbox::enqueue(tx, released.updated_event()).await?;
+                tracing::info!(order = %order.id, ticket = %ticket_id, version = released.version, "ticket released");
+            }
+            None => {
+                tracing::info!(order = %order.id, ticket = %ticket_id, "ticket not held by this order, nothing to release");
+            }
+        }
+        Ok(())
+    }
+}

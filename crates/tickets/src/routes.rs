@@ -1,0 +1,131 @@
+//! The tickets HTTP API: `/api/tickets` and `/api/tickets/{id}`. Thin handlers: extract and
+//! validate, call the store inside a transaction, answer the ticket or an error in the one shape.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::get;
+use axum::{Json, Router};
+use common::outbox::{self, Outbox};
+use common::store::{from_millis, now_millis};
+use common::validate::{Valid, Validate, parse_id};
+use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
+use uuid::Uuid;
+
+use crate::domain::{PageQuery, Ticket, TicketBody};
+use crate::store;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    store: Store,
+    outbox: Outbox,
+    sessions: Sessions,
+}
+
+impl AppState {
+    pub fn new(ctx: &ServiceContext) -> Self {
+        Self {
+            store: ctx.store.clone(),
+            outbox: ctx.outbox.clone(),
+            sessions: ctx.sessions.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Sessions {
+    fn from_ref(state: &AppState) -> Self {
+        state.sessions.clone()
+    }
+}
+
+/// The service's routes with their state applied.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/tickets", get(list_tickets).post(create_ticket))
+        .route("/api/tickets/{id}", get(show_ticket).put(update_ticket))
+        .with_state(state)
+}
+
+/// The ticket id in the path. A malformed id names no ticket, so it is a 404 like an unknown one.
+pub struct TicketId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for TicketId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound)?;
+        parse_id(&raw).map(Self)
+    }
+}
+
+/// `GET /api/tickets?limit=&offset=`: tickets for sale, newest first.
+async fn list_tickets(
+    State(state): State<AppState>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Vec<Ticket>>, ApiError> {
+    let Query(query) = query.map_err(|_| ApiError::BadRequest("Malformed query string".into()))?;
+    let page = query.validate().map_err(ApiError::Validation)?;
+    Ok(Json(store::list_for_sale(state.store.pool(), page).await?))
+}
+
+/// `GET /api/tickets/{id}`.
+async fn show_ticket(
+    State(state): State<AppState>,
+    TicketId(id): TicketId,
+) -> Result<Json<Ticket>, ApiError> {
+    store::find(state.store.pool(), id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+/// `POST /api/tickets`: lists a ticket for the signed-in user and announces it (ticket:created)
+/// in the same transaction.
+async fn create_ticket(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Valid(details): Valid<TicketBody>,
+) -> Result<(StatusCode, Json<Ticket>), ApiError> {
+    // Stored times have millisecond precision; the answer shows what a later read will.
+    let ticket = Ticket::listed(details, user.id, from_millis(now_millis()));
+    let mut tx = state.store.begin().await?;
+    store::insert(&mut tx, &ticket).await?;
+    outbox::enqueue(&mut tx, ticket.created_event()).await?;
+    state.outbox.commit(tx).await?;
+    tracing::info!(ticket = %ticket.id, "ticket listed");
+    Ok((StatusCode::CREATED, Json(ticket)))
+}
+
+/// `PUT /api/tickets/{id}`: the owner edits title and price of a ticket no order holds, announced
+/// (ticket:updated) in the same transaction.
+async fn update_ticket(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    TicketId(id): TicketId,
+    Valid(changes): Valid<TicketBody>,
+) -> Result<Json<Ticket>, ApiError> {
+    let mut tx = state.store.begin().await?;
+    // One conditional statement, not a read then a write: a reservation committed between the
+    // two would otherwise be overwritten by the edit.
+    if let Some(ticket) = store::edit_unreserved(&mut tx, id, user.id, &changes).await? {
+        outbox::enqueue(&mut tx, ticket.updated_event()).await?;
+        state.outbox.commit(tx).await?;
+        return Ok(Json(ticket));
+    }
+    Err(why_not_edited(store::find(&mut *tx, id).await?, user.id))
+}
+
+/// Why an edit matched no row: no such ticket, someone else's, or reserved.
+fn why_not_edited(ticket: Option<Ticket>, editor: Uuid) -> ApiError {
+    match ticket {
+        None => ApiError::NotFound,
+        Some(ticket) if ticket.user_id != editor => ApiError::Unauthorized,
+        // Also the answer when a release landed between the edit and this read: at the moment of
+        // the edit the ticket was reserved.
+        Some(_) => ApiError::BadRequest("Cannot edit a reserved ticket".into()),
+    }
+}

@@ -1,0 +1,227 @@
+//! The tickets service's SQL, and the only place it lives. One set of statements with `$1`
+//! placeholders serves SQLite and PostgreSQL; the one difference (row locks) is chosen by
+//! [`Dialect`]. Ids are UUID text, prices integer cents, times unix milliseconds.
+
+use common::money::Cents;
+use common::store::{Dialect, from_millis, millis, now_millis};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
+use uuid::Uuid;
+
+use crate::domain::{NewTicket, Page, Ticket};
+
+/// The columns a [`Ticket`] is read from, as a literal so statements stay `&'static str`.
+macro_rules! columns {
+    () => {
+        "id, title, price_cents, user_id, version, order_id, created_at"
+    };
+}
+
+/// Tickets for sale (not reserved), newest first. UUID v7 ids grow with creation time, so the id
+/// breaks ties between tickets listed in the same millisecond.
+pub async fn list_for_sale(pool: &AnyPool, page: Page) -> Result<Vec<Ticket>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tickets WHERE order_id IS NULL \
+         ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+    ))
+    .bind(i64::from(page.limit))
+    .bind(i64::from(page.offset))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(ticket_from_row).collect()
+}
+
+/// One ticket, reserved or not, read from the pool or inside a transaction.
+pub async fn find<'c, E>(executor: E, id: Uuid) -> Result<Option<Ticket>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tickets WHERE id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(executor)
+    .await?
+    .as_ref()
+    .map(ticket_from_row)
+    .transpose()
+}
+
+/// One ticket, locked until the end of the transaction, so that the listeners deciding whether
+/// to reserve or release it take turns. On SQLite the write transaction (`BEGIN IMMEDIATE`)
+/// already keeps every other writer out; PostgreSQL needs the row lock.
+pub async fn lock(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    id: Uuid,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    let sql = match dialect {
+        Dialect::Postgres => {
+            concat!(
+                "SELECT ",
+                columns!(),
+                " FROM tickets WHERE id = $1 FOR UPDATE"
+            )
+        }
+        Dialect::Sqlite => concat!("SELECT ", columns!(), " FROM tickets WHERE id = $1"),
+    };
+    sqlx::query(sql)
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(ticket_from_row)
+        .transpose()
+}
+
+/// Stores a newly listed ticket (not reserved).
+pub async fn insert(conn: &mut AnyConnection, ticket: &Ticket) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tickets (id, title, price_cents, user_id, version, order_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, NULL, $6)",
+    )
+    .bind(ticket.id.to_string())
+    .bind(&ticket.title)
+    .bind(ticket.price.get())
+    .bind(ticket.user_id.to_string())
+    .bind(ticket.version)
+    .bind(millis(ticket.created_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Edits a ticket only if `seller` owns it and no order holds it, in one statement, so that a
+/// reservation racing the edit is never overwritten. `None` when no row matched; the caller finds
+/// out why.
+pub async fn edit_unreserved(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    seller: Uuid,
+    changes: &NewTicket,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    sqlx::query(concat!(
+        "UPDATE tickets SET title = $3, price_cents = $4, version = version + 1 \
+         WHERE id = $1 AND user_id = $2 AND order_id IS NULL RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(id.to_string())
+    .bind(seller.to_string())
+    .bind(changes.title.as_str())
+    .bind(changes.price.get())
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(ticket_from_row)
+    .transpose()
+}
+
+/// Marks a ticket as held by an order, if no order holds it. `None` when it was taken.
+pub async fn reserve(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    order_id: Uuid,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    sqlx::query(concat!(
+        "UPDATE tickets SET order_id = $2, version = version + 1 \
+         WHERE id = $1 AND order_id IS NULL RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(id.to_string())
+    .bind(order_id.to_string())
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(ticket_from_row)
+    .transpose()
+}
+
+/// Puts a ticket back on sale, but only if this very order holds it: a late cancellation of an
+/// older order must not release a ticket a newer order holds. `None` when nothing changed.
+pub async fn release(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    order_id: Uuid,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    sqlx::query(concat!(
+        "UPDATE tickets SET order_id = NULL, version = version + 1 \
+         WHERE id = $1 AND order_id = $2 RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(id.to_string())
+    .bind(order_id.to_string())
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(ticket_from_row)
+    .transpose()
+}
+
+/// Remembers that an order was cancelled (once; a second record changes nothing).
+pub async fn record_cancelled_order(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+    ticket_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cancelled_orders (order_id, ticket_id, cancelled_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(order_id.to_string())
+    .bind(ticket_id.to_string())
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether an order:cancelled for this order has been applied.
+pub async fn is_cancelled_order(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT order_id FROM cancelled_orders WHERE order_id = $1")
+            .bind(order_id.to_string())
+            .fetch_optional(conn)
+            .await?;
+    Ok(found.is_some())
+}
+
+fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
+    let order_id: Option<String> = row.try_get("order_id")?;
+    Ok(Ticket {
+        id: uuid_column(row, "id")?,
+        title: row.try_get("title")?,
+        price: Cents::new(row.try_get("price_cents")?)
+            .map_err(|reason| decode_error("price_cents", reason))?,
+        user_id: uuid_column(row, "user_id")?,
+        version: row.try_get("version")?,
+        order_id: order_id
+            .map(|raw| parse_uuid("order_id", &raw))
+            .transpose()?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+fn uuid_column(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
+    parse_uuid(column, &row.try_get::<String, _>(column)?)
+}
+
+fn parse_uuid(column: &str, raw: &str) -> Result<Uuid, sqlx::Error> {
+    Uuid::try_parse(raw).map_err(|err| decode_error(column, err.to_string()))
+}
+
+fn decode_error(column: &str, reason: String) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: reason.into(),
+    }
+}

@@ -1,0 +1,164 @@
+//! What the service does when orders change: order:created reserves the ticket, order:cancelled
+//! releases it, whatever order, however often and however late the two arrive.
+
+use common::bus::ConsumerConfig;
+use common::events::{EventType, TicketUpdated};
+use testkit::{Backend, json};
+use uuid::Uuid;
+
+use crate::helpers::{id_of, order_cancelled, order_created, spawn_app};
+
+testkit::each_database!(
+    an_order_created_reserves_the_ticket,
+    an_order_cancelled_releases_the_ticket,
+    a_stale_cancellation_does_not_release_a_ticket_held_by_a_newer_order,
+    an_order_for_a_held_ticket_waits_for_the_earlier_cancellation,
+    a_cancellation_before_its_order_leaves_the_ticket_for_sale,
+    an_order_for_an_unknown_ticket_is_retried_then_dead_lettered,
+    the_same_order_announced_twice_reserves_once,
+);
+
+async fn an_order_created_reserves_the_ticket(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut updated = app.watch::<TicketUpdated>().await;
+    let alice = app.sign_in();
+    let id = id_of(&app.list_ticket(&alice, "Concert", json!(20)).await);
+    let order_id = Uuid::now_v7();
+
+    app.publish(&order_created(order_id, &id)).await;
+
+    let ticket = app.ticket_at_version(&id, 1).await;
+    assert_eq!(ticket["orderId"], order_id.to_string());
+    assert_eq!(ticket["title"], "Concert");
+    assert_eq!(ticket["price"], json!(20));
+    let event = updated.next().await;
+    assert_eq!(event.data.id.to_string(), id);
+    assert_eq!(event.data.version, 1);
+    assert_eq!(event.data.order_id, Some(order_id));
+    assert!(!app.listed_ids("").await.contains(&id));
+}
+
+async fn an_order_cancelled_releases_the_ticket(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut updated = app.watch::<TicketUpdated>().await;
+    let alice = app.sign_in();
+    let id = id_of(&app.list_ticket(&alice, "Concert", json!(20)).await);
+    let order_id = Uuid::now_v7();
+    app.publish(&order_created(order_id, &id)).await;
+    app.ticket_at_version(&id, 1).await;
+
+    app.publish(&order_cancelled(order_id, &id)).await;
+
+    let ticket = app.ticket_at_version(&id, 2).await;
+    assert_eq!(ticket["orderId"], json!(null));
+    let reserved = updated.next().await;
+    let released = updated.next().await;
+    assert_eq!(reserved.data.version, 1);
+    assert_eq!(released.data.version, 2);
+    assert_eq!(released.data.order_id, None);
+    assert_eq!(app.listed_ids("").await, [id]);
+}
+
+async fn a_stale_cancellation_does_not_release_a_ticket_held_by_a_newer_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+    let id = id_of(&app.list_ticket(&alice, "Concert", json!(20)).await);
+    let (older, newer) = (Uuid::now_v7(), Uuid::now_v7());
+    app.publish(&order_created(older, &id)).await;
+    app.ticket_at_version(&id, 1).await;
+    app.publish(&order_cancelled(older, &id)).await;
+    app.ticket_at_version(&id, 2).await;
+    app.publish(&order_created(newer, &id)).await;
+    app.ticket_at_version(&id, 3).await;
+
+    // The older order's cancellation again, as a new message (an expiry after the owner's
+    // cancellation, say): the inbox cannot recognise it, the ticket's holder must.
+    let stale = app.publish(&order_cancelled(older, &id)).await;
+    app.handled(stale).await;
+
+    let ticket = app.ticket(&id).await;
+    assert_eq!(ticket["orderId"], newer.to_string());
+    assert_eq!(ticket["version"], 3);
+    assert!(app.listed_ids("").await.is_empty());
+}
+
+async fn an_order_for_a_held_ticket_waits_for_the_earlier_cancellation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+    let id = id_of(&app.list_ticket(&alice, "Concert", json!(20)).await);
+    let (older, newer) = (Uuid::now_v7(), Uuid::now_v7());
+    app.publish(&order_created(older, &id)).await;
+    app.ticket_at_version(&id, 1).await;
+
+    // The newer order arrives while the older one still holds the ticket: it is not applied
+    // and not dropped, but retried until the older order's cancellation has been applied.
+    let waiting = app.publish(&order_created(newer, &id)).await;
+    app.publish(&order_cancelled(older, &id)).await;
+
+    app.handled(waiting).await;
+    let ticket = app.ticket(&id).await;
+    assert_eq!(ticket["orderId"], newer.to_string());
+    assert_eq!(ticket["version"], 3);
+}
+
+async fn a_cancellation_before_its_order_leaves_the_ticket_for_sale(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+    let created = app.list_ticket(&alice, "Concert", json!(20)).await;
+    let id = id_of(&created);
+    let order_id = Uuid::now_v7();
+
+    let cancelled = app.publish(&order_cancelled(order_id, &id)).await;
+    app.handled(cancelled).await;
+    let placed = app.publish(&order_created(order_id, &id)).await;
+    app.handled(placed).await;
+
+    assert_eq!(app.ticket(&id).await, created);
+    assert_eq!(app.listed_ids("").await, [id]);
+}
+
+async fn an_order_for_an_unknown_ticket_is_retried_then_dead_lettered(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+    let existing = app.list_ticket(&alice, "Concert", json!(20)).await;
+    let unknown = Uuid::now_v7().to_string();
+
+    let event = app.publish(&order_created(Uuid::now_v7(), &unknown)).await;
+
+    let consumer = ConsumerConfig::new("tickets", EventType::OrderCreated);
+    let dead = testkit::eventually("the order:created to be dead-lettered", || async {
+        let letters = app.bus.bus.dead_letters(&consumer).await.unwrap();
+        letters
+            .into_iter()
+            .find(|letter| letter.message_id == event.to_string())
+    })
+    .await;
+    assert_eq!(
+        dead.deliveries, app.ctx.listeners.max_deliver,
+        "retried before giving up"
+    );
+    assert!(!app.has_handled(event).await);
+    assert_eq!(app.ticket(&id_of(&existing)).await, existing);
+    let reply = app
+        .anonymous()
+        .get(&format!("/api/tickets/{unknown}"))
+        .await;
+    assert_eq!(reply.status, 404);
+}
+
+async fn the_same_order_announced_twice_reserves_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+    let id = id_of(&app.list_ticket(&alice, "Concert", json!(20)).await);
+    let order_id = Uuid::now_v7();
+
+    // Two messages, two ids, one order: the inbox sees two events, the ticket one reservation.
+    let first = app.publish(&order_created(order_id, &id)).await;
+    let second = app.publish(&order_created(order_id, &id)).await;
+    app.handled(first).await;
+    app.handled(second).await;
+
+    let ticket = app.ticket(&id).await;
+    assert_eq!(ticket["orderId"], order_id.to_string());
+    assert_eq!(ticket["version"], 1);
+}

@@ -20,6 +20,8 @@ pub enum EventType {
     OrderCreated,
     #[serde(rename = "order:cancelled")]
     OrderCancelled,
+    #[serde(rename = "order:completed")]
+    OrderCompleted,
     #[serde(rename = "expiration:complete")]
     ExpirationComplete,
     #[serde(rename = "payment:created")]
@@ -27,11 +29,12 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         Self::TicketCreated,
         Self::TicketUpdated,
         Self::OrderCreated,
         Self::OrderCancelled,
+        Self::OrderCompleted,
         Self::ExpirationComplete,
         Self::PaymentCreated,
     ];
@@ -43,6 +46,7 @@ impl EventType {
             Self::TicketUpdated => "ticket:updated",
             Self::OrderCreated => "order:created",
             Self::OrderCancelled => "order:cancelled",
+            Self::OrderCompleted => "order:completed",
             Self::ExpirationComplete => "expiration:complete",
             Self::PaymentCreated => "payment:created",
         }
@@ -152,12 +156,53 @@ pub struct OrderTicket {
     pub price: Cents,
 }
 
+/// Where an order is in its life. `created` and `awaiting:payment` are live (they hold the
+/// ticket); `cancelled` and `complete` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OrderStatus {
+    #[serde(rename = "created")]
+    Created,
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    #[serde(rename = "awaiting:payment")]
+    AwaitingPayment,
+    #[serde(rename = "complete")]
+    Complete,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Cancelled => "cancelled",
+            Self::AwaitingPayment => "awaiting:payment",
+            Self::Complete => "complete",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Created,
+            Self::Cancelled,
+            Self::AwaitingPayment,
+            Self::Complete,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+
+    /// Final statuses never change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Cancelled | Self::Complete)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCreated {
     pub id: Uuid,
     pub version: i64,
-    pub status: String,
+    pub status: OrderStatus,
     pub user_id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
@@ -184,6 +229,20 @@ pub struct OrderCancelled {
 
 impl EventData for OrderCancelled {
     const TYPE: EventType = EventType::OrderCancelled;
+}
+
+/// An order was paid. Orders bumps the order's version when it completes; announcing it keeps
+/// every replica of the order in version step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCompleted {
+    pub id: Uuid,
+    pub version: i64,
+    pub ticket: TicketRef,
+}
+
+impl EventData for OrderCompleted {
+    const TYPE: EventType = EventType::OrderCompleted;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +299,21 @@ mod tests {
             Err(DecodeError::WrongType { .. })
         ));
         assert!(Envelope::<TicketCreated>::decode(b"{").is_err());
+    }
+
+    #[test]
+    fn order_statuses_use_their_wire_names() {
+        for status in [
+            OrderStatus::Created,
+            OrderStatus::Cancelled,
+            OrderStatus::AwaitingPayment,
+            OrderStatus::Complete,
+        ] {
+            let json = serde_json::to_value(status).unwrap();
+            assert_eq!(json, status.as_str());
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+        }
+        assert!(OrderStatus::Complete.is_final() && !OrderStatus::Created.is_final());
     }
 
     #[test]

@@ -115,7 +115,7 @@ distributed_test! {
         let order = Envelope::new(OrderCreated {
             id: order_id,
             version: 0,
-            status: "created".into(),
+            status: common::events::OrderStatus::Created,
             user_id: uuid::Uuid::now_v7(),
             expires_at: time::OffsetDateTime::now_utc() + Duration::from_secs(900),
             ticket: OrderTicket { id: ticket_id, price: Cents::new(2500).unwrap() },

@@ -194,7 +194,7 @@ pub fn order_created(order_id: Uuid, ticket_id: &str) -> Envelope<OrderCreated> 
     Envelope::new(OrderCreated {
         id: order_id,
         version: 0,
-        status: "created".into(),
+        status: common::events::OrderStatus::Created,
         user_id: Uuid::now_v7(),
         expires_at: time::OffsetDateTime::now_utc() + time::Duration::minutes(15),
         ticket: OrderTicket {

@@ -2,9 +2,9 @@
 //!
 //! One stream per deployment, named by the prefix and holding the subjects `<prefix>.>`; an event
 //! of type `ticket:created` travels on `<prefix>.ticket.created`. Each group reads each type
-//! through a durable pull consumer with explicit acks. JetStream itself stops after
-//! `max_deliver + 1` deliveries; when that last delivery arrives we move the message to the
-//! dead-letter subject `<prefix>.dead.<consumer>` instead of handing it to the service.
+//! through a durable pull consumer with explicit acks. When a message arrives for the
+//! `max_deliver + 1`th time we move it to the dead-letter subject `<prefix>.dead.<consumer>`
+//! instead of handing it to the service.
 
 use std::time::Duration;
 
@@ -141,8 +141,11 @@ impl Bus for NatsBus {
                     deliver_policy: consumer::DeliverPolicy::All,
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: config.ack_wait,
-                    // One more than ours, so that we see the last delivery and dead-letter it.
-                    max_deliver: i64::from(config.max_deliver) + 1,
+                    // Unlimited on the server: we dead-letter on the delivery after our maximum.
+                    // Were the server to stop delivering, a dead-letter publish that failed at
+                    // that moment would lose the message without a trace; this way it is simply
+                    // tried again after the ack wait.
+                    max_deliver: -1,
                     ..Default::default()
                 },
             )

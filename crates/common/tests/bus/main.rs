@@ -1,0 +1,416 @@
+//! The bus conformance suite: every test is written once against the `Bus` trait and runs on the
+//! embedded bus and on NATS JetStream (when `STUBS_TEST_NATS_URL` is set at build time).
+//! The last tests are the embedded bus's own: its log survives a restart of the process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::bus::embedded::EmbeddedBus;
+use common::bus::{Bus, ConsumerConfig, Delivery, Message, Subscription};
+use common::events::EventType;
+use testkit::{BusKind, TestBus, eventually};
+use tokio::time::Instant;
+
+/// An ack wait no test reaches: only what a test does brings a message back.
+const LONG: Duration = Duration::from_secs(30);
+/// An ack wait short enough to watch a redelivery.
+const SHORT: Duration = Duration::from_secs(1);
+/// How long a test waits for a delivery it expects: generous, so a slow machine does not fail it.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(group: &str, ack_wait: Duration, max_deliver: u32) -> ConsumerConfig {
+    ConsumerConfig {
+        group: group.to_owned(),
+        event_type: EventType::TicketCreated,
+        ack_wait,
+        max_deliver,
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn payload_of(id: &str) -> Bytes {
+    Bytes::from(format!("payload of {id}"))
+}
+
+async fn publish(bus: &dyn Bus, id: &str) {
+    bus.publish(&Message {
+        id: id.to_owned(),
+        event_type: EventType::TicketCreated,
+        payload: payload_of(id),
+    })
+    .await
+    .unwrap();
+}
+
+/// The next delivery, or `None` if nothing arrives within `wait`.
+async fn next_within(sub: &mut dyn Subscription, wait: Duration) -> Option<Delivery> {
+    tokio::time::timeout(wait, sub.next())
+        .await
+        .ok()
+        .map(|next| next.expect("the subscription failed"))
+}
+
+/// The next delivery, which must arrive within [`WAIT`]; its payload must be its message's.
+async fn expect_next(sub: &mut dyn Subscription, what: &str) -> Delivery {
+    let delivery = next_within(sub, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no delivery within {WAIT:?}: expected {what}"));
+    assert_eq!(
+        delivery.payload,
+        payload_of(&delivery.message_id),
+        "payload of {}",
+        delivery.message_id
+    );
+    delivery
+}
+
+/// Asserts nothing arrives within `wait` (for a message that must not come back).
+async fn expect_silence(sub: &mut dyn Subscription, wait: Duration, why: &str) {
+    if let Some(delivery) = next_within(sub, wait).await {
+        panic!("unexpected delivery ({why}): {delivery:?}");
+    }
+}
+
+/// Receives `n` deliveries, acking each, and returns their message ids in arrival order.
+async fn receive_and_ack(sub: &mut dyn Subscription, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let delivery = expect_next(sub, &format!("message {} of {n}", i + 1)).await;
+        delivery.ack().await.unwrap();
+        ids.push(delivery.message_id);
+    }
+    ids
+}
+
+fn as_set(ids: &[String]) -> HashSet<String> {
+    ids.iter().cloned().collect()
+}
+
+testkit::each_bus!(
+    every_group_gets_every_message,
+    members_of_a_group_share_the_work,
+    an_unacked_message_is_delivered_again,
+    a_negative_ack_brings_the_message_back_after_its_delay,
+    a_duplicate_publish_is_dropped,
+    a_message_is_dead_lettered_after_max_deliveries,
+    a_rejected_message_goes_to_the_dead_letters_at_once,
+    nothing_is_lost_when_a_consumer_dies_mid_message,
+    a_group_created_late_gets_earlier_messages,
+);
+
+async fn every_group_gets_every_message(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let mut tickets = bus.subscribe(&config("tickets", LONG, 5)).await.unwrap();
+    let mut orders = bus.subscribe(&config("orders", LONG, 5)).await.unwrap();
+
+    let ids: Vec<String> = (0..5).map(|_| new_id()).collect();
+    for id in &ids {
+        publish(bus, id).await;
+    }
+
+    for (group, sub) in [("tickets", &mut tickets), ("orders", &mut orders)] {
+        let got = receive_and_ack(sub.as_mut(), ids.len()).await;
+        assert_eq!(as_set(&got), as_set(&ids), "group {group}");
+        expect_silence(sub.as_mut(), Duration::from_millis(500), "all were acked").await;
+    }
+}
+
+async fn members_of_a_group_share_the_work(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.clone();
+    let group = config("orders", LONG, 5);
+    // (member, message id) for every delivery, in the order they were acked.
+    let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+
+    let mut members = Vec::new();
+    for member in 0..2 {
+        let mut sub = bus.subscribe(&group).await.unwrap();
+        let seen = seen.clone();
+        members.push(tokio::spawn(async move {
+            loop {
+                let delivery = sub.next().await.unwrap();
+                // A little work, so that the other member gets its turn.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                delivery.ack().await.unwrap();
+                seen.lock().unwrap().push((member, delivery.message_id));
+            }
+        }));
+    }
+
+    let ids: Vec<String> = (0..20).map(|_| new_id()).collect();
+    for id in &ids {
+        publish(bus.as_ref(), id).await;
+    }
+    eventually("every message to reach a member", || {
+        let done = seen.lock().unwrap().len() >= ids.len();
+        async move { done.then_some(()) }
+    })
+    .await;
+    // Time for a second copy of any message to show up, if the bus sent one.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for member in members {
+        member.abort();
+    }
+
+    let seen = seen.lock().unwrap().clone();
+    let delivered: Vec<String> = seen.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(
+        delivered.len(),
+        ids.len(),
+        "each message exactly once: {seen:?}"
+    );
+    assert_eq!(as_set(&delivered), as_set(&ids));
+    for member in 0..2 {
+        assert!(
+            seen.iter().any(|(m, _)| *m == member),
+            "member {member} got no work: {seen:?}"
+        );
+    }
+}
+
+async fn an_unacked_message_is_delivered_again(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let mut sub = bus.subscribe(&config("orders", SHORT, 5)).await.unwrap();
+    let id = new_id();
+    publish(bus, &id).await;
+
+    let first = expect_next(sub.as_mut(), "the first delivery").await;
+    let first_at = Instant::now();
+    assert_eq!((first.message_id.as_str(), first.attempt), (id.as_str(), 1));
+    drop(first); // never acked
+
+    let second = expect_next(sub.as_mut(), "the redelivery").await;
+    assert_eq!(
+        (second.message_id.as_str(), second.attempt),
+        (id.as_str(), 2)
+    );
+    assert!(
+        first_at.elapsed() >= SHORT / 2,
+        "redelivered after {:?}, before the ack wait of {SHORT:?}",
+        first_at.elapsed()
+    );
+    second.ack().await.unwrap();
+    expect_silence(sub.as_mut(), SHORT * 3, "the redelivery was acked").await;
+}
+
+async fn a_negative_ack_brings_the_message_back_after_its_delay(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    // The ack wait is far longer than the test waits: only the nak can bring it back in time.
+    let mut sub = bus.subscribe(&config("orders", LONG, 5)).await.unwrap();
+    let id = new_id();
+    publish(bus, &id).await;
+
+    let delay = Duration::from_millis(500);
+    let first = expect_next(sub.as_mut(), "the first delivery").await;
+    assert_eq!(first.attempt, 1);
+    let nak_at = Instant::now();
+    first.nak(delay).await.unwrap();
+
+    let again = expect_next(sub.as_mut(), "the message after its nak delay").await;
+    let after = nak_at.elapsed();
+    assert_eq!((again.message_id.as_str(), again.attempt), (id.as_str(), 2));
+    assert!(
+        after >= delay / 2,
+        "came back {after:?} after a nak with a delay of {delay:?}"
+    );
+    again.ack().await.unwrap();
+    expect_silence(sub.as_mut(), Duration::from_secs(1), "it was acked").await;
+}
+
+async fn a_duplicate_publish_is_dropped(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let mut sub = bus.subscribe(&config("orders", LONG, 5)).await.unwrap();
+    let (id, other) = (new_id(), new_id());
+    publish(bus, &id).await;
+    publish(bus, &id).await;
+    publish(bus, &other).await;
+
+    let got = receive_and_ack(sub.as_mut(), 2).await;
+    assert_eq!(as_set(&got), as_set(&[id, other]));
+    expect_silence(sub.as_mut(), Duration::from_secs(1), "the copy was dropped").await;
+}
+
+async fn a_message_is_dead_lettered_after_max_deliveries(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let group = config("orders", SHORT, 3);
+    let mut sub = bus.subscribe(&group).await.unwrap();
+    let id = new_id();
+    publish(bus, &id).await;
+
+    for attempt in 1..=3 {
+        let delivery = expect_next(sub.as_mut(), &format!("delivery {attempt}")).await;
+        assert_eq!(
+            (delivery.message_id.as_str(), delivery.attempt),
+            (id.as_str(), attempt)
+        );
+        // Never acked.
+    }
+    expect_silence(sub.as_mut(), SHORT * 3, "three deliveries is the maximum").await;
+
+    let dead = bus.dead_letters(&group).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].message_id, id);
+    assert_eq!(dead[0].event_type, EventType::TicketCreated);
+    assert_eq!(dead[0].payload, payload_of(&id));
+    assert_eq!(dead[0].deliveries, 3);
+    assert!(!dead[0].reason.is_empty());
+    // Another group's dead letters are its own.
+    let other = bus
+        .dead_letters(&config("tickets", SHORT, 3))
+        .await
+        .unwrap();
+    assert!(other.is_empty(), "{other:?}");
+}
+
+async fn a_rejected_message_goes_to_the_dead_letters_at_once(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let group = config("orders", SHORT, 5);
+    let mut sub = bus.subscribe(&group).await.unwrap();
+    let (id, next) = (new_id(), new_id());
+    publish(bus, &id).await;
+
+    let delivery = expect_next(sub.as_mut(), "the message to reject").await;
+    delivery.reject("malformed event").await.unwrap();
+
+    let dead = bus.dead_letters(&group).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].message_id, id);
+    assert_eq!(dead[0].payload, payload_of(&id));
+    assert_eq!(dead[0].reason, "malformed event");
+    assert_eq!(dead[0].deliveries, 1);
+
+    // It is not delivered again, and the consumer goes on with the next message.
+    publish(bus, &next).await;
+    let after = expect_next(sub.as_mut(), "the next message").await;
+    assert_eq!(after.message_id, next);
+    after.ack().await.unwrap();
+    expect_silence(sub.as_mut(), SHORT * 3, "the rejected one is dead").await;
+}
+
+async fn nothing_is_lost_when_a_consumer_dies_mid_message(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let group = config("orders", SHORT, 5);
+    let mut dying = bus.subscribe(&group).await.unwrap();
+    let id = new_id();
+    publish(bus, &id).await;
+
+    let in_hand = expect_next(dying.as_mut(), "the message").await;
+    assert_eq!(in_hand.message_id, id);
+    // The consumer goes away with the message in hand, unacked.
+    drop(in_hand);
+    drop(dying);
+
+    let mut successor = bus.subscribe(&group).await.unwrap();
+    let delivery = expect_next(successor.as_mut(), "the message again").await;
+    assert_eq!(delivery.message_id, id);
+    assert!(delivery.attempt >= 2, "attempt {}", delivery.attempt);
+    delivery.ack().await.unwrap();
+    expect_silence(successor.as_mut(), SHORT * 3, "it was acked").await;
+}
+
+async fn a_group_created_late_gets_earlier_messages(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let ids: Vec<String> = (0..3).map(|_| new_id()).collect();
+    for id in &ids {
+        publish(bus, id).await;
+    }
+
+    let mut late = bus.subscribe(&config("latecomer", LONG, 5)).await.unwrap();
+    let got = receive_and_ack(late.as_mut(), ids.len()).await;
+    assert_eq!(as_set(&got), as_set(&ids));
+    expect_silence(late.as_mut(), Duration::from_millis(500), "all were acked").await;
+}
+
+/// A bus log in a folder of the test's own, reopened as a restarted process would.
+struct BusFile {
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+impl BusFile {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("bus.sqlite").display());
+        Self { _dir: dir, url }
+    }
+
+    async fn open(&self) -> EmbeddedBus {
+        EmbeddedBus::open(&self.url).await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_bus_keeps_its_messages_across_a_restart() {
+    let file = BusFile::new();
+    let group = config("orders", SHORT, 5);
+    let ids = [new_id(), new_id()];
+
+    let bus = file.open().await;
+    for id in &ids {
+        publish(&bus, id).await;
+    }
+    bus.close().await;
+    drop(bus);
+
+    let bus = file.open().await;
+    // The log still knows the ids it holds: a publish of one again is a duplicate.
+    publish(&bus, &ids[0]).await;
+    let mut sub = bus.subscribe(&group).await.unwrap();
+    let got = receive_and_ack(sub.as_mut(), ids.len()).await;
+    assert_eq!(got, ids);
+    expect_silence(sub.as_mut(), SHORT * 2, "no copy after the restart").await;
+    drop(sub);
+    bus.close().await;
+    drop(bus);
+
+    // The acks are kept too: nothing comes back after another restart.
+    let bus = file.open().await;
+    let mut sub = bus.subscribe(&group).await.unwrap();
+    expect_silence(sub.as_mut(), SHORT * 3, "every message was acked").await;
+    drop(sub);
+    bus.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_bus_redelivers_an_in_flight_message_after_a_restart() {
+    let file = BusFile::new();
+    let group = config("orders", SHORT, 5);
+    let id = new_id();
+
+    let bus = file.open().await;
+    let mut sub = bus.subscribe(&group).await.unwrap();
+    publish(&bus, &id).await;
+    let in_hand = expect_next(sub.as_mut(), "the message").await;
+    assert_eq!(
+        (in_hand.message_id.as_str(), in_hand.attempt),
+        (id.as_str(), 1)
+    );
+    // The process stops with the message in hand.
+    drop(in_hand);
+    drop(sub);
+    bus.close().await;
+    drop(bus);
+
+    let bus = file.open().await;
+    let mut sub = bus.subscribe(&group).await.unwrap();
+    let again = expect_next(sub.as_mut(), "the in-flight message after the restart").await;
+    assert_eq!((again.message_id.as_str(), again.attempt), (id.as_str(), 2));
+    again.ack().await.unwrap();
+    expect_silence(sub.as_mut(), SHORT * 3, "it was acked").await;
+    drop(sub);
+    bus.close().await;
+}

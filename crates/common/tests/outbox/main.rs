@@ -1,0 +1,540 @@
+//! The outbox and the inbox: an event leaves if and only if its transaction committed, the relay
+//! catches up after the bus was away, and a consumer applies each event once, retrying what is
+//! not ready yet and dead-lettering what never will be.
+//!
+//! Every test is written once as `async fn name(Backend, BusKind)` and runs on each database with
+//! the embedded bus (`on_database`) and on each bus with SQLite (`on_bus`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::ServiceContext;
+use common::bus::{
+    Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Message, SharedBus, Subscription,
+};
+use common::events::{Envelope, EventData, EventType, TicketCreated};
+use common::listener::{self, HandleError, Handler};
+use common::money::Cents;
+use common::outbox::{self, Outbox};
+use common::store::{Migration, Migrations, Store};
+use sqlx::AnyConnection;
+use testkit::{Backend, BusKind, TestBus, TestDatabase, eventually};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A table of the tests' own where handlers record their effect. No unique index: an effect
+/// applied twice shows as two rows.
+const EFFECTS_SQL: &str = "CREATE TABLE effects (event_id TEXT NOT NULL, title TEXT NOT NULL)";
+const EFFECTS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 100,
+        name: "test effects",
+        sql: EFFECTS_SQL,
+    }],
+    postgres: &[Migration {
+        version: 100,
+        name: "test effects",
+        sql: EFFECTS_SQL,
+    }],
+};
+
+fn ticket(title: &str) -> TicketCreated {
+    TicketCreated {
+        id: Uuid::now_v7(),
+        version: 0,
+        title: title.to_owned(),
+        price: Cents::new(1999).unwrap(),
+        user_id: Uuid::now_v7(),
+    }
+}
+
+/// A consumer group that only watches what reaches the bus.
+fn observer() -> ConsumerConfig {
+    ConsumerConfig::new("observer", EventType::TicketCreated)
+}
+
+/// The group `listener::spawn` uses for a service called `tickets`.
+fn tickets_group() -> ConsumerConfig {
+    ConsumerConfig::new("tickets", EventType::TicketCreated)
+}
+
+/// Publishes an envelope directly, under a message id of the caller's choosing.
+async fn publish_envelope<T: EventData>(bus: &dyn Bus, envelope: &Envelope<T>, message_id: &str) {
+    bus.publish(&Message {
+        id: message_id.to_owned(),
+        event_type: T::TYPE,
+        payload: Bytes::from(envelope.encode().unwrap()),
+    })
+    .await
+    .unwrap();
+}
+
+async fn next_within(sub: &mut dyn Subscription, wait: Duration) -> Option<Delivery> {
+    tokio::time::timeout(wait, sub.next())
+        .await
+        .ok()
+        .map(|next| next.expect("the subscription failed"))
+}
+
+/// Receives `n` events, acking each; returns them in arrival order.
+async fn receive_and_ack(sub: &mut dyn Subscription, n: usize) -> Vec<Envelope<TicketCreated>> {
+    let mut events = Vec::new();
+    for i in 0..n {
+        let delivery = next_within(sub, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("event {} of {n} did not arrive within {WAIT:?}", i + 1));
+        let envelope = Envelope::<TicketCreated>::decode(&delivery.payload).unwrap();
+        assert_eq!(delivery.message_id, envelope.id.to_string());
+        delivery.ack().await.unwrap();
+        events.push(envelope);
+    }
+    events
+}
+
+async fn expect_silence(sub: &mut dyn Subscription, wait: Duration, why: &str) {
+    if let Some(delivery) = next_within(sub, wait).await {
+        panic!("unexpected delivery ({why}): {delivery:?}");
+    }
+}
+
+/// Writes one event through the outbox in its own committed transaction.
+async fn write_event(store: &Store, outbox: &Outbox, title: &str) -> Envelope<TicketCreated> {
+    let mut tx = store.begin().await.unwrap();
+    let envelope = outbox::enqueue(&mut tx, ticket(title)).await.unwrap();
+    outbox.commit(tx).await.unwrap();
+    envelope
+}
+
+async fn count(store: &Store, sql: &'static str, id: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id.to_owned())
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+async fn effects_of(store: &Store, event_id: Uuid) -> i64 {
+    count(
+        store,
+        "SELECT COUNT(*) FROM effects WHERE event_id = $1",
+        &event_id.to_string(),
+    )
+    .await
+}
+
+async fn handled(store: &Store, event_id: Uuid) -> bool {
+    count(
+        store,
+        "SELECT COUNT(*) FROM inbox WHERE event_id = $1",
+        &event_id.to_string(),
+    )
+    .await
+        > 0
+}
+
+async fn record_effect(
+    tx: &mut AnyConnection,
+    event: &Envelope<TicketCreated>,
+) -> Result<(), HandleError> {
+    sqlx::query("INSERT INTO effects (event_id, title) VALUES ($1, $2)")
+        .bind(event.id.to_string())
+        .bind(event.data.title.clone())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A service called `tickets` with the platform tables and the effects table.
+async fn service(database: &TestDatabase, bus: SharedBus) -> ServiceContext {
+    testkit::context("tickets", database, bus, &[&outbox::MIGRATIONS, &EFFECTS]).await
+}
+
+async fn stop(ctx: ServiceContext) {
+    ctx.shutdown.cancel();
+    ctx.tasks.close();
+    tokio::time::timeout(WAIT, ctx.tasks.wait())
+        .await
+        .expect("the listeners stop on shutdown");
+}
+
+mod on_database {
+    use super::*;
+
+    testkit::each_database!(
+        only_committed_events_are_published,
+        the_relay_catches_up_after_the_bus_was_away,
+        an_event_received_twice_is_applied_once,
+        an_event_never_ready_is_retried_then_dead_lettered,
+        an_event_ready_on_a_later_attempt_is_applied,
+        a_malformed_event_is_dead_lettered_at_once,
+    );
+
+    async fn only_committed_events_are_published(backend: Backend) {
+        super::only_committed_events_are_published(backend, BusKind::Embedded).await
+    }
+    async fn the_relay_catches_up_after_the_bus_was_away(backend: Backend) {
+        super::the_relay_catches_up_after_the_bus_was_away(backend, BusKind::Embedded).await
+    }
+    async fn an_event_received_twice_is_applied_once(backend: Backend) {
+        super::an_event_received_twice_is_applied_once(backend, BusKind::Embedded).await
+    }
+    async fn an_event_never_ready_is_retried_then_dead_lettered(backend: Backend) {
+        super::an_event_never_ready_is_retried_then_dead_lettered(backend, BusKind::Embedded).await
+    }
+    async fn an_event_ready_on_a_later_attempt_is_applied(backend: Backend) {
+        super::an_event_ready_on_a_later_attempt_is_applied(backend, BusKind::Embedded).await
+    }
+    async fn a_malformed_event_is_dead_lettered_at_once(backend: Backend) {
+        super::a_malformed_event_is_dead_lettered_at_once(backend, BusKind::Embedded).await
+    }
+}
+
+mod on_bus {
+    use super::*;
+
+    testkit::each_bus!(
+        only_committed_events_are_published,
+        the_relay_catches_up_after_the_bus_was_away,
+        an_event_received_twice_is_applied_once,
+        an_event_never_ready_is_retried_then_dead_lettered,
+        an_event_ready_on_a_later_attempt_is_applied,
+    );
+
+    async fn only_committed_events_are_published(kind: BusKind) {
+        super::only_committed_events_are_published(Backend::Sqlite, kind).await
+    }
+    async fn the_relay_catches_up_after_the_bus_was_away(kind: BusKind) {
+        super::the_relay_catches_up_after_the_bus_was_away(Backend::Sqlite, kind).await
+    }
+    async fn an_event_received_twice_is_applied_once(kind: BusKind) {
+        super::an_event_received_twice_is_applied_once(Backend::Sqlite, kind).await
+    }
+    async fn an_event_never_ready_is_retried_then_dead_lettered(kind: BusKind) {
+        super::an_event_never_ready_is_retried_then_dead_lettered(Backend::Sqlite, kind).await
+    }
+    async fn an_event_ready_on_a_later_attempt_is_applied(kind: BusKind) {
+        super::an_event_ready_on_a_later_attempt_is_applied(Backend::Sqlite, kind).await
+    }
+}
+
+async fn only_committed_events_are_published(backend: Backend, kind: BusKind) {
+    let database = TestDatabase::create(backend).await;
+    let test_bus = TestBus::create(kind).await;
+    let bus = test_bus.bus.as_ref();
+    let store = database.store(&[&outbox::MIGRATIONS]).await;
+    let outbox = Outbox::new(store.clone(), "tickets");
+    let mut sub = bus.subscribe(&observer()).await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let rolled_back = outbox::enqueue(&mut tx, ticket("rolled back"))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(outbox.backlog().await.unwrap(), 0);
+    assert_eq!(outbox.relay_once(bus).await.unwrap(), 0);
+    expect_silence(
+        sub.as_mut(),
+        Duration::from_millis(500),
+        "its transaction rolled back",
+    )
+    .await;
+
+    let committed = write_event(&store, &outbox, "committed").await;
+    assert_eq!(outbox.backlog().await.unwrap(), 1);
+    assert_eq!(outbox.relay_once(bus).await.unwrap(), 1);
+    assert_eq!(outbox.backlog().await.unwrap(), 0);
+    assert_eq!(outbox.relay_once(bus).await.unwrap(), 0, "published once");
+
+    let received = receive_and_ack(sub.as_mut(), 1).await;
+    assert_eq!(received, [committed]);
+    expect_silence(
+        sub.as_mut(),
+        Duration::from_secs(1),
+        &format!("only the committed event; {} rolled back", rolled_back.id),
+    )
+    .await;
+}
+
+/// The real bus behind a switch: while `down` is set, every publish fails as an unreachable bus
+/// would.
+struct FlakyBus {
+    inner: SharedBus,
+    down: AtomicBool,
+    failed_publishes: AtomicU32,
+}
+
+#[async_trait]
+impl Bus for FlakyBus {
+    async fn publish(&self, message: &Message) -> Result<(), BusError> {
+        if self.down.load(Ordering::SeqCst) {
+            self.failed_publishes.fetch_add(1, Ordering::SeqCst);
+            return Err(BusError::Nats("injected: the bus is unreachable".into()));
+        }
+        self.inner.publish(message).await
+    }
+
+    async fn subscribe(&self, config: &ConsumerConfig) -> Result<Box<dyn Subscription>, BusError> {
+        self.inner.subscribe(config).await
+    }
+
+    async fn dead_letters(&self, config: &ConsumerConfig) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.dead_letters(config).await
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(BusError::Nats("injected: the bus is unreachable".into()));
+        }
+        self.inner.ping().await
+    }
+}
+
+async fn the_relay_catches_up_after_the_bus_was_away(backend: Backend, kind: BusKind) {
+    let database = TestDatabase::create(backend).await;
+    let test_bus = TestBus::create(kind).await;
+    let store = database.store(&[&outbox::MIGRATIONS]).await;
+    let outbox = Outbox::new(store.clone(), "tickets");
+    let flaky = Arc::new(FlakyBus {
+        inner: test_bus.bus.clone(),
+        down: AtomicBool::new(true),
+        failed_publishes: AtomicU32::new(0),
+    });
+
+    let mut written = Vec::new();
+    for i in 0..5 {
+        written.push(write_event(&store, &outbox, &format!("event {i}")).await);
+    }
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(outbox.clone().run_relay(flaky.clone(), shutdown.clone()));
+
+    // The relay tries, and fails, more than once; the events wait in the outbox.
+    let flaky_ref = flaky.as_ref();
+    eventually("the relay to retry during the outage", || async move {
+        (flaky_ref.failed_publishes.load(Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(outbox.backlog().await.unwrap(), 5);
+    let mut sub = test_bus.bus.subscribe(&observer()).await.unwrap();
+    expect_silence(
+        sub.as_mut(),
+        Duration::from_millis(500),
+        "the bus was unreachable",
+    )
+    .await;
+    assert_eq!(outbox.backlog().await.unwrap(), 5);
+
+    flaky.down.store(false, Ordering::SeqCst);
+    let outbox_ref = &outbox;
+    eventually("the outbox to drain", || async move {
+        (outbox_ref.backlog().await.unwrap() == 0).then_some(())
+    })
+    .await;
+    let received = receive_and_ack(sub.as_mut(), written.len()).await;
+    assert_eq!(received, written, "every event, in the order written");
+    expect_silence(sub.as_mut(), Duration::from_secs(1), "each event once").await;
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, relay)
+        .await
+        .expect("the relay stops on shutdown")
+        .unwrap();
+}
+
+/// Records the event's effect.
+struct RecordEffect;
+
+#[async_trait]
+impl Handler<TicketCreated> for RecordEffect {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<TicketCreated>,
+    ) -> Result<(), HandleError> {
+        record_effect(tx, &event).await
+    }
+}
+
+async fn an_event_received_twice_is_applied_once(backend: Backend, kind: BusKind) {
+    let database = TestDatabase::create(backend).await;
+    let test_bus = TestBus::create(kind).await;
+    let mut ctx = service(&database, test_bus.bus.clone()).await;
+    // One consumer, so events are handled in the order published: once the marker is handled,
+    // both copies before it have been too.
+    ctx.listeners.workers = 1;
+    listener::spawn::<TicketCreated, _>(&ctx, RecordEffect);
+
+    let event = Envelope::new(ticket("twice"));
+    let marker = Envelope::new(ticket("marker"));
+    // Two copies under different message ids, so the bus cannot drop the second: only the
+    // inbox can.
+    publish_envelope(ctx.bus.as_ref(), &event, &Uuid::now_v7().to_string()).await;
+    publish_envelope(ctx.bus.as_ref(), &event, &Uuid::now_v7().to_string()).await;
+    publish_envelope(ctx.bus.as_ref(), &marker, &marker.id.to_string()).await;
+
+    let store = &ctx.store;
+    eventually("the marker to be applied", || async move {
+        (effects_of(store, marker.id).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(effects_of(store, event.id).await, 1, "applied exactly once");
+    assert!(handled(store, event.id).await);
+    let dead = ctx.bus.dead_letters(&tickets_group()).await.unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    stop(ctx).await;
+}
+
+/// Never ready: records an effect (which must be rolled back) and asks for a retry.
+struct NeverReady {
+    calls: Arc<AtomicU32>,
+}
+
+#[async_trait]
+impl Handler<TicketCreated> for NeverReady {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<TicketCreated>,
+    ) -> Result<(), HandleError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        record_effect(tx, &event).await?;
+        Err(HandleError::NotReady("the ticket is not known yet".into()))
+    }
+}
+
+async fn an_event_never_ready_is_retried_then_dead_lettered(backend: Backend, kind: BusKind) {
+    let database = TestDatabase::create(backend).await;
+    let test_bus = TestBus::create(kind).await;
+    let ctx = service(&database, test_bus.bus.clone()).await;
+    let max_deliver = ctx.listeners.max_deliver;
+    let calls = Arc::new(AtomicU32::new(0));
+    listener::spawn::<TicketCreated, _>(
+        &ctx,
+        NeverReady {
+            calls: calls.clone(),
+        },
+    );
+
+    let event = Envelope::new(ticket("never ready"));
+    publish_envelope(ctx.bus.as_ref(), &event, &event.id.to_string()).await;
+
+    let bus = ctx.bus.as_ref();
+    let dead = eventually("the event to be dead-lettered", || async move {
+        let dead = bus.dead_letters(&tickets_group()).await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].message_id, event.id.to_string());
+    assert_eq!(dead[0].deliveries, max_deliver);
+    assert_eq!(
+        Envelope::<TicketCreated>::decode(&dead[0].payload).unwrap(),
+        event
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        max_deliver,
+        "one try per delivery"
+    );
+
+    // Dead means no more tries, and none of the tries left an effect or an inbox record.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), max_deliver);
+    assert_eq!(effects_of(&ctx.store, event.id).await, 0);
+    assert!(!handled(&ctx.store, event.id).await);
+    stop(ctx).await;
+}
+
+/// Not ready on the first two tries, then applies the event.
+struct ReadyOnThirdTry {
+    calls: Arc<AtomicU32>,
+}
+
+#[async_trait]
+impl Handler<TicketCreated> for ReadyOnThirdTry {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<TicketCreated>,
+    ) -> Result<(), HandleError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        record_effect(tx, &event).await?;
+        if call < 3 {
+            return Err(HandleError::NotReady(format!("not yet (try {call})")));
+        }
+        Ok(())
+    }
+}
+
+async fn an_event_ready_on_a_later_attempt_is_applied(backend: Backend, kind: BusKind) {
+    let database = TestDatabase::create(backend).await;
+    let test_bus = TestBus::create(kind).await;
+    let ctx = service(&database, test_bus.bus.clone()).await;
+    assert!(
+        ctx.listeners.max_deliver > 3,
+        "the third try must be allowed"
+    );
+    let calls = Arc::new(AtomicU32::new(0));
+    listener::spawn::<TicketCreated, _>(
+        &ctx,
+        ReadyOnThirdTry {
+            calls: calls.clone(),
+        },
+    );
+
+    let event = Envelope::new(ticket("ready later"));
+    publish_envelope(ctx.bus.as_ref(), &event, &event.id.to_string()).await;
+
+    let store = &ctx.store;
+    eventually("the event to be handled", || async move {
+        handled(store, event.id).await.then_some(())
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        effects_of(store, event.id).await,
+        1,
+        "only the try that succeeded"
+    );
+
+    // Handled means acked: no further tries, nothing dead.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let dead = ctx.bus.dead_letters(&tickets_group()).await.unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    stop(ctx).await;
+}
+
+async fn a_malformed_event_is_dead_lettered_at_once(backend: Backend, kind: BusKind) {
+    let database = TestDatabase::create(backend).await;
+    let test_bus = TestBus::create(kind).await;
+    let ctx = service(&database, test_bus.bus.clone()).await;
+    listener::spawn::<TicketCreated, _>(&ctx, RecordEffect);
+
+    let id = Uuid::now_v7().to_string();
+    ctx.bus
+        .publish(&Message {
+            id: id.clone(),
+            event_type: EventType::TicketCreated,
+            payload: Bytes::from_static(b"{\"not\": \"an envelope\"}"),
+        })
+        .await
+        .unwrap();
+
+    let bus = ctx.bus.as_ref();
+    let dead = eventually("the malformed event to be dead-lettered", || async move {
+        let dead = bus.dead_letters(&tickets_group()).await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].message_id, id);
+    assert_eq!(dead[0].deliveries, 1, "not retried: it can never succeed");
+    assert!(dead[0].reason.contains("malformed"), "{}", dead[0].reason);
+    stop(ctx).await;
+}

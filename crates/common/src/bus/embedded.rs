@@ -6,6 +6,7 @@
 //! row doubles as the delivery's token, so an ack from a delivery that already timed out and went
 //! to someone else changes nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use sqlx::Row;
 use tokio::sync::Notify;
 
 use super::{Acker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Message, Subscription};
+use crate::events::EventType;
 use crate::store::{Migration, Migrations, Store, now_millis};
 
 const MIGRATIONS: Migrations = Migrations {
@@ -32,7 +34,8 @@ const MAX_IDLE: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct EmbeddedBus {
     store: Store,
-    wake: Arc<Notify>,
+    /// One wake-up per event type, so a publish wakes only the consumers of its type.
+    wake: Arc<HashMap<EventType, Notify>>,
 }
 
 impl EmbeddedBus {
@@ -41,8 +44,19 @@ impl EmbeddedBus {
         let store = Store::connect(url, &[&MIGRATIONS]).await?;
         Ok(Self {
             store,
-            wake: Arc::new(Notify::new()),
+            wake: Arc::new(
+                EventType::ALL
+                    .into_iter()
+                    .map(|kind| (kind, Notify::new()))
+                    .collect(),
+            ),
         })
+    }
+
+    fn wake(&self, event_type: EventType) {
+        if let Some(notify) = self.wake.get(&event_type) {
+            notify.notify_waiters();
+        }
     }
 
     pub async fn close(&self) {
@@ -63,7 +77,7 @@ impl Bus for EmbeddedBus {
         .bind(now_millis())
         .execute(self.store.pool())
         .await?;
-        self.wake.notify_waiters();
+        self.wake(message.event_type);
         Ok(())
     }
 
@@ -122,10 +136,32 @@ enum Fetched {
 }
 
 impl EmbeddedSubscription {
+    /// A look without the write lock: whether anything is due or new, and when the next pending
+    /// delivery falls due. Idle consumers then wait without queueing for the writer.
+    async fn probe(&self, now: i64) -> Result<(bool, Option<i64>), BusError> {
+        let row = sqlx::query(
+            "SELECT (SELECT MIN(due_at) FROM pending WHERE consumer = $1) AS next_due, \
+             EXISTS (SELECT 1 FROM messages WHERE subject = $2 \
+                     AND seq > (SELECT cursor FROM consumers WHERE name = $1)) AS fresh",
+        )
+        .bind(&self.name)
+        .bind(self.config.event_type.as_str())
+        .fetch_one(self.bus.store.pool())
+        .await?;
+        let next_due: Option<i64> = row.try_get("next_due")?;
+        let fresh: i64 = row.try_get("fresh")?;
+        let work = fresh != 0 || next_due.is_some_and(|due| due <= now);
+        Ok((work, next_due))
+    }
+
     async fn fetch(&self) -> Result<Fetched, BusError> {
+        let now = now_millis();
+        let (work, next_due) = self.probe(now).await?;
+        if !work {
+            return Ok(Fetched::WaitUntil(next_due));
+        }
         let store = &self.bus.store;
         let mut tx = store.begin().await?;
-        let now = now_millis();
         let ack_wait = i64::try_from(self.config.ack_wait.as_millis()).unwrap_or(i64::MAX / 4);
 
         // First anything due again: unacked past its ack wait, or nak'ed and its delay over.
@@ -221,6 +257,7 @@ impl EmbeddedSubscription {
             u32::try_from(attempt).unwrap_or(u32::MAX),
             Box::new(EmbeddedAcker {
                 bus: self.bus.clone(),
+                event_type: self.config.event_type,
                 consumer: self.name.clone(),
                 seq,
                 token: attempt,
@@ -236,7 +273,10 @@ impl Subscription for EmbeddedSubscription {
             // Register for a wake-up before looking, so a publish between the look and the wait
             // is not missed.
             let wake = self.bus.wake.clone();
-            let notified = wake.notified();
+            let Some(notify) = wake.get(&self.config.event_type) else {
+                return Err(BusError::Closed);
+            };
+            let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
 
@@ -284,6 +324,7 @@ async fn move_to_dead_letters(
 
 struct EmbeddedAcker {
     bus: EmbeddedBus,
+    event_type: EventType,
     consumer: String,
     seq: i64,
     token: i64,
@@ -313,7 +354,7 @@ impl Acker for EmbeddedAcker {
         .execute(self.bus.store.pool())
         .await?;
         // Waiting consumers recompute how long to sleep.
-        self.bus.wake.notify_waiters();
+        self.bus.wake(self.event_type);
         Ok(())
     }
 

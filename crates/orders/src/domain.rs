@@ -1,0 +1,467 @@
+//! The orders domain: what an order and a replicated ticket are, what a client sends to place an
+//! order, how an order shows on the wire, and the rules: which status an order moves to on a
+//! cancellation, an expiry or a payment, and when a ticket:updated may be applied to the replica.
+//! Pure rules, no I/O.
+
+use std::time::Duration;
+
+use common::FieldError;
+use common::events::{
+    OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket, TicketCreated,
+    TicketRef, TicketUpdated,
+};
+use common::money::{self, Cents};
+use common::validate::{FieldErrors, Validate};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// How long a buyer has to pay unless the operator says otherwise.
+pub const DEFAULT_ORDER_EXPIRATION: Duration = Duration::from_secs(15 * 60);
+
+/// The statuses in which an order holds its ticket and may still be cancelled or paid. Only
+/// orders in these statuses ever change; `cancelled` and `complete` are final.
+pub const LIVE: [OrderStatus; 2] = [OrderStatus::Created, OrderStatus::AwaitingPayment];
+
+/// A ticket as the orders service knows it: a replica of the tickets service's ticket, written
+/// only from ticket:created and ticket:updated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub id: Uuid,
+    pub title: String,
+    pub price: Cents,
+    /// The seller.
+    pub user_id: Uuid,
+    /// The version of the last ticket event applied.
+    pub version: i64,
+}
+
+impl Ticket {
+    /// The replica's first view of a ticket.
+    pub fn from_created(event: &TicketCreated) -> Self {
+        Self {
+            id: event.id,
+            title: event.title.clone(),
+            price: event.price,
+            user_id: event.user_id,
+            version: event.version,
+        }
+    }
+
+    /// The replica's view of a ticket after a change.
+    pub fn from_updated(event: &TicketUpdated) -> Self {
+        Self {
+            id: event.id,
+            title: event.title.clone(),
+            price: event.price,
+            user_id: event.user_id,
+            version: event.version,
+        }
+    }
+}
+
+/// What the replica does with a ticket:updated, given the version it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaStep {
+    /// The next version: apply it.
+    Apply,
+    /// This version or a later one is applied already: a duplicate or an old event, dropped.
+    Stale,
+    /// The ticket or an earlier version has not arrived yet: ask for the event again later.
+    NotReady,
+}
+
+/// Decides whether a ticket:updated at version `incoming` applies to a replica holding `held`
+/// (`None`: the ticket is unknown). Only the very next version applies, so the replica passes
+/// through every version in order, whatever order the events arrive in.
+pub fn replica_step(held: Option<i64>, incoming: i64) -> ReplicaStep {
+    match held {
+        Some(held) if held >= incoming => ReplicaStep::Stale,
+        Some(held) if held == incoming - 1 => ReplicaStep::Apply,
+        _ => ReplicaStep::NotReady,
+    }
+}
+
+/// An order as the service stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub id: Uuid,
+    /// The buyer.
+    pub user_id: Uuid,
+    pub ticket_id: Uuid,
+    pub status: OrderStatus,
+    pub expires_at: OffsetDateTime,
+    /// 0 when placed; bumped on every change announced to other services.
+    pub version: i64,
+    pub created_at: OffsetDateTime,
+}
+
+/// Why an order cannot be placed, before the database has had its say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaceError {
+    /// The buyer is the seller.
+    OwnTicket,
+}
+
+impl Order {
+    /// A new order by `buyer` on `ticket`, version 0, status created. A seller cannot buy their
+    /// own ticket: it would lock it away from real buyers and pay the seller their own money.
+    pub fn place(
+        buyer: Uuid,
+        ticket: &Ticket,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<Self, PlaceError> {
+        if ticket.user_id == buyer {
+            return Err(PlaceError::OwnTicket);
+        }
+        Ok(Self {
+            id: Uuid::now_v7(),
+            user_id: buyer,
+            ticket_id: ticket.id,
+            status: OrderStatus::Created,
+            expires_at,
+            version: 0,
+            created_at: now,
+        })
+    }
+
+    /// The event announcing a newly placed order, with the price the buyer saw.
+    pub fn created_event(&self, ticket: &Ticket) -> OrderCreated {
+        OrderCreated {
+            id: self.id,
+            version: self.version,
+            status: self.status,
+            user_id: self.user_id,
+            expires_at: self.expires_at,
+            ticket: OrderTicket {
+                id: self.ticket_id,
+                price: ticket.price,
+            },
+        }
+    }
+
+    /// The event announcing a cancellation, at the order's (bumped) version.
+    pub fn cancelled_event(&self) -> OrderCancelled {
+        OrderCancelled {
+            id: self.id,
+            version: self.version,
+            ticket: TicketRef { id: self.ticket_id },
+        }
+    }
+
+    /// The event announcing a payment, at the order's (bumped) version.
+    pub fn completed_event(&self) -> OrderCompleted {
+        OrderCompleted {
+            id: self.id,
+            version: self.version,
+            ticket: TicketRef { id: self.ticket_id },
+        }
+    }
+}
+
+/// When an order placed at `now` expires. Saturates rather than overflowing on an absurd window.
+pub fn expires_at(now: OffsetDateTime, window: Duration) -> OffsetDateTime {
+    let window = time::Duration::try_from(window).unwrap_or(time::Duration::MAX);
+    now.saturating_add(window)
+}
+
+/// What happens to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Its owner cancels it (`DELETE /api/orders/{id}`).
+    Cancel,
+    /// Its payment window passed (expiration:complete).
+    Expire,
+    /// It was paid (payment:created).
+    Pay,
+}
+
+/// What a trigger does to an order in a given status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Move to this status, bump the version and announce it.
+    To(OrderStatus),
+    /// Nothing to do (already there, or nothing left to expire): no change and no event.
+    Unchanged,
+    /// The trigger contradicts the order's final status: no change and no event, and whoever
+    /// asked is told so (a paid order is not cancelled; a cancelled order is not completed).
+    Refused,
+}
+
+/// The order status rules, in one place.
+pub fn transition(status: OrderStatus, trigger: Trigger) -> Transition {
+    use OrderStatus::{AwaitingPayment, Cancelled, Complete, Created};
+    match (status, trigger) {
+        (Created | AwaitingPayment, Trigger::Cancel | Trigger::Expire) => Transition::To(Cancelled),
+        (Created | AwaitingPayment, Trigger::Pay) => Transition::To(Complete),
+        // Cancelling twice, or expiring an order its owner cancelled: done already. Emitting a
+        // second order:cancelled could release a ticket that a newer order holds.
+        (Cancelled, Trigger::Cancel | Trigger::Expire) => Transition::Unchanged,
+        // Payments refunds a charge for a cancelled order when it hears order:cancelled.
+        (Cancelled, Trigger::Pay) => Transition::Refused,
+        // The expiry job still fires for a paid order; a paid order keeps its ticket.
+        (Complete, Trigger::Expire | Trigger::Pay) => Transition::Unchanged,
+        (Complete, Trigger::Cancel) => Transition::Refused,
+    }
+}
+
+/// The ticket as an order shows it: `{id, title, price, version}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketView {
+    pub id: Uuid,
+    pub title: String,
+    /// Cents inside; major units on the wire.
+    #[serde(serialize_with = "money::major")]
+    pub price: Cents,
+    pub version: i64,
+}
+
+/// An order as the HTTP API shows it: `{id, userId, status, expiresAt, version, ticket}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub status: OrderStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub version: i64,
+    pub ticket: TicketView,
+}
+
+impl OrderView {
+    pub fn new(order: &Order, ticket: &Ticket) -> Self {
+        Self {
+            id: order.id,
+            user_id: order.user_id,
+            status: order.status,
+            expires_at: order.expires_at,
+            version: order.version,
+            ticket: TicketView {
+                id: ticket.id,
+                title: ticket.title.clone(),
+                price: ticket.price,
+                version: ticket.version,
+            },
+        }
+    }
+}
+
+/// A valid request to place an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewOrder {
+    pub ticket_id: Uuid,
+}
+
+/// The body of `POST /api/orders` as received, kept as raw JSON so that a wrong type is a field
+/// error like a missing value.
+#[derive(Debug, Default, Deserialize)]
+pub struct OrderBody {
+    #[serde(rename = "ticketId", default)]
+    pub ticket_id: Option<serde_json::Value>,
+}
+
+impl Validate for OrderBody {
+    type Valid = NewOrder;
+
+    fn validate(self) -> Result<NewOrder, Vec<FieldError>> {
+        let mut errors = FieldErrors::new();
+        let ticket_id = errors.check("ticketId", parse_ticket_id(self.ticket_id.as_ref()));
+        errors.into_result(ticket_id.map(|ticket_id| NewOrder { ticket_id }))
+    }
+}
+
+fn parse_ticket_id(value: Option<&serde_json::Value>) -> Result<Uuid, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Err("Ticket id is required".into()),
+        Some(serde_json::Value::String(text)) if !text.trim().is_empty() => {
+            Uuid::try_parse(text.trim()).map_err(|_| "Ticket id must be a valid id".into())
+        }
+        Some(serde_json::Value::String(_)) => Err("Ticket id is required".into()),
+        Some(_) => Err("Ticket id must be a valid id".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    const ALL: [OrderStatus; 4] = [
+        OrderStatus::Created,
+        OrderStatus::Cancelled,
+        OrderStatus::AwaitingPayment,
+        OrderStatus::Complete,
+    ];
+    const TRIGGERS: [Trigger; 3] = [Trigger::Cancel, Trigger::Expire, Trigger::Pay];
+
+    fn ticket(seller: Uuid) -> Ticket {
+        Ticket {
+            id: Uuid::now_v7(),
+            title: "Concert".into(),
+            price: Cents::new(1999).unwrap(),
+            user_id: seller,
+            version: 3,
+        }
+    }
+
+    fn body(value: serde_json::Value) -> Result<NewOrder, Vec<FieldError>> {
+        serde_json::from_value::<OrderBody>(value)
+            .unwrap()
+            .validate()
+    }
+
+    #[test]
+    fn live_orders_are_cancelled_by_their_owner_or_their_expiry_and_completed_by_payment() {
+        for live in LIVE {
+            assert_eq!(
+                transition(live, Trigger::Cancel),
+                Transition::To(OrderStatus::Cancelled)
+            );
+            assert_eq!(
+                transition(live, Trigger::Expire),
+                Transition::To(OrderStatus::Cancelled)
+            );
+            assert_eq!(
+                transition(live, Trigger::Pay),
+                Transition::To(OrderStatus::Complete)
+            );
+        }
+    }
+
+    #[test]
+    fn a_cancelled_order_stays_cancelled_and_is_never_completed() {
+        let cancelled = OrderStatus::Cancelled;
+        assert_eq!(
+            transition(cancelled, Trigger::Cancel),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            transition(cancelled, Trigger::Expire),
+            Transition::Unchanged
+        );
+        assert_eq!(transition(cancelled, Trigger::Pay), Transition::Refused);
+    }
+
+    #[test]
+    fn a_paid_order_cannot_be_cancelled_and_does_not_expire() {
+        let complete = OrderStatus::Complete;
+        assert_eq!(transition(complete, Trigger::Cancel), Transition::Refused);
+        assert_eq!(transition(complete, Trigger::Expire), Transition::Unchanged);
+        assert_eq!(transition(complete, Trigger::Pay), Transition::Unchanged);
+    }
+
+    #[test]
+    fn only_live_orders_change_and_they_only_reach_final_statuses() {
+        // The store's conditional update moves orders out of LIVE only; this is what makes
+        // that sufficient.
+        for status in ALL {
+            for trigger in TRIGGERS {
+                if let Transition::To(next) = transition(status, trigger) {
+                    assert!(LIVE.contains(&status), "{status:?} moved on {trigger:?}");
+                    assert!(next.is_final(), "{status:?} -> {next:?} is not final");
+                }
+            }
+        }
+        for status in ALL {
+            assert_eq!(LIVE.contains(&status), !status.is_final(), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn the_replica_applies_only_the_next_version() {
+        assert_eq!(replica_step(Some(0), 1), ReplicaStep::Apply);
+        assert_eq!(replica_step(Some(4), 5), ReplicaStep::Apply);
+        assert_eq!(replica_step(Some(1), 1), ReplicaStep::Stale);
+        assert_eq!(replica_step(Some(2), 1), ReplicaStep::Stale);
+        assert_eq!(replica_step(Some(0), 2), ReplicaStep::NotReady);
+        assert_eq!(replica_step(None, 1), ReplicaStep::NotReady);
+        assert_eq!(replica_step(None, 0), ReplicaStep::NotReady);
+    }
+
+    #[test]
+    fn an_order_is_placed_created_at_version_0_on_someone_elses_ticket() {
+        let (seller, buyer) = (Uuid::now_v7(), Uuid::now_v7());
+        let ticket = ticket(seller);
+        let now = datetime!(2026-11-25 12:00 UTC);
+        let expires = expires_at(now, DEFAULT_ORDER_EXPIRATION);
+
+        let order = Order::place(buyer, &ticket, now, expires).unwrap();
+
+        assert_eq!(order.status, OrderStatus::Created);
+        assert_eq!(order.version, 0);
+        assert_eq!(order.user_id, buyer);
+        assert_eq!(order.ticket_id, ticket.id);
+        assert_eq!(order.expires_at, datetime!(2026-11-25 12:15 UTC));
+        assert_eq!(order.id.get_version_num(), 7);
+        let event = order.created_event(&ticket);
+        assert_eq!(event.ticket.price, ticket.price);
+        assert_eq!(event.expires_at, order.expires_at);
+        assert_eq!(
+            Order::place(seller, &ticket, now, expires),
+            Err(PlaceError::OwnTicket)
+        );
+    }
+
+    #[test]
+    fn an_absurd_window_saturates_instead_of_overflowing() {
+        let now = datetime!(2026-11-25 12:00 UTC);
+        assert!(expires_at(now, Duration::MAX) > now);
+        assert_eq!(expires_at(now, Duration::ZERO), now);
+    }
+
+    #[test]
+    fn the_ticket_id_must_be_a_uuid() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            body(json!({"ticketId": id.to_string()})).unwrap().ticket_id,
+            id
+        );
+        for bad in [
+            json!({}),
+            json!({"ticketId": null}),
+            json!({"ticketId": ""}),
+            json!({"ticketId": "  "}),
+            json!({"ticketId": "not-a-uuid"}),
+            json!({"ticketId": 5}),
+            json!({"ticketId": {"id": id.to_string()}}),
+        ] {
+            let errors = body(bad.clone()).unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad}");
+            assert_eq!(errors[0].field.as_deref(), Some("ticketId"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_order_on_the_wire_has_the_documented_shape() {
+        let ticket = Ticket {
+            price: Cents::new(1550).unwrap(),
+            ..ticket(Uuid::nil())
+        };
+        let now = datetime!(2026-11-25 12:00:00.5 UTC);
+        let order = Order::place(
+            Uuid::now_v7(),
+            &ticket,
+            now,
+            expires_at(now, DEFAULT_ORDER_EXPIRATION),
+        )
+        .unwrap();
+
+        let json = serde_json::to_value(OrderView::new(&order, &ticket)).unwrap();
+
+        assert_eq!(json["status"], "created");
+        assert_eq!(json["expiresAt"], "2026-11-25T12:15:00.5Z");
+        assert_eq!(json["userId"], order.user_id.to_string());
+        assert_eq!(json["version"], 0);
+        assert_eq!(
+            json["ticket"],
+            json!({"id": ticket.id.to_string(), "title": "Concert", "price": 15.5, "version": 3})
+        );
+        assert_eq!(json.as_object().unwrap().len(), 6);
+    }
+}

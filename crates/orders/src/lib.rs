@@ -1,0 +1,72 @@
+//! The orders service. It owns the orders table (orders placed by buyers on tickets, cancelled by
+//! their owners or by their expiry, completed by their payment) and a replica of the tickets,
+//! kept from ticket:created and ticket:updated in version order. It announces every change of an
+//! order (order:created, order:cancelled, order:completed) through its transactional outbox.
+//!
+//! The double-sale guard is a unique index in its database: at most one order that is not
+//! cancelled per ticket, so of two buyers racing for one ticket exactly one gets it.
+//!
+//! [`start`] spawns the outbox relay and the listeners and returns the HTTP routes; the caller
+//! wraps them in the HTTP stack (`common::http::serve_stack`), alone or merged with other
+//! services' routes.
+
+pub mod domain;
+pub mod listeners;
+pub mod routes;
+pub mod store;
+
+use std::time::Duration;
+
+use axum::Router;
+use common::ServiceContext;
+use common::events::{ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated};
+use common::listener;
+use common::store::{Migration, Migrations};
+
+/// The service's name, which also names its consumer groups.
+pub const NAME: &str = "orders";
+
+/// The service's own tables: the ticket replica and the orders.
+pub const ORDERS_MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 100,
+        name: "orders",
+        sql: include_str!("../migrations/sqlite/0100_orders.sql"),
+    }],
+    postgres: &[Migration {
+        version: 100,
+        name: "orders",
+        sql: include_str!("../migrations/postgres/0100_orders.sql"),
+    }],
+};
+
+/// Every migration an orders database needs: the platform outbox and inbox, then its own.
+pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &ORDERS_MIGRATIONS];
+
+/// How the service behaves, built once from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a buyer has to pay: an order's `expiresAt` is its placing time plus this.
+    pub order_expiration: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            order_expiration: domain::DEFAULT_ORDER_EXPIRATION,
+        }
+    }
+}
+
+/// Starts the service's background work (the outbox relay and the ticket:created,
+/// ticket:updated, expiration:complete and payment:created listeners, all stopping on
+/// `ctx.shutdown`) and returns its routes with their state applied, without the HTTP stack.
+pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
+    ctx.spawn_relay();
+    let dialect = ctx.store.dialect();
+    listener::spawn::<TicketCreated, _>(ctx, listeners::RecordTicket);
+    listener::spawn::<TicketUpdated, _>(ctx, listeners::UpdateTicket { dialect });
+    listener::spawn::<ExpirationComplete, _>(ctx, listeners::ExpireOrder { dialect });
+    listener::spawn::<PaymentCreated, _>(ctx, listeners::CompleteOrder { dialect });
+    routes::router(routes::AppState::new(ctx, settings))
+}

@@ -1,0 +1,180 @@
+//! What the orders service does when other services speak: ticket:created and ticket:updated
+//! keep the ticket replica, expiration:complete cancels an order whose payment window passed,
+//! payment:created completes a paid order. Every order change is announced (order:cancelled,
+//! order:completed) through the outbox in the listener's transaction.
+//!
+//! Events arrive more than once, late and out of order. So: the replica applies only the next
+//! version of a ticket; an order event for an order this service does not know yet is retried
+//! (`NotReady`), never dropped; and the order handlers lock the order row and decide with
+//! [`domain::transition`], so an expiry, a payment and the owner's cancellation of one order
+//! take turns and exactly one of them changes it.
+
+use async_trait::async_trait;
+use common::events::{
+    Envelope, ExpirationComplete, OrderStatus, PaymentCreated, TicketCreated, TicketUpdated,
+};
+use common::listener::{HandleError, Handler};
+use common::outbox;
+use common::store::Dialect;
+use sqlx::AnyConnection;
+use uuid::Uuid;
+
+use crate::domain::{self, Order, ReplicaStep, Ticket, Transition, Trigger};
+use crate::store;
+
+/// Adds a newly listed ticket to the replica.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordTicket;
+
+#[async_trait]
+impl Handler<TicketCreated> for RecordTicket {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<TicketCreated>,
+    ) -> Result<(), HandleError> {
+        let ticket = Ticket::from_created(&event.data);
+        if store::insert_ticket(tx, &ticket).await? {
+            tracing::info!(ticket = %ticket.id, version = ticket.version, "ticket replicated");
+        } else {
+            // The same listing announced again: the replica has it, maybe at a later version.
+            tracing::debug!(ticket = %ticket.id, "ticket already replicated");
+        }
+        Ok(())
+    }
+}
+
+/// Applies a ticket's changes to the replica, in version order.
+#[derive(Debug, Clone, Copy)]
+pub struct UpdateTicket {
+    pub dialect: Dialect,
+}
+
+#[async_trait]
+impl Handler<TicketUpdated> for UpdateTicket {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<TicketUpdated>,
+    ) -> Result<(), HandleError> {
+        let ticket = Ticket::from_updated(&event.data);
+        let held = store::lock_ticket(tx, self.dialect, ticket.id)
+            .await?
+            .map(|held| held.version);
+        match domain::replica_step(held, ticket.version) {
+            ReplicaStep::Apply => {
+                if !store::update_ticket(tx, &ticket).await? {
+                    return Err(
+                        anyhow::anyhow!("ticket {} changed under its lock", ticket.id).into(),
+                    );
+                }
+                tracing::info!(ticket = %ticket.id, version = ticket.version, "ticket replica updated");
+                Ok(())
+            }
+            ReplicaStep::Stale => {
+                tracing::debug!(ticket = %ticket.id, version = ticket.version, ?held, "old ticket version dropped");
+                Ok(())
+            }
+            // Not acknowledged: the bus brings it back once the versions before it had a chance
+            // to arrive, and dead-letters it if they never do.
+            ReplicaStep::NotReady => Err(HandleError::NotReady(format!(
+                "ticket {} version {} arrived while the replica holds {held:?}",
+                ticket.id, ticket.version
+            ))),
+        }
+    }
+}
+
+/// Cancels an order whose payment window has passed, unless it was paid or cancelled already.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpireOrder {
+    pub dialect: Dialect,
+}
+
+#[async_trait]
+impl Handler<ExpirationComplete> for ExpireOrder {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<ExpirationComplete>,
+    ) -> Result<(), HandleError> {
+        let order = locked_order(tx, self.dialect, event.data.order_id).await?;
+        match domain::transition(order.status, Trigger::Expire) {
+            Transition::To(status) => {
+                let cancelled = finish(tx, &order, status).await?;
+                outbox::enqueue(tx, cancelled.cancelled_event()).await?;
+                tracing::info!(order = %order.id, version = cancelled.version, "order expired");
+            }
+            Transition::Unchanged | Transition::Refused => {
+                // DESIGN section 7 item 4: expiring a cancelled (or paid) order does nothing and
+                // announces nothing.
+                tracing::info!(order = %order.id, status = order.status.as_str(), "expiry of a finished order, nothing to do");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Completes an order that was paid.
+#[derive(Debug, Clone, Copy)]
+pub struct CompleteOrder {
+    pub dialect: Dialect,
+}
+
+#[async_trait]
+impl Handler<PaymentCreated> for CompleteOrder {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<PaymentCreated>,
+    ) -> Result<(), HandleError> {
+        let payment = event.data;
+        let order = locked_order(tx, self.dialect, payment.order_id).await?;
+        match domain::transition(order.status, Trigger::Pay) {
+            Transition::To(status) => {
+                let completed = finish(tx, &order, status).await?;
+                // Announced so that every replica of the order stays in version step.
+                outbox::enqueue(tx, completed.completed_event()).await?;
+                tracing::info!(order = %order.id, payment = %payment.id, version = completed.version, "order paid");
+            }
+            Transition::Unchanged => {
+                tracing::debug!(order = %order.id, payment = %payment.id, "order already complete");
+            }
+            Transition::Refused => {
+                // The order was cancelled at the moment it was paid. Payments refunds the charge
+                // when it hears order:cancelled; completing it here would sell a released ticket.
+                tracing::warn!(
+                    order = %order.id,
+                    payment = %payment.id,
+                    stripe_id = %payment.stripe_id,
+                    "payment for a cancelled order, not completing it"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The order an event names, locked. An order this service does not know is `NotReady`: only
+/// this service creates orders and announces them after committing, so such an event is stray or
+/// from another deployment. It is retried, then dead-lettered where an operator can see it.
+async fn locked_order(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    id: Uuid,
+) -> Result<Order, HandleError> {
+    store::lock_order(tx, dialect, id)
+        .await?
+        .ok_or_else(|| HandleError::NotReady(format!("unknown order {id}")))
+}
+
+/// Moves a locked live order to its final status.
+async fn finish(
+    tx: &mut AnyConnection,
+    order: &Order,
+    status: OrderStatus,
+) -> Result<Order, HandleError> {
+    store::finish_order(tx, order.id, status)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("order {} changed under its lock", order.id).into())
+}

@@ -1,0 +1,164 @@
+//! The orders HTTP API: `/api/orders` and `/api/orders/{id}`. Thin handlers: extract and
+//! validate, call the domain and the store inside a transaction, answer the order or an error in
+//! the one shape.
+
+use std::time::Duration;
+
+use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::get;
+use axum::{Json, Router};
+use common::outbox::{self, Outbox};
+use common::store::{Dialect, from_millis, millis, now_millis};
+use common::validate::{Valid, parse_id};
+use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
+use uuid::Uuid;
+
+use crate::domain::{self, Order, OrderBody, OrderView, PlaceError, Transition, Trigger};
+use crate::store::{self, Placed};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    store: Store,
+    outbox: Outbox,
+    sessions: Sessions,
+    order_expiration: Duration,
+}
+
+impl AppState {
+    pub fn new(ctx: &ServiceContext, settings: &crate::Settings) -> Self {
+        Self {
+            store: ctx.store.clone(),
+            outbox: ctx.outbox.clone(),
+            sessions: ctx.sessions.clone(),
+            order_expiration: settings.order_expiration,
+        }
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.store.dialect()
+    }
+}
+
+impl FromRef<AppState> for Sessions {
+    fn from_ref(state: &AppState) -> Self {
+        state.sessions.clone()
+    }
+}
+
+/// The service's routes with their state applied.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/orders", get(list_orders).post(create_order))
+        .route("/api/orders/{id}", get(show_order).delete(cancel_order))
+        .with_state(state)
+}
+
+/// The order id in the path. A malformed id names no order, so it is a 404 like an unknown one.
+pub struct OrderId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for OrderId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound)?;
+        parse_id(&raw).map(Self)
+    }
+}
+
+/// `GET /api/orders`: the signed-in user's orders with their tickets, newest first.
+async fn list_orders(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+) -> Result<Json<Vec<OrderView>>, ApiError> {
+    let orders = store::list_orders(state.store.pool(), user.id).await?;
+    Ok(Json(
+        orders
+            .iter()
+            .map(|(order, ticket)| OrderView::new(order, ticket))
+            .collect(),
+    ))
+}
+
+/// `GET /api/orders/{id}`: one of the signed-in user's orders.
+async fn show_order(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    OrderId(id): OrderId,
+) -> Result<Json<OrderView>, ApiError> {
+    let (order, ticket) = store::find_order(state.store.pool(), id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if order.user_id != user.id {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(Json(OrderView::new(&order, &ticket)))
+}
+
+/// `POST /api/orders`: places an order on a ticket for the signed-in user and announces it
+/// (order:created) in the same transaction.
+async fn create_order(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Valid(request): Valid<OrderBody>,
+) -> Result<(StatusCode, Json<OrderView>), ApiError> {
+    // Stored times have millisecond precision; the answer shows what a later read will.
+    let now = from_millis(now_millis());
+    let expires_at = from_millis(millis(domain::expires_at(now, state.order_expiration)));
+    let mut tx = state.store.begin().await?;
+    let ticket = store::find_ticket(&mut *tx, request.ticket_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let order = Order::place(user.id, &ticket, now, expires_at).map_err(|err| match err {
+        PlaceError::OwnTicket => ApiError::BadRequest("You cannot buy your own ticket".into()),
+    })?;
+    // No look for an existing order first: the unique index decides, atomically, even between
+    // buyers whose transactions run at the same moment.
+    match store::insert_order(&mut tx, &order).await? {
+        Placed::Placed => {}
+        Placed::TicketTaken => {
+            return Err(ApiError::BadRequest("Ticket is already reserved".into()));
+        }
+    }
+    outbox::enqueue(&mut tx, order.created_event(&ticket)).await?;
+    state.outbox.commit(tx).await?;
+    tracing::info!(order = %order.id, ticket = %ticket.id, "order placed");
+    Ok((StatusCode::CREATED, Json(OrderView::new(&order, &ticket))))
+}
+
+/// `DELETE /api/orders/{id}`: the owner cancels their order, announced (order:cancelled) in the
+/// same transaction. Cancelling a cancelled order succeeds and announces nothing again.
+async fn cancel_order(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    OrderId(id): OrderId,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = state.store.begin().await?;
+    // Locked, so that an expiry or a payment of this order waits for this decision (and then
+    // sees it) instead of deciding on the same old status.
+    let order = store::lock_order(&mut tx, state.dialect(), id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if order.user_id != user.id {
+        return Err(ApiError::Unauthorized);
+    }
+    match domain::transition(order.status, Trigger::Cancel) {
+        Transition::To(status) => {
+            let cancelled = store::finish_order(&mut tx, id, status)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("order {id} changed under its lock"))
+                })?;
+            outbox::enqueue(&mut tx, cancelled.cancelled_event()).await?;
+            state.outbox.commit(tx).await?;
+            tracing::info!(order = %id, version = cancelled.version, "order cancelled by its owner");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Transition::Unchanged => Ok(StatusCode::NO_CONTENT),
+        Transition::Refused => Err(ApiError::BadRequest("Cannot cancel a paid order".into())),
+    }
+}

@@ -1,0 +1,297 @@
+//! The orders service's SQL, and the only place it lives. One set of statements with `$1`
+//! placeholders serves SQLite and PostgreSQL; the one difference (row locks) is chosen by
+//! [`Dialect`]. Ids are UUID text, prices integer cents, times unix milliseconds.
+
+use common::events::OrderStatus;
+use common::money::Cents;
+use common::store::{Dialect, from_millis, is_unique_violation, millis};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Executor, Row};
+use uuid::Uuid;
+
+use crate::domain::{LIVE, Order, Ticket};
+
+/// The columns an [`Order`] is read from, as a literal so statements stay `&'static str`.
+macro_rules! order_columns {
+    () => {
+        "orders.id, orders.user_id, orders.ticket_id, orders.status, orders.expires_at, \
+         orders.version, orders.created_at"
+    };
+}
+
+/// The columns a replicated [`Ticket`] is read from.
+macro_rules! ticket_columns {
+    () => {
+        "tickets.id, tickets.title, tickets.price_cents, tickets.user_id, tickets.version"
+    };
+}
+
+/// An order joined with its ticket: aliases keep the two sets of names apart.
+macro_rules! order_with_ticket_columns {
+    () => {
+        concat!(
+            order_columns!(),
+            ", tickets.title AS ticket_title, tickets.price_cents AS ticket_price_cents, \
+             tickets.user_id AS ticket_user_id, tickets.version AS ticket_version"
+        )
+    };
+}
+
+/// What became of an attempt to insert an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    Placed,
+    /// Another order that is not cancelled holds the ticket.
+    TicketTaken,
+}
+
+/// One replicated ticket, read from the pool or inside a transaction.
+pub async fn find_ticket<'c, E>(executor: E, id: Uuid) -> Result<Option<Ticket>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query(concat!(
+        "SELECT ",
+        ticket_columns!(),
+        " FROM tickets WHERE id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(executor)
+    .await?
+    .as_ref()
+    .map(ticket_from_row)
+    .transpose()
+}
+
+/// One replicated ticket, locked until the end of the transaction, so that two deliveries of
+/// ticket events take turns. SQLite's write transaction (`BEGIN IMMEDIATE`) already keeps every
+/// other writer out; PostgreSQL needs the row lock.
+pub async fn lock_ticket(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    id: Uuid,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    let sql = match dialect {
+        Dialect::Postgres => concat!(
+            "SELECT ",
+            ticket_columns!(),
+            " FROM tickets WHERE id = $1 FOR UPDATE"
+        ),
+        Dialect::Sqlite => concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE id = $1"),
+    };
+    sqlx::query(sql)
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(ticket_from_row)
+        .transpose()
+}
+
+/// Adds a ticket to the replica; `false` when it is there already (a redelivered or republished
+/// ticket:created), in which case nothing changes.
+pub async fn insert_ticket(conn: &mut AnyConnection, ticket: &Ticket) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO tickets (id, title, price_cents, user_id, version) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(ticket.id.to_string())
+    .bind(&ticket.title)
+    .bind(ticket.price.get())
+    .bind(ticket.user_id.to_string())
+    .bind(ticket.version)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Applies a ticket's next version to the replica, only if the replica holds the version right
+/// before it; `false` when it does not (the caller decided under the row lock, so that is a bug).
+pub async fn update_ticket(conn: &mut AnyConnection, ticket: &Ticket) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE tickets SET title = $2, price_cents = $3, user_id = $4, version = $5 \
+         WHERE id = $1 AND version = $5 - 1",
+    )
+    .bind(ticket.id.to_string())
+    .bind(&ticket.title)
+    .bind(ticket.price.get())
+    .bind(ticket.user_id.to_string())
+    .bind(ticket.version)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+/// Stores a new order. The unique index over the ticket id of orders that are not cancelled
+/// decides between racing buyers: the loser's insert fails (on PostgreSQL after waiting for the
+/// winner's transaction) and comes back as [`Placed::TicketTaken`]. On PostgreSQL the caller's
+/// transaction is then aborted and must be dropped.
+pub async fn insert_order(conn: &mut AnyConnection, order: &Order) -> Result<Placed, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO orders (id, user_id, ticket_id, status, expires_at, version, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(order.id.to_string())
+    .bind(order.user_id.to_string())
+    .bind(order.ticket_id.to_string())
+    .bind(order.status.as_str())
+    .bind(millis(order.expires_at))
+    .bind(order.version)
+    .bind(millis(order.created_at))
+    .execute(conn)
+    .await;
+    match inserted {
+        Ok(_) => Ok(Placed::Placed),
+        // The order's id is a fresh UUID v7, so the only unique index it can break is the
+        // one-live-order-per-ticket guard.
+        Err(err) if is_unique_violation(&err) => Ok(Placed::TicketTaken),
+        Err(err) => Err(err),
+    }
+}
+
+/// One order with its ticket.
+pub async fn find_order<'c, E>(
+    executor: E,
+    id: Uuid,
+) -> Result<Option<(Order, Ticket)>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query(concat!(
+        "SELECT ",
+        order_with_ticket_columns!(),
+        " FROM orders JOIN tickets ON tickets.id = orders.ticket_id WHERE orders.id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(executor)
+    .await?
+    .as_ref()
+    .map(order_with_ticket_from_row)
+    .transpose()
+}
+
+/// A buyer's orders with their tickets, newest first. UUID v7 ids grow with creation time, so
+/// the id breaks ties between orders placed in the same millisecond.
+pub async fn list_orders<'c, E>(
+    executor: E,
+    user_id: Uuid,
+) -> Result<Vec<(Order, Ticket)>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        order_with_ticket_columns!(),
+        " FROM orders JOIN tickets ON tickets.id = orders.ticket_id \
+         WHERE orders.user_id = $1 ORDER BY orders.created_at DESC, orders.id DESC"
+    ))
+    .bind(user_id.to_string())
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(order_with_ticket_from_row).collect()
+}
+
+/// One order, locked until the end of the transaction, so that an owner's cancellation, an
+/// expiry and a payment of the same order take turns and each decides on the status the one
+/// before left. SQLite's write transaction already serialises them; PostgreSQL needs the lock.
+pub async fn lock_order(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    id: Uuid,
+) -> Result<Option<Order>, sqlx::Error> {
+    let sql = match dialect {
+        Dialect::Postgres => concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE id = $1 FOR UPDATE"
+        ),
+        Dialect::Sqlite => concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1"),
+    };
+    sqlx::query(sql)
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(order_from_row)
+        .transpose()
+}
+
+/// Moves a live order to `status` and bumps its version, in one conditional statement: an order
+/// that is no longer live is left alone (`None`), so even without the row lock no final status
+/// is ever overwritten.
+pub async fn finish_order(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    status: OrderStatus,
+) -> Result<Option<Order>, sqlx::Error> {
+    let [live_a, live_b] = LIVE;
+    sqlx::query(concat!(
+        "UPDATE orders SET status = $2, version = version + 1 \
+         WHERE id = $1 AND status IN ($3, $4) RETURNING ",
+        order_columns!(),
+        ""
+    ))
+    .bind(id.to_string())
+    .bind(status.as_str())
+    .bind(live_a.as_str())
+    .bind(live_b.as_str())
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(order_from_row)
+    .transpose()
+}
+
+fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
+    Ok(Ticket {
+        id: uuid_column(row, "id")?,
+        title: row.try_get("title")?,
+        price: cents_column(row, "price_cents")?,
+        user_id: uuid_column(row, "user_id")?,
+        version: row.try_get("version")?,
+    })
+}
+
+fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    Ok(Order {
+        id: uuid_column(row, "id")?,
+        user_id: uuid_column(row, "user_id")?,
+        ticket_id: uuid_column(row, "ticket_id")?,
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| decode_error("status", format!("unknown order status {status:?}")))?,
+        expires_at: from_millis(row.try_get("expires_at")?),
+        version: row.try_get("version")?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+fn order_with_ticket_from_row(row: &AnyRow) -> Result<(Order, Ticket), sqlx::Error> {
+    let order = order_from_row(row)?;
+    let ticket = Ticket {
+        id: order.ticket_id,
+        title: row.try_get("ticket_title")?,
+        price: cents_column(row, "ticket_price_cents")?,
+        user_id: uuid_column(row, "ticket_user_id")?,
+        version: row.try_get("ticket_version")?,
+    };
+    Ok((order, ticket))
+}
+
+fn cents_column(row: &AnyRow, column: &str) -> Result<Cents, sqlx::Error> {
+    Cents::new(row.try_get(column)?).map_err(|reason| decode_error(column, reason))
+}
+
+fn uuid_column(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
+    let raw: String = row.try_get(column)?;
+    Uuid::try_parse(&raw).map_err(|err| decode_error(column, err.to_string()))
+}
+
+fn decode_error(column: &str, reason: String) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: reason.into(),
+    }
+}

@@ -1,0 +1,256 @@
+//! Paying for an order: claim, charge, settle.
+//!
+//! 1. **Claim** (one transaction, the order's replica row locked): check the order may be paid
+//!    and insert the payment as `pending`. The unique index on `payments.order_id` makes a second
+//!    claim for the same order fail, so a double click ends here, before any card is charged,
+//!    even with a processor that ignores idempotency keys.
+//! 2. **Charge** (no transaction open): the processor charges the order's price with an
+//!    idempotency key derived from the order and the attempt number.
+//! 3. **Settle** (one transaction, the order's row locked again): if the order was cancelled
+//!    while the card was being charged, the payment becomes `refund_due` and is refunded at once
+//!    (or by the refunder, if that fails); otherwise it becomes `succeeded` and payment:created is
+//!    written to the outbox in the same transaction.
+//!
+//! A decline deletes the claim and counts the attempt, so the buyer may try another card under a
+//! fresh key. A charge whose outcome is unknown (the processor did not answer) deletes the claim
+//! without counting it: the next try repeats the same key and learns the first outcome.
+
+use std::sync::Arc;
+
+use common::events::OrderStatus;
+use common::outbox::{self, Outbox};
+use common::store::{Dialect, from_millis, is_unique_violation, now_millis};
+use common::{ApiError, ServiceContext, Store};
+use sqlx::AnyConnection;
+use uuid::Uuid;
+
+use crate::domain::{Claim, Currency, NewPayment, Payment, PaymentStatus, Refusal, check_payable};
+use crate::processor::{ChargeOutcome, ChargeRequest, PaymentProcessor, ProcessorError};
+use crate::refunds::Refunds;
+use crate::store;
+
+/// Takes payments for orders. Cheap to clone.
+#[derive(Clone)]
+pub struct Checkout {
+    store: Store,
+    outbox: Outbox,
+    processor: Arc<dyn PaymentProcessor>,
+    refunds: Refunds,
+    currency: Currency,
+}
+
+/// How a settled charge ended.
+#[derive(Debug)]
+pub enum Settlement {
+    /// The payment succeeded; payment:created is in the outbox.
+    Paid(Payment),
+    /// The order was cancelled meanwhile: the charge is owed back.
+    RefundDue(Payment),
+    /// The payment was no longer pending: something else settled (or released) it first.
+    NotPending(Option<Payment>),
+}
+
+/// Settles a pending payment whose charge succeeded, inside the caller's transaction: takes the
+/// order's lock, then marks the payment `succeeded` and announces it, or `refund_due` if the
+/// order is cancelled. Used by the request that charged and by the payment_intent.succeeded
+/// webhook, whichever comes first.
+pub async fn settle_charge(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    payment: &Payment,
+    stripe_id: &str,
+) -> Result<Settlement, sqlx::Error> {
+    let order = store::lock_order(tx, dialect, payment.order_id).await?;
+    let cancelled = order.is_some_and(|order| order.status == OrderStatus::Cancelled);
+    // DESIGN 7 item 6: a charge that loses the race with a cancellation is refunded, never kept.
+    let status = if cancelled {
+        PaymentStatus::RefundDue
+    } else {
+        PaymentStatus::Succeeded
+    };
+    match store::settle(tx, payment.id, stripe_id, status, now_millis()).await? {
+        Some(settled) if cancelled => Ok(Settlement::RefundDue(settled)),
+        Some(settled) => {
+            outbox::enqueue(tx, settled.created_event(stripe_id)).await?;
+            Ok(Settlement::Paid(settled))
+        }
+        None => Ok(Settlement::NotPending(
+            store::find_payment(&mut *tx, payment.id).await?,
+        )),
+    }
+}
+
+impl Checkout {
+    pub fn new(
+        ctx: &ServiceContext,
+        processor: Arc<dyn PaymentProcessor>,
+        refunds: Refunds,
+        currency: Currency,
+    ) -> Self {
+        Self {
+            store: ctx.store.clone(),
+            outbox: ctx.outbox.clone(),
+            processor,
+            refunds,
+            currency,
+        }
+    }
+
+    /// Pays for an order as `buyer`; answers the payment, or why not.
+    #[tracing::instrument(name = "pay", skip_all, fields(order = %request.order_id))]
+    pub async fn pay_for_order(
+        &self,
+        buyer: Uuid,
+        request: NewPayment,
+    ) -> Result<Payment, ApiError> {
+        let payment = self.claim(buyer, request.order_id).await?;
+        let charge = ChargeRequest {
+            amount: payment.amount,
+            currency: payment.currency.clone(),
+            token: request.token,
+            idempotency_key: payment.charge_key(),
+            order_id: payment.order_id,
+            payment_id: payment.id,
+        };
+        let outcome = self.processor.charge(&charge).await;
+        let processor = self.processor.name();
+        match outcome {
+            Ok(ChargeOutcome::Succeeded { stripe_id }) => {
+                count("charged", processor);
+                self.settle(&payment, &stripe_id).await
+            }
+            Ok(ChargeOutcome::Processing { stripe_id }) => {
+                count("processing", processor);
+                let mut conn = self.store.pool().acquire().await?;
+                store::set_processing(&mut conn, payment.id, &stripe_id, now_millis()).await?;
+                tracing::info!(payment = %payment.id, %stripe_id, "charge processing; a webhook will settle it");
+                Ok(payment)
+            }
+            Ok(ChargeOutcome::Declined { message }) => {
+                count("declined", processor);
+                self.release(&payment, true).await;
+                tracing::info!(payment = %payment.id, attempt = payment.attempt, "card declined");
+                Err(ApiError::PaymentDeclined(message))
+            }
+            Ok(ChargeOutcome::InvalidToken { message }) => {
+                count("invalid_token", processor);
+                self.release(&payment, true).await;
+                Err(ApiError::field("token", &message))
+            }
+            Err(ProcessorError::Unavailable(err)) => {
+                count("unknown", processor);
+                // Not counted as an attempt: the next try repeats this key and so learns whether
+                // this charge happened, instead of making a second one.
+                self.release(&payment, false).await;
+                Err(ApiError::Unavailable(err))
+            }
+            Err(ProcessorError::Refused(err)) => {
+                count("refused", processor);
+                self.release(&payment, true).await;
+                Err(ApiError::Internal(err))
+            }
+        }
+    }
+
+    /// Step 1: checks the order and claims it for this payment.
+    async fn claim(&self, buyer: Uuid, order_id: Uuid) -> Result<Payment, ApiError> {
+        let mut tx = self.store.begin().await?;
+        let order = store::lock_order(&mut tx, self.store.dialect(), order_id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let existing = store::payment_for_order(&mut tx, order_id).await?;
+        let now_ms = now_millis();
+        let payment = match check_payable(&order, buyer, existing.as_ref(), from_millis(now_ms))? {
+            Claim::Fresh => {
+                let payment = Payment::claim(&order, &self.currency, now_ms);
+                match store::insert_claim(&mut tx, &payment).await {
+                    // The lock above already serialises claims; the index is the guarantee.
+                    Err(err) if is_unique_violation(&err) => {
+                        return Err(Refusal::AlreadyPaid.into());
+                    }
+                    other => other?,
+                }
+                payment
+            }
+            Claim::TakeOver(abandoned) => {
+                if !store::renew_claim(&mut tx, &abandoned, now_ms).await? {
+                    return Err(Refusal::AlreadyPaid.into());
+                }
+                tracing::warn!(payment = %abandoned.id, attempt = abandoned.attempt, "taking over an abandoned claim; repeating its idempotency key");
+                Payment {
+                    updated_at: now_ms,
+                    ..abandoned
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(payment)
+    }
+
+    /// Step 3: records the successful charge and answers the buyer.
+    async fn settle(&self, payment: &Payment, stripe_id: &str) -> Result<Payment, ApiError> {
+        let mut tx = self.store.begin().await?;
+        let settlement = settle_charge(&mut tx, self.store.dialect(), payment, stripe_id).await?;
+        self.outbox.commit(tx).await?;
+        match settlement {
+            Settlement::Paid(paid) => {
+                tracing::info!(payment = %paid.id, %stripe_id, "payment succeeded");
+                Ok(paid)
+            }
+            Settlement::RefundDue(owed) => {
+                tracing::warn!(payment = %owed.id, %stripe_id, "order cancelled while charging; refunding");
+                self.refund_now(owed.id).await;
+                Err(Refusal::Cancelled.into())
+            }
+            // A webhook settled it while the answer was on its way.
+            Settlement::NotPending(Some(settled)) => match settled.status {
+                PaymentStatus::Succeeded => Ok(settled),
+                PaymentStatus::RefundDue | PaymentStatus::Refunding | PaymentStatus::Refunded => {
+                    Err(Refusal::Cancelled.into())
+                }
+                PaymentStatus::Pending => Err(ApiError::internal(anyhow::anyhow!(
+                    "payment {} still pending after settling",
+                    settled.id
+                ))),
+            },
+            Settlement::NotPending(None) => Err(ApiError::internal(anyhow::anyhow!(
+                "payment {} vanished while charging",
+                payment.id
+            ))),
+        }
+    }
+
+    async fn refund_now(&self, payment_id: Uuid) {
+        match self.refunds.refund(payment_id).await {
+            Ok(_) => {}
+            Err(err) => {
+                // Still owed: the refunder retries until it goes through.
+                tracing::warn!(payment = %payment_id, error = %err, "refund failed; the refunder will retry");
+                self.refunds.wake();
+            }
+        }
+    }
+
+    /// Deletes a claim whose charge did not go through, counting the attempt when its key may
+    /// not be used again.
+    async fn release(&self, payment: &Payment, count_attempt: bool) {
+        let released = async {
+            let mut tx = self.store.begin().await?;
+            store::lock_order(&mut tx, self.store.dialect(), payment.order_id).await?;
+            store::release_claim(&mut tx, payment.id).await?;
+            if count_attempt {
+                store::count_declined_attempt(&mut tx, payment.order_id).await?;
+            }
+            tx.commit().await
+        };
+        if let Err(err) = released.await {
+            // The claim stays pending until it is old enough to be taken over by a new request.
+            tracing::error!(payment = %payment.id, error = %err, "cannot release a claim");
+        }
+    }
+}
+
+fn count(outcome: &'static str, processor: &'static str) {
+    metrics::counter!("stubs_payment_charges_total", "outcome" => outcome, "processor" => processor)
+        .increment(1);
+}

@@ -1,0 +1,842 @@
+//! The payments domain: what a client may send to pay, when an order may be paid, what a payment
+//! and its replica of the order are, the idempotency keys sent to the processor, the sandbox's
+//! table of Stripe test tokens and the check of a Stripe webhook signature. Pure rules, no I/O.
+
+use common::ApiError;
+use common::FieldError;
+use common::events::{OrderCreated, OrderStatus, PaymentCreated};
+use common::money::Cents;
+use common::store::{from_millis, millis};
+use common::validate::{FieldErrors, Validate};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The longest card token accepted, in characters. Stripe's ids are far shorter.
+pub const MAX_TOKEN_CHARS: usize = 255;
+/// How long a claim may stay pending without a processor id before another request may take it
+/// over: longer than any charge call can take (the processor client gives up after 20 seconds).
+pub const CLAIM_TIMEOUT_MS: i64 = 60_000;
+/// How long a refund may stay in flight before the refunder tries it again (with the same
+/// idempotency key, so the processor answers with the refund it already made, if it made one).
+pub const REFUND_TIMEOUT_MS: i64 = 60_000;
+/// How far a webhook's signed timestamp may be from now, in seconds (Stripe's default).
+pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
+
+/// A card token as Stripe's clients make them: `tok_…` (a token from Stripe.js or a test token)
+/// or the id of a payment method (`pm_…`, also `card_…` and `src_…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentToken(String);
+
+/// How a token is handed to Stripe's PaymentIntents API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// `tok_…`: wrapped as `payment_method_data[card][token]`.
+    CardToken,
+    /// Anything else: passed as `payment_method`.
+    PaymentMethod,
+}
+
+impl PaymentToken {
+    /// Parses a token as a client sends it (any JSON value, or nothing).
+    pub fn from_json(value: Option<&serde_json::Value>) -> Result<Self, String> {
+        match value {
+            None | Some(serde_json::Value::Null) => Err("Token is required".into()),
+            Some(serde_json::Value::String(text)) => Self::parse(text),
+            Some(_) => Err("Token must be text".into()),
+        }
+    }
+
+    /// Parses a token: letters, digits and underscores, as every Stripe id is.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let token = text.trim();
+        if token.is_empty() {
+            Err("Token is required".into())
+        } else if token.chars().count() > MAX_TOKEN_CHARS
+            || !token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            Err("Token must be a card token such as tok_visa or pm_card_visa".into())
+        } else {
+            Ok(Self(token.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn kind(&self) -> TokenKind {
+        if self.0.starts_with("tok_") {
+            TokenKind::CardToken
+        } else {
+            TokenKind::PaymentMethod
+        }
+    }
+}
+
+/// A valid request to pay: which order, with which card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayment {
+    pub token: PaymentToken,
+    pub order_id: Uuid,
+}
+
+/// The body of `POST /api/payments` as received, each field kept as raw JSON so that a wrong
+/// type is reported as a field error with the others.
+#[derive(Debug, Default, Deserialize)]
+pub struct PaymentBody {
+    #[serde(default)]
+    pub token: Option<serde_json::Value>,
+    #[serde(default, rename = "orderId")]
+    pub order_id: Option<serde_json::Value>,
+}
+
+impl Validate for PaymentBody {
+    type Valid = NewPayment;
+
+    fn validate(self) -> Result<NewPayment, Vec<FieldError>> {
+        let mut errors = FieldErrors::new();
+        let token = errors.check("token", PaymentToken::from_json(self.token.as_ref()));
+        let order_id = errors.check("orderId", parse_order_id(self.order_id.as_ref()));
+        let valid = token
+            .zip(order_id)
+            .map(|(token, order_id)| NewPayment { token, order_id });
+        errors.into_result(valid)
+    }
+}
+
+fn parse_order_id(value: Option<&serde_json::Value>) -> Result<Uuid, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Err("Order id is required".into()),
+        Some(serde_json::Value::String(text)) if text.trim().is_empty() => {
+            Err("Order id is required".into())
+        }
+        Some(serde_json::Value::String(text)) => {
+            Uuid::try_parse(text.trim()).map_err(|_| "Order id must be a valid id".to_string())
+        }
+        Some(_) => Err("Order id must be a valid id".into()),
+    }
+}
+
+/// The payments service's copy of an order, as the orders service announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub status: OrderStatus,
+    pub price: Cents,
+    pub expires_at: OffsetDateTime,
+    pub version: i64,
+    /// Charges of this order the processor declined: the next attempt is this plus one.
+    pub declined_attempts: i64,
+}
+
+impl Order {
+    /// The order as order:created announces it.
+    pub fn from_created(event: &OrderCreated) -> Self {
+        Self {
+            id: event.id,
+            user_id: event.user_id,
+            status: event.status,
+            price: event.ticket.price,
+            // Kept in milliseconds, like every stored time.
+            expires_at: from_millis(millis(event.expires_at)),
+            version: event.version,
+            declined_attempts: 0,
+        }
+    }
+
+    /// Whether the payment window has passed at `now`, whether or not the cancellation that
+    /// follows has arrived yet.
+    pub fn has_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at <= now
+    }
+}
+
+/// Why an order cannot be paid now. The order of the checks is the API's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotOwner,
+    Cancelled,
+    AlreadyPaid,
+    Expired,
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotOwner => ApiError::Unauthorized,
+            Refusal::Cancelled => ApiError::BadRequest("Cannot pay for a cancelled order".into()),
+            Refusal::AlreadyPaid => ApiError::BadRequest("Order already paid".into()),
+            Refusal::Expired => ApiError::BadRequest("Order has expired".into()),
+        }
+    }
+}
+
+/// What a payment request may do with an order that passed the checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// No payment exists: insert a new claim.
+    Fresh,
+    /// A claim was abandoned (its request died between claiming and settling): take it over and
+    /// repeat its charge with the same idempotency key, so a charge it made is found, not repeated.
+    TakeOver(Payment),
+}
+
+/// Decides whether `buyer` may pay for `order` now, given the payment already recorded for it.
+pub fn check_payable(
+    order: &Order,
+    buyer: Uuid,
+    existing: Option<&Payment>,
+    now: OffsetDateTime,
+) -> Result<Claim, Refusal> {
+    if order.user_id != buyer {
+        return Err(Refusal::NotOwner);
+    }
+    match order.status {
+        OrderStatus::Cancelled => return Err(Refusal::Cancelled),
+        OrderStatus::Complete => return Err(Refusal::AlreadyPaid),
+        OrderStatus::Created | OrderStatus::AwaitingPayment => {}
+    }
+    let claim = match existing {
+        None => Claim::Fresh,
+        Some(payment) if payment.is_abandoned_claim(millis(now)) => {
+            Claim::TakeOver(payment.clone())
+        }
+        // Paid, being paid by a request in flight (a double click), or refunded.
+        Some(_) => return Err(Refusal::AlreadyPaid),
+    };
+    if order.has_expired(now) {
+        return Err(Refusal::Expired);
+    }
+    Ok(claim)
+}
+
+/// Where a payment is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Claimed: the card is being charged (or, for an asynchronous method, the charge is
+    /// processing and a webhook will settle it).
+    Pending,
+    /// Charged, and the order was not cancelled when it settled.
+    Succeeded,
+    /// Charged, but the order is cancelled: the charge must be refunded.
+    RefundDue,
+    /// A refund call is in flight.
+    Refunding,
+    /// Refunded.
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::RefundDue => "refund_due",
+            Self::Refunding => "refunding",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Succeeded,
+            Self::RefundDue,
+            Self::Refunding,
+            Self::Refunded,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+/// A payment for one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub status: PaymentStatus,
+    /// The processor's id of the charge (`pi_…` at Stripe, `ch_sandbox_…` in the sandbox), once
+    /// known.
+    pub stripe_id: Option<String>,
+    pub amount: Cents,
+    pub currency: String,
+    /// Which attempt at paying the order this is: 1, then one more after each decline.
+    pub attempt: i64,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds; a claim or a refund in flight is renewed here.
+    pub updated_at: i64,
+}
+
+impl Payment {
+    /// A new claim on `order`: pending, for the order's price, as its next attempt.
+    pub fn claim(order: &Order, currency: &Currency, now_ms: i64) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            order_id: order.id,
+            status: PaymentStatus::Pending,
+            stripe_id: None,
+            amount: order.price,
+            currency: currency.as_str().to_owned(),
+            attempt: order.declined_attempts + 1,
+            created_at: now_ms,
+            updated_at: now_ms,
+        }
+    }
+
+    /// The Idempotency-Key of the charge. Derived from the order, so that a repeated request
+    /// for the same attempt can never charge twice; numbered by attempt, so that a new card
+    /// after a decline is not answered with the decline cached under the previous key.
+    pub fn charge_key(&self) -> String {
+        charge_key(self.order_id, self.attempt)
+    }
+
+    /// The Idempotency-Key of this payment's refund: one refund per payment.
+    pub fn refund_key(&self) -> String {
+        format!("refund-{}", self.id)
+    }
+
+    /// Whether this is a claim whose request died before it learnt the charge's outcome.
+    pub fn is_abandoned_claim(&self, now_ms: i64) -> bool {
+        self.status == PaymentStatus::Pending
+            && self.stripe_id.is_none()
+            && now_ms.saturating_sub(self.updated_at) > CLAIM_TIMEOUT_MS
+    }
+
+    /// The event announcing the payment succeeded.
+    pub fn created_event(&self, stripe_id: &str) -> PaymentCreated {
+        PaymentCreated {
+            id: self.id,
+            order_id: self.order_id,
+            stripe_id: stripe_id.to_owned(),
+        }
+    }
+}
+
+/// The Idempotency-Key of attempt `attempt` at paying `order_id`: `order-<id>-attempt-<n>`.
+pub fn charge_key(order_id: Uuid, attempt: i64) -> String {
+    format!("order-{order_id}-attempt-{attempt}")
+}
+
+/// A three-letter ISO currency code in Stripe's lower case, for currencies with two decimals:
+/// amounts are cents, and Stripe counts zero- and three-decimal currencies differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Currency(String);
+
+/// Currencies Stripe does not count in hundredths (zero- and three-decimal currencies).
+const NOT_IN_CENTS: [&str; 21] = [
+    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+    "xaf", "xof", "xpf", "bhd", "jod", "kwd", "omr", "tnd",
+];
+
+impl Currency {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let code = text.trim().to_ascii_lowercase();
+        if code.len() != 3 || !code.chars().all(|c| c.is_ascii_lowercase()) {
+            Err(format!(
+                "expected a three-letter ISO code such as usd, not {text:?}"
+            ))
+        } else if NOT_IN_CENTS.contains(&code.as_str()) {
+            Err(format!(
+                "{code} is not counted in cents; use a currency with two decimals"
+            ))
+        } else {
+            Ok(Self(code))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Currency {
+    fn default() -> Self {
+        Self("usd".into())
+    }
+}
+
+/// How an order's replica takes an event carrying version `incoming` while it holds `held`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionStep {
+    /// The next version: apply it.
+    Apply,
+    /// Already applied (or older): acknowledge and drop.
+    Stale,
+    /// A version in between has not arrived: try again later.
+    Early,
+}
+
+pub fn version_step(held: i64, incoming: i64) -> VersionStep {
+    if incoming <= held {
+        VersionStep::Stale
+    } else if incoming == held + 1 {
+        VersionStep::Apply
+    } else {
+        VersionStep::Early
+    }
+}
+
+/// What the sandbox processor does with one of Stripe's test tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxCard {
+    Approved,
+    /// Declined, with Stripe's message for that test card.
+    Declined(&'static str),
+}
+
+const DECLINED: &str = "Your card was declined.";
+
+/// Stripe's documented test tokens and payment methods the sandbox knows, and what each does.
+const SANDBOX_CARDS: [(&str, SandboxCard); 22] = [
+    ("tok_visa", SandboxCard::Approved),
+    ("tok_visa_debit", SandboxCard::Approved),
+    ("tok_mastercard", SandboxCard::Approved),
+    ("tok_mastercard_debit", SandboxCard::Approved),
+    ("tok_amex", SandboxCard::Approved),
+    ("tok_discover", SandboxCard::Approved),
+    ("pm_card_visa", SandboxCard::Approved),
+    ("pm_card_visa_debit", SandboxCard::Approved),
+    ("pm_card_mastercard", SandboxCard::Approved),
+    ("pm_card_amex", SandboxCard::Approved),
+    ("pm_card_discover", SandboxCard::Approved),
+    ("tok_chargeDeclined", SandboxCard::Declined(DECLINED)),
+    ("pm_card_chargeDeclined", SandboxCard::Declined(DECLINED)),
+    (
+        "pm_card_visa_chargeDeclined",
+        SandboxCard::Declined(DECLINED),
+    ),
+    (
+        "pm_card_chargeCustomerFail",
+        SandboxCard::Declined(DECLINED),
+    ),
+    (
+        "tok_chargeDeclinedInsufficientFunds",
+        SandboxCard::Declined("Your card has insufficient funds."),
+    ),
+    (
+        "pm_card_chargeDeclinedInsufficientFunds",
+        SandboxCard::Declined("Your card has insufficient funds."),
+    ),
+    (
+        "tok_chargeDeclinedExpiredCard",
+        SandboxCard::Declined("Your card has expired."),
+    ),
+    (
+        "pm_card_chargeDeclinedExpiredCard",
+        SandboxCard::Declined("Your card has expired."),
+    ),
+    (
+        "tok_chargeDeclinedIncorrectCvc",
+        SandboxCard::Declined("Your card's security code is incorrect."),
+    ),
+    (
+        "pm_card_chargeDeclinedIncorrectCvc",
+        SandboxCard::Declined("Your card's security code is incorrect."),
+    ),
+    (
+        "tok_chargeDeclinedProcessingError",
+        SandboxCard::Declined("An error occurred while processing your card. Try again."),
+    ),
+];
+
+/// What the sandbox does with a token; `None` for a token it does not know.
+pub fn sandbox_card(token: &str) -> Option<SandboxCard> {
+    SANDBOX_CARDS
+        .iter()
+        .find(|(known, _)| *known == token)
+        .map(|(_, card)| *card)
+}
+
+/// The answer to a token the sandbox does not know.
+pub const UNKNOWN_SANDBOX_TOKEN: &str = "Unknown test card: without a Stripe key, payments accept Stripe's test tokens such as \
+     tok_visa or pm_card_visa (and tok_chargeDeclined to see a decline)";
+
+/// Why a webhook's `Stripe-Signature` was refused. The messages go to the caller: they say what
+/// is wrong with the request, never anything about the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("Missing Stripe-Signature header")]
+    Missing,
+    #[error("Malformed Stripe-Signature header")]
+    Malformed,
+    #[error("Webhook timestamp is outside the tolerance")]
+    OutsideTolerance,
+    #[error("No webhook signature matches")]
+    NoMatch,
+}
+
+/// Checks a `Stripe-Signature` header (`t=<unix seconds>,v1=<hex>[,v1=<hex>…]`) against the raw
+/// body: one `v1` must be the HMAC-SHA256 of `"{t}.{body}"` under `secret`, and `t` must be
+/// within [`SIGNATURE_TOLERANCE_SECS`] of `now` (an old, replayed delivery is refused). Several
+/// `v1` entries are allowed, as Stripe sends while a secret is being rolled.
+pub fn verify_signature(
+    header: &str,
+    body: &[u8],
+    secret: &[u8],
+    now_unix: i64,
+) -> Result<(), SignatureError> {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        let Some((key, value)) = part.trim().split_once('=') else {
+            return Err(SignatureError::Malformed);
+        };
+        match key {
+            "t" => {
+                let parsed = value
+                    .parse::<i64>()
+                    .map_err(|_| SignatureError::Malformed)?;
+                timestamp = Some((value, parsed));
+            }
+            "v1" => signatures.push(decode_hex(value).ok_or(SignatureError::Malformed)?),
+            // v0 and future schemes are not ours to check.
+            _ => {}
+        }
+    }
+    let Some((timestamp_text, timestamp)) = timestamp else {
+        return Err(SignatureError::Malformed);
+    };
+    if signatures.is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    if now_unix.saturating_sub(timestamp).abs() > SIGNATURE_TOLERANCE_SECS {
+        return Err(SignatureError::OutsideTolerance);
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::NoMatch)?;
+    mac.update(timestamp_text.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let matches = signatures
+        .iter()
+        // `verify_slice` compares in constant time.
+        .any(|signature| mac.clone().verify_slice(signature).is_ok());
+    if matches {
+        Ok(())
+    } else {
+        Err(SignatureError::NoMatch)
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.is_empty() || !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use common::events::OrderTicket;
+    use serde_json::json;
+
+    fn body(value: serde_json::Value) -> Result<NewPayment, Vec<FieldError>> {
+        serde_json::from_value::<PaymentBody>(value)
+            .unwrap()
+            .validate()
+    }
+
+    fn fields(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().filter_map(|e| e.field.as_deref()).collect()
+    }
+
+    fn order(buyer: Uuid, status: OrderStatus, expires_in: time::Duration) -> Order {
+        Order::from_created(&OrderCreated {
+            id: Uuid::now_v7(),
+            version: 0,
+            status,
+            user_id: buyer,
+            expires_at: OffsetDateTime::now_utc() + expires_in,
+            ticket: OrderTicket {
+                id: Uuid::now_v7(),
+                price: Cents::new(1999).unwrap(),
+            },
+        })
+    }
+
+    fn sign(secret: &str, timestamp: i64, body: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}.{body}").as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_body_becomes_a_token_and_an_order_id() {
+        let id = Uuid::now_v7();
+        let payment = body(json!({"token": " tok_visa ", "orderId": id.to_string()})).unwrap();
+        assert_eq!(payment.token.as_str(), "tok_visa");
+        assert_eq!(payment.order_id, id);
+    }
+
+    #[test]
+    fn every_missing_or_malformed_field_is_reported_at_once() {
+        let cases = [
+            (json!({}), vec!["token", "orderId"]),
+            (
+                json!({"token": "", "orderId": ""}),
+                vec!["token", "orderId"],
+            ),
+            (json!({"token": 5, "orderId": 5}), vec!["token", "orderId"]),
+            (
+                json!({"token": "tok_visa", "orderId": "not-an-id"}),
+                vec!["orderId"],
+            ),
+            (
+                json!({"token": "tok visa", "orderId": Uuid::nil().to_string()}),
+                vec!["token"],
+            ),
+            (
+                json!({"token": "x".repeat(256), "orderId": Uuid::nil().to_string()}),
+                vec!["token"],
+            ),
+        ];
+        for (value, expected) in cases {
+            let errors = body(value.clone()).unwrap_err();
+            assert_eq!(fields(&errors), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_sent_to_stripe_by_their_kind() {
+        assert_eq!(
+            PaymentToken::parse("tok_visa").unwrap().kind(),
+            TokenKind::CardToken
+        );
+        assert_eq!(
+            PaymentToken::parse("pm_card_visa").unwrap().kind(),
+            TokenKind::PaymentMethod
+        );
+    }
+
+    #[test]
+    fn the_sandbox_knows_stripes_test_tokens() {
+        for approved in [
+            "tok_visa",
+            "tok_mastercard",
+            "tok_amex",
+            "pm_card_visa",
+            "pm_card_mastercard",
+            "pm_card_amex",
+        ] {
+            assert_eq!(
+                sandbox_card(approved),
+                Some(SandboxCard::Approved),
+                "{approved}"
+            );
+        }
+        for declined in [
+            "tok_chargeDeclined",
+            "pm_card_chargeDeclined",
+            "pm_card_visa_chargeDeclined",
+            "pm_card_chargeCustomerFail",
+        ] {
+            assert_eq!(
+                sandbox_card(declined),
+                Some(SandboxCard::Declined("Your card was declined.")),
+                "{declined}"
+            );
+        }
+        assert_eq!(
+            sandbox_card("tok_chargeDeclinedInsufficientFunds"),
+            Some(SandboxCard::Declined("Your card has insufficient funds."))
+        );
+        for unknown in [
+            "tok_unknown",
+            "TOK_VISA",
+            "tok_visa ",
+            "4242424242424242",
+            "",
+        ] {
+            assert_eq!(sandbox_card(unknown), None, "{unknown:?}");
+        }
+    }
+
+    #[test]
+    fn the_checks_come_in_the_documented_order() {
+        let buyer = Uuid::now_v7();
+        let now = OffsetDateTime::now_utc();
+        let live = order(buyer, OrderStatus::Created, time::Duration::minutes(15));
+        assert_eq!(check_payable(&live, buyer, None, now), Ok(Claim::Fresh));
+        assert_eq!(
+            check_payable(&live, Uuid::now_v7(), None, now),
+            Err(Refusal::NotOwner)
+        );
+
+        // Someone else's cancelled order: not theirs comes first.
+        let mut cancelled = order(buyer, OrderStatus::Cancelled, -time::Duration::minutes(1));
+        assert_eq!(
+            check_payable(&cancelled, Uuid::now_v7(), None, now),
+            Err(Refusal::NotOwner)
+        );
+        assert_eq!(
+            check_payable(&cancelled, buyer, None, now),
+            Err(Refusal::Cancelled)
+        );
+        cancelled.status = OrderStatus::Complete;
+        assert_eq!(
+            check_payable(&cancelled, buyer, None, now),
+            Err(Refusal::AlreadyPaid),
+            "paid comes before expired"
+        );
+
+        let paid = Payment::claim(&live, &Currency::default(), millis(now));
+        assert_eq!(
+            check_payable(&live, buyer, Some(&paid), now),
+            Err(Refusal::AlreadyPaid)
+        );
+
+        // Expired but not yet cancelled: the cancellation may still be on its way.
+        let expired = order(buyer, OrderStatus::Created, -time::Duration::seconds(1));
+        assert_eq!(
+            check_payable(&expired, buyer, None, now),
+            Err(Refusal::Expired)
+        );
+    }
+
+    #[test]
+    fn only_an_old_claim_without_a_charge_id_may_be_taken_over() {
+        let buyer = Uuid::now_v7();
+        let live = order(buyer, OrderStatus::Created, time::Duration::minutes(15));
+        let now = OffsetDateTime::now_utc();
+        let mut claim = Payment::claim(&live, &Currency::default(), millis(now) - 61_000);
+        assert_eq!(
+            check_payable(&live, buyer, Some(&claim), now),
+            Ok(Claim::TakeOver(claim.clone()))
+        );
+        claim.stripe_id = Some("pi_123".into());
+        assert_eq!(
+            check_payable(&live, buyer, Some(&claim), now),
+            Err(Refusal::AlreadyPaid)
+        );
+        claim.stripe_id = None;
+        claim.updated_at = millis(now) - 1_000;
+        assert_eq!(
+            check_payable(&live, buyer, Some(&claim), now),
+            Err(Refusal::AlreadyPaid)
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_name_the_order_and_the_attempt() {
+        let mut live = order(
+            Uuid::now_v7(),
+            OrderStatus::Created,
+            time::Duration::minutes(1),
+        );
+        let first = Payment::claim(&live, &Currency::default(), 0);
+        assert_eq!(first.charge_key(), format!("order-{}-attempt-1", live.id));
+        live.declined_attempts = 2;
+        let third = Payment::claim(&live, &Currency::default(), 0);
+        assert_eq!(third.attempt, 3);
+        assert_eq!(third.amount.get(), 1999);
+        assert_ne!(first.refund_key(), third.refund_key());
+    }
+
+    #[test]
+    fn replicas_apply_the_next_version_only() {
+        assert_eq!(version_step(0, 1), VersionStep::Apply);
+        assert_eq!(version_step(1, 1), VersionStep::Stale);
+        assert_eq!(version_step(2, 1), VersionStep::Stale);
+        assert_eq!(version_step(0, 2), VersionStep::Early);
+    }
+
+    #[test]
+    fn currencies_are_lower_case_codes_counted_in_cents() {
+        assert_eq!(Currency::parse("USD").unwrap().as_str(), "usd");
+        assert_eq!(Currency::parse(" eur ").unwrap().as_str(), "eur");
+        for bad in ["", "us", "dollars", "u$d", "jpy", "KWD"] {
+            assert!(Currency::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_signature_made_with_the_secret_verifies() {
+        let body = r#"{"id":"evt_1","type":"charge.refunded"}"#;
+        let now = 1_800_000_000;
+        let header = format!("t={now},v1={}", sign("whsec_test", now, body));
+        assert_eq!(
+            verify_signature(&header, body.as_bytes(), b"whsec_test", now),
+            Ok(())
+        );
+        // Within the tolerance either way.
+        assert_eq!(
+            verify_signature(&header, body.as_bytes(), b"whsec_test", now + 300),
+            Ok(())
+        );
+        // One matching v1 among several (a secret being rolled), and other schemes ignored.
+        let rolled = format!(
+            "t={now},v1={},v1={},v0=abcd",
+            sign("whsec_old", now, body),
+            sign("whsec_test", now, body)
+        );
+        assert_eq!(
+            verify_signature(&rolled, body.as_bytes(), b"whsec_test", now),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_wrong_secret_body_or_timestamp_is_refused() {
+        let body = r#"{"id":"evt_1"}"#;
+        let now = 1_800_000_000;
+        let header = format!("t={now},v1={}", sign("whsec_test", now, body));
+        assert_eq!(
+            verify_signature(&header, body.as_bytes(), b"whsec_other", now),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            verify_signature(&header, br#"{"id":"evt_2"}"#, b"whsec_test", now),
+            Err(SignatureError::NoMatch)
+        );
+        // The signed timestamp is part of the signature: it cannot be swapped for a fresh one.
+        let swapped = header.replace(&format!("t={now}"), &format!("t={}", now + 1));
+        assert_eq!(
+            verify_signature(&swapped, body.as_bytes(), b"whsec_test", now),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            verify_signature(&header, body.as_bytes(), b"whsec_test", now + 301),
+            Err(SignatureError::OutsideTolerance)
+        );
+    }
+
+    #[test]
+    fn a_malformed_header_is_refused() {
+        let now = 1_800_000_000;
+        for header in [
+            "",
+            "garbage",
+            "t=,v1=00",
+            "t=abc,v1=00",
+            "v1=00",
+            &format!("t={now}"),
+            &format!("t={now},v1=zz"),
+            &format!("t={now},v1=abc"),
+            &format!("t={now},v0=00"),
+        ] {
+            assert_eq!(
+                verify_signature(header, b"{}", b"whsec_test", now),
+                Err(SignatureError::Malformed),
+                "{header:?}"
+            );
+        }
+    }
+}

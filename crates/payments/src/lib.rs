@@ -1,0 +1,178 @@
+//! The payments service. It owns payments (one per order, at most), their refunds, a replica of
+//! the orders it may be asked to charge, the ids of the Stripe webhook events it has processed,
+//! and, in sandbox mode, the sandbox processor's books.
+//!
+//! A buyer pays for their order with a card token; the service claims the order in its database
+//! before charging the card, so a double click charges once; it announces a successful payment
+//! as payment:created through its transactional outbox; and it refunds any charge whose order was
+//! cancelled meanwhile (DESIGN 7 items 6 and 7). Money moves through Stripe when a secret key is
+//! configured, and through a local sandbox that accepts Stripe's test tokens otherwise.
+//!
+//! [`start`] spawns the outbox relay, the refunder and the listeners and returns the HTTP routes;
+//! the caller wraps them in the HTTP stack (`common::http::serve_stack`), alone or merged with
+//! other services' routes.
+
+pub mod checkout;
+pub mod domain;
+pub mod listeners;
+pub mod processor;
+pub mod refunds;
+pub mod routes;
+pub mod store;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use common::events::{OrderCancelled, OrderCompleted, OrderCreated};
+use common::listener;
+use common::store::{Migration, Migrations};
+use common::{ServiceContext, Store};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::Currency;
+use crate::processor::PaymentProcessor;
+
+/// The service's name, which also names its consumer groups.
+pub const NAME: &str = "payments";
+/// Stripe's API.
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+/// The currency charged unless configured otherwise.
+pub const DEFAULT_CURRENCY: &str = "usd";
+
+/// The service's own tables: the order replica, payments, refunds, webhook events and the
+/// sandbox's charges.
+pub const PAYMENTS_MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 100,
+        name: "payments",
+        sql: include_str!("../migrations/sqlite/0100_payments.sql"),
+    }],
+    postgres: &[Migration {
+        version: 100,
+        name: "payments",
+        sql: include_str!("../migrations/postgres/0100_payments.sql"),
+    }],
+};
+
+/// Every migration a payments database needs: the platform outbox and inbox, then its own.
+pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &PAYMENTS_MIGRATIONS];
+
+/// How the service takes money.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Stripe, when a secret key is configured; the sandbox otherwise.
+    pub stripe: Option<StripeSettings>,
+    /// The ISO code of the currency every order is charged in (`usd` by default); a currency
+    /// with two decimals, since prices are cents.
+    pub currency: String,
+    /// The signing secret of Stripe's webhook endpoint. Without it the webhook endpoint
+    /// answers 404: an event that cannot be verified is never acted on.
+    pub webhook_secret: Option<SecretString>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            stripe: None,
+            currency: DEFAULT_CURRENCY.to_owned(),
+            webhook_secret: None,
+        }
+    }
+}
+
+/// Where Stripe is and the key to it.
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    /// A secret (`sk_…`) or restricted (`rk_…`) key.
+    pub secret_key: SecretString,
+    /// `https://api.stripe.com` unless a Stripe-compatible server is used instead.
+    pub api_base: String,
+}
+
+impl StripeSettings {
+    /// Stripe itself, with this key.
+    pub fn new(secret_key: SecretString) -> Self {
+        Self {
+            secret_key,
+            api_base: DEFAULT_STRIPE_API_BASE.to_owned(),
+        }
+    }
+}
+
+/// A setting the service cannot work with. Each message names the setting by its `stubs` flag.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("--currency: {0}")]
+    Currency(String),
+    #[error("--stripe-secret-key: expected a Stripe secret key (sk_… or rk_…)")]
+    StripeSecretKey,
+    #[error("--stripe-api-base: expected an http(s) URL, not {0:?}")]
+    StripeApiBase(String),
+    #[error("--stripe-api-base: cannot build an HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("--stripe-webhook-secret: must not be empty")]
+    WebhookSecret,
+}
+
+impl Settings {
+    /// Checks every setting, so that a program can refuse to start with one clear line instead
+    /// of failing at the first payment. [`start`] assumes this passed.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        Currency::parse(&self.currency).map_err(SettingsError::Currency)?;
+        if let Some(stripe) = &self.stripe {
+            processor::stripe::StripeClient::new(stripe)?;
+        }
+        if self
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|secret| secret.expose_secret().trim().is_empty())
+        {
+            return Err(SettingsError::WebhookSecret);
+        }
+        Ok(())
+    }
+
+    fn processor(
+        &self,
+        store: &Store,
+    ) -> Result<(Arc<dyn PaymentProcessor>, Currency), SettingsError> {
+        self.validate()?;
+        let currency = Currency::parse(&self.currency).map_err(SettingsError::Currency)?;
+        Ok((processor::from_settings(self, store)?, currency))
+    }
+}
+
+/// Starts the service's background work (the outbox relay, the refunder, and the listeners of
+/// order:created, order:cancelled and order:completed, all stopping on `ctx.shutdown`) and
+/// returns its routes with their state applied, without the HTTP stack.
+pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
+    ctx.spawn_relay();
+    let (processor, currency) = settings.processor(&ctx.store).unwrap_or_else(|err| {
+        // `Settings::validate` exists to stop this at start; should it be skipped, payments are
+        // refused (500) rather than the process panicking.
+        tracing::error!(error = %err, "payments are misconfigured; every payment will fail");
+        let unconfigured: Arc<dyn PaymentProcessor> = Arc::new(processor::Unconfigured {
+            reason: err.to_string(),
+        });
+        (unconfigured, Currency::default())
+    });
+    tracing::info!(
+        processor = processor.name(),
+        currency = currency.as_str(),
+        webhook = settings.webhook_secret.is_some(),
+        "payments ready"
+    );
+
+    let refunds = refunds::Refunds::new(ctx.store.clone(), processor.clone());
+    ctx.tasks.spawn(refunds.clone().run(ctx.shutdown.clone()));
+
+    let dialect = ctx.store.dialect();
+    listener::spawn::<OrderCreated, _>(ctx, listeners::RecordOrder);
+    listener::spawn::<OrderCancelled, _>(ctx, listeners::CancelOrder { dialect });
+    listener::spawn::<OrderCompleted, _>(ctx, listeners::CompleteOrder { dialect });
+
+    let checkout = checkout::Checkout::new(ctx, processor, refunds.clone(), currency);
+    let webhooks = webhook::Webhooks::new(ctx, refunds, settings.webhook_secret.clone());
+    routes::router(routes::AppState::new(ctx, checkout, webhooks))
+}

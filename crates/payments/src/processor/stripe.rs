@@ -1,0 +1,423 @@
+//! A small client of Stripe's API: a confirmed PaymentIntent to charge, a refund of it, each with
+//! an `Idempotency-Key`. Only the fields Stripe's answer is used for are typed.
+//!
+//! How Stripe's answers map: a 402 or a `card_error` is a decline with Stripe's message (written
+//! for the buyer); a token Stripe does not know is refused as an invalid token; no answer, a
+//! timeout, a 409 (the same key in flight), a 429 or a 5xx leave the outcome unknown
+//! ([`ProcessorError::Unavailable`]), to be learnt by repeating the call with the same key;
+//! anything else (a bad key, a request Stripe will not take) is [`ProcessorError::Refused`].
+//! The secret key never reaches a log: it is a `SecretString` and goes out as a sensitive header.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    ChargeOutcome, ChargeRequest, PaymentProcessor, ProcessorError, RefundReceipt, RefundRequest,
+};
+use crate::domain::TokenKind;
+use crate::{SettingsError, StripeSettings};
+
+/// How long to wait for Stripe to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a whole answer. A charge still running in Stripe when this passes is
+/// learnt on the next attempt with the same idempotency key, or from its webhook.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Stripe's API, or a server that speaks it (localstripe in tests).
+#[derive(Debug, Clone)]
+pub struct StripeClient {
+    http: reqwest::Client,
+    api_base: String,
+    secret_key: SecretString,
+}
+
+/// Stripe's error object: `{"error": {"type", "code", "message", "param"}}`.
+#[derive(Debug, Default, Deserialize)]
+struct StripeError {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    param: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: StripeError,
+}
+
+#[derive(Debug, Deserialize)]
+struct PaymentIntent {
+    id: String,
+    status: String,
+    #[serde(default)]
+    last_payment_error: Option<StripeError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Refund {
+    id: String,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefundList {
+    data: Vec<Refund>,
+}
+
+/// Why a call to Stripe did not give the object asked for.
+#[derive(Debug)]
+enum CallError {
+    /// No answer: connection refused, reset, timed out.
+    Transport(reqwest::Error),
+    /// Stripe answered with an error.
+    Api {
+        status: StatusCode,
+        error: StripeError,
+    },
+    /// A success whose body could not be read: Stripe did something, we do not know what.
+    Unreadable(anyhow::Error),
+}
+
+impl CallError {
+    /// For outcomes that are neither a decline nor an unknown token.
+    fn into_processor_error(self, what: &str) -> ProcessorError {
+        match self {
+            Self::Transport(err) => {
+                ProcessorError::Unavailable(anyhow::Error::new(err).context(what.to_owned()))
+            }
+            Self::Unreadable(err) => ProcessorError::Unavailable(err.context(what.to_owned())),
+            Self::Api { status, error } => {
+                let described = anyhow::anyhow!(
+                    "{what}: Stripe answered {status} ({} {}): {}",
+                    error.kind.as_deref().unwrap_or("-"),
+                    error.code.as_deref().unwrap_or("-"),
+                    error.message.as_deref().unwrap_or("-"),
+                );
+                if status == StatusCode::CONFLICT
+                    || status == StatusCode::TOO_MANY_REQUESTS
+                    || status.is_server_error()
+                {
+                    ProcessorError::Unavailable(described)
+                } else {
+                    ProcessorError::Refused(described)
+                }
+            }
+        }
+    }
+}
+
+impl StripeClient {
+    /// A client for the configured API base, refusing a key or base that cannot work.
+    pub fn new(settings: &StripeSettings) -> Result<Self, SettingsError> {
+        let key = settings.secret_key.expose_secret();
+        if !(key.starts_with("sk_") || key.starts_with("rk_")) || key.trim() != key {
+            return Err(SettingsError::StripeSecretKey);
+        }
+        let api_base = settings.api_base.trim().trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&api_base) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            _ => return Err(SettingsError::StripeApiBase(settings.api_base.clone())),
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(SettingsError::HttpClient)?;
+        Ok(Self {
+            http,
+            api_base,
+            secret_key: settings.secret_key.clone(),
+        })
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        form: &[(&str, String)],
+        idempotency_key: &str,
+    ) -> Result<T, CallError> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.api_base))
+            .header("Idempotency-Key", idempotency_key)
+            .form(form);
+        self.send(request).await
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, CallError> {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.api_base))
+            .map_err(|err| CallError::Unreadable(anyhow::Error::new(err).context("bad URL")))?;
+        url.query_pairs_mut().extend_pairs(query);
+        self.send(self.http.get(url)).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, CallError> {
+        let response = request
+            .bearer_auth(self.secret_key.expose_secret())
+            .send()
+            .await
+            .map_err(CallError::Transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(CallError::Transport)?;
+        if status.is_success() {
+            serde_json::from_slice(&body).map_err(|err| {
+                CallError::Unreadable(anyhow::Error::new(err).context("unreadable Stripe answer"))
+            })
+        } else {
+            let error = serde_json::from_slice::<ErrorEnvelope>(&body)
+                .map(|envelope| envelope.error)
+                .unwrap_or_default();
+            Err(CallError::Api { status, error })
+        }
+    }
+
+    /// The refund already made for a payment intent (Stripe answers `charge_already_refunded`
+    /// to a second refund made under another key, or after a refund from the dashboard).
+    async fn existing_refund(&self, payment_intent: &str) -> Result<RefundReceipt, ProcessorError> {
+        let list: RefundList = self
+            .get(
+                "/v1/refunds",
+                &[("payment_intent", payment_intent), ("limit", "1")],
+            )
+            .await
+            .map_err(|err| err.into_processor_error("listing refunds"))?;
+        list.data
+            .into_iter()
+            .next()
+            .map(|refund| RefundReceipt { id: refund.id })
+            .ok_or_else(|| {
+                ProcessorError::Refused(anyhow::anyhow!(
+                    "{payment_intent} is refunded, yet Stripe lists no refund"
+                ))
+            })
+    }
+}
+
+/// The form of a confirmed PaymentIntent for a charge.
+fn payment_intent_form(request: &ChargeRequest) -> Vec<(&'static str, String)> {
+    let mut form = vec![
+        ("amount", request.amount.get().to_string()),
+        ("currency", request.currency.clone()),
+        ("confirm", "true".to_owned()),
+        ("payment_method_types[]", "card".to_owned()),
+        ("metadata[orderId]", request.order_id.to_string()),
+        ("metadata[paymentId]", request.payment_id.to_string()),
+    ];
+    match request.token.kind() {
+        // A card token (Stripe.js, or a test token such as tok_visa) becomes a payment method
+        // inside the same request.
+        TokenKind::CardToken => {
+            form.push(("payment_method_data[type]", "card".to_owned()));
+            form.push((
+                "payment_method_data[card][token]",
+                request.token.as_str().to_owned(),
+            ));
+        }
+        TokenKind::PaymentMethod => {
+            form.push(("payment_method", request.token.as_str().to_owned()));
+        }
+    }
+    form
+}
+
+const DECLINED: &str = "Your card was declined.";
+
+#[async_trait]
+impl PaymentProcessor for StripeClient {
+    fn name(&self) -> &'static str {
+        "stripe"
+    }
+
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError> {
+        let answer = self
+            .post::<PaymentIntent>(
+                "/v1/payment_intents",
+                &payment_intent_form(request),
+                &request.idempotency_key,
+            )
+            .await;
+        match answer {
+            Ok(intent) => match intent.status.as_str() {
+                "succeeded" => Ok(ChargeOutcome::Succeeded {
+                    stripe_id: intent.id,
+                }),
+                "processing" => Ok(ChargeOutcome::Processing {
+                    stripe_id: intent.id,
+                }),
+                "requires_payment_method" => Ok(ChargeOutcome::Declined {
+                    message: intent
+                        .last_payment_error
+                        .and_then(|error| error.message)
+                        .unwrap_or_else(|| DECLINED.to_owned()),
+                }),
+                // 3-D Secure needs the buyer's browser; this API takes a token and charges it.
+                // Nothing is charged until it is authenticated, and it never will be.
+                "requires_action" => Ok(ChargeOutcome::Declined {
+                    message: "This card requires authentication, which is not supported here. \
+                              Please use another card."
+                        .to_owned(),
+                }),
+                other => Err(ProcessorError::Refused(anyhow::anyhow!(
+                    "payment intent {} is {other} after confirmation",
+                    intent.id
+                ))),
+            },
+            Err(CallError::Api { status, error })
+                if status == StatusCode::PAYMENT_REQUIRED
+                    || error.kind.as_deref() == Some("card_error") =>
+            {
+                Ok(ChargeOutcome::Declined {
+                    message: error.message.unwrap_or_else(|| DECLINED.to_owned()),
+                })
+            }
+            // An unknown payment method: Stripe says resource_missing on a payment_method
+            // parameter; localstripe answers 404.
+            Err(CallError::Api { status, error })
+                if status == StatusCode::NOT_FOUND
+                    || error.code.as_deref() == Some("resource_missing")
+                    || error
+                        .param
+                        .as_deref()
+                        .is_some_and(|param| param.starts_with("payment_method")) =>
+            {
+                tracing::info!(
+                    code = error.code.as_deref().unwrap_or("-"),
+                    message = error.message.as_deref().unwrap_or("-"),
+                    "Stripe does not know the card token"
+                );
+                Ok(ChargeOutcome::InvalidToken {
+                    message: "Token is not a card the payment processor knows".to_owned(),
+                })
+            }
+            Err(err) => Err(err.into_processor_error("creating a payment intent")),
+        }
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<RefundReceipt, ProcessorError> {
+        let form = [
+            ("payment_intent", request.stripe_id.clone()),
+            ("amount", request.amount.get().to_string()),
+            ("metadata[paymentId]", request.payment_id.to_string()),
+        ];
+        match self
+            .post::<Refund>("/v1/refunds", &form, &request.idempotency_key)
+            .await
+        {
+            Ok(refund) if matches!(refund.status.as_deref(), Some("failed" | "canceled")) => {
+                Err(ProcessorError::Refused(anyhow::anyhow!(
+                    "refund {} of {} is {}",
+                    refund.id,
+                    request.stripe_id,
+                    refund.status.as_deref().unwrap_or("-")
+                )))
+            }
+            Ok(refund) => Ok(RefundReceipt { id: refund.id }),
+            Err(CallError::Api { error, .. })
+                if error.code.as_deref() == Some("charge_already_refunded") =>
+            {
+                self.existing_refund(&request.stripe_id).await
+            }
+            Err(err) => Err(err.into_processor_error("refunding a payment intent")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::domain::PaymentToken;
+    use common::money::Cents;
+    use uuid::Uuid;
+
+    fn request(token: &str) -> ChargeRequest {
+        ChargeRequest {
+            amount: Cents::new(1999).unwrap(),
+            currency: "usd".into(),
+            token: PaymentToken::parse(token).unwrap(),
+            idempotency_key: "order-x-attempt-1".into(),
+            order_id: Uuid::nil(),
+            payment_id: Uuid::nil(),
+        }
+    }
+
+    fn value<'a>(form: &'a [(&str, String)], key: &str) -> Option<&'a str> {
+        form.iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| value.as_str())
+    }
+
+    #[test]
+    fn a_payment_method_is_sent_as_payment_method() {
+        let form = payment_intent_form(&request("pm_card_visa"));
+        assert_eq!(value(&form, "payment_method"), Some("pm_card_visa"));
+        assert_eq!(value(&form, "payment_method_data[card][token]"), None);
+        assert_eq!(value(&form, "amount"), Some("1999"));
+        assert_eq!(value(&form, "currency"), Some("usd"));
+        assert_eq!(value(&form, "confirm"), Some("true"));
+        assert_eq!(value(&form, "payment_method_types[]"), Some("card"));
+        assert_eq!(
+            value(&form, "metadata[orderId]"),
+            Some(Uuid::nil().to_string().as_str())
+        );
+    }
+
+    #[test]
+    fn a_card_token_is_wrapped_in_payment_method_data() {
+        let form = payment_intent_form(&request("tok_visa"));
+        assert_eq!(value(&form, "payment_method"), None);
+        assert_eq!(value(&form, "payment_method_data[type]"), Some("card"));
+        assert_eq!(
+            value(&form, "payment_method_data[card][token]"),
+            Some("tok_visa")
+        );
+    }
+
+    fn settings(key: &str, base: &str) -> StripeSettings {
+        StripeSettings {
+            secret_key: SecretString::from(key),
+            api_base: base.into(),
+        }
+    }
+
+    #[test]
+    fn a_key_or_base_that_cannot_work_is_refused_at_start() {
+        assert!(StripeClient::new(&settings("sk_test_1", "https://api.stripe.com")).is_ok());
+        assert!(StripeClient::new(&settings("rk_live_1", "http://127.0.0.1:8420/")).is_ok());
+        assert!(matches!(
+            StripeClient::new(&settings("pk_test_1", "https://api.stripe.com")),
+            Err(SettingsError::StripeSecretKey)
+        ));
+        assert!(matches!(
+            StripeClient::new(&settings("", "https://api.stripe.com")),
+            Err(SettingsError::StripeSecretKey)
+        ));
+        for base in ["", "api.stripe.com", "ftp://api.stripe.com", "http://"] {
+            assert!(
+                matches!(
+                    StripeClient::new(&settings("sk_test_1", base)),
+                    Err(SettingsError::StripeApiBase(_))
+                ),
+                "{base:?}"
+            );
+        }
+    }
+}

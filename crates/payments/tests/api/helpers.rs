@@ -1,0 +1,509 @@
+//! The payments service under test: started on a fresh database and a fresh embedded bus, served
+//! on a random port, with people who sign in, ways to play the orders service on the bus, a
+//! signer of Stripe webhooks, and read-only looks at what the service and its sandbox recorded.
+
+use std::ops::Deref;
+use std::time::Duration;
+
+use common::ServiceContext;
+use common::bus::{ConsumerConfig, Message, Subscription};
+use common::events::{
+    Envelope, EventData, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket,
+    TicketRef,
+};
+use common::money::Cents;
+use common::store::now_millis;
+use hmac::{Hmac, KeyInit, Mac};
+use payments::{Settings, StripeSettings};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use secrecy::SecretString;
+use sha2::Sha256;
+use sqlx::Row;
+use testkit::{Backend, BusKind, Client, Reply, TestBus, TestDatabase, TestServer, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The webhook signing secret the test services are configured with.
+pub const WEBHOOK_SECRET: &str = "whsec_stubs_test_secret";
+/// A key localstripe accepts (any `sk_…`).
+pub const STRIPE_TEST_KEY: &str = "sk_test_stubs";
+
+/// One running payments service and everything it stands on.
+pub struct TestApp {
+    pub server: TestServer,
+    pub ctx: ServiceContext,
+    pub bus: TestBus,
+    /// Kept for its lifetime: the database is removed when the app is dropped.
+    _db: TestDatabase,
+}
+
+/// The sandbox processor, with a webhook secret.
+pub fn sandbox_settings() -> Settings {
+    Settings {
+        webhook_secret: Some(SecretString::from(WEBHOOK_SECRET)),
+        ..Settings::default()
+    }
+}
+
+/// Stripe at `STUBS_TEST_STRIPE_API_BASE` (localstripe), with a webhook secret.
+pub fn stripe_settings() -> Settings {
+    Settings {
+        stripe: Some(StripeSettings {
+            secret_key: SecretString::from(STRIPE_TEST_KEY),
+            api_base: stripe_api_base(),
+        }),
+        ..sandbox_settings()
+    }
+}
+
+/// The Stripe-compatible server the Stripe tests run against, read at run time.
+pub fn stripe_api_base() -> String {
+    std::env::var("STUBS_TEST_STRIPE_API_BASE")
+        .expect("STUBS_TEST_STRIPE_API_BASE must be set for the Stripe tests")
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, sandbox_settings()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, settings: Settings) -> TestApp {
+    spawn(backend, settings, testkit::quick_listeners().max_deliver).await
+}
+
+/// A service whose listeners retry an event for a few seconds before dead-lettering it, for
+/// tests that watch an event wait for the one it depends on.
+pub async fn spawn_app_patient(backend: Backend) -> TestApp {
+    spawn(backend, sandbox_settings(), 50).await
+}
+
+async fn spawn(backend: Backend, settings: Settings, max_deliver: u32) -> TestApp {
+    settings.validate().unwrap();
+    let db = TestDatabase::create(backend).await;
+    let bus = TestBus::create(BusKind::Embedded).await;
+    let mut ctx =
+        testkit::context(payments::NAME, &db, bus.bus.clone(), &payments::MIGRATIONS).await;
+    ctx.listeners.max_deliver = max_deliver;
+    let server = TestServer::start(payments::start(&ctx, &settings)).await;
+    TestApp {
+        server,
+        ctx,
+        bus,
+        _db: db,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stops the relay, the refunder and the listeners before the database goes away.
+        self.ctx.shutdown.cancel();
+    }
+}
+
+/// A signed-in person: their id and a client that sends their token on every request.
+pub struct User {
+    pub id: Uuid,
+    pub client: Client,
+}
+
+impl Deref for User {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// A payment row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRow {
+    pub id: String,
+    pub status: String,
+    pub stripe_id: Option<String>,
+    pub amount_cents: i64,
+    pub attempt: i64,
+}
+
+/// A charge in the sandbox's books.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxChargeRow {
+    pub id: String,
+    pub idempotency_key: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub refund_id: Option<String>,
+}
+
+/// A recorded refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRow {
+    pub stripe_refund_id: String,
+    pub amount_cents: i64,
+    pub reason: String,
+}
+
+impl TestApp {
+    /// Someone who is not signed in.
+    pub fn anonymous(&self) -> Client {
+        self.server.client()
+    }
+
+    /// A new user with a valid session token, sent as `Authorization: Bearer`.
+    pub fn sign_in(&self) -> User {
+        let id = Uuid::now_v7();
+        let (token, _) = self
+            .ctx
+            .sessions
+            .issue(id, &format!("{}@example.com", id.simple()))
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        User {
+            id,
+            client: Client {
+                base: self.server.client().base,
+                http,
+            },
+        }
+    }
+
+    /// `POST /api/payments` as `payer`.
+    pub async fn pay(&self, payer: &Client, order_id: Uuid, token: &str) -> Reply {
+        payer
+            .post(
+                "/api/payments",
+                json!({"token": token, "orderId": order_id.to_string()}),
+            )
+            .await
+    }
+
+    /// Publishes an event on the bus as another service's relay would; returns its envelope id.
+    pub async fn publish<E: EventData>(&self, envelope: &Envelope<E>) -> Uuid {
+        self.bus
+            .bus
+            .publish(&Message {
+                id: envelope.id.to_string(),
+                event_type: E::TYPE,
+                payload: envelope.encode().unwrap().into(),
+            })
+            .await
+            .unwrap();
+        envelope.id
+    }
+
+    /// Whether the service has applied (committed) the event with this id.
+    pub async fn has_handled(&self, event_id: Uuid) -> bool {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE event_id = $1")
+            .bind(event_id.to_string())
+            .fetch_one(self.ctx.store.pool())
+            .await
+            .unwrap();
+        count > 0
+    }
+
+    /// Waits until the service has applied the event with this id.
+    pub async fn handled(&self, event_id: Uuid) {
+        testkit::eventually(&format!("event {event_id} to be handled"), || async {
+            self.has_handled(event_id).await.then_some(())
+        })
+        .await;
+    }
+
+    /// Places an order for `buyer` at `cents`, payable for 15 minutes, as the orders service
+    /// would, and waits until the service knows it.
+    pub async fn place_order(&self, buyer: Uuid, cents: i64) -> Uuid {
+        self.place_order_expiring(
+            buyer,
+            cents,
+            OffsetDateTime::now_utc() + time::Duration::minutes(15),
+        )
+        .await
+    }
+
+    /// Places an order with the given expiry and waits until the service knows it.
+    pub async fn place_order_expiring(
+        &self,
+        buyer: Uuid,
+        cents: i64,
+        expires_at: OffsetDateTime,
+    ) -> Uuid {
+        let order_id = Uuid::now_v7();
+        let event = self
+            .publish(&order_created(order_id, buyer, cents, expires_at))
+            .await;
+        self.handled(event).await;
+        order_id
+    }
+
+    /// Cancels an order as the orders service would (at `version`), without waiting.
+    pub async fn cancel_order(&self, order_id: Uuid, version: i64) -> Uuid {
+        self.publish(&Envelope::new(OrderCancelled {
+            id: order_id,
+            version,
+            ticket: TicketRef { id: Uuid::nil() },
+        }))
+        .await
+    }
+
+    /// Completes an order as the orders service would (at `version`), without waiting.
+    pub async fn complete_order(&self, order_id: Uuid, version: i64) -> Uuid {
+        self.publish(&Envelope::new(OrderCompleted {
+            id: order_id,
+            version,
+            ticket: TicketRef { id: Uuid::nil() },
+        }))
+        .await
+    }
+
+    /// The status and version the replica holds for an order.
+    pub async fn replica(&self, order_id: Uuid) -> Option<(String, i64)> {
+        sqlx::query("SELECT status, version FROM orders WHERE id = $1")
+            .bind(order_id.to_string())
+            .fetch_optional(self.ctx.store.pool())
+            .await
+            .unwrap()
+            .map(|row| (row.get("status"), row.get("version")))
+    }
+
+    /// The payments recorded for an order.
+    pub async fn payments_of(&self, order_id: Uuid) -> Vec<PaymentRow> {
+        sqlx::query(
+            "SELECT id, status, stripe_id, amount_cents, attempt FROM payments \
+             WHERE order_id = $1",
+        )
+        .bind(order_id.to_string())
+        .fetch_all(self.ctx.store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| PaymentRow {
+            id: row.get("id"),
+            status: row.get("status"),
+            stripe_id: row.get("stripe_id"),
+            amount_cents: row.get("amount_cents"),
+            attempt: row.get("attempt"),
+        })
+        .collect()
+    }
+
+    /// The one payment of an order (asserting there is exactly one).
+    pub async fn payment_of(&self, order_id: Uuid) -> PaymentRow {
+        let mut payments = self.payments_of(order_id).await;
+        assert_eq!(payments.len(), 1, "{payments:?}");
+        payments.remove(0)
+    }
+
+    /// The charges the sandbox made for an order.
+    pub async fn sandbox_charges_of(&self, order_id: Uuid) -> Vec<SandboxChargeRow> {
+        sqlx::query(
+            "SELECT id, idempotency_key, amount_cents, currency, refund_id FROM sandbox_charges \
+             WHERE order_id = $1 ORDER BY created_at",
+        )
+        .bind(order_id.to_string())
+        .fetch_all(self.ctx.store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| SandboxChargeRow {
+            id: row.get("id"),
+            idempotency_key: row.get("idempotency_key"),
+            amount_cents: row.get("amount_cents"),
+            currency: row.get("currency"),
+            refund_id: row.get("refund_id"),
+        })
+        .collect()
+    }
+
+    /// The refunds recorded for a payment.
+    pub async fn refunds_of(&self, payment_id: &str) -> Vec<RefundRow> {
+        sqlx::query(
+            "SELECT stripe_refund_id, amount_cents, reason FROM refunds WHERE payment_id = $1",
+        )
+        .bind(payment_id)
+        .fetch_all(self.ctx.store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| RefundRow {
+            stripe_refund_id: row.get("stripe_refund_id"),
+            amount_cents: row.get("amount_cents"),
+            reason: row.get("reason"),
+        })
+        .collect()
+    }
+
+    /// Waits until the payment of an order has the given status, and returns it.
+    pub async fn payment_with_status(&self, order_id: Uuid, status: &str) -> PaymentRow {
+        testkit::eventually(
+            &format!("the payment of {order_id} to be {status}"),
+            || async {
+                self.payments_of(order_id)
+                    .await
+                    .into_iter()
+                    .find(|payment| payment.status == status)
+            },
+        )
+        .await
+    }
+
+    /// Leaves a pending claim as a request that died after claiming would have, last renewed
+    /// `age_ms` ago. Returns its id.
+    pub async fn insert_claim(&self, order_id: Uuid, cents: i64, age_ms: i64) -> Uuid {
+        let id = Uuid::now_v7();
+        let at = now_millis() - age_ms;
+        sqlx::query(
+            "INSERT INTO payments (id, order_id, status, stripe_id, amount_cents, currency, \
+             attempt, created_at, updated_at) VALUES ($1, $2, 'pending', NULL, $3, 'usd', 1, $4, $4)",
+        )
+        .bind(id.to_string())
+        .bind(order_id.to_string())
+        .bind(cents)
+        .bind(at)
+        .execute(self.ctx.store.pool())
+        .await
+        .unwrap();
+        id
+    }
+
+    /// Notes the processor's id on a pending claim, as a charge still processing leaves it.
+    pub async fn mark_processing(&self, payment_id: Uuid, stripe_id: &str) {
+        sqlx::query("UPDATE payments SET stripe_id = $2 WHERE id = $1 AND status = 'pending'")
+            .bind(payment_id.to_string())
+            .bind(stripe_id)
+            .execute(self.ctx.store.pool())
+            .await
+            .unwrap();
+    }
+
+    /// Leaves a charge in the sandbox's books as if it had been made under `key`. Returns its id.
+    pub async fn insert_sandbox_charge(&self, order_id: Uuid, key: &str, cents: i64) -> String {
+        let id = format!("ch_sandbox_{}", Uuid::now_v7().simple());
+        sqlx::query(
+            "INSERT INTO sandbox_charges (id, idempotency_key, amount_cents, currency, token, \
+             order_id, created_at) VALUES ($1, $2, $3, 'usd', 'tok_visa', $4, $5)",
+        )
+        .bind(&id)
+        .bind(key)
+        .bind(cents)
+        .bind(order_id.to_string())
+        .bind(now_millis())
+        .execute(self.ctx.store.pool())
+        .await
+        .unwrap();
+        id
+    }
+
+    /// How many webhook events the service has recorded as processed.
+    pub async fn webhook_events(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_events")
+            .fetch_one(self.ctx.store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Posts a webhook body with the given `Stripe-Signature` header (none when `None`).
+    pub async fn send_webhook(&self, body: &str, signature: Option<&str>) -> Reply {
+        let client = self.anonymous();
+        let mut request = client
+            .http
+            .post(format!("{}/api/payments/webhook", client.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        client.send(request).await
+    }
+
+    /// Joins the bus as a test consumer group of one event type, seeing every such event.
+    pub async fn watch<E: EventData>(&self) -> Watcher<E> {
+        let subscription = self
+            .bus
+            .bus
+            .subscribe(&ConsumerConfig::new("test", E::TYPE))
+            .await
+            .unwrap();
+        Watcher {
+            subscription,
+            _type: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A test consumer of one event type.
+pub struct Watcher<E> {
+    subscription: Box<dyn Subscription>,
+    _type: std::marker::PhantomData<E>,
+}
+
+impl<E: EventData> Watcher<E> {
+    /// The next event on the bus, acknowledged.
+    pub async fn next(&mut self) -> Envelope<E> {
+        self.next_within(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("no {} event within 20s", E::TYPE))
+    }
+
+    /// The next event within `wait`, acknowledged; `None` if none came.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Envelope<E>> {
+        let delivery = tokio::time::timeout(wait, self.subscription.next())
+            .await
+            .ok()?
+            .unwrap();
+        delivery.ack().await.unwrap();
+        Some(Envelope::decode(&delivery.payload).unwrap())
+    }
+}
+
+/// An order:created as the orders service announces it.
+pub fn order_created(
+    order_id: Uuid,
+    buyer: Uuid,
+    cents: i64,
+    expires_at: OffsetDateTime,
+) -> Envelope<OrderCreated> {
+    Envelope::new(OrderCreated {
+        id: order_id,
+        version: 0,
+        status: OrderStatus::Created,
+        user_id: buyer,
+        expires_at,
+        ticket: OrderTicket {
+            id: Uuid::now_v7(),
+            price: Cents::new(cents).unwrap(),
+        },
+    })
+}
+
+/// A `Stripe-Signature` header for `body` signed at `timestamp` with `secret`, computed here
+/// the way Stripe documents it, independently of the service's own check.
+pub fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("t={timestamp},v1={hex}")
+}
+
+/// A signature for `body` made now with the test secret.
+pub fn signed_now(body: &str) -> String {
+    stripe_signature(
+        WEBHOOK_SECRET,
+        OffsetDateTime::now_utc().unix_timestamp(),
+        body,
+    )
+}
+
+/// The id a `201` answered.
+pub fn id_of(reply: &Reply) -> String {
+    reply.body["id"].as_str().unwrap().to_owned()
+}

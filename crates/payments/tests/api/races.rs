@@ -1,0 +1,95 @@
+//! Payments that race: a double click (DESIGN 7 item 7) and a payment racing its order's
+//! cancellation (DESIGN 7 item 6).
+
+use std::time::Duration;
+
+use common::events::PaymentCreated;
+use futures::future::join_all;
+use testkit::Backend;
+
+use crate::helpers::spawn_app;
+
+testkit::each_database!(
+    a_double_click_charges_the_card_once,
+    a_payment_racing_its_cancellation_never_keeps_the_charge,
+);
+
+async fn a_double_click_charges_the_card_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut created = app.watch::<PaymentCreated>().await;
+    let alice = app.sign_in();
+    let order_id = app.place_order(alice.id, 2000).await;
+
+    let replies = join_all((0..10).map(|_| app.pay(&alice, order_id, "tok_visa"))).await;
+
+    let paid: Vec<_> = replies.iter().filter(|reply| reply.status == 201).collect();
+    assert_eq!(paid.len(), 1, "{replies:?}");
+    for reply in replies.iter().filter(|reply| reply.status != 201) {
+        assert_eq!(reply.status, 400, "{:?}", reply.body);
+        reply.assert_error_shape();
+        assert_eq!(reply.error_messages(), ["Order already paid"]);
+    }
+    assert_eq!(app.sandbox_charges_of(order_id).await.len(), 1);
+    assert_eq!(app.payment_of(order_id).await.status, "succeeded");
+    assert_eq!(created.next().await.data.order_id, order_id);
+    assert!(
+        created
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "announced once"
+    );
+}
+
+async fn a_payment_racing_its_cancellation_never_keeps_the_charge(backend: Backend) {
+    const ROUNDS: usize = 20;
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+    let mut orders = Vec::new();
+    for _ in 0..ROUNDS {
+        orders.push(app.place_order(alice.id, 2000).await);
+    }
+
+    // Each round pays for an order while its cancellation is published, at the same moment.
+    let mut outcomes = Vec::new();
+    for order_id in &orders {
+        let (reply, _) = tokio::join!(
+            app.pay(&alice, *order_id, "tok_visa"),
+            app.cancel_order(*order_id, 1)
+        );
+        match reply.status {
+            201 => outcomes.push("paid, then cancelled"),
+            400 => {
+                reply.assert_error_shape();
+                assert_eq!(reply.error_messages(), ["Cannot pay for a cancelled order"]);
+                if app.sandbox_charges_of(*order_id).await.is_empty() {
+                    outcomes.push("refused before charging");
+                } else {
+                    outcomes.push("cancelled while charging, refunded at once");
+                }
+            }
+            other => panic!("unexpected {other}: {:?}", reply.body),
+        }
+    }
+
+    // Whoever won each race, every charge made for a cancelled order is given back.
+    for order_id in &orders {
+        testkit::eventually(&format!("order {order_id} settled"), || async {
+            let cancelled = app.replica(*order_id).await == Some(("cancelled".into(), 1));
+            let charges = app.sandbox_charges_of(*order_id).await;
+            let payments = app.payments_of(*order_id).await;
+            let all_refunded = charges.iter().all(|charge| charge.refund_id.is_some())
+                && payments.iter().all(|payment| payment.status == "refunded");
+            (cancelled && all_refunded).then_some(())
+        })
+        .await;
+        let charges = app.sandbox_charges_of(*order_id).await;
+        assert!(charges.len() <= 1, "{charges:?}");
+        for payment in app.payments_of(*order_id).await {
+            let refunds = app.refunds_of(&payment.id).await;
+            assert_eq!(refunds.len(), 1, "{refunds:?}");
+            assert_eq!(refunds[0].amount_cents, 2000);
+        }
+    }
+    eprintln!("race outcomes: {outcomes:?}");
+}

@@ -32,6 +32,15 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ],
             )
+            .and_then(|builder| {
+                // How late a scheduled job fired: milliseconds when healthy, minutes when not.
+                builder.set_buckets_for_metric(
+                    Matcher::Suffix("lateness_seconds".into()),
+                    &[
+                        0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0,
+                    ],
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use common::config::{LogFormat, parse_duration};
 use secrecy::SecretString;
 
@@ -51,20 +51,7 @@ pub struct UpArgs {
     pub shared: SharedArgs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Service {
-    Auth,
-    Tickets,
-}
-
-impl Service {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Auth => auth::NAME,
-            Self::Tickets => tickets::NAME,
-        }
-    }
-}
+pub use crate::services::Service;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -103,6 +90,22 @@ pub struct SharedArgs {
     /// Sign-in and sign-up attempts allowed per client address per minute; 0 turns it off.
     #[arg(long, env = "STUBS_AUTH_ATTEMPTS_PER_MINUTE", default_value_t = 30)]
     pub auth_attempts_per_minute: u32,
+    /// How long a buyer has to pay before the ticket is released again.
+    #[arg(long, env = "STUBS_ORDER_EXPIRATION", default_value = "15m", value_parser = parse_duration)]
+    pub order_expiration: Duration,
+    /// Stripe secret key. Without one, payments run in sandbox mode: Stripe's public test tokens
+    /// (tok_visa succeeds, tok_chargeDeclined is declined) and nothing leaves the machine.
+    #[arg(long, env = "STUBS_STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<SecretString>,
+    /// Where Stripe's API is (a Stripe-compatible server for testing).
+    #[arg(long, env = "STUBS_STRIPE_API_BASE", default_value = payments::DEFAULT_STRIPE_API_BASE)]
+    pub stripe_api_base: String,
+    /// Signing secret of the Stripe webhook endpoint; without it the endpoint answers 404.
+    #[arg(long, env = "STUBS_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<SecretString>,
+    /// Currency every order is charged in (ISO code, two decimals).
+    #[arg(long, env = "STUBS_CURRENCY", default_value = payments::DEFAULT_CURRENCY)]
+    pub currency: String,
     /// Log lines as text or JSON.
     #[arg(long, env = "STUBS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -112,6 +115,26 @@ impl SharedArgs {
     pub fn auth_settings(&self) -> auth::Settings {
         auth::Settings {
             attempts_per_minute: NonZeroU32::new(self.auth_attempts_per_minute),
+        }
+    }
+
+    pub fn orders_settings(&self) -> orders::Settings {
+        orders::Settings {
+            order_expiration: self.order_expiration,
+        }
+    }
+
+    pub fn payments_settings(&self) -> payments::Settings {
+        payments::Settings {
+            stripe: self
+                .stripe_secret_key
+                .clone()
+                .map(|secret_key| payments::StripeSettings {
+                    secret_key,
+                    api_base: self.stripe_api_base.clone(),
+                }),
+            currency: self.currency.clone(),
+            webhook_secret: self.stripe_webhook_secret.clone(),
         }
     }
 }

@@ -4,39 +4,34 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use common::Sessions;
 use common::bus::Bus;
 use common::bus::nats::NatsBus;
 use common::http::{Dependency, platform_routes};
 use common::store::{Store, redact};
-use common::{ServiceContext, Sessions};
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Running;
-use crate::cli::{ServeArgs, Service};
+use crate::cli::ServeArgs;
+use crate::embedded::checked_secret;
+use crate::services::{self, Shared};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let secret = args
-        .shared
-        .jwt_secret
-        .clone()
-        .context("--jwt-secret (STUBS_JWT_SECRET) is required by `serve`: every replica must sign sessions with the same key")?;
-    anyhow::ensure!(
-        secret.expose_secret().len() >= 32,
-        "--jwt-secret (STUBS_JWT_SECRET) must be at least 32 characters"
-    );
-    let sessions = Sessions::new(
-        &secret,
-        args.shared.session_lifetime,
-        args.shared.cookie_secure.unwrap_or(true),
-    );
+    let secret = args.shared.jwt_secret.clone().context(
+        "--jwt-secret (STUBS_JWT_SECRET) is required by `serve`: every replica must sign sessions with the same key",
+    )?;
+    let secret = checked_secret(secret)?;
     let service = args.service;
-    let migrations: &[&common::store::Migrations] = match service {
-        Service::Auth => &auth::MIGRATIONS,
-        Service::Tickets => &tickets::MIGRATIONS,
+    if service == services::Service::Payments {
+        services::check_settings(&args.shared)?;
+    }
+    let bus = if service.needs_bus() {
+        Some(connect_bus(&args).await?)
+    } else {
+        None
     };
-    let store = Store::connect(&args.database_url, migrations)
+    let store = Store::connect(&args.database_url, service.migrations())
         .await
         .with_context(|| {
             format!(
@@ -45,33 +40,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 redact(&args.database_url)
             )
         })?;
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let mut dependencies = vec![Dependency::Database(service.name(), store.clone())];
-
-    let routes = match service {
-        Service::Auth => auth::start(store.clone(), sessions, &args.shared.auth_settings()),
-        Service::Tickets => {
-            let bus = connect_bus(&args).await?;
-            dependencies.push(Dependency::Bus(bus.clone()));
-            let ctx = ServiceContext::new(
-                tickets::NAME,
-                store.clone(),
-                bus,
-                sessions,
-                shutdown.clone(),
-                tasks.clone(),
-            );
-            tickets::start(&ctx)
-        }
+    let shared = Shared {
+        sessions: Sessions::new(
+            &secret,
+            args.shared.session_lifetime,
+            args.shared.cookie_secure.unwrap_or(true),
+        ),
+        bus: bus.clone(),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
     };
+    let mut dependencies = vec![Dependency::Database(service.name(), store.clone())];
+    dependencies.extend(bus.map(Dependency::Bus));
+    let routes = services::start(service, store.clone(), &shared, &args.shared)?;
 
     crate::serve(
         args.listen,
         Running {
             routes: routes.merge(platform_routes(dependencies)),
-            shutdown,
-            tasks,
+            shutdown: shared.shutdown,
+            tasks: shared.tasks,
             stores: vec![store],
         },
     )

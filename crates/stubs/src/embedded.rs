@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use common::Sessions;
 use common::bus::Bus;
 use common::bus::embedded::EmbeddedBus;
 use common::http::{Dependency, platform_routes};
-use common::store::{Migrations, Store};
-use common::{ServiceContext, Sessions};
+use common::store::Store;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
@@ -18,10 +18,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::Running;
 use crate::cli::UpArgs;
+use crate::services::{self, Service, Shared};
 
 const SECRET_FILE: &str = "jwt-secret";
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    services::check_settings(&args.shared)?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data folder {} (--data-dir, STUBS_DATA_DIR)",
@@ -32,64 +34,56 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(secret) => checked_secret(secret.clone())?,
         None => kept_secret(&args.data_dir)?,
     };
-    let sessions = Sessions::new(
-        &secret,
-        args.shared.session_lifetime,
-        args.shared.cookie_secure.unwrap_or(false),
-    );
-
     let sqlite = |name: &str| format!("sqlite://{}", args.data_dir.join(name).display());
     let bus: Arc<dyn Bus> = Arc::new(
         EmbeddedBus::open(&sqlite("bus.sqlite"))
             .await
             .context("cannot open the bus log")?,
     );
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let open = |name: &'static str, migrations: &'static [&'static Migrations]| {
-        let url = sqlite(&format!("{name}.sqlite"));
-        async move {
-            Store::connect(&url, migrations)
-                .await
-                .with_context(|| format!("cannot open the {name} database"))
-        }
+    let shared = Shared {
+        sessions: Sessions::new(
+            &secret,
+            args.shared.session_lifetime,
+            args.shared.cookie_secure.unwrap_or(false),
+        ),
+        bus: Some(bus.clone()),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
     };
 
-    let auth_store = open(auth::NAME, &auth::MIGRATIONS).await?;
-    let tickets_ctx = ServiceContext::new(
-        tickets::NAME,
-        open(tickets::NAME, &tickets::MIGRATIONS).await?,
-        bus.clone(),
-        sessions.clone(),
-        shutdown.clone(),
-        tasks.clone(),
-    );
-
-    let routes = auth::start(
-        auth_store.clone(),
-        sessions.clone(),
-        &args.shared.auth_settings(),
-    )
-    .merge(tickets::start(&tickets_ctx))
-    .merge(platform_routes(vec![
-        Dependency::Database(auth::NAME, auth_store.clone()),
-        Dependency::Database(tickets::NAME, tickets_ctx.store.clone()),
-        Dependency::Bus(bus.clone()),
-    ]));
+    let mut routes = axum::Router::new();
+    let mut stores = Vec::new();
+    let mut dependencies = vec![Dependency::Bus(bus)];
+    for service in Service::ALL {
+        let store = Store::connect(
+            &sqlite(&format!("{}.sqlite", service.name())),
+            service.migrations(),
+        )
+        .await
+        .with_context(|| format!("cannot open the {} database", service.name()))?;
+        routes = routes.merge(services::start(
+            service,
+            store.clone(),
+            &shared,
+            &args.shared,
+        )?);
+        dependencies.push(Dependency::Database(service.name(), store.clone()));
+        stores.push(store);
+    }
 
     crate::serve(
         args.listen,
         Running {
-            routes,
-            shutdown,
-            tasks,
-            stores: vec![auth_store, tickets_ctx.store.clone()],
+            routes: routes.merge(platform_routes(dependencies)),
+            shutdown: shared.shutdown,
+            tasks: shared.tasks,
+            stores,
         },
     )
     .await
 }
 
-fn checked_secret(secret: SecretString) -> anyhow::Result<SecretString> {
+pub(crate) fn checked_secret(secret: SecretString) -> anyhow::Result<SecretString> {
     anyhow::ensure!(
         secret.expose_secret().len() >= 32,
         "--jwt-secret (STUBS_JWT_SECRET) must be at least 32 characters"

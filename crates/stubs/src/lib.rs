@@ -4,6 +4,7 @@
 pub mod cli;
 mod distributed;
 mod embedded;
+mod services;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,53 +1,24 @@
 //! `stubs up` as an operator runs it: the real binary, a data folder, a port of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 
 use serde_json::{Value, json};
+use support::Process;
 
-struct Marketplace {
-    child: Child,
-    base: String,
-}
-
-impl Marketplace {
-    /// Starts `stubs up` on a free port and waits for its "listening on" line.
-    fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stubs"))
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env_remove("STUBS_JWT_SECRET")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Self { child, base }
-    }
-
-    /// Sends SIGTERM and returns whether the process exited cleanly.
-    fn stop(mut self) -> bool {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap().success()
-    }
-}
-
-impl Drop for Marketplace {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_up(data_dir: &std::path::Path) -> Process {
+    Process::start(
+        &[
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir.display().to_string(),
+        ],
+        &[],
+    )
 }
 
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
@@ -59,7 +30,7 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
 #[tokio::test]
 async fn the_marketplace_runs_in_one_process_and_keeps_sessions_and_data_across_restarts() {
     let data = tempfile::tempdir().unwrap();
-    let marketplace = Marketplace::start(data.path());
+    let marketplace = start_up(data.path());
     let http = reqwest::Client::new();
     let base = marketplace.base.clone();
 
@@ -105,7 +76,7 @@ async fn the_marketplace_runs_in_one_process_and_keeps_sessions_and_data_across_
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    let restarted = Marketplace::start(data.path());
+    let restarted = start_up(data.path());
     let base = restarted.base.clone();
     let (_, me) = send(
         http.get(format!("{base}/api/users/currentuser"))

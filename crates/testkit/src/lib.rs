@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use common::bus::Bus;
 use common::bus::embedded::EmbeddedBus;
 use common::bus::nats::NatsBus;
+use common::bus::{Bus, ConsumerConfig, Message, Subscription};
+use common::events::{Envelope, EventData};
 use common::http::{HttpSettings, serve_stack};
 use common::listener::ListenerSettings;
 use common::store::{Migrations, Store};
@@ -489,6 +490,159 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One service under test: started on a fresh database and a fresh embedded bus, served on a
+/// random port, with people who sign in and a hand on the bus to play the other services.
+pub struct TestService {
+    pub server: TestServer,
+    pub ctx: ServiceContext,
+    pub bus: TestBus,
+    /// Kept for its lifetime: the database is removed when the service is dropped.
+    _db: TestDatabase,
+}
+
+impl TestService {
+    /// Starts a service: `start` spawns its background work and returns its routes.
+    pub async fn start(
+        name: &'static str,
+        backend: Backend,
+        migrations: &[&Migrations],
+        start: impl FnOnce(&ServiceContext) -> Router,
+    ) -> Self {
+        let db = TestDatabase::create(backend).await;
+        let bus = TestBus::create(BusKind::Embedded).await;
+        let ctx = context(name, &db, bus.bus.clone(), migrations).await;
+        let server = TestServer::start(start(&ctx)).await;
+        Self {
+            server,
+            ctx,
+            bus,
+            _db: db,
+        }
+    }
+
+    /// Someone who is not signed in.
+    pub fn anonymous(&self) -> Client {
+        self.server.client()
+    }
+
+    /// A new user with a valid session token, sent as `Authorization: Bearer`.
+    pub fn sign_in(&self) -> User {
+        let id = uuid::Uuid::now_v7();
+        let (token, _) = self
+            .ctx
+            .sessions
+            .issue(id, &format!("{}@example.com", id.simple()))
+            .unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        User {
+            id,
+            client: Client {
+                base: self.server.client().base,
+                http,
+            },
+        }
+    }
+
+    /// Publishes an event as another service's relay would; returns its envelope id.
+    pub async fn publish<E: EventData>(&self, envelope: &Envelope<E>) -> uuid::Uuid {
+        self.bus
+            .bus
+            .publish(&Message {
+                id: envelope.id.to_string(),
+                event_type: E::TYPE,
+                payload: envelope.encode().unwrap().into(),
+            })
+            .await
+            .unwrap();
+        envelope.id
+    }
+
+    /// Whether the service has applied (committed) the event with this id.
+    pub async fn has_handled(&self, event_id: uuid::Uuid) -> bool {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE event_id = $1")
+            .bind(event_id.to_string())
+            .fetch_one(self.ctx.store.pool())
+            .await
+            .unwrap();
+        count > 0
+    }
+
+    /// Waits until the service has applied the event with this id.
+    pub async fn handled(&self, event_id: uuid::Uuid) {
+        eventually(&format!("event {event_id} to be handled"), || async {
+            self.has_handled(event_id).await.then_some(())
+        })
+        .await;
+    }
+
+    /// Joins the bus as a test consumer group of one event type, seeing every such event.
+    pub async fn watch<E: EventData>(&self) -> Watcher<E> {
+        let subscription = self
+            .bus
+            .bus
+            .subscribe(&ConsumerConfig::new("test", E::TYPE))
+            .await
+            .unwrap();
+        Watcher {
+            subscription,
+            _type: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        // Stops the relay and the listeners before the database goes away.
+        self.ctx.shutdown.cancel();
+    }
+}
+
+/// A signed-in person: their id and a client that sends their token on every request.
+pub struct User {
+    pub id: uuid::Uuid,
+    pub client: Client,
+}
+
+impl std::ops::Deref for User {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// A test consumer of one event type.
+pub struct Watcher<E> {
+    subscription: Box<dyn Subscription>,
+    _type: std::marker::PhantomData<E>,
+}
+
+impl<E: EventData> Watcher<E> {
+    /// The next event on the bus, acknowledged.
+    pub async fn next(&mut self) -> Envelope<E> {
+        self.next_within(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("no {} event within 20s", E::TYPE))
+    }
+
+    /// The next event within `wait`, acknowledged; `None` if none came.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Envelope<E>> {
+        let delivery = tokio::time::timeout(wait, self.subscription.next())
+            .await
+            .ok()?
+            .unwrap();
+        delivery.ack().await.unwrap();
+        Some(Envelope::decode(&delivery.payload).unwrap())
     }
 }
 

@@ -1,0 +1,109 @@
+//! The services one binary can run, and how each is started from its store and the bus. Both
+//! modes go through here, so `up` and `serve` run the very same service code.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use clap::ValueEnum;
+use common::bus::Bus;
+use common::store::{Migrations, Store};
+use common::{ServiceContext, Sessions};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::SharedArgs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    Auth,
+    Tickets,
+    Orders,
+    Expiration,
+    Payments,
+}
+
+impl Service {
+    /// Every service, in the order `up` starts them.
+    pub const ALL: [Service; 5] = [
+        Self::Auth,
+        Self::Tickets,
+        Self::Orders,
+        Self::Expiration,
+        Self::Payments,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auth => auth::NAME,
+            Self::Tickets => tickets::NAME,
+            Self::Orders => orders::NAME,
+            Self::Expiration => expiration::NAME,
+            Self::Payments => payments::NAME,
+        }
+    }
+
+    pub fn migrations(self) -> &'static [&'static Migrations] {
+        match self {
+            Self::Auth => &auth::MIGRATIONS,
+            Self::Tickets => &tickets::MIGRATIONS,
+            Self::Orders => &orders::MIGRATIONS,
+            Self::Expiration => &expiration::MIGRATIONS,
+            Self::Payments => &payments::MIGRATIONS,
+        }
+    }
+
+    /// Auth talks to nobody; every other service publishes or listens.
+    pub fn needs_bus(self) -> bool {
+        self != Self::Auth
+    }
+}
+
+/// What every service is started with besides its own store.
+pub struct Shared {
+    pub sessions: Sessions,
+    pub bus: Option<Arc<dyn Bus>>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+/// Refuses settings a service cannot run with, before anything starts.
+pub fn check_settings(args: &SharedArgs) -> anyhow::Result<()> {
+    args.payments_settings()
+        .validate()
+        .context("invalid payments settings (--currency, --stripe-*)")
+}
+
+/// Starts a service's background work and returns its routes.
+pub fn start(
+    service: Service,
+    store: Store,
+    shared: &Shared,
+    args: &SharedArgs,
+) -> anyhow::Result<Router> {
+    let context = || -> anyhow::Result<ServiceContext> {
+        let bus = shared
+            .bus
+            .clone()
+            .with_context(|| format!("the {} service needs the bus", service.name()))?;
+        Ok(ServiceContext::new(
+            service.name(),
+            store.clone(),
+            bus,
+            shared.sessions.clone(),
+            shared.shutdown.clone(),
+            shared.tasks.clone(),
+        ))
+    };
+    Ok(match service {
+        Service::Auth => auth::start(
+            store.clone(),
+            shared.sessions.clone(),
+            &args.auth_settings(),
+        ),
+        Service::Tickets => tickets::start(&context()?),
+        Service::Orders => orders::start(&context()?, &args.orders_settings()),
+        Service::Expiration => expiration::start(&context()?),
+        Service::Payments => payments::start(&context()?, &args.payments_settings()),
+    })
+}

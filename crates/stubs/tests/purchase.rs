@@ -1,0 +1,321 @@
+//! The whole purchase flow end to end, through the real binary: embedded (`stubs up`) and
+//! distributed (every service its own `stubs serve` process on PostgreSQL and JetStream).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Marketplace, User, eventually, sleep};
+
+/// The payment window these tests run with: long enough to pay in, short enough to wait out.
+const WINDOW: &str = "4s";
+const WINDOW_SECS: u64 = 4;
+
+fn email(who: &str) -> String {
+    format!("{who}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+async fn list_ticket(seller: &User<'_>, price: f64) -> Value {
+    let (status, ticket) = seller
+        .post("/api/tickets", json!({"title": "Concert", "price": price}))
+        .await;
+    assert_eq!(status, 201, "{ticket}");
+    ticket
+}
+
+/// Places an order as soon as the orders service has heard of the ticket.
+async fn place_order(buyer: &User<'_>, ticket_id: &Value) -> (u16, Value) {
+    eventually("the orders service to know the ticket", || async {
+        let reply = buyer
+            .post("/api/orders", json!({"ticketId": ticket_id}))
+            .await;
+        (reply.0 != 404).then_some(reply)
+    })
+    .await
+}
+
+/// Pays as soon as the payments service has heard of the order.
+async fn pay(buyer: &User<'_>, order_id: &Value, token: &str) -> (u16, Value) {
+    eventually("the payments service to know the order", || async {
+        let reply = buyer
+            .post(
+                "/api/payments",
+                json!({"orderId": order_id, "token": token}),
+            )
+            .await;
+        (reply.0 != 404).then_some(reply)
+    })
+    .await
+}
+
+async fn order_status(buyer: &User<'_>, order_id: &Value) -> String {
+    let (status, order) = buyer
+        .get(&format!("/api/orders/{}", order_id.as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200, "{order}");
+    order["status"].as_str().unwrap().to_owned()
+}
+
+async fn wait_for_order_status(buyer: &User<'_>, order_id: &Value, wanted: &str) {
+    eventually(&format!("the order to be {wanted}"), || async {
+        (order_status(buyer, order_id).await == wanted).then_some(())
+    })
+    .await;
+}
+
+async fn ticket_holder(anyone: &User<'_>, ticket_id: &Value) -> Value {
+    let (_, ticket) = anyone
+        .get(&format!("/api/tickets/{}", ticket_id.as_str().unwrap()))
+        .await;
+    ticket["orderId"].clone()
+}
+
+async fn wait_for_holder(anyone: &User<'_>, ticket_id: &Value, holder: &Value) {
+    eventually(&format!("the ticket to be held by {holder}"), || async {
+        (ticket_holder(anyone, ticket_id).await == *holder).then_some(())
+    })
+    .await;
+}
+
+async fn a_paid_order_completes_and_stays_complete(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    buyer.sign_up(&email("buyer")).await;
+    let ticket = list_ticket(&seller, 19.99).await;
+    let (_, for_sale) = buyer.get("/api/tickets?limit=100").await;
+    assert!(
+        for_sale
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == ticket["id"])
+    );
+
+    let (status, order) = place_order(&buyer, &ticket["id"]).await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["status"], "created");
+    assert_eq!(order["ticket"]["price"], json!(19.99));
+
+    // The ticket shows the order, leaves the listing and cannot be edited or bought again.
+    wait_for_holder(&seller, &ticket["id"], &order["id"]).await;
+    let (_, for_sale) = buyer.get("/api/tickets?limit=100").await;
+    assert!(
+        !for_sale
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == ticket["id"])
+    );
+    let ticket_path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
+    let (status, body) = seller
+        .put(&ticket_path, json!({"title": "Concert", "price": 5}))
+        .await;
+    assert_eq!(
+        (status, body["errors"][0]["message"].clone()),
+        (400, json!("Cannot edit a reserved ticket"))
+    );
+    let rival = market.user();
+    rival.sign_up(&email("rival")).await;
+    let (status, _) = rival
+        .post("/api/orders", json!({"ticketId": ticket["id"]}))
+        .await;
+    assert_eq!(status, 400);
+
+    let (status, payment) = pay(&buyer, &order["id"], "tok_visa").await;
+    assert_eq!(status, 201, "{payment}");
+    wait_for_order_status(&buyer, &order["id"], "complete").await;
+
+    // Past its expiry time the paid order stays complete and the ticket stays sold.
+    sleep(Duration::from_secs(WINDOW_SECS + 2)).await;
+    assert_eq!(order_status(&buyer, &order["id"]).await, "complete");
+    assert_eq!(ticket_holder(&seller, &ticket["id"]).await, order["id"]);
+    let (status, _) = buyer
+        .delete(&format!("/api/orders/{}", order["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 400);
+    assert!(market.stop(), "a process did not stop cleanly");
+}
+
+async fn an_unpaid_order_expires_and_the_ticket_sells_again(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    buyer.sign_up(&email("buyer")).await;
+    let ticket = list_ticket(&seller, 25.0).await;
+    let (status, order) = place_order(&buyer, &ticket["id"]).await;
+    assert_eq!(status, 201);
+    wait_for_holder(&seller, &ticket["id"], &order["id"]).await;
+
+    wait_for_order_status(&buyer, &order["id"], "cancelled").await;
+    wait_for_holder(&seller, &ticket["id"], &Value::Null).await;
+    let (status, body) = buyer
+        .post(
+            "/api/payments",
+            json!({"orderId": order["id"], "token": "tok_visa"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    let next = market.user();
+    next.sign_up(&email("next")).await;
+    let (status, second) = place_order(&next, &ticket["id"]).await;
+    assert_eq!(status, 201, "{second}");
+    wait_for_holder(&seller, &ticket["id"], &second["id"]).await;
+}
+
+async fn cancelling_an_order_releases_the_ticket(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    buyer.sign_up(&email("buyer")).await;
+    let ticket = list_ticket(&seller, 10.0).await;
+    let (_, order) = place_order(&buyer, &ticket["id"]).await;
+    wait_for_holder(&seller, &ticket["id"], &order["id"]).await;
+
+    let (status, _) = buyer
+        .delete(&format!("/api/orders/{}", order["id"].as_str().unwrap()))
+        .await;
+
+    assert_eq!(status, 204);
+    assert_eq!(order_status(&buyer, &order["id"]).await, "cancelled");
+    wait_for_holder(&seller, &ticket["id"], &Value::Null).await;
+    let other = market.user();
+    other.sign_up(&email("other")).await;
+    let (status, _) = place_order(&other, &ticket["id"]).await;
+    assert_eq!(status, 201);
+}
+
+async fn fifty_concurrent_buyers_of_one_ticket_get_one_order(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let mut buyers = Vec::new();
+    for i in 0..50 {
+        let buyer = market.user();
+        buyer.sign_up(&email(&format!("buyer{i}"))).await;
+        buyers.push(buyer);
+    }
+    for round in 0..3 {
+        let ticket = list_ticket(&seller, 30.0).await;
+        // Wait until orders knows the ticket, so every buyer races for it, none gets a 404.
+        eventually("the orders service to know the ticket", || async {
+            let (status, _) = seller
+                .post("/api/orders", json!({"ticketId": ticket["id"]}))
+                .await;
+            (status != 404).then_some(())
+        })
+        .await;
+
+        let attempts = buyers
+            .iter()
+            .map(|buyer| buyer.post("/api/orders", json!({"ticketId": ticket["id"]})));
+        let replies = futures::future::join_all(attempts).await;
+
+        let created = replies.iter().filter(|(status, _)| *status == 201).count();
+        let refused = replies
+            .iter()
+            .filter(|(status, body)| {
+                *status == 400 && body["errors"][0]["message"] == "Ticket is already reserved"
+            })
+            .count();
+        assert_eq!((created, refused), (1, 49), "round {round}: {replies:?}");
+    }
+}
+
+async fn a_double_click_on_pay_charges_once(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    buyer.sign_up(&email("buyer")).await;
+    let ticket = list_ticket(&seller, 42.0).await;
+    let (_, order) = place_order(&buyer, &ticket["id"]).await;
+    // The first click waits until payments knows the order; the rest follow at once.
+    let (first, _) = pay(&buyer, &order["id"], "tok_visa").await;
+    let clicks = (0..9).map(|_| {
+        buyer.post(
+            "/api/payments",
+            json!({"orderId": order["id"], "token": "tok_visa"}),
+        )
+    });
+    let others = futures::future::join_all(clicks).await;
+
+    let successes = usize::from(first == 201) + others.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(successes, 1, "{first} {others:?}");
+    assert!(
+        others.iter().all(|(s, _)| *s == 201 || *s == 400),
+        "{others:?}"
+    );
+    wait_for_order_status(&buyer, &order["id"], "complete").await;
+}
+
+async fn paying_as_the_order_expires_never_leaves_a_sold_ticket_unpaid(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    buyer.sign_up(&email("buyer")).await;
+    let mut orders = Vec::new();
+    for _ in 0..6 {
+        let ticket = list_ticket(&seller, 12.5).await;
+        let (status, order) = place_order(&buyer, &ticket["id"]).await;
+        assert_eq!(status, 201);
+        orders.push((ticket, order));
+    }
+    // Pay each order at a different moment around its expiry.
+    let payments = orders.iter().enumerate().map(|(i, (_, order))| {
+        let buyer = &buyer;
+        async move {
+            let offset = Duration::from_millis(WINDOW_SECS * 1000 - 600 + 200 * i as u64);
+            sleep(offset).await;
+            buyer
+                .post(
+                    "/api/payments",
+                    json!({"orderId": order["id"], "token": "tok_visa"}),
+                )
+                .await
+        }
+    });
+    let replies = futures::future::join_all(payments).await;
+
+    for ((ticket, order), (status, body)) in orders.iter().zip(&replies) {
+        assert!(*status == 201 || *status == 400, "{status} {body}");
+        // Every order ends final, and the ticket agrees with it.
+        let final_status = eventually("the order to settle", || async {
+            let status = order_status(&buyer, &order["id"]).await;
+            (status == "complete" || status == "cancelled").then_some(status)
+        })
+        .await;
+        if final_status == "complete" {
+            assert_eq!(*status, 201, "a complete order whose payment was refused");
+            wait_for_holder(&seller, &ticket["id"], &order["id"]).await;
+        } else {
+            wait_for_holder(&seller, &ticket["id"], &Value::Null).await;
+        }
+    }
+}
+
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name(super::Marketplace::embedded(super::WINDOW)).await
+            }
+            testkit::distributed_test! {
+                async fn distributed() {
+                    super::$name(super::Marketplace::distributed(super::WINDOW).await).await
+                }
+            }
+        }
+    )*};
+}
+
+in_both_modes!(
+    a_paid_order_completes_and_stays_complete,
+    an_unpaid_order_expires_and_the_ticket_sells_again,
+    cancelling_an_order_releases_the_ticket,
+    fifty_concurrent_buyers_of_one_ticket_get_one_order,
+    a_double_click_on_pay_charges_once,
+    paying_as_the_order_expires_never_leaves_a_sold_ticket_unpaid,
+);

@@ -106,8 +106,8 @@ impl Handler<ExpirationComplete> for ExpireOrder {
                 tracing::info!(order = %order.id, version = cancelled.version, "order expired");
             }
             Transition::Unchanged | Transition::Refused => {
-                // DESIGN section 7 item 4: expiring a cancelled (or paid) order does nothing and
-                // announces nothing.
+                // Expiring a cancelled (or paid) order does nothing and announces nothing: a late
+                // expiry must never disturb what came after it.
                 tracing::info!(order = %order.id, status = order.status.as_str(), "expiry of a finished order, nothing to do");
             }
         }

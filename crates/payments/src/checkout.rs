@@ -62,7 +62,7 @@ pub async fn settle_charge(
 ) -> Result<Settlement, sqlx::Error> {
     let order = store::lock_order(tx, dialect, payment.order_id).await?;
     let cancelled = order.is_some_and(|order| order.status == OrderStatus::Cancelled);
-    // DESIGN 7 item 6: a charge that loses the race with a cancellation is refunded, never kept.
+    // A charge that loses the race with a cancellation is refunded, never kept.
     let status = if cancelled {
         PaymentStatus::RefundDue
     } else {

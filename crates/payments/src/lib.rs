@@ -5,7 +5,7 @@
 //! A buyer pays for their order with a card token; the service claims the order in its database
 //! before charging the card, so a double click charges once; it announces a successful payment
 //! as payment:created through its transactional outbox; and it refunds any charge whose order was
-//! cancelled meanwhile (DESIGN 7 items 6 and 7). Money moves through Stripe when a secret key is
+//! cancelled meanwhile. Money moves through Stripe when a secret key is
 //! configured, and through a local sandbox that accepts Stripe's test tokens otherwise.
 //!
 //! [`start`] spawns the outbox relay, the refunder and the listeners and returns the HTTP routes;

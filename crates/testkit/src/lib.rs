@@ -15,8 +15,8 @@ use std::time::Duration;
 use axum::Router;
 use common::bus::embedded::EmbeddedBus;
 use common::bus::nats::NatsBus;
-use common::bus::{Bus, ConsumerConfig, Message, Subscription};
-use common::events::{Envelope, EventData};
+use common::bus::{Bus, ConsumerConfig, DeadLetter, Message, Subscription};
+use common::events::{Envelope, EventData, EventType};
 use common::http::{HttpSettings, serve_stack};
 use common::listener::ListenerSettings;
 use common::store::{Migrations, Store};
@@ -266,6 +266,33 @@ impl TestBus {
             }
         }
     }
+
+    /// Publishes an event as another service's relay would; returns its envelope id.
+    pub async fn publish<E: EventData>(&self, envelope: &Envelope<E>) -> uuid::Uuid {
+        self.bus
+            .publish(&Message {
+                id: envelope.id.to_string(),
+                event_type: E::TYPE,
+                payload: envelope.encode().unwrap().into(),
+            })
+            .await
+            .unwrap();
+        envelope.id
+    }
+
+    /// Joins the bus as a new test consumer group of one event type, which sees every such
+    /// event published since the bus was created (whatever other watchers see).
+    pub async fn watch<E: EventData>(&self) -> Watcher<E> {
+        let subscription = self
+            .bus
+            .subscribe(&ConsumerConfig::new(&unique_name("test"), E::TYPE))
+            .await
+            .unwrap();
+        Watcher {
+            subscription,
+            _type: std::marker::PhantomData,
+        }
+    }
 }
 
 impl Drop for TestBus {
@@ -493,6 +520,24 @@ where
     }
 }
 
+/// Whether the service on `store` has applied (committed) the event with this id.
+pub async fn has_handled(store: &Store, event_id: uuid::Uuid) -> bool {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE event_id = $1")
+        .bind(event_id.to_string())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    count > 0
+}
+
+/// Waits until the service on `store` has applied the event with this id.
+pub async fn handled(store: &Store, event_id: uuid::Uuid) {
+    eventually(&format!("event {event_id} to be handled"), || async {
+        has_handled(store, event_id).await.then_some(())
+    })
+    .await;
+}
+
 /// One service under test: started on a fresh database and a fresh embedded bus, served on a
 /// random port, with people who sign in and a hand on the bus to play the other services.
 pub struct TestService {
@@ -511,9 +556,21 @@ impl TestService {
         migrations: &[&Migrations],
         start: impl FnOnce(&ServiceContext) -> Router,
     ) -> Self {
+        Self::start_with(name, backend, migrations, quick_listeners(), start).await
+    }
+
+    /// Like [`TestService::start`], with listener settings of the test's choosing.
+    pub async fn start_with(
+        name: &'static str,
+        backend: Backend,
+        migrations: &[&Migrations],
+        listeners: ListenerSettings,
+        start: impl FnOnce(&ServiceContext) -> Router,
+    ) -> Self {
         let db = TestDatabase::create(backend).await;
         let bus = TestBus::create(BusKind::Embedded).await;
-        let ctx = context(name, &db, bus.bus.clone(), migrations).await;
+        let mut ctx = context(name, &db, bus.bus.clone(), migrations).await;
+        ctx.listeners = listeners;
         let server = TestServer::start(start(&ctx)).await;
         Self {
             server,
@@ -556,48 +613,44 @@ impl TestService {
 
     /// Publishes an event as another service's relay would; returns its envelope id.
     pub async fn publish<E: EventData>(&self, envelope: &Envelope<E>) -> uuid::Uuid {
-        self.bus
-            .bus
-            .publish(&Message {
-                id: envelope.id.to_string(),
-                event_type: E::TYPE,
-                payload: envelope.encode().unwrap().into(),
-            })
-            .await
-            .unwrap();
-        envelope.id
+        self.bus.publish(envelope).await
     }
 
     /// Whether the service has applied (committed) the event with this id.
     pub async fn has_handled(&self, event_id: uuid::Uuid) -> bool {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE event_id = $1")
-            .bind(event_id.to_string())
-            .fetch_one(self.ctx.store.pool())
-            .await
-            .unwrap();
-        count > 0
+        has_handled(&self.ctx.store, event_id).await
     }
 
     /// Waits until the service has applied the event with this id.
     pub async fn handled(&self, event_id: uuid::Uuid) {
-        eventually(&format!("event {event_id} to be handled"), || async {
-            self.has_handled(event_id).await.then_some(())
+        handled(&self.ctx.store, event_id).await;
+    }
+
+    /// Waits until every event the service has committed is on the bus, so that what a watcher
+    /// has not seen by then was never announced.
+    pub async fn flushed(&self) {
+        eventually("the outbox to be empty", || async {
+            (self.ctx.outbox.backlog().await.unwrap() == 0).then_some(())
         })
         .await;
     }
 
-    /// Joins the bus as a test consumer group of one event type, seeing every such event.
+    /// Joins the bus as a new test consumer group of one event type, seeing every such event.
     pub async fn watch<E: EventData>(&self) -> Watcher<E> {
-        let subscription = self
-            .bus
-            .bus
-            .subscribe(&ConsumerConfig::new("test", E::TYPE))
-            .await
-            .unwrap();
-        Watcher {
-            subscription,
-            _type: std::marker::PhantomData,
-        }
+        self.bus.watch().await
+    }
+
+    /// Waits until the service's listener of `event_type` has given up on the event with this
+    /// id and dead-lettered it, and returns the dead letter.
+    pub async fn dead_lettered(&self, event_type: EventType, event_id: uuid::Uuid) -> DeadLetter {
+        let consumer = ConsumerConfig::new(self.ctx.name, event_type);
+        eventually(&format!("the {event_type} to be dead-lettered"), || async {
+            let letters = self.bus.bus.dead_letters(&consumer).await.unwrap();
+            letters
+                .into_iter()
+                .find(|letter| letter.message_id == event_id.to_string())
+        })
+        .await
     }
 }
 
@@ -633,6 +686,17 @@ impl<E: EventData> Watcher<E> {
         self.next_within(Duration::from_secs(20))
             .await
             .unwrap_or_else(|| panic!("no {} event within 20s", E::TYPE))
+    }
+
+    /// Every event left on the bus for this watcher. Call it after [`TestService::flushed`]:
+    /// the events are stored on the bus by then and delivered at once, so a quiet second means
+    /// there are no more.
+    pub async fn rest(&mut self) -> Vec<Envelope<E>> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next_within(Duration::from_secs(1)).await {
+            events.push(event);
+        }
+        events
     }
 
     /// The next event within `wait`, acknowledged; `None` if none came.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use common::ServiceContext;
-use common::bus::{ConsumerConfig, Message};
+use common::bus::ConsumerConfig;
 use common::events::{
     Envelope, EventData, EventType, ExpirationComplete, OrderCancelled, OrderCompleted,
     OrderCreated, OrderStatus, OrderTicket, TicketRef,
@@ -75,29 +75,12 @@ impl TestApp {
 
     /// Publishes an event on the bus as another service's relay would; returns its envelope id.
     pub async fn publish<E: EventData>(&self, envelope: &Envelope<E>) -> Uuid {
-        self.bus
-            .bus
-            .publish(&Message {
-                id: envelope.id.to_string(),
-                event_type: E::TYPE,
-                payload: envelope.encode().unwrap().into(),
-            })
-            .await
-            .unwrap();
-        envelope.id
+        self.bus.publish(envelope).await
     }
 
     /// Waits until the service has applied (committed) the event with this id.
     pub async fn handled(&self, event_id: Uuid) {
-        testkit::eventually(&format!("event {event_id} to be handled"), || async {
-            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE event_id = $1")
-                .bind(event_id.to_string())
-                .fetch_one(self.ctx().store.pool())
-                .await
-                .unwrap();
-            (count > 0).then_some(())
-        })
-        .await;
+        testkit::handled(&self.ctx().store, event_id).await;
     }
 
     /// Jobs still waiting to fire. Once an order has expired, its job must be gone: a job left

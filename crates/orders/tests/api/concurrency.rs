@@ -4,10 +4,10 @@
 
 use common::events::{OrderCancelled, OrderCompleted, OrderCreated};
 use futures::future::join_all;
-use testkit::{Backend, json};
+use testkit::{Backend, User, json};
 use uuid::Uuid;
 
-use crate::helpers::{User, expiration_complete, id_of, payment_created, spawn_app};
+use crate::helpers::{expiration_complete, id_of, payment_created, spawn_app};
 
 testkit::each_database!(
     fifty_concurrent_buyers_of_one_ticket_get_exactly_one_order,

@@ -2,12 +2,11 @@
 //! a live order, a payment completes it, and neither touches an order that is already finished
 //! (DESIGN section 7, items 4 and 5). Every change is announced once; no change, no event.
 
-use common::bus::ConsumerConfig;
 use common::events::{EventType, OrderCancelled, OrderCompleted, TicketRef};
-use testkit::{Backend, json};
+use testkit::{Backend, User, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, User, expiration_complete, id_of, payment_created, spawn_app};
+use crate::helpers::{TestApp, expiration_complete, id_of, payment_created, spawn_app};
 
 testkit::each_database!(
     an_expiry_cancels_a_created_order_and_announces_it,
@@ -170,15 +169,7 @@ async fn events_for_an_unknown_order_are_retried_then_dead_lettered(backend: Bac
         (EventType::ExpirationComplete, expiry),
         (EventType::PaymentCreated, payment),
     ] {
-        let consumer = ConsumerConfig::new(orders::NAME, event_type);
-        let dead =
-            testkit::eventually(&format!("the {event_type} to be dead-lettered"), || async {
-                let letters = app.bus.bus.dead_letters(&consumer).await.unwrap();
-                letters
-                    .into_iter()
-                    .find(|letter| letter.message_id == event.to_string())
-            })
-            .await;
+        let dead = app.dead_lettered(event_type, event).await;
         assert_eq!(
             dead.deliveries, app.ctx.listeners.max_deliver,
             "retried before giving up"

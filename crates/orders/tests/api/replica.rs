@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use common::bus::ConsumerConfig;
 use common::events::{Envelope, EventType, TicketCreated, TicketUpdated};
 use common::listener::ListenerSettings;
 use testkit::{Backend, Value, json};
@@ -168,14 +167,7 @@ async fn an_update_of_an_unknown_ticket_is_retried_then_dead_lettered(backend: B
         .publish(&ticket_updated(&unknown, 1, "Ghost", 2000))
         .await;
 
-    let consumer = ConsumerConfig::new(orders::NAME, EventType::TicketUpdated);
-    let dead = testkit::eventually("the ticket:updated to be dead-lettered", || async {
-        let letters = app.bus.bus.dead_letters(&consumer).await.unwrap();
-        letters
-            .into_iter()
-            .find(|letter| letter.message_id == event.to_string())
-    })
-    .await;
+    let dead = app.dead_lettered(EventType::TicketUpdated, event).await;
     assert_eq!(
         dead.deliveries, app.ctx.listeners.max_deliver,
         "retried before giving up"

@@ -3,23 +3,19 @@
 //! signer of Stripe webhooks, and read-only looks at what the service and its sandbox recorded.
 
 use std::ops::Deref;
-use std::time::Duration;
 
-use common::ServiceContext;
-use common::bus::{ConsumerConfig, Message, Subscription};
 use common::events::{
-    Envelope, EventData, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket,
-    TicketRef,
+    Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket, TicketRef,
 };
+use common::listener::ListenerSettings;
 use common::money::Cents;
 use common::store::now_millis;
 use hmac::{Hmac, KeyInit, Mac};
 use payments::{Settings, StripeSettings};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use secrecy::SecretString;
 use sha2::Sha256;
 use sqlx::Row;
-use testkit::{Backend, BusKind, Client, Reply, TestBus, TestDatabase, TestServer, json};
+use testkit::{Backend, Client, Reply, TestService, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -29,13 +25,7 @@ pub const WEBHOOK_SECRET: &str = "whsec_stubs_test_secret";
 pub const STRIPE_TEST_KEY: &str = "sk_test_stubs";
 
 /// One running payments service and everything it stands on.
-pub struct TestApp {
-    pub server: TestServer,
-    pub ctx: ServiceContext,
-    pub bus: TestBus,
-    /// Kept for its lifetime: the database is removed when the app is dropped.
-    _db: TestDatabase,
-}
+pub struct TestApp(TestService);
 
 /// The sandbox processor, with a webhook secret.
 pub fn sandbox_settings() -> Settings {
@@ -78,37 +68,26 @@ pub async fn spawn_app_patient(backend: Backend) -> TestApp {
 
 async fn spawn(backend: Backend, settings: Settings, max_deliver: u32) -> TestApp {
     settings.validate().unwrap();
-    let db = TestDatabase::create(backend).await;
-    let bus = TestBus::create(BusKind::Embedded).await;
-    let mut ctx =
-        testkit::context(payments::NAME, &db, bus.bus.clone(), &payments::MIGRATIONS).await;
-    ctx.listeners.max_deliver = max_deliver;
-    let server = TestServer::start(payments::start(&ctx, &settings)).await;
-    TestApp {
-        server,
-        ctx,
-        bus,
-        _db: db,
-    }
+    let listeners = ListenerSettings {
+        max_deliver,
+        ..testkit::quick_listeners()
+    };
+    TestApp(
+        TestService::start_with(
+            payments::NAME,
+            backend,
+            &payments::MIGRATIONS,
+            listeners,
+            |ctx| payments::start(ctx, &settings),
+        )
+        .await,
+    )
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // Stops the relay, the refunder and the listeners before the database goes away.
-        self.ctx.shutdown.cancel();
-    }
-}
-
-/// A signed-in person: their id and a client that sends their token on every request.
-pub struct User {
-    pub id: Uuid,
-    pub client: Client,
-}
-
-impl Deref for User {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.client
+impl Deref for TestApp {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.0
     }
 }
 
@@ -141,37 +120,6 @@ pub struct RefundRow {
 }
 
 impl TestApp {
-    /// Someone who is not signed in.
-    pub fn anonymous(&self) -> Client {
-        self.server.client()
-    }
-
-    /// A new user with a valid session token, sent as `Authorization: Bearer`.
-    pub fn sign_in(&self) -> User {
-        let id = Uuid::now_v7();
-        let (token, _) = self
-            .ctx
-            .sessions
-            .issue(id, &format!("{}@example.com", id.simple()))
-            .unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-        );
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap();
-        User {
-            id,
-            client: Client {
-                base: self.server.client().base,
-                http,
-            },
-        }
-    }
-
     /// `POST /api/payments` as `payer`.
     pub async fn pay(&self, payer: &Client, order_id: Uuid, token: &str) -> Reply {
         payer
@@ -180,38 +128,6 @@ impl TestApp {
                 json!({"token": token, "orderId": order_id.to_string()}),
             )
             .await
-    }
-
-    /// Publishes an event on the bus as another service's relay would; returns its envelope id.
-    pub async fn publish<E: EventData>(&self, envelope: &Envelope<E>) -> Uuid {
-        self.bus
-            .bus
-            .publish(&Message {
-                id: envelope.id.to_string(),
-                event_type: E::TYPE,
-                payload: envelope.encode().unwrap().into(),
-            })
-            .await
-            .unwrap();
-        envelope.id
-    }
-
-    /// Whether the service has applied (committed) the event with this id.
-    pub async fn has_handled(&self, event_id: Uuid) -> bool {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE event_id = $1")
-            .bind(event_id.to_string())
-            .fetch_one(self.ctx.store.pool())
-            .await
-            .unwrap();
-        count > 0
-    }
-
-    /// Waits until the service has applied the event with this id.
-    pub async fn handled(&self, event_id: Uuid) {
-        testkit::eventually(&format!("event {event_id} to be handled"), || async {
-            self.has_handled(event_id).await.then_some(())
-        })
-        .await;
     }
 
     /// Places an order for `buyer` at `cents`, payable for 15 minutes, as the orders service
@@ -418,45 +334,6 @@ impl TestApp {
             request = request.header("stripe-signature", signature);
         }
         client.send(request).await
-    }
-
-    /// Joins the bus as a test consumer group of one event type, seeing every such event.
-    pub async fn watch<E: EventData>(&self) -> Watcher<E> {
-        let subscription = self
-            .bus
-            .bus
-            .subscribe(&ConsumerConfig::new("test", E::TYPE))
-            .await
-            .unwrap();
-        Watcher {
-            subscription,
-            _type: std::marker::PhantomData,
-        }
-    }
-}
-
-/// A test consumer of one event type.
-pub struct Watcher<E> {
-    subscription: Box<dyn Subscription>,
-    _type: std::marker::PhantomData<E>,
-}
-
-impl<E: EventData> Watcher<E> {
-    /// The next event on the bus, acknowledged.
-    pub async fn next(&mut self) -> Envelope<E> {
-        self.next_within(Duration::from_secs(20))
-            .await
-            .unwrap_or_else(|| panic!("no {} event within 20s", E::TYPE))
-    }
-
-    /// The next event within `wait`, acknowledged; `None` if none came.
-    pub async fn next_within(&mut self, wait: Duration) -> Option<Envelope<E>> {
-        let delivery = tokio::time::timeout(wait, self.subscription.next())
-            .await
-            .ok()?
-            .unwrap();
-        delivery.ack().await.unwrap();
-        Some(Envelope::decode(&delivery.payload).unwrap())
     }
 }
 

@@ -2,90 +2,27 @@
 //! a random port, with people who sign in, and ways to play the orders service on the bus.
 
 use std::ops::Deref;
-use std::time::Duration;
 
-use common::ServiceContext;
-use common::bus::{ConsumerConfig, Message, Subscription};
-use common::events::{Envelope, EventData, OrderCancelled, OrderCreated, OrderTicket, TicketRef};
+use common::events::{Envelope, OrderCancelled, OrderCreated, OrderTicket, TicketRef};
 use common::money::Cents;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-use testkit::{Backend, BusKind, Client, TestBus, TestDatabase, TestServer, Value, json};
+use testkit::{Backend, Client, TestService, Value, json};
 use uuid::Uuid;
 
 /// One running tickets service and everything it stands on.
-pub struct TestApp {
-    pub server: TestServer,
-    pub ctx: ServiceContext,
-    pub bus: TestBus,
-    /// Kept for its lifetime: the database is removed when the app is dropped.
-    _db: TestDatabase,
-}
+pub struct TestApp(TestService);
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
-    let db = TestDatabase::create(backend).await;
-    let bus = TestBus::create(BusKind::Embedded).await;
-    let ctx = testkit::context(tickets::NAME, &db, bus.bus.clone(), &tickets::MIGRATIONS).await;
-    let server = TestServer::start(tickets::start(&ctx)).await;
-    TestApp {
-        server,
-        ctx,
-        bus,
-        _db: db,
-    }
+    TestApp(TestService::start(tickets::NAME, backend, &tickets::MIGRATIONS, tickets::start).await)
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // Stops the relay and the listeners before the database goes away.
-        self.ctx.shutdown.cancel();
-    }
-}
-
-/// A signed-in person: their id and a client that sends their token on every request.
-pub struct User {
-    pub id: Uuid,
-    pub client: Client,
-}
-
-impl Deref for User {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.client
+impl Deref for TestApp {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.0
     }
 }
 
 impl TestApp {
-    /// Someone who is not signed in.
-    pub fn anonymous(&self) -> Client {
-        self.server.client()
-    }
-
-    /// A new user with a valid session token, sent as `Authorization: Bearer`.
-    pub fn sign_in(&self) -> User {
-        let id = Uuid::now_v7();
-        let (token, _) = self
-            .ctx
-            .sessions
-            .issue(id, &format!("{}@example.com", id.simple()))
-            .unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-        );
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap();
-        User {
-            id,
-            client: Client {
-                base: self.server.client().base,
-                http,
-            },
-        }
-    }
-
     /// Lists a ticket as `seller` and returns it as the API answered (asserting 201).
     pub async fn list_ticket(&self, seller: &Client, title: &str, price: Value) -> Value {
         let reply = seller
@@ -115,38 +52,6 @@ impl TestApp {
             .collect()
     }
 
-    /// Publishes an event on the bus as another service's relay would; returns its envelope id.
-    pub async fn publish<E: EventData>(&self, envelope: &Envelope<E>) -> Uuid {
-        self.bus
-            .bus
-            .publish(&Message {
-                id: envelope.id.to_string(),
-                event_type: E::TYPE,
-                payload: envelope.encode().unwrap().into(),
-            })
-            .await
-            .unwrap();
-        envelope.id
-    }
-
-    /// Whether the service has applied (committed) the event with this id.
-    pub async fn has_handled(&self, event_id: Uuid) -> bool {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE event_id = $1")
-            .bind(event_id.to_string())
-            .fetch_one(self.ctx.store.pool())
-            .await
-            .unwrap();
-        count > 0
-    }
-
-    /// Waits until the service has applied the event with this id.
-    pub async fn handled(&self, event_id: Uuid) {
-        testkit::eventually(&format!("event {event_id} to be handled"), || async {
-            self.has_handled(event_id).await.then_some(())
-        })
-        .await;
-    }
-
     /// Waits until the ticket shows the given version, and returns it.
     pub async fn ticket_at_version(&self, id: &str, version: i64) -> Value {
         testkit::eventually(&format!("ticket {id} at version {version}"), || async {
@@ -154,38 +59,6 @@ impl TestApp {
             (ticket["version"] == version).then_some(ticket)
         })
         .await
-    }
-
-    /// Joins the bus as a test consumer group of one event type, seeing every such event.
-    pub async fn watch<E: EventData>(&self) -> Watcher<E> {
-        let subscription = self
-            .bus
-            .bus
-            .subscribe(&ConsumerConfig::new("test", E::TYPE))
-            .await
-            .unwrap();
-        Watcher {
-            subscription,
-            _type: std::marker::PhantomData,
-        }
-    }
-}
-
-/// A test consumer of one event type.
-pub struct Watcher<E> {
-    subscription: Box<dyn Subscription>,
-    _type: std::marker::PhantomData<E>,
-}
-
-impl<E: EventData> Watcher<E> {
-    /// The next event on the bus, acknowledged.
-    pub async fn next(&mut self) -> Envelope<E> {
-        let delivery = tokio::time::timeout(Duration::from_secs(20), self.subscription.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {} event within 20s", E::TYPE))
-            .unwrap();
-        delivery.ack().await.unwrap();
-        Envelope::decode(&delivery.payload).unwrap()
     }
 }
 

@@ -1,7 +1,6 @@
 //! What the service does when orders change: order:created reserves the ticket, order:cancelled
 //! releases it, whatever order, however often and however late the two arrive.
 
-use common::bus::ConsumerConfig;
 use common::events::{EventType, TicketUpdated};
 use testkit::{Backend, json};
 use uuid::Uuid;
@@ -125,14 +124,7 @@ async fn an_order_for_an_unknown_ticket_is_retried_then_dead_lettered(backend: B
 
     let event = app.publish(&order_created(Uuid::now_v7(), &unknown)).await;
 
-    let consumer = ConsumerConfig::new("tickets", EventType::OrderCreated);
-    let dead = testkit::eventually("the order:created to be dead-lettered", || async {
-        let letters = app.bus.bus.dead_letters(&consumer).await.unwrap();
-        letters
-            .into_iter()
-            .find(|letter| letter.message_id == event.to_string())
-    })
-    .await;
+    let dead = app.dead_lettered(EventType::OrderCreated, event).await;
     assert_eq!(
         dead.deliveries, app.ctx.listeners.max_deliver,
         "retried before giving up"

@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, any, get};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -104,13 +104,23 @@ async fn render_metrics() -> Response {
         .into_response()
 }
 
-/// Wraps the routes of one or more services with the stack and a 404 fallback.
+/// Wraps the routes of one or more services with the stack and a JSON 404 fallback.
 pub fn serve_stack(routes: Router, settings: &HttpSettings) -> Router {
+    serve_stack_with_fallback(routes, settings, any(|| async { ApiError::NotFound }))
+}
+
+/// [`serve_stack`] with the caller's answer to unknown paths: the process that also serves web
+/// pages answers HTML there, and JSON under `/api`.
+pub fn serve_stack_with_fallback(
+    routes: Router,
+    settings: &HttpSettings,
+    fallback: MethodRouter,
+) -> Router {
     // Install the recorder before the first request, or what it records would go nowhere.
     crate::telemetry::metrics_handle();
     routes
         .route_layer(middleware::from_fn(record_metrics))
-        .fallback(|| async { ApiError::NotFound })
+        .fallback_service(fallback)
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -156,16 +166,17 @@ async fn record_metrics(request: Request, next: Next) -> Response {
 }
 
 /// Any error response that is not already JSON (a framework 405, a timeout, a limit) is given
-/// the one error shape, keeping its status and headers.
+/// the one error shape, keeping its status and headers. An HTML error page (the web service's
+/// 404, 403 and 500 pages) was made for a person and is kept as it is.
 async fn one_error_shape(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
+    let has_own_shape = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || has_own_shape {
         return response;
     }
     let message = match status {

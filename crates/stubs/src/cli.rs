@@ -60,9 +60,12 @@ pub struct ServeArgs {
     pub service: Service,
     #[arg(long, env = "STUBS_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// The service's own database, e.g. postgres://user:pass@host/tickets.
+    /// The service's own database, e.g. postgres://user:pass@host/tickets (not needed by web).
     #[arg(long, env = "STUBS_DATABASE_URL")]
-    pub database_url: String,
+    pub database_url: Option<String>,
+    /// Where `web` reaches the public API, e.g. http://ingress (web only).
+    #[arg(long, env = "STUBS_API_URL")]
+    pub api_url: Option<String>,
     /// NATS with JetStream, e.g. nats://nats:4222 (not needed by auth).
     #[arg(long, env = "STUBS_NATS_URL")]
     pub nats_url: Option<String>,
@@ -103,6 +106,10 @@ pub struct SharedArgs {
     /// Signing secret of the Stripe webhook endpoint; without it the endpoint answers 404.
     #[arg(long, env = "STUBS_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
     pub stripe_webhook_secret: Option<SecretString>,
+    /// Stripe publishable key for the payment form (Stripe Elements). Without one the form is in
+    /// test mode and takes Stripe's public test card numbers.
+    #[arg(long, env = "STUBS_STRIPE_PUBLISHABLE_KEY")]
+    pub stripe_publishable_key: Option<String>,
     /// Currency every order is charged in (ISO code, two decimals).
     #[arg(long, env = "STUBS_CURRENCY", default_value = payments::DEFAULT_CURRENCY)]
     pub currency: String,
@@ -121,6 +128,13 @@ impl SharedArgs {
     pub fn orders_settings(&self) -> orders::Settings {
         orders::Settings {
             order_expiration: self.order_expiration,
+        }
+    }
+
+    pub fn web_settings(&self) -> web::WebSettings {
+        web::WebSettings {
+            stripe_publishable_key: self.stripe_publishable_key.clone(),
+            currency: self.currency.clone(),
         }
     }
 

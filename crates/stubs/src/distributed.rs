@@ -18,6 +18,15 @@ use crate::embedded::checked_secret;
 use crate::services::{self, Shared};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.service == services::Service::Web {
+        return run_web(args).await;
+    }
+    let database_url = args.database_url.clone().with_context(|| {
+        format!(
+            "--database-url (STUBS_DATABASE_URL) is required by `serve {}`",
+            args.service.name()
+        )
+    })?;
     let secret = args.shared.jwt_secret.clone().context(
         "--jwt-secret (STUBS_JWT_SECRET) is required by `serve`: every replica must sign sessions with the same key",
     )?;
@@ -31,13 +40,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let store = Store::connect(&args.database_url, service.migrations())
+    let store = Store::connect(&database_url, service.migrations())
         .await
         .with_context(|| {
             format!(
                 "cannot open the {} database at {} (--database-url, STUBS_DATABASE_URL)",
                 service.name(),
-                redact(&args.database_url)
+                redact(&database_url)
             )
         })?;
     let shared = Shared {
@@ -61,6 +70,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             shutdown: shared.shutdown,
             tasks: shared.tasks,
             stores: vec![store],
+            fallback: None,
+        },
+    )
+    .await
+}
+
+/// `stubs serve web`: the pages, calling the API at `--api-url` (the ingress) over HTTP. No
+/// database, no bus and no session key: the API checks every session.
+async fn run_web(args: ServeArgs) -> anyhow::Result<()> {
+    let api_url = args
+        .api_url
+        .as_deref()
+        .context("--api-url (STUBS_API_URL) is required by `serve web`, e.g. http://ingress")?;
+    anyhow::ensure!(
+        api_url.starts_with("http://") || api_url.starts_with("https://"),
+        "--api-url (STUBS_API_URL) must start with http:// or https://, got {api_url}"
+    );
+    let api =
+        web::ApiClient::http(api_url).context("cannot build the HTTP client for --api-url")?;
+    crate::serve(
+        args.listen,
+        Running {
+            routes: web::router(api, args.shared.web_settings()).merge(platform_routes(Vec::new())),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            stores: Vec::new(),
+            fallback: Some(web::fallback()),
         },
     )
     .await

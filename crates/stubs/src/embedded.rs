@@ -71,13 +71,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         stores.push(store);
     }
 
+    // The pages call the API routes of this process directly, as a browser would over HTTP.
+    let pages = web::router(
+        web::ApiClient::in_process(routes.clone()),
+        args.shared.web_settings(),
+    );
+
     crate::serve(
         args.listen,
         Running {
-            routes: routes.merge(platform_routes(dependencies)),
+            routes: routes.merge(pages).merge(platform_routes(dependencies)),
             shutdown: shared.shutdown,
             tasks: shared.tasks,
             stores,
+            fallback: Some(web::fallback()),
         },
     )
     .await

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use common::http::{HttpSettings, serve_stack};
+use axum::routing::MethodRouter;
+use common::http::{HttpSettings, serve_stack, serve_stack_with_fallback};
 use common::store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,6 +39,8 @@ struct Running {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     stores: Vec<Store>,
+    /// The answer to unknown paths when the process serves pages; `None`: the API's JSON 404.
+    fallback: Option<MethodRouter>,
 }
 
 /// Serves until SIGTERM or Ctrl-C, then stops taking requests, lets in-flight ones finish, stops
@@ -52,7 +55,11 @@ async fn serve(listen: SocketAddr, running: Running) -> anyhow::Result<()> {
     // A line on stdout that scripts and tests can wait for.
     println!("listening on http://{address}");
 
-    let app = serve_stack(running.routes, &HttpSettings::default());
+    let settings = HttpSettings::default();
+    let app = match running.fallback {
+        Some(fallback) => serve_stack_with_fallback(running.routes, &settings, fallback),
+        None => serve_stack(running.routes, &settings),
+    };
     let stop = running.shutdown.clone();
     axum::serve(
         listener,

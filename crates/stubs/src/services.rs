@@ -21,10 +21,12 @@ pub enum Service {
     Orders,
     Expiration,
     Payments,
+    /// The web pages: no database and no bus, a client of the API at `--api-url`.
+    Web,
 }
 
 impl Service {
-    /// Every service, in the order `up` starts them.
+    /// Every service with a database, in the order `up` starts them (`up` adds the pages after).
     pub const ALL: [Service; 5] = [
         Self::Auth,
         Self::Tickets,
@@ -40,6 +42,7 @@ impl Service {
             Self::Orders => orders::NAME,
             Self::Expiration => expiration::NAME,
             Self::Payments => payments::NAME,
+            Self::Web => web::NAME,
         }
     }
 
@@ -50,12 +53,13 @@ impl Service {
             Self::Orders => &orders::MIGRATIONS,
             Self::Expiration => &expiration::MIGRATIONS,
             Self::Payments => &payments::MIGRATIONS,
+            Self::Web => &[],
         }
     }
 
-    /// Auth talks to nobody; every other service publishes or listens.
+    /// Auth and the pages talk to nobody on the bus; every other service publishes or listens.
     pub fn needs_bus(self) -> bool {
-        self != Self::Auth
+        !matches!(self, Self::Auth | Self::Web)
     }
 }
 
@@ -105,5 +109,6 @@ pub fn start(
         Service::Orders => orders::start(&context()?, &args.orders_settings()),
         Service::Expiration => expiration::start(&context()?),
         Service::Payments => payments::start(&context()?, &args.payments_settings()),
+        Service::Web => anyhow::bail!("the web service has no store: start it with web::router"),
     })
 }

@@ -1,0 +1,286 @@
+//! The marketplace as two people use it, in headless Chromium driven through ChromeDriver
+//! (Debian's packages): the real `stubs up`, real clicks, real form posts, the real countdown.
+//! Screenshots of the main pages at phone and laptop widths go to `screenshots/` at the repo root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use support::Marketplace;
+
+const PHONE: (u32, u32) = (390, 844);
+const LAPTOP: (u32, u32) = (1366, 900);
+
+/// ChromeDriver on a free loopback port, stopped when dropped.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+}
+
+impl ChromeDriver {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let started = Instant::now();
+        while TcpStream::connect(address).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("http://{address}"),
+        }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One person's browser: its own profile folder, so its own cookies.
+struct Person {
+    client: Client,
+    base: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Person {
+    async fn open(driver: &ChromeDriver, market: &Marketplace) -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--hide-scrollbars",
+                    format!("--window-size={},{}", LAPTOP.0, LAPTOP.1),
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(capabilities)
+            .connect(&driver.url)
+            .await
+            .unwrap();
+        Self {
+            client,
+            base: market.url("/").trim_end_matches('/').to_owned(),
+            _profile: profile,
+        }
+    }
+
+    async fn go(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap();
+    }
+
+    async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_owned()
+    }
+
+    async fn text(&self, id: &str) -> String {
+        self.wait_for(id).await.text().await.unwrap()
+    }
+
+    async fn wait_for(&self, id: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Id(id))
+            .await
+            .unwrap_or_else(|err| panic!("no #{id}: {err}"))
+    }
+
+    async fn has(&self, id: &str) -> bool {
+        self.client.find(Locator::Id(id)).await.is_ok()
+    }
+
+    async fn fill(&self, id: &str, value: &str) {
+        let field = self.wait_for(id).await;
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+
+    /// Clicks and waits for the next page to have loaded: the page before is marked, so the
+    /// wait cannot be satisfied by it.
+    async fn click(&self, id: &str) {
+        let target = self.wait_for(id).await;
+        self.client
+            .execute("document.body.dataset.before = '1';", Vec::new())
+            .await
+            .unwrap();
+        target.click().await.unwrap();
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("body:not([data-before]) footer.site"))
+            .await
+            .unwrap();
+    }
+
+    async fn sign_up(&self, email: &str) {
+        self.go("/auth/signup").await;
+        self.fill("email", email).await;
+        self.fill("password", "correct horse").await;
+        self.click("submit").await;
+        assert_eq!(self.text("current-user").await, email);
+    }
+
+    /// Saves the page at phone and laptop widths, then goes back to laptop width.
+    async fn screenshots(&self, name: &str) {
+        let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../screenshots");
+        std::fs::create_dir_all(&folder).unwrap();
+        for (label, (width, height)) in [("phone", PHONE), ("laptop", LAPTOP)] {
+            self.client.set_window_size(width, height).await.unwrap();
+            let png = self.client.screenshot().await.unwrap();
+            std::fs::write(folder.join(format!("{name}-{label}.png")), png).unwrap();
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+/// `14:05` → 845 seconds.
+fn seconds(clock: &str) -> i64 {
+    clock
+        .trim()
+        .split(':')
+        .fold(0, |total, part| total * 60 + part.parse::<i64>().unwrap())
+}
+
+web::browser_test! {
+    async fn two_people_sell_buy_pay_and_let_an_order_expire_in_a_real_browser() {
+        let market = Marketplace::embedded("20s");
+        let driver = ChromeDriver::start();
+        let seller = Person::open(&driver, &market).await;
+        let buyer = Person::open(&driver, &market).await;
+
+        // The seller signs up, is told what is wrong with a bad form, and lists a ticket.
+        seller.go("/").await;
+        seller.screenshots("home-empty").await;
+        seller.go("/auth/signup").await;
+        seller.screenshots("signup").await;
+        seller.fill("email", "not-an-email").await;
+        seller.fill("password", "short").await;
+        seller.click("submit").await;
+        assert_eq!(seller.text("email-error").await, "Email must be valid");
+        assert!(seller.text("password-error").await.contains("8 and 128"));
+        seller.screenshots("signup-errors").await;
+        seller.sign_up("seller@example.com").await;
+        seller.go("/tickets/new").await;
+        seller.click("submit").await;
+        assert!(seller.has("title-error").await);
+        assert!(seller.has("price-error").await);
+        seller.screenshots("sell-errors").await;
+        seller.fill("title", "Arctic Monkeys, Royal Albert Hall").await;
+        seller.fill("price", "85.50").await;
+        seller.click("submit").await;
+        let ticket = seller.path().await;
+        assert!(ticket.starts_with("/tickets/"), "{ticket}");
+        assert_eq!(seller.text("ticket-price").await, "$85.50");
+        assert!(seller.has("edit").await);
+        seller.screenshots("ticket-seller").await;
+
+        // The buyer finds it on the front page and starts a purchase.
+        buyer.sign_up("buyer@example.com").await;
+        buyer.go("/").await;
+        let link = buyer
+            .client
+            .find(Locator::Css(&format!("a[href='{ticket}']")))
+            .await
+            .expect("the new ticket is listed on /");
+        assert!(link.text().await.unwrap().contains("Arctic Monkeys"));
+        buyer.screenshots("home").await;
+        link.click().await.unwrap();
+        buyer.wait_for("purchase").await;
+        buyer.screenshots("ticket-buyer").await;
+        buyer.click("purchase").await;
+        let order = buyer.path().await;
+        assert!(order.starts_with("/orders/"), "{order}");
+        assert!(buyer.text("test-mode").await.contains("Test mode"));
+
+        // The countdown ticks.
+        let first = seconds(&buyer.text("countdown").await);
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let second = seconds(&buyer.text("countdown").await);
+        assert!(first <= 20 && second < first, "the countdown went from {first} to {second}");
+        buyer.screenshots("order").await;
+
+        // A declined card, then a good one.
+        buyer.fill("card_number", "4000 0000 0000 0002").await;
+        buyer.click("pay").await;
+        assert_eq!(buyer.text("card_number-error").await, "Your card was declined.");
+        buyer.screenshots("order-declined").await;
+        buyer.fill("card_number", "4242 4242 4242 4242").await;
+        buyer.click("pay").await;
+        assert_eq!(buyer.text("order-state").await, "Paid");
+        assert!(buyer.text("paid").await.contains("Paid"));
+        buyer.screenshots("order-paid").await;
+
+        // The seller sees the ticket is no longer for sale.
+        seller.go(&ticket).await;
+        assert_eq!(seller.text("ticket-state").await, "Reserved");
+        assert!(!seller.has("edit").await);
+        seller.go("/").await;
+        assert!(seller.client.find(Locator::Css(&format!("a[href='{ticket}']"))).await.is_err());
+
+        // An order nobody pays expires, and the page (which reloads itself at zero) says so.
+        seller.go("/tickets/new").await;
+        seller.fill("title", "Jazz night").await;
+        seller.fill("price", "20").await;
+        seller.click("submit").await;
+        let second_ticket = seller.path().await;
+        buyer.go(&second_ticket).await;
+        buyer.click("purchase").await;
+        let unpaid = buyer.path().await;
+        let closed = buyer
+            .client
+            .wait()
+            .at_most(Duration::from_secs(45))
+            .for_element(Locator::Id("closed"))
+            .await
+            .expect("the order page shows the expiry by itself");
+        assert!(closed.text().await.unwrap().contains("expired"), "{unpaid}");
+        assert_eq!(buyer.text("order-state").await, "Expired");
+        buyer.screenshots("order-expired").await;
+        buyer.go("/orders").await;
+        buyer.screenshots("orders").await;
+        buyer.go("/no/such/page").await;
+        buyer.screenshots("not-found").await;
+
+        seller.close().await;
+        buyer.close().await;
+    }
+}

@@ -1,0 +1,487 @@
+//! The web pages without a browser: the real `stubs up`, plain HTTP as a browser without
+//! JavaScript sends it (form posts with an `Origin`, redirects read by hand).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, LOCATION};
+use reqwest::{Client, StatusCode, redirect};
+use serde_json::json;
+use support::Marketplace;
+
+/// One person with a browser that has JavaScript turned off.
+struct Browser {
+    http: Client,
+    base: String,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers.get(LOCATION).unwrap().to_str().unwrap()
+    }
+
+    fn assert_contains(&self, text: &str) {
+        assert!(
+            self.body.contains(text),
+            "expected {text:?} in the page:\n{}",
+            self.body
+        );
+    }
+}
+
+impl Browser {
+    fn new(market: &Marketplace) -> Self {
+        let http = Client::builder()
+            .cookie_store(true)
+            .redirect(redirect::Policy::none())
+            .build()
+            .unwrap();
+        let base = market.url("/").trim_end_matches('/').to_owned();
+        Self { http, base }
+    }
+
+    async fn read(request: reqwest::RequestBuilder) -> Page {
+        let response = request.send().await.unwrap();
+        Page {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        Self::read(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    /// A form post from one of our own pages.
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        Self::read(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("origin", &self.base)
+                .form(form),
+        )
+        .await
+    }
+
+    async fn sign_up(&self, email: &str) {
+        let page = self
+            .post(
+                "/auth/signup",
+                &[
+                    ("email", email),
+                    ("password", "correct horse"),
+                    ("next", "/"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    }
+
+    /// Lists a ticket through the form and returns its page's path.
+    async fn sell(&self, title: &str, price: &str) -> String {
+        let page = self
+            .post("/tickets/new", &[("title", title), ("price", price)])
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        page.location().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn pages_answer_in_html_with_security_headers_and_assets_are_cached() {
+    let market = Marketplace::embedded("1m");
+    let browser = Browser::new(&market);
+
+    let home = browser.get("/").await;
+    let signin = browser.get("/auth/signin").await;
+    let css = browser.get("/static/style.css").await;
+    let missing_page = browser.get("/no/such/page").await;
+    let missing_api = browser.get("/api/no/such/thing").await;
+
+    assert_eq!(home.status, 200);
+    home.assert_contains("Tickets for sale");
+    home.assert_contains(r#"href="/auth/signin""#);
+    let csp = home.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("stripe"), "no Stripe without a key: {csp}");
+    assert_eq!(home.headers["x-content-type-options"], "nosniff");
+    assert_eq!(home.headers["referrer-policy"], "same-origin");
+    assert_eq!(signin.status, 200);
+    signin.assert_contains(r#"<form method="post" action="/auth/signin""#);
+    assert_eq!(css.status, 200);
+    assert!(
+        css.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    assert!(
+        css.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=31536000")
+    );
+    assert_eq!(missing_page.status, 404);
+    assert!(
+        missing_page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    missing_page.assert_contains("Page not found");
+    assert_eq!(missing_api.status, 404);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&missing_api.body).unwrap(),
+        json!({"errors": [{"message": "Not found"}]})
+    );
+}
+
+#[tokio::test]
+async fn a_purchase_works_from_start_to_finish_without_javascript() {
+    let market = Marketplace::embedded("1m");
+    let seller = Browser::new(&market);
+    let buyer = Browser::new(&market);
+
+    seller.sign_up("seller@example.com").await;
+    let ticket = seller.sell("Concert in the park", "19.99").await;
+    let as_seller = seller.get(&ticket).await;
+    buyer.sign_up("buyer@example.com").await;
+    let home = buyer.get("/").await;
+    let as_buyer = buyer.get(&ticket).await;
+    let purchase = buyer.post(&format!("{ticket}/purchase"), &[]).await;
+    let order = purchase.location().to_owned();
+    let open = buyer.get(&order).await;
+    let declined = buyer
+        .post(
+            &format!("{order}/pay"),
+            &[("card_number", "4000 0000 0000 0002")],
+        )
+        .await;
+    let paid = buyer
+        .post(
+            &format!("{order}/pay"),
+            &[("card_number", "4242 4242 4242 4242")],
+        )
+        .await;
+    let after = buyer.get(&order).await;
+    let orders = buyer.get("/orders").await;
+    let sold = seller.get(&ticket).await;
+    let home_after = seller.get("/").await;
+
+    assert!(ticket.starts_with("/tickets/"), "{ticket}");
+    as_seller.assert_contains("Concert in the park");
+    as_seller.assert_contains("$19.99");
+    as_seller.assert_contains(r#"id="edit""#);
+    as_seller.assert_contains("seller@example.com");
+    home.assert_contains("Concert in the park");
+    home.assert_contains("buyer@example.com");
+    as_buyer.assert_contains(r#"id="purchase""#);
+    assert!(!as_buyer.body.contains(r#"id="edit""#));
+    assert_eq!(purchase.status, StatusCode::SEE_OTHER);
+    assert!(order.starts_with("/orders/"), "{order}");
+    open.assert_contains("Test mode");
+    open.assert_contains("Awaiting payment");
+    let seconds: i64 = open
+        .body
+        .split(r#"data-seconds=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((50..=60).contains(&seconds), "{seconds} seconds left of 1m");
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED);
+    declined.assert_contains(
+        r#"<p class="field-error" id="card_number-error">Your card was declined.</p>"#,
+    );
+    assert_eq!(paid.status, StatusCode::SEE_OTHER, "{}", paid.body);
+    after.assert_contains(r#"id="paid""#);
+    assert!(!after.body.contains(r#"id="payment-form""#));
+    orders.assert_contains("Concert in the park");
+    orders.assert_contains("Paid");
+    sold.assert_contains("Reserved");
+    assert!(!sold.body.contains(r#"id="edit""#));
+    assert!(!home_after.body.contains("Concert in the park"));
+}
+
+#[tokio::test]
+async fn validation_messages_show_next_to_their_fields_and_the_form_keeps_its_values() {
+    let market = Marketplace::embedded("1m");
+    let browser = Browser::new(&market);
+
+    let bad_signup = browser
+        .post(
+            "/auth/signup",
+            &[("email", "not-an-email"), ("password", "short")],
+        )
+        .await;
+    browser.sign_up("me@example.com").await;
+    let taken = browser
+        .post(
+            "/auth/signup",
+            &[("email", "me@example.com"), ("password", "correct horse")],
+        )
+        .await;
+    let bad_ticket = browser
+        .post("/tickets/new", &[("title", "  "), ("price", "0")])
+        .await;
+    let not_a_number = browser
+        .post("/tickets/new", &[("title", "Opera"), ("price", "twenty")])
+        .await;
+
+    assert_eq!(bad_signup.status, 400);
+    bad_signup.assert_contains(r#"id="email-error">Email must be valid<"#);
+    bad_signup
+        .assert_contains(r#"id="password-error">Password must be between 8 and 128 characters<"#);
+    bad_signup.assert_contains(r#"value="not-an-email""#);
+    assert_eq!(taken.status, 400);
+    taken.assert_contains("Email in use");
+    assert_eq!(bad_ticket.status, 400);
+    bad_ticket.assert_contains(r#"id="title-error""#);
+    bad_ticket.assert_contains(r#"id="price-error""#);
+    assert_eq!(not_a_number.status, 400);
+    not_a_number.assert_contains(r#"id="price-error">Price must be a number"#);
+    not_a_number.assert_contains(r#"value="Opera""#);
+}
+
+#[tokio::test]
+async fn pages_that_need_a_session_send_you_to_sign_in_and_back() {
+    let market = Marketplace::embedded("1m");
+    let browser = Browser::new(&market);
+    browser.sign_up("me@example.com").await;
+    browser.post("/auth/signout", &[]).await;
+
+    let orders = browser.get("/orders").await;
+    let sell = browser.get("/tickets/new").await;
+    let signin = browser.get(orders.location()).await;
+    let signed_in = browser
+        .post(
+            "/auth/signin",
+            &[
+                ("email", "me@example.com"),
+                ("password", "correct horse"),
+                ("next", "/orders"),
+            ],
+        )
+        .await;
+    let elsewhere = browser
+        .post(
+            "/auth/signin",
+            &[
+                ("email", "me@example.com"),
+                ("password", "correct horse"),
+                ("next", "//evil.example"),
+            ],
+        )
+        .await;
+    let wrong = browser
+        .post(
+            "/auth/signin",
+            &[("email", "me@example.com"), ("password", "wrong horse")],
+        )
+        .await;
+
+    assert_eq!(orders.status, StatusCode::SEE_OTHER);
+    assert_eq!(orders.location(), "/auth/signin?next=/orders");
+    assert_eq!(sell.location(), "/auth/signin?next=/tickets/new");
+    signin.assert_contains(r#"name="next" value="/orders""#);
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.location(), "/orders");
+    assert!(signed_in.headers.get("set-cookie").is_some());
+    assert_eq!(elsewhere.location(), "/");
+    assert_eq!(wrong.status, 400);
+    wrong.assert_contains("Invalid credentials");
+}
+
+#[tokio::test]
+async fn a_form_posted_from_another_site_is_refused() {
+    let market = Marketplace::embedded("1m");
+    let browser = Browser::new(&market);
+    browser.sign_up("me@example.com").await;
+    let url = format!("{}/tickets/new", browser.base);
+    let form = [("title", "Forged"), ("price", "1")];
+
+    let foreign = Browser::read(
+        browser
+            .http
+            .post(&url)
+            .header("origin", "https://evil.example")
+            .form(&form),
+    )
+    .await;
+    let foreign_referer = Browser::read(
+        browser
+            .http
+            .post(&url)
+            .header("referer", "https://evil.example/page")
+            .form(&form),
+    )
+    .await;
+    let anonymous = Browser::read(browser.http.post(&url).form(&form)).await;
+    let home = browser.get("/").await;
+
+    for page in [&foreign, &foreign_referer, &anonymous] {
+        assert_eq!(page.status, 403);
+        page.assert_contains("Form refused");
+        assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    }
+    assert!(!home.body.contains("Forged"));
+}
+
+#[tokio::test]
+async fn the_home_page_with_a_thousand_tickets_listed_renders_quickly() {
+    let market = Marketplace::embedded("1m");
+    let seller = market.user();
+    seller.sign_up("seller@example.com").await;
+    // Through the API, in parallel: 1,000 form posts would only test the same code more slowly.
+    let mut listed = 0;
+    for chunk in 0..20 {
+        let posts = (0..50).map(|i| {
+            seller.post(
+                "/api/tickets",
+                json!({"title": format!("Ticket {}", chunk * 50 + i), "price": 10 + i}),
+            )
+        });
+        for (status, _) in futures::future::join_all(posts).await {
+            assert_eq!(status, 201);
+            listed += 1;
+        }
+    }
+    // Signed in, so each page also asks the API who the visitor is, as real pages do.
+    let browser = Browser::new(&market);
+    browser.sign_up("reader@example.com").await;
+
+    let mut times = Vec::new();
+    for path in ["/", "/?page=2", "/?page=42"].iter().cycle().take(60) {
+        let started = Instant::now();
+        let page = browser.get(path).await;
+        times.push((started.elapsed(), *path));
+        assert_eq!(page.status, 200);
+    }
+    let first = browser.get("/").await;
+    let last = browser.get("/?page=42").await;
+
+    assert_eq!(listed, 1000);
+    // 24 a page: 41 full pages, then the last 16.
+    assert_eq!(first.body.matches("Listed ").count(), 24);
+    first.assert_contains(r#"rel="next""#);
+    assert_eq!(last.body.matches("Listed ").count(), 16);
+    assert!(!last.body.contains(r#"rel="next""#));
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "home page with 1,000 tickets listed, signed in, {} requests over loopback: median {:.2} ms, p90 {:.2} ms, max {:.2} ms",
+        times.len(),
+        ms(times[times.len() / 2].0),
+        ms(times[times.len() * 9 / 10].0),
+        ms(times[times.len() - 1].0),
+    );
+}
+
+#[tokio::test]
+async fn serve_web_calls_the_api_over_http_and_passes_the_session_cookie_both_ways() {
+    let api = Marketplace::embedded("1m");
+    let pages = support::Process::start(
+        &[
+            "serve",
+            "web",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-url",
+            &api.url("/"),
+        ],
+        &[],
+    );
+    let browser = Browser {
+        http: Client::builder()
+            .cookie_store(true)
+            .redirect(redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: pages.base.clone(),
+    };
+
+    browser.sign_up("remote@example.com").await;
+    let ticket = browser.sell("Theatre", "42").await;
+    let page = browser.get(&ticket).await;
+    let api_path = browser.get("/api/tickets").await;
+
+    page.assert_contains("remote@example.com");
+    page.assert_contains("$42.00");
+    page.assert_contains(r#"id="edit""#);
+    // The pages process serves pages only; the ingress routes /api elsewhere.
+    assert_eq!(api_path.status, 404);
+    assert!(
+        api_path.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+}
+
+#[test]
+fn serve_web_without_an_api_url_stops_with_one_clear_line() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stubs"))
+        .args(["serve", "web", "--listen", "127.0.0.1:0"])
+        .env_remove("STUBS_API_URL")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--api-url (STUBS_API_URL) is required"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn with_a_stripe_key_the_payment_form_uses_stripe_elements_and_the_policy_allows_stripe() {
+    let data = tempfile::tempdir().unwrap();
+    let process = support::Process::start(
+        &[
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth-attempts-per-minute",
+            "0",
+            "--data-dir",
+            &data.path().display().to_string(),
+        ],
+        &[("STUBS_STRIPE_PUBLISHABLE_KEY", "pk_test_stubs".to_owned())],
+    );
+    let person = || Browser {
+        http: Client::builder()
+            .cookie_store(true)
+            .redirect(redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: process.base.clone(),
+    };
+    let (seller, browser) = (person(), person());
+    seller.sign_up("seller@example.com").await;
+    let ticket = seller.sell("Ballet", "30").await;
+    browser.sign_up("buyer@example.com").await;
+    let order = browser.post(&format!("{ticket}/purchase"), &[]).await;
+    let page = browser.get(order.location()).await;
+
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self' https://js.stripe.com"),
+        "{csp}"
+    );
+    page.assert_contains(r#"data-stripe-key="pk_test_stubs""#);
+    page.assert_contains(r#"<script src="https://js.stripe.com/v3/"></script>"#);
+    page.assert_contains(r#"id="card-element""#);
+    assert!(!page.body.contains("Test mode"));
+}

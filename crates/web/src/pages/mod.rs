@@ -1,0 +1,329 @@
+//! The pages: what every page shares (the visitor, the layout, field errors, the error pages and
+//! redirects), and one module per part of the site.
+
+pub mod auth;
+pub mod orders;
+pub mod tickets;
+
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::CookieJar;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::Web;
+use crate::api::{ApiCallError, ApiReply, Caller};
+use crate::assets;
+use crate::headers::Policy;
+
+/// Who is looking at a page: their session (forwarded to the API), and who they are if signed in.
+pub struct Visitor {
+    pub caller: Caller,
+    pub user: Option<User>,
+    /// The page asked for, to come back to after signing in.
+    pub here: String,
+}
+
+/// A signed-in user, as the API's `currentuser` tells.
+pub struct User {
+    pub id: String,
+    pub email: String,
+}
+
+impl Visitor {
+    /// The layout for this visitor's pages.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            user: self.user.as_ref().map(|u| u.email.clone()),
+            stylesheet: assets::STYLESHEET.clone(),
+        }
+    }
+
+    /// The signed-in user, or a redirect to sign in and back to this page.
+    pub fn signed_in(&self) -> Result<&User, PageError> {
+        self.user.as_ref().ok_or_else(|| PageError::SignIn {
+            next: self.here.clone(),
+        })
+    }
+
+    /// Calls the API for this visitor.
+    pub async fn call(
+        &self,
+        web: &Web,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<ApiReply, PageError> {
+        Ok(web.api.call(method, path, &self.caller, body).await?)
+    }
+}
+
+impl FromRequestParts<Web> for Visitor {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, PageError> {
+        let session = CookieJar::from_headers(&parts.headers)
+            .get(common::session::COOKIE_NAME)
+            .map(|cookie| cookie.value().to_owned())
+            .filter(|value| !value.is_empty());
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| *peer);
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map(|OriginalUri(uri)| uri)
+            .unwrap_or(&parts.uri);
+        let here = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        let caller = Caller { session, peer };
+        // Without a cookie nobody is signed in: no need to ask.
+        let user = match caller.session {
+            None => None,
+            Some(_) => {
+                let reply = web
+                    .api
+                    .call(Method::GET, "/api/users/currentuser", &caller, None)
+                    .await?;
+                let current = &reply.body["currentUser"];
+                match (current["id"].as_str(), current["email"].as_str()) {
+                    (Some(id), Some(email)) => Some(User {
+                        id: id.to_owned(),
+                        email: email.to_owned(),
+                    }),
+                    _ => None,
+                }
+            }
+        };
+        Ok(Self { caller, user, here })
+    }
+}
+
+/// What the base template needs.
+pub struct Layout {
+    /// The signed-in user's e-mail.
+    pub user: Option<String>,
+    pub stylesheet: String,
+}
+
+impl Layout {
+    /// The layout of a page shown without knowing the visitor (error pages).
+    pub fn anonymous() -> Self {
+        Self {
+            user: None,
+            stylesheet: assets::STYLESHEET.clone(),
+        }
+    }
+}
+
+/// Validation messages of a form: each next to its field, the rest above the form.
+#[derive(Debug, Default)]
+pub struct FieldErrors {
+    fields: Vec<(String, String)>,
+    general: Vec<String>,
+}
+
+impl FieldErrors {
+    /// Sorts the API's messages into the form's fields (`known`) and the rest.
+    pub fn from_reply(reply: &ApiReply, known: &[&str]) -> Self {
+        let mut errors = Self::default();
+        for (field, message) in reply.errors() {
+            match field {
+                Some(field) if known.contains(&field.as_str()) => {
+                    errors.fields.push((field, message))
+                }
+                _ => errors.general.push(message),
+            }
+        }
+        if errors.fields.is_empty() && errors.general.is_empty() {
+            errors
+                .general
+                .push("Something went wrong, please try again".into());
+        }
+        errors
+    }
+
+    /// One message for one field.
+    pub fn on(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            fields: vec![(field.to_owned(), message.into())],
+            general: Vec::new(),
+        }
+    }
+
+    /// A message about the form as a whole.
+    pub fn general(message: impl Into<String>) -> Self {
+        Self {
+            fields: Vec::new(),
+            general: vec![message.into()],
+        }
+    }
+
+    /// The message for a field, if any.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, message)| message.as_str())
+    }
+
+    pub fn messages(&self) -> &[String] {
+        &self.general
+    }
+}
+
+/// Why a page could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("not found")]
+    NotFound,
+    #[error("cross-site form post")]
+    Forbidden,
+    #[error("sign in first")]
+    SignIn { next: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ApiCallError> for PageError {
+    fn from(err: ApiCallError) -> Self {
+        Self::Internal(err.to_string())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    layout: Layout,
+    status: u16,
+    heading: &'static str,
+    message: &'static str,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, heading, message) = match self {
+            Self::SignIn { next } => {
+                return Redirect::to(&format!("/auth/signin?next={}", encode(&next)))
+                    .into_response();
+            }
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Page not found",
+                "There is nothing here. The ticket or order may have been removed, or the link is wrong.",
+            ),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "Form refused",
+                "This form was sent from another site, so it was not accepted. Go back to Stubs and try again there.",
+            ),
+            Self::Internal(reason) => {
+                tracing::error!(%reason, "a page failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "We could not show this page. Please try again in a moment.",
+                )
+            }
+        };
+        let page = ErrorPage {
+            layout: Layout::anonymous(),
+            status: status.as_u16(),
+            heading,
+            message,
+        };
+        match page.render() {
+            Ok(html) => (status, Html(html)).into_response(),
+            // The error page is static; should it ever fail, a plain status still tells the truth.
+            Err(_) => status.into_response(),
+        }
+    }
+}
+
+/// Renders a page with a status.
+pub fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(err) => PageError::Internal(format!("template: {err}")).into_response(),
+    }
+}
+
+/// A redirect after a POST that also hands the browser the API's cookies.
+pub fn redirect_with_cookies(to: &str, cookies: Vec<HeaderValue>) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    for cookie in cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Where to go after signing in: a path of this site only, never another site (`//evil`).
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(next)
+            if next.starts_with('/')
+                && !next.starts_with("//")
+                && !next.starts_with("/\\")
+                && !next.chars().any(char::is_control) =>
+        {
+            next.to_owned()
+        }
+        _ => "/".into(),
+    }
+}
+
+/// Percent-encodes a path for a query parameter.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// An id from a page path. Anything but a UUID names nothing (and never reaches an API path).
+pub fn parse_id(raw: &str) -> Result<Uuid, PageError> {
+    Uuid::parse_str(raw).map_err(|_| PageError::NotFound)
+}
+
+/// The fallback: the API's JSON 404 under `/api`, the 404 page elsewhere.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path == "/api" || path.starts_with("/api/") {
+        return common::ApiError::NotFound.into_response();
+    }
+    let mut response = PageError::NotFound.into_response();
+    Policy::without_stripe().apply(response.headers_mut());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_signing_in_we_go_only_to_our_own_pages() {
+        assert_eq!(safe_next(Some("/orders/1?x=2")), "/orders/1?x=2");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn the_way_back_is_encoded() {
+        assert_eq!(encode("/orders?page=2"), "/orders%3Fpage%3D2");
+    }
+}

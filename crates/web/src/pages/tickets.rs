@@ -1,0 +1,363 @@
+//! The tickets for sale, one ticket, selling and editing a ticket, and starting a purchase.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{FieldErrors, Layout, PageError, Visitor, parse_id, render};
+use crate::{Web, format};
+
+/// Tickets on one page of `/`.
+pub const PAGE_SIZE: u32 = 24;
+
+/// A ticket as the pages show it.
+pub struct TicketView {
+    pub id: String,
+    pub title: String,
+    pub price: String,
+    /// The price as the edit form's field shows it (`19.99`).
+    pub price_input: String,
+    pub listed: String,
+    pub seller_id: String,
+    pub reserved: bool,
+}
+
+impl TicketView {
+    fn from_api(ticket: &Value, currency: &str) -> Option<Self> {
+        let cents = format::cents(ticket.get("price"))?;
+        Some(Self {
+            id: ticket["id"].as_str()?.to_owned(),
+            title: ticket["title"].as_str()?.to_owned(),
+            price: format::money(cents, currency),
+            price_input: format::price_input(cents),
+            listed: format::date(ticket["createdAt"].as_str().unwrap_or_default()),
+            seller_id: ticket["userId"].as_str().unwrap_or_default().to_owned(),
+            reserved: !ticket["orderId"].is_null(),
+        })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    layout: Layout,
+    tickets: Vec<TicketView>,
+    page: u32,
+    previous: Option<u32>,
+    next: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    page: Option<String>,
+}
+
+/// `GET /?page=N`: tickets for sale, newest first.
+pub async fn get_home(
+    State(web): State<Web>,
+    visitor: Visitor,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, PageError> {
+    let page = query
+        .page
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .filter(|p| (1..=100_000).contains(p))
+        .unwrap_or(1);
+    // One more than a page tells whether there is a next page.
+    let path = format!(
+        "/api/tickets?limit={}&offset={}",
+        PAGE_SIZE + 1,
+        (page - 1) * PAGE_SIZE
+    );
+    let reply = visitor.call(&web, Method::GET, &path, None).await?;
+    if !reply.status.is_success() {
+        return Err(PageError::Internal(format!(
+            "{path} answered {}",
+            reply.status
+        )));
+    }
+    let mut tickets: Vec<TicketView> = reply
+        .body
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|t| TicketView::from_api(t, &web.settings.currency))
+                .collect()
+        })
+        .unwrap_or_default();
+    let more = tickets.len() > PAGE_SIZE as usize;
+    tickets.truncate(PAGE_SIZE as usize);
+    Ok(render(
+        StatusCode::OK,
+        &HomePage {
+            layout: visitor.layout(),
+            tickets,
+            page,
+            previous: (page > 1).then(|| page - 1),
+            next: more.then_some(page + 1),
+        },
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "ticket.html")]
+struct TicketPage {
+    layout: Layout,
+    ticket: TicketView,
+    is_seller: bool,
+    signed_in: bool,
+    errors: FieldErrors,
+}
+
+async fn fetch_ticket(web: &Web, visitor: &Visitor, id: &str) -> Result<TicketView, PageError> {
+    let id = parse_id(id)?;
+    let reply = visitor
+        .call(web, Method::GET, &format!("/api/tickets/{id}"), None)
+        .await?;
+    match reply.status {
+        StatusCode::OK => TicketView::from_api(&reply.body, &web.settings.currency)
+            .ok_or_else(|| PageError::Internal("a ticket without title or price".into())),
+        StatusCode::NOT_FOUND => Err(PageError::NotFound),
+        status => Err(PageError::Internal(format!("GET ticket answered {status}"))),
+    }
+}
+
+fn ticket_page(visitor: &Visitor, ticket: TicketView, errors: FieldErrors) -> TicketPage {
+    TicketPage {
+        layout: visitor.layout(),
+        is_seller: visitor
+            .user
+            .as_ref()
+            .is_some_and(|u| u.id == ticket.seller_id),
+        signed_in: visitor.user.is_some(),
+        ticket,
+        errors,
+    }
+}
+
+/// `GET /tickets/{id}`.
+pub async fn get_ticket(
+    State(web): State<Web>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let ticket = fetch_ticket(&web, &visitor, &id).await?;
+    Ok(render(
+        StatusCode::OK,
+        &ticket_page(&visitor, ticket, FieldErrors::default()),
+    ))
+}
+
+/// `POST /tickets/{id}/purchase`: places an order and goes to it.
+pub async fn post_purchase(
+    State(web): State<Web>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let ticket_id = parse_id(&id)?;
+    let back = format!("/tickets/{ticket_id}");
+    if visitor.user.is_none() {
+        return Err(PageError::SignIn { next: back });
+    }
+    let reply = visitor
+        .call(
+            &web,
+            Method::POST,
+            "/api/orders",
+            Some(&json!({"ticketId": ticket_id})),
+        )
+        .await?;
+    match reply.status {
+        StatusCode::CREATED => match reply.body["id"].as_str() {
+            Some(order) => Ok(Redirect::to(&format!("/orders/{order}")).into_response()),
+            None => Err(PageError::Internal("an order without id".into())),
+        },
+        StatusCode::UNAUTHORIZED => Err(PageError::SignIn { next: back }),
+        StatusCode::NOT_FOUND => Err(PageError::NotFound),
+        status if status.is_client_error() => {
+            let ticket = fetch_ticket(&web, &visitor, &id).await?;
+            let errors = FieldErrors::from_reply(&reply, &[]);
+            Ok(render(status, &ticket_page(&visitor, ticket, errors)))
+        }
+        status => Err(PageError::Internal(format!("POST order answered {status}"))),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ticket_form.html")]
+struct TicketForm {
+    layout: Layout,
+    /// `None` for a new ticket; the ticket's id when editing.
+    editing: Option<String>,
+    title: String,
+    price: String,
+    reserved: bool,
+    errors: FieldErrors,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TicketFields {
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    price: String,
+}
+
+/// `GET /tickets/new`.
+pub async fn get_new_ticket(visitor: Visitor) -> Result<Response, PageError> {
+    visitor.signed_in()?;
+    Ok(render(
+        StatusCode::OK,
+        &TicketForm {
+            layout: visitor.layout(),
+            editing: None,
+            title: String::new(),
+            price: String::new(),
+            reserved: false,
+            errors: FieldErrors::default(),
+        },
+    ))
+}
+
+/// The price field as the API takes it: a JSON number (`$` and thousands commas allowed). What
+/// is not a number goes as typed (or null when empty), so the API's validation speaks for every
+/// field at once.
+fn price_json(text: &str) -> Value {
+    let cleaned: String = text
+        .trim()
+        .trim_start_matches('$')
+        .chars()
+        .filter(|c| *c != ',')
+        .collect();
+    if cleaned.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str::<serde_json::Number>(&cleaned)
+        .map(Value::Number)
+        .unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// `POST /tickets/new`: lists the ticket and shows it.
+pub async fn post_new_ticket(
+    State(web): State<Web>,
+    visitor: Visitor,
+    Form(form): Form<TicketFields>,
+) -> Result<Response, PageError> {
+    save_ticket(&web, &visitor, None, form).await
+}
+
+/// `GET /tickets/{id}/edit`: the seller's form, while no order holds the ticket.
+pub async fn get_edit_ticket(
+    State(web): State<Web>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let user = visitor.signed_in()?;
+    let ticket = fetch_ticket(&web, &visitor, &id).await?;
+    if ticket.seller_id != user.id {
+        // Someone else's ticket has no edit page.
+        return Err(PageError::NotFound);
+    }
+    let errors = if ticket.reserved {
+        FieldErrors::general("This ticket is reserved by a buyer, so it cannot be edited now.")
+    } else {
+        FieldErrors::default()
+    };
+    Ok(render(
+        StatusCode::OK,
+        &TicketForm {
+            layout: visitor.layout(),
+            editing: Some(ticket.id),
+            title: ticket.title,
+            price: ticket.price_input,
+            reserved: ticket.reserved,
+            errors,
+        },
+    ))
+}
+
+/// `POST /tickets/{id}/edit`.
+pub async fn post_edit_ticket(
+    State(web): State<Web>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+    Form(form): Form<TicketFields>,
+) -> Result<Response, PageError> {
+    let id = parse_id(&id)?;
+    save_ticket(&web, &visitor, Some(id.to_string()), form).await
+}
+
+async fn save_ticket(
+    web: &Web,
+    visitor: &Visitor,
+    editing: Option<String>,
+    form: TicketFields,
+) -> Result<Response, PageError> {
+    let back = match &editing {
+        Some(id) => format!("/tickets/{id}/edit"),
+        None => "/tickets/new".into(),
+    };
+    if visitor.user.is_none() {
+        return Err(PageError::SignIn { next: back });
+    }
+    let rerender = |status: StatusCode, errors: FieldErrors, form: TicketFields| {
+        render(
+            status,
+            &TicketForm {
+                layout: visitor.layout(),
+                editing: editing.clone(),
+                title: form.title,
+                price: form.price,
+                reserved: false,
+                errors,
+            },
+        )
+    };
+    let body = json!({"title": form.title, "price": price_json(&form.price)});
+    let reply = match &editing {
+        Some(id) => {
+            visitor
+                .call(web, Method::PUT, &format!("/api/tickets/{id}"), Some(&body))
+                .await?
+        }
+        None => {
+            visitor
+                .call(web, Method::POST, "/api/tickets", Some(&body))
+                .await?
+        }
+    };
+    match reply.status {
+        status if status.is_success() => match reply.body["id"].as_str() {
+            Some(id) => Ok(Redirect::to(&format!("/tickets/{id}")).into_response()),
+            None => Err(PageError::Internal("a ticket without id".into())),
+        },
+        StatusCode::UNAUTHORIZED if editing.is_some() => Err(PageError::NotFound),
+        StatusCode::UNAUTHORIZED => Err(PageError::SignIn { next: back }),
+        StatusCode::NOT_FOUND => Err(PageError::NotFound),
+        status if status.is_client_error() => Ok(rerender(
+            status,
+            FieldErrors::from_reply(&reply, &["title", "price"]),
+            form,
+        )),
+        status => Err(PageError::Internal(format!(
+            "saving a ticket answered {status}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typed_price_becomes_a_json_number_with_its_digits_kept() {
+        assert_eq!(price_json("19.99"), json!(19.99));
+        assert_eq!(price_json(" $1,250 "), json!(1250));
+        assert_eq!(price_json(""), Value::Null);
+        assert_eq!(price_json("twenty"), json!("twenty"));
+    }
+}

@@ -1,4 +1,4 @@
-//! Races the database must settle: many buyers of one ticket at once (DESIGN section 7 item 1),
+//! Races the database must settle: many buyers of one ticket at once,
 //! and an owner's cancellation, an expiry and a payment of one order at once. Each scenario runs
 //! several rounds, as the interleaving differs from one round to the next.
 

@@ -1,6 +1,6 @@
 //! What becomes of an order when the expiration and payments services speak: an expiry cancels
 //! a live order, a payment completes it, and neither touches an order that is already finished
-//! (DESIGN section 7, items 4 and 5). Every change is announced once; no change, no event.
+//! (a late expiry, a cancelled paid order). Every change is announced once; no change, no event.
 
 use common::events::{EventType, OrderCancelled, OrderCompleted, TicketRef};
 use testkit::{Backend, User, json};

@@ -1,4 +1,4 @@
-//! `/api/orders`: every row of the orders table in DESIGN section 3.
+//! `/api/orders`: every status code of every orders endpoint, in the one error shape.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! The ticket replica: fed only by ticket:created and ticket:updated, applied in version order
-//! whatever order, however often and however late the events arrive (DESIGN section 1). What
+//! whatever order, however often and however late the events arrive. What
 //! the replica holds shows in the ticket of an order, and in whom it may be sold to.
 
 use std::time::Duration;

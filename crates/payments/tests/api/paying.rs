@@ -1,5 +1,5 @@
-//! `POST /api/payments` on the sandbox processor: every row of the payments table in DESIGN
-//! section 3, and what becomes of a payment whose order is cancelled.
+//! `POST /api/payments` on the sandbox processor: every status code of paying, in the one
+//! error shape, and what becomes of a payment whose order is cancelled.
 
 use common::events::PaymentCreated;
 use testkit::{Backend, json};

@@ -1,5 +1,5 @@
-//! Payments that race: a double click (DESIGN 7 item 7) and a payment racing its order's
-//! cancellation (DESIGN 7 item 6).
+//! Payments that race: a double click, which must charge once, and a payment racing
+//! its order's cancellation, which must never keep a charge for a cancelled order.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! `/api/tickets`: every row of the tickets table in DESIGN section 3.
+//! `/api/tickets`: every status code of every tickets endpoint, in the one error shape.
 
 use testkit::{Backend, json};
 use uuid::Uuid;

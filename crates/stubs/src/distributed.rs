@@ -12,10 +12,9 @@ use common::store::{Store, redact};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::Running;
 use crate::cli::ServeArgs;
-use crate::embedded::checked_secret;
 use crate::services::{self, Shared};
+use crate::{Running, checked_secret};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.service == services::Service::Web {

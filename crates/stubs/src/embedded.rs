@@ -12,13 +12,13 @@ use common::bus::embedded::EmbeddedBus;
 use common::http::{Dependency, platform_routes};
 use common::store::Store;
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::Running;
 use crate::cli::UpArgs;
 use crate::services::{self, Service, Shared};
+use crate::{Running, checked_secret};
 
 const SECRET_FILE: &str = "jwt-secret";
 
@@ -88,14 +88,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
     )
     .await
-}
-
-pub(crate) fn checked_secret(secret: SecretString) -> anyhow::Result<SecretString> {
-    anyhow::ensure!(
-        secret.expose_secret().len() >= 32,
-        "--jwt-secret (STUBS_JWT_SECRET) must be at least 32 characters"
-    );
-    Ok(secret)
 }
 
 /// The JWT secret kept in the data folder (readable by its owner only), created on first start

@@ -14,6 +14,7 @@ use axum::Router;
 use axum::routing::MethodRouter;
 use common::http::{HttpSettings, serve_stack, serve_stack_with_fallback};
 use common::store::Store;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -107,4 +108,13 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// A JWT secret long enough to sign with (HS256 wants at least 256 bits).
+fn checked_secret(secret: SecretString) -> anyhow::Result<SecretString> {
+    anyhow::ensure!(
+        secret.expose_secret().len() >= 32,
+        "--jwt-secret (STUBS_JWT_SECRET) must be at least 32 characters"
+    );
+    Ok(secret)
 }

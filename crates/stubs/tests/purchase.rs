@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Marketplace, User, eventually, sleep};
+use support::{Marketplace, User};
+use testkit::eventually;
+use tokio::time::sleep;
 
 /// The payment window these tests run with: long enough to pay in, short enough to wait out.
 const WINDOW: &str = "4s";

@@ -233,6 +233,8 @@ impl Drop for TestDatabase {
 pub struct TestBus {
     pub bus: Arc<dyn Bus>,
     pub embedded_url: Option<String>,
+    /// The JetStream prefix (and stream name), for processes that must join the same stream.
+    pub nats_prefix: Option<String>,
     nats: Option<NatsBus>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -247,6 +249,7 @@ impl TestBus {
                 Self {
                     bus: Arc::new(bus),
                     embedded_url: Some(url),
+                    nats_prefix: None,
                     nats: None,
                     _dir: Some(dir),
                 }
@@ -254,12 +257,14 @@ impl TestBus {
             BusKind::Nats => {
                 let url = std::env::var("STUBS_TEST_NATS_URL")
                     .expect("STUBS_TEST_NATS_URL must be set for NATS tests");
-                let bus = NatsBus::connect(&url, &unique_name("stubs_test"))
+                let prefix = unique_name("stubs_test");
+                let bus = NatsBus::connect(&url, &prefix)
                     .await
                     .expect("NATS at STUBS_TEST_NATS_URL must answer");
                 Self {
                     bus: Arc::new(bus.clone()),
                     embedded_url: None,
+                    nats_prefix: Some(prefix),
                     nats: Some(bus),
                     _dir: None,
                 }
@@ -493,6 +498,17 @@ impl Client {
     pub async fn post(&self, path: &str, body: Value) -> Reply {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
             .await
+    }
+
+    /// Posts a body as it is, labelled JSON, for bodies that are not valid JSON.
+    pub async fn post_raw_json(&self, path: &str, body: &'static str) -> Reply {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
     }
 
     pub async fn put(&self, path: &str, body: Value) -> Reply {

@@ -282,13 +282,7 @@ async fn malformed_requests_get_the_error_shape(backend: Backend) {
     let url = app.server.url("/api/users/signup");
 
     let bad_json = client
-        .send(
-            client
-                .http
-                .post(&url)
-                .header("content-type", "application/json")
-                .body("{\"email\":"),
-        )
+        .post_raw_json("/api/users/signup", "{\"email\":")
         .await;
     let wrong_type = client
         .send(client.http.post(&url).body("email=a@b.co"))

@@ -181,15 +181,7 @@ async fn a_body_that_is_not_json_is_refused_in_the_error_shape(backend: Backend)
     let app = spawn_app(backend).await;
     let buyer = app.sign_in();
 
-    let reply = buyer
-        .send(
-            buyer
-                .http
-                .post(format!("{}/api/orders", buyer.base))
-                .header("content-type", "application/json")
-                .body("{\"ticketId\": "),
-        )
-        .await;
+    let reply = buyer.post_raw_json("/api/orders", "{\"ticketId\": ").await;
 
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();

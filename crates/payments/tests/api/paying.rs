@@ -95,15 +95,7 @@ async fn a_body_that_is_not_json_is_refused_in_the_error_shape(backend: Backend)
     let app = spawn_app(backend).await;
     let alice = app.sign_in();
 
-    let reply = alice
-        .send(
-            alice
-                .http
-                .post(format!("{}/api/payments", alice.base))
-                .header("content-type", "application/json")
-                .body("{\"token\": "),
-        )
-        .await;
+    let reply = alice.post_raw_json("/api/payments", "{\"token\": ").await;
 
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();

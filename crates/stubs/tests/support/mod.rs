@@ -6,10 +6,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
-use testkit::{Backend, TestDatabase};
+use testkit::{Backend, BusKind, TestBus, TestDatabase};
 
 pub const SECRET: &str = "end-to-end-test-secret-of-enough-length";
 
@@ -64,7 +63,8 @@ pub struct Marketplace {
     processes: Vec<(String, Process)>,
     _databases: Vec<TestDatabase>,
     _data: Option<tempfile::TempDir>,
-    nats: Option<common::bus::nats::NatsBus>,
+    /// The JetStream stream the processes share, deleted after them.
+    _bus: Option<TestBus>,
 }
 
 impl Marketplace {
@@ -98,7 +98,7 @@ impl Marketplace {
             processes: vec![("/".into(), process)],
             _databases: Vec::new(),
             _data: data,
-            nats: None,
+            _bus: None,
         }
     }
 
@@ -106,10 +106,8 @@ impl Marketplace {
     /// sharing a JetStream stream of the test's own.
     pub async fn distributed(order_expiration: &str) -> Self {
         let nats_url = std::env::var("STUBS_TEST_NATS_URL").unwrap();
-        let prefix = format!("stubs_e2e_{}", uuid::Uuid::new_v4().simple());
-        let nats = common::bus::nats::NatsBus::connect(&nats_url, &prefix)
-            .await
-            .unwrap();
+        let bus = TestBus::create(BusKind::Nats).await;
+        let prefix = bus.nats_prefix.clone().unwrap();
         let mut processes = Vec::new();
         let mut databases = Vec::new();
         for (service, path) in [
@@ -148,7 +146,7 @@ impl Marketplace {
             processes,
             _databases: databases,
             _data: None,
-            nats: Some(nats),
+            _bus: Some(bus),
         }
     }
 
@@ -190,19 +188,8 @@ impl Marketplace {
 
 impl Drop for Marketplace {
     fn drop(&mut self) {
+        // The processes go first, then (as fields drop) their databases and stream.
         self.processes.clear();
-        if let Some(nats) = self.nats.take() {
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let _ = nats.delete_stream().await;
-                });
-            })
-            .join();
-        }
     }
 }
 
@@ -248,17 +235,4 @@ impl User<'_> {
         assert_eq!(status, 201, "{body}");
         body
     }
-}
-
-/// Polls until `check` gives `Some`, for effects that travel through the bus.
-pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    testkit::eventually(what, check).await
-}
-
-pub async fn sleep(duration: Duration) {
-    tokio::time::sleep(duration).await;
 }

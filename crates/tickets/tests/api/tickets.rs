@@ -129,15 +129,7 @@ async fn a_body_that_is_not_json_is_refused_in_the_error_shape(backend: Backend)
     let app = spawn_app(backend).await;
     let alice = app.sign_in();
 
-    let reply = alice
-        .send(
-            alice
-                .http
-                .post(format!("{}/api/tickets", alice.base))
-                .header("content-type", "application/json")
-                .body("{\"title\": "),
-        )
-        .await;
+    let reply = alice.post_raw_json("/api/tickets", "{\"title\": ").await;
 
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();

@@ -5,6 +5,9 @@
 //! published if and only if its transaction committed. A crash between publish and delete
 //! publishes the row again on restart; the bus drops the duplicate by message id and consumers'
 //! inboxes drop what slips past the bus's window.
+//!
+//! Each row also keeps the trace context it was written in; the relay publishes the event from a
+//! span that continues that trace, with the span's context in the message headers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,23 +16,39 @@ use bytes::Bytes;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::bus::{Bus, BusError, Message};
+use crate::bus::{Bus, BusError, Headers, Message};
 use crate::events::{Envelope, EventData, EventType};
 use crate::store::{Dialect, Migration, Migrations, Store, now_millis};
+use crate::telemetry;
 
 /// The platform tables every service database has: outbox and inbox.
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        name: "outbox and inbox",
-        sql: include_str!("../migrations/platform/sqlite/0001_outbox_inbox.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "outbox and inbox",
-        sql: include_str!("../migrations/platform/postgres/0001_outbox_inbox.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "outbox and inbox",
+            sql: include_str!("../migrations/platform/sqlite/0001_outbox_inbox.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "outbox headers",
+            sql: include_str!("../migrations/platform/sqlite/0002_outbox_headers.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            name: "outbox and inbox",
+            sql: include_str!("../migrations/platform/postgres/0001_outbox_inbox.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "outbox headers",
+            sql: include_str!("../migrations/platform/postgres/0002_outbox_headers.sql"),
+        },
+    ],
 };
 
 const BATCH: i64 = 100;
@@ -38,7 +57,9 @@ const BATCH: i64 = 100;
 const POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Writes an event into the outbox inside the caller's transaction.
+/// Writes an event into the outbox inside the caller's transaction, with the trace context of
+/// the current span (the request or the event being handled), so the trace goes on through
+/// whatever the event causes.
 pub async fn enqueue<T: EventData>(
     conn: &mut AnyConnection,
     data: T,
@@ -47,13 +68,17 @@ pub async fn enqueue<T: EventData>(
     let payload = envelope
         .encode()
         .map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
-    sqlx::query("INSERT INTO outbox (id, event_type, payload, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(envelope.id.to_string())
-        .bind(T::TYPE.as_str())
-        .bind(String::from_utf8_lossy(&payload).into_owned())
-        .bind(now_millis())
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, payload, created_at, headers) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(envelope.id.to_string())
+    .bind(T::TYPE.as_str())
+    .bind(String::from_utf8_lossy(&payload).into_owned())
+    .bind(now_millis())
+    .bind(telemetry::current_trace_headers().to_json())
+    .execute(&mut *conn)
+    .await?;
     Ok(envelope)
 }
 
@@ -104,8 +129,8 @@ impl Outbox {
             Dialect::Postgres => {
                 let mut tx = self.store.pool().begin().await?;
                 let rows = sqlx::query(
-                    "SELECT seq, id, event_type, payload FROM outbox ORDER BY seq LIMIT $1 \
-                     FOR UPDATE SKIP LOCKED",
+                    "SELECT seq, id, event_type, payload, headers FROM outbox ORDER BY seq \
+                     LIMIT $1 FOR UPDATE SKIP LOCKED",
                 )
                 .bind(BATCH)
                 .fetch_all(&mut *tx)
@@ -117,7 +142,8 @@ impl Outbox {
             // One process owns the file.
             Dialect::Sqlite => {
                 let rows = sqlx::query(
-                    "SELECT seq, id, event_type, payload FROM outbox ORDER BY seq LIMIT $1",
+                    "SELECT seq, id, event_type, payload, headers FROM outbox \
+                     ORDER BY seq LIMIT $1",
                 )
                 .bind(BATCH)
                 .fetch_all(self.store.pool())
@@ -145,12 +171,21 @@ impl Outbox {
                 tracing::error!(seq, event_type = %name, "outbox row with an unknown event type");
                 continue;
             };
-            bus.publish(&Message {
-                id: row.try_get("id")?,
+            let id: String = row.try_get("id")?;
+            let stored =
+                Headers::from_json(row.try_get::<Option<String>, _>("headers")?.as_deref());
+            // The publish is a span of the trace the event was written in; the listener's span
+            // continues from it.
+            let span =
+                tracing::info_span!(parent: None, "publish", event_type = %event_type, id = %id);
+            telemetry::continue_trace(&span, &stored);
+            let message = Message {
+                headers: telemetry::trace_headers(&span),
+                id,
                 event_type,
                 payload: Bytes::from(payload),
-            })
-            .await?;
+            };
+            bus.publish(&message).instrument(span).await?;
             sqlx::query("DELETE FROM outbox WHERE seq = $1")
                 .bind(seq)
                 .execute(&mut *conn)

@@ -22,16 +22,23 @@ use crate::cli::Command;
 
 /// Runs a command until it is told to stop.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Up(args) => {
-            common::telemetry::init_tracing(args.shared.log_format);
-            embedded::run(args).await
-        }
-        Command::Serve(args) => {
-            common::telemetry::init_tracing(args.shared.log_format);
-            distributed::run(args).await
-        }
-    }
+    let (shared, service_name) = match &command {
+        Command::Up(args) => (&args.shared, "stubs".to_owned()),
+        Command::Serve(args) => (&args.shared, format!("stubs-{}", args.service.name())),
+    };
+    let tracing = common::telemetry::init_tracing(
+        shared.log_format,
+        &service_name,
+        shared.otlp_endpoint.as_deref(),
+    )
+    .context("--otlp-endpoint (STUBS_OTLP_ENDPOINT)")?;
+    let result = match command {
+        Command::Up(args) => embedded::run(args).await,
+        Command::Serve(args) => distributed::run(args).await,
+    };
+    // After the services stopped, so their last spans leave too.
+    tracing.shutdown().await;
+    result
 }
 
 /// What a mode hands to [`serve`]: the routes, the background tasks and the stores to close.

@@ -1,10 +1,10 @@
 //! The embedded bus: a durable log in one SQLite file, for running every service in one process.
 //!
-//! `messages` is the log, de-duplicated by message id. Each durable consumer (group and type) has
-//! a cursor into the log and a `pending` row per message it has handed out but not had acked;
-//! a pending row whose `due_at` has passed is handed out again. The delivery count in the pending
-//! row doubles as the delivery's token, so an ack from a delivery that already timed out and went
-//! to someone else changes nothing.
+//! `messages` is the log, each message with its headers, de-duplicated by message id. Each
+//! durable consumer (group and type) has a cursor into the log and a `pending` row per message it
+//! has handed out but not had acked; a pending row whose `due_at` has passed is handed out again.
+//! The delivery count in the pending row doubles as the delivery's token, so an ack from a
+//! delivery that already timed out and went to someone else changes nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,16 +15,25 @@ use bytes::Bytes;
 use sqlx::Row;
 use tokio::sync::Notify;
 
-use super::{Acker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Message, Subscription};
+use super::{
+    Acker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Headers, Message, Subscription,
+};
 use crate::events::EventType;
 use crate::store::{Migration, Migrations, Store, now_millis};
 
 const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        name: "bus",
-        sql: include_str!("../../migrations/bus/sqlite/0001_bus.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "bus",
+            sql: include_str!("../../migrations/bus/sqlite/0001_bus.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "message headers",
+            sql: include_str!("../../migrations/bus/sqlite/0002_headers.sql"),
+        },
+    ],
     postgres: &[],
 };
 
@@ -68,13 +77,14 @@ impl EmbeddedBus {
 impl Bus for EmbeddedBus {
     async fn publish(&self, message: &Message) -> Result<(), BusError> {
         sqlx::query(
-            "INSERT INTO messages (id, subject, payload, published_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO messages (id, subject, payload, published_at, headers) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&message.id)
         .bind(message.event_type.as_str())
         .bind(message.payload.to_vec())
         .bind(now_millis())
+        .bind(message.headers.to_json())
         .execute(self.store.pool())
         .await?;
         self.wake(message.event_type);
@@ -167,7 +177,7 @@ impl EmbeddedSubscription {
         // First anything due again: unacked past its ack wait, or nak'ed and its delay over.
         loop {
             let due = sqlx::query(
-                "SELECT p.seq, p.attempts, m.id, m.payload FROM pending p \
+                "SELECT p.seq, p.attempts, m.id, m.payload, m.headers FROM pending p \
                  JOIN messages m ON m.seq = p.seq \
                  WHERE p.consumer = $1 AND p.due_at <= $2 ORDER BY p.due_at, p.seq LIMIT 1",
             )
@@ -202,13 +212,14 @@ impl EmbeddedSubscription {
                 seq,
                 row.try_get("id")?,
                 row.try_get("payload")?,
+                row.try_get("headers")?,
                 attempts + 1,
             )));
         }
 
         // Then the next message past the cursor.
         let next = sqlx::query(
-            "SELECT m.seq, m.id, m.payload FROM messages m \
+            "SELECT m.seq, m.id, m.payload, m.headers FROM messages m \
              WHERE m.subject = $2 AND m.seq > (SELECT cursor FROM consumers WHERE name = $1) \
              ORDER BY m.seq LIMIT 1",
         )
@@ -236,6 +247,7 @@ impl EmbeddedSubscription {
                 seq,
                 row.try_get("id")?,
                 row.try_get("payload")?,
+                row.try_get("headers")?,
                 1,
             )));
         }
@@ -249,7 +261,14 @@ impl EmbeddedSubscription {
         Ok(Fetched::WaitUntil(next_due))
     }
 
-    fn delivery(&self, seq: i64, id: String, payload: Vec<u8>, attempt: i64) -> Delivery {
+    fn delivery(
+        &self,
+        seq: i64,
+        id: String,
+        payload: Vec<u8>,
+        headers: Option<String>,
+        attempt: i64,
+    ) -> Delivery {
         Delivery::new(
             id,
             self.config.event_type,
@@ -263,6 +282,7 @@ impl EmbeddedSubscription {
                 token: attempt,
             }),
         )
+        .with_headers(Headers::from_json(headers.as_deref()))
     }
 }
 

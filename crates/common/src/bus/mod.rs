@@ -10,11 +10,14 @@
 //!   acknowledgement asks for it again after a delay;
 //! - a second publish with the same message id is dropped;
 //! - after `max_deliver` deliveries without an ack, the message moves to the dead letters instead
-//!   of being delivered again.
+//!   of being delivered again;
+//! - a message's headers (the trace context) are delivered with it, beside the payload, so the
+//!   envelope stays `{id, type, occurredAt, data}`.
 
 pub mod embedded;
 pub mod nats;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,12 +42,69 @@ impl BusError {
     }
 }
 
-/// An event ready to publish: its id (for de-duplication), its type and its encoded envelope.
+/// Name-value pairs that travel beside a message's payload, such as the W3C `traceparent`.
+/// Kept in name order, so their stored JSON form is stable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Headers(BTreeMap<String, String>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    /// The form kept in a text column: a JSON object, or `None` when there is nothing to keep.
+    pub fn to_json(&self) -> Option<String> {
+        if self.is_empty() {
+            return None;
+        }
+        serde_json::to_string(&self.0).ok()
+    }
+
+    /// Reads what [`Headers::to_json`] wrote. Headers only carry context, never the event, so a
+    /// column that does not read as an object of strings gives no headers rather than an error.
+    pub fn from_json(text: Option<&str>) -> Self {
+        text.and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        Self(
+            iter.into_iter()
+                .map(|(name, value)| (name.into(), value.into()))
+                .collect(),
+        )
+    }
+}
+
+/// An event ready to publish: its id (for de-duplication), its type, its encoded envelope and
+/// the headers that travel beside it.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub id: String,
     pub event_type: EventType,
     pub payload: Bytes,
+    pub headers: Headers,
 }
 
 /// How a consumer group reads one type of event.
@@ -105,6 +165,8 @@ pub struct Delivery {
     pub message_id: String,
     pub event_type: EventType,
     pub payload: Bytes,
+    /// What was published beside the payload; empty when nothing was.
+    pub headers: Headers,
     /// 1 on the first delivery, 2 on the first redelivery, and so on.
     pub attempt: u32,
     acker: Box<dyn Acker>,
@@ -132,9 +194,16 @@ impl Delivery {
             message_id,
             event_type,
             payload,
+            headers: Headers::new(),
             attempt,
             acker,
         }
+    }
+
+    /// The delivery with the headers its message was published with.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
     }
 
     pub async fn ack(&self) -> Result<(), BusError> {
@@ -173,3 +242,29 @@ pub trait Bus: Send + Sync + 'static {
 }
 
 pub type SharedBus = Arc<dyn Bus>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_survive_their_stored_form() {
+        let headers: Headers = [("traceparent", "00-abc-def-01"), ("tracestate", "k=v")]
+            .into_iter()
+            .collect();
+        let stored = headers.to_json();
+        assert_eq!(Headers::from_json(stored.as_deref()), headers);
+    }
+
+    #[test]
+    fn no_headers_are_stored_as_null() {
+        assert_eq!(Headers::new().to_json(), None);
+        assert!(Headers::from_json(None).is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_stored_form_gives_no_headers() {
+        assert!(Headers::from_json(Some("not json")).is_empty());
+        assert!(Headers::from_json(Some("{\"traceparent\": 1}")).is_empty());
+    }
+}

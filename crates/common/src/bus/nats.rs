@@ -5,22 +5,59 @@
 //! through a durable pull consumer with explicit acks. When a message arrives for the
 //! `max_deliver + 1`th time we move it to the dead-letter subject `<prefix>.dead.<consumer>`
 //! instead of handing it to the service.
+//!
+//! A message's headers (the trace context) travel as NATS headers beside `Nats-Msg-Id`; the
+//! server's own `Nats-*` headers are not handed back as the message's.
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{Acker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Message, Subscription};
+use super::{
+    Acker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Headers, Message, Subscription,
+};
 use crate::events::EventType;
 
 const MSG_ID: &str = "Nats-Msg-Id";
 const DEAD_REASON: &str = "Stubs-Dead-Reason";
 const DEAD_DELIVERIES: &str = "Stubs-Dead-Deliveries";
 const DEAD_ORIGINAL_ID: &str = "Stubs-Original-Id";
+/// The prefix of the headers the server and client keep for themselves.
+const NATS_OWN: &str = "Nats-";
+
+/// Our headers as NATS headers. The client panics on a name or value it cannot send, so a pair
+/// that does not parse is left out (and logged) rather than taking the publisher down.
+fn to_nats_headers(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.iter() {
+        match (name.parse::<HeaderName>(), value.parse::<HeaderValue>()) {
+            (Ok(name), Ok(value)) if !is_nats_own(&name) => map.insert(name, value),
+            _ => tracing::warn!(header = name, "header cannot travel on NATS, left out"),
+        }
+    }
+    map
+}
+
+fn is_nats_own(name: &HeaderName) -> bool {
+    AsRef::<str>::as_ref(name).starts_with(NATS_OWN)
+}
+
+/// The headers a message was published with, less the server's own.
+fn from_nats_headers(map: Option<&HeaderMap>) -> Headers {
+    map.into_iter()
+        .flat_map(|map| map.iter())
+        .filter(|(name, _)| !is_nats_own(name))
+        .filter_map(|(name, values)| {
+            let value = values.first()?;
+            Some((name.to_string(), value.as_str().to_owned()))
+        })
+        .collect()
+}
 
 #[derive(Clone)]
 pub struct NatsBus {
@@ -115,8 +152,10 @@ impl NatsBus {
 #[async_trait]
 impl Bus for NatsBus {
     async fn publish(&self, message: &Message) -> Result<(), BusError> {
+        // Headers first: `message_id` adds to them, `headers` would replace them.
         let publish = jetstream::message::PublishMessage::build()
             .payload(message.payload.clone())
+            .headers(to_nats_headers(&message.headers))
             .message_id(&message.id);
         // The second await waits for the stream's acknowledgement: the message is stored.
         self.context
@@ -269,6 +308,7 @@ impl Subscription for NatsSubscription {
                 .increment(1);
                 continue;
             }
+            let headers = from_nats_headers(message.headers.as_ref());
             return Ok(Delivery::new(
                 id.clone(),
                 self.config.event_type,
@@ -282,7 +322,8 @@ impl Subscription for NatsSubscription {
                     payload: message.payload,
                     delivered,
                 }),
-            ));
+            )
+            .with_headers(headers));
         }
     }
 }

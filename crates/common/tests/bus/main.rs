@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::bus::embedded::EmbeddedBus;
-use common::bus::{Bus, ConsumerConfig, Delivery, Message, Subscription};
+use common::bus::{Bus, ConsumerConfig, Delivery, Headers, Message, Subscription};
 use common::events::EventType;
 use testkit::{BusKind, TestBus, eventually};
 use tokio::time::Instant;
@@ -43,6 +43,7 @@ async fn publish(bus: &dyn Bus, id: &str) {
         id: id.to_owned(),
         event_type: EventType::TicketCreated,
         payload: payload_of(id),
+        headers: Default::default(),
     })
     .await
     .unwrap();
@@ -102,7 +103,57 @@ testkit::each_bus!(
     a_rejected_message_goes_to_the_dead_letters_at_once,
     nothing_is_lost_when_a_consumer_dies_mid_message,
     a_group_created_late_gets_earlier_messages,
+    headers_travel_with_the_message,
 );
+
+async fn headers_travel_with_the_message(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let mut sub = bus.subscribe(&config("orders", LONG, 5)).await.unwrap();
+    let headers: Headers = [
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+        ("tracestate", "vendor=value"),
+    ]
+    .into_iter()
+    .collect();
+    let with_headers = new_id();
+    bus.publish(&Message {
+        id: with_headers.clone(),
+        event_type: EventType::TicketCreated,
+        payload: payload_of(&with_headers),
+        headers: headers.clone(),
+    })
+    .await
+    .unwrap();
+    let without_headers = new_id();
+    publish(bus, &without_headers).await;
+
+    let first = expect_next(sub.as_mut(), "the message with headers").await;
+    assert_eq!(first.message_id, with_headers);
+    assert_eq!(
+        first.headers, headers,
+        "the bus's own headers are not among them"
+    );
+    // A redelivery carries them too; it may come before or after the other message.
+    first.nak(Duration::ZERO).await.unwrap();
+    let mut redelivered = false;
+    for _ in 0..2 {
+        let delivery = expect_next(sub.as_mut(), "the redelivery and the other message").await;
+        if delivery.message_id == with_headers {
+            assert_eq!(delivery.attempt, 2);
+            assert_eq!(delivery.headers, headers);
+            redelivered = true;
+        } else {
+            assert_eq!(delivery.message_id, without_headers);
+            assert!(delivery.headers.is_empty(), "{:?}", delivery.headers);
+        }
+        delivery.ack().await.unwrap();
+    }
+    assert!(redelivered);
+}
 
 async fn every_group_gets_every_message(kind: BusKind) {
     let test = TestBus::create(kind).await;

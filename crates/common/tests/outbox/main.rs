@@ -70,6 +70,7 @@ async fn publish_envelope<T: EventData>(bus: &dyn Bus, envelope: &Envelope<T>, m
         id: message_id.to_owned(),
         event_type: T::TYPE,
         payload: Bytes::from(envelope.encode().unwrap()),
+        headers: Default::default(),
     })
     .await
     .unwrap();
@@ -522,6 +523,7 @@ async fn a_malformed_event_is_dead_lettered_at_once(backend: Backend, kind: BusK
             id: id.clone(),
             event_type: EventType::TicketCreated,
             payload: Bytes::from_static(b"{\"not\": \"an envelope\"}"),
+            headers: Default::default(),
         })
         .await
         .unwrap();

@@ -5,16 +5,21 @@
 //! before what it depends on (`HandleError::NotReady`) is asked for again later; a malformed
 //! event goes straight to the dead letters; and anything still failing after the maximum number
 //! of deliveries ends in the dead letters too, counted in the metrics, never dropped in silence.
+//!
+//! Each delivery is handled in a span that continues the trace carried in its headers, so the
+//! handler's work, and the events it writes, belong to the request that caused them.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::AnyConnection;
+use tracing::Instrument;
 
 use crate::bus::{ConsumerConfig, Delivery};
 use crate::events::{Envelope, EventData};
 use crate::service::ServiceContext;
 use crate::store::{is_unavailable, now_millis};
+use crate::telemetry;
 
 /// Applies one type of event inside the transaction the listener opened.
 #[async_trait]
@@ -43,6 +48,10 @@ pub struct ListenerSettings {
     pub max_retry_delay: Duration,
     /// Concurrent consumers per event type in this process (members of one group).
     pub workers: usize,
+    /// Fault injection for redelivery tests: the consumer of this durable name (for example
+    /// `tickets_order_created`) aborts the process right after committing an effect and before
+    /// acknowledging it, as a crash at the worst moment would.
+    pub crash_before_ack: Option<String>,
 }
 
 impl Default for ListenerSettings {
@@ -53,6 +62,7 @@ impl Default for ListenerSettings {
             retry_delay: Duration::from_millis(200),
             max_retry_delay: Duration::from_secs(10),
             workers: 2,
+            crash_before_ack: None,
         }
     }
 }
@@ -117,8 +127,28 @@ async fn consume<E: EventData, H: Handler<E>>(
     }
 }
 
-#[tracing::instrument(name = "event", skip_all, fields(consumer = %config.durable_name(), id = %delivery.message_id, attempt = delivery.attempt))]
+/// Handles one delivery in a span of the trace the event was published in, or of a new trace
+/// when it came without one.
 async fn process<E: EventData, H: Handler<E>>(
+    ctx: &ServiceContext,
+    config: &ConsumerConfig,
+    handler: &H,
+    delivery: Delivery,
+) {
+    let span = tracing::info_span!(
+        parent: None,
+        "event",
+        consumer = %config.durable_name(),
+        id = %delivery.message_id,
+        attempt = delivery.attempt,
+    );
+    telemetry::continue_trace(&span, &delivery.headers);
+    handle_delivery(ctx, config, handler, delivery)
+        .instrument(span)
+        .await
+}
+
+async fn handle_delivery<E: EventData, H: Handler<E>>(
     ctx: &ServiceContext,
     config: &ConsumerConfig,
     handler: &H,
@@ -140,6 +170,10 @@ async fn process<E: EventData, H: Handler<E>>(
     };
     match apply(ctx, config, handler, envelope).await {
         Ok(()) => {
+            if ctx.listeners.crash_before_ack.as_deref() == Some(config.durable_name().as_str()) {
+                tracing::error!("crashing after the effect and before the ack, as configured");
+                std::process::abort();
+            }
             metrics::counter!("stubs_events_consumed_total", &labels).increment(1);
             if let Err(err) = delivery.ack().await {
                 // The effect is committed; the redelivery will find it in the inbox.

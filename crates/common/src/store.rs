@@ -100,6 +100,20 @@ pub struct Store {
 impl Store {
     /// Connects, creating a SQLite file if needed, and runs the migrations for the dialect.
     pub async fn connect(url: &str, migrations: &[&Migrations]) -> Result<Self, StoreError> {
+        Self::connect_with(url, migrations, Self::DEFAULT_POSTGRES_CONNECTIONS).await
+    }
+
+    /// Connections a process keeps to PostgreSQL by default. Every replica of every service has
+    /// its own pool, so the server's `max_connections` must cover the sum.
+    pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 16;
+
+    /// [`Store::connect`] with at most `postgres_connections` connections on PostgreSQL (SQLite
+    /// keeps its own small pool: one writer at a time, a few readers).
+    pub async fn connect_with(
+        url: &str,
+        migrations: &[&Migrations],
+        postgres_connections: u32,
+    ) -> Result<Self, StoreError> {
         install_default_drivers();
         let dialect =
             Dialect::of_url(url).ok_or_else(|| StoreError::UnsupportedUrl(redact(url)))?;
@@ -128,7 +142,12 @@ impl Store {
                     .connect(&url)
                     .await
             }
-            Dialect::Postgres => options.max_connections(16).connect(url).await,
+            Dialect::Postgres => {
+                options
+                    .max_connections(postgres_connections.max(1))
+                    .connect(url)
+                    .await
+            }
         }
         .map_err(StoreError::Connect)?;
 

@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// The service's own database, e.g. postgres://user:pass@host/tickets (not needed by web).
     #[arg(long, env = "STUBS_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Connections this process keeps to its database at most. Every replica has its own pool:
+    /// PostgreSQL's max_connections must cover replicas times this.
+    #[arg(long, env = "STUBS_DATABASE_MAX_CONNECTIONS", default_value_t = common::store::Store::DEFAULT_POSTGRES_CONNECTIONS)]
+    pub database_max_connections: u32,
     /// Where `web` reaches the public API, e.g. http://ingress (web only).
     #[arg(long, env = "STUBS_API_URL")]
     pub api_url: Option<String>,
@@ -93,6 +97,18 @@ pub struct SharedArgs {
     /// Sign-in and sign-up attempts allowed per client address per minute; 0 turns it off.
     #[arg(long, env = "STUBS_AUTH_ATTEMPTS_PER_MINUTE", default_value_t = 30)]
     pub auth_attempts_per_minute: u32,
+    /// Count sign-in attempts by the client address the ingress appends to X-Forwarded-For
+    /// rather than by the peer. Turn on only behind an ingress that sets the header.
+    #[arg(long, env = "STUBS_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+    /// How long an event may stay unacknowledged (its consumer crashed, say) before the bus
+    /// delivers it again. Longer than any handler takes.
+    #[arg(long, env = "STUBS_EVENT_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub event_ack_wait: Duration,
+    /// Abort the process after the effect of this consumer's event and before its ack (for
+    /// testing redelivery).
+    #[arg(long, env = "STUBS_CRASH_BEFORE_ACK", hide = true)]
+    pub crash_before_ack: Option<String>,
     /// How long a buyer has to pay before the ticket is released again.
     #[arg(long, env = "STUBS_ORDER_EXPIRATION", default_value = "15m", value_parser = parse_duration)]
     pub order_expiration: Duration,
@@ -116,12 +132,25 @@ pub struct SharedArgs {
     /// Log lines as text or JSON.
     #[arg(long, env = "STUBS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// OpenTelemetry collector to send traces to over OTLP/HTTP, e.g. http://otel-collector:4318.
+    /// Without one, no span leaves the process.
+    #[arg(long, env = "STUBS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl SharedArgs {
     pub fn auth_settings(&self) -> auth::Settings {
         auth::Settings {
             attempts_per_minute: NonZeroU32::new(self.auth_attempts_per_minute),
+            trust_forwarded_for: self.trust_forwarded_for,
+        }
+    }
+
+    pub fn listener_settings(&self) -> common::listener::ListenerSettings {
+        common::listener::ListenerSettings {
+            ack_wait: self.event_ack_wait,
+            crash_before_ack: self.crash_before_ack.clone(),
+            ..Default::default()
         }
     }
 

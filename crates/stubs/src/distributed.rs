@@ -39,15 +39,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let store = Store::connect(&database_url, service.migrations())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the {} database at {} (--database-url, STUBS_DATABASE_URL)",
-                service.name(),
-                redact(&database_url)
-            )
-        })?;
+    let store = Store::connect_with(
+        &database_url,
+        service.migrations(),
+        args.database_max_connections,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot open the {} database at {} (--database-url, STUBS_DATABASE_URL)",
+            service.name(),
+            redact(&database_url)
+        )
+    })?;
     let shared = Shared {
         sessions: Sessions::new(
             &secret,

@@ -90,14 +90,16 @@ pub fn start(
             .bus
             .clone()
             .with_context(|| format!("the {} service needs the bus", service.name()))?;
-        Ok(ServiceContext::new(
+        let mut context = ServiceContext::new(
             service.name(),
             store.clone(),
             bus,
             shared.sessions.clone(),
             shared.shutdown.clone(),
             shared.tasks.clone(),
-        ))
+        );
+        context.listeners = args.listener_settings();
+        Ok(context)
     };
     Ok(match service {
         Service::Auth => auth::start(

@@ -279,6 +279,7 @@ impl TestBus {
                 id: envelope.id.to_string(),
                 event_type: E::TYPE,
                 payload: envelope.encode().unwrap().into(),
+                headers: Default::default(),
             })
             .await
             .unwrap();
@@ -325,6 +326,7 @@ pub fn quick_listeners() -> ListenerSettings {
         retry_delay: Duration::from_millis(50),
         max_retry_delay: Duration::from_millis(200),
         workers: 2,
+        crash_before_ack: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The auth service: it owns users (e-mail and argon2id password hash) and issues the session
 //! token every other service verifies on its own. It publishes no events.
 
+mod client_address;
 mod domain;
 mod password;
 mod routes;
@@ -39,12 +40,16 @@ pub struct Settings {
     /// Sign-in and sign-up attempts allowed per client address per minute; `None` turns the
     /// limit off.
     pub attempts_per_minute: Option<NonZeroU32>,
+    /// Count attempts by the address the ingress puts last in X-Forwarded-For, not by the peer
+    /// (which, behind an ingress, is always the ingress).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             attempts_per_minute: NonZeroU32::new(30),
+            trust_forwarded_for: false,
         }
     }
 }

@@ -17,6 +17,7 @@ use tower_governor::governor::GovernorConfigBuilder;
 use uuid::Uuid;
 
 use crate::Settings;
+use crate::client_address::ClientAddress;
 use crate::domain::RawCredentials;
 use crate::password::Hasher;
 use crate::store::{self, Inserted};
@@ -44,6 +45,9 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         let config = GovernorConfigBuilder::default()
             .period(period)
             .burst_size(per_minute.get())
+            .key_extractor(ClientAddress {
+                trust_forwarded_for: settings.trust_forwarded_for,
+            })
             .finish();
         if let Some(config) = config {
             guarded = guarded.layer(GovernorLayer::new(config));

@@ -18,6 +18,7 @@ async fn spawn_app(backend: Backend) -> TestApp {
         backend,
         auth::Settings {
             attempts_per_minute: None,
+            trust_forwarded_for: false,
         },
     )
     .await
@@ -251,6 +252,7 @@ async fn too_many_attempts_from_one_address_get_429(backend: Backend) {
         backend,
         auth::Settings {
             attempts_per_minute: NonZeroU32::new(3),
+            trust_forwarded_for: false,
         },
     )
     .await;
@@ -274,6 +276,42 @@ async fn too_many_attempts_from_one_address_get_429(backend: Backend) {
     statuses[3].assert_error_shape();
     // The limit guards credential guessing only; reading the session is not limited.
     assert_eq!(client.get("/api/users/currentuser").await.status, 200);
+}
+
+async fn behind_an_ingress_each_client_address_has_its_own_limit(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        auth::Settings {
+            attempts_per_minute: NonZeroU32::new(2),
+            trust_forwarded_for: true,
+        },
+    )
+    .await;
+    let client = app.server.client();
+    let url = app.server.url("/api/users/signin");
+    // What the ingress forwards: whatever the client claimed, then the address it saw.
+    let attempt = |forwarded_for: String| {
+        client.send(
+            client
+                .http
+                .post(&url)
+                .header("x-forwarded-for", forwarded_for)
+                .json(&json!({"email": "ada@example.com", "password": "wrong horse"})),
+        )
+    };
+
+    let mut first = Vec::new();
+    for claimed in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        // A made-up leading address does not buy a fresh budget.
+        first.push(attempt(format!("{claimed}, 203.0.113.7")).await.status);
+    }
+    let second = attempt("203.0.113.8".to_owned()).await.status;
+
+    assert_eq!(first, [400, 400, 429]);
+    assert_eq!(
+        second, 400,
+        "another client behind the same ingress is not limited"
+    );
 }
 
 async fn malformed_requests_get_the_error_shape(backend: Backend) {
@@ -336,6 +374,7 @@ each_database!(
     signing_out_clears_the_session,
     the_current_user_comes_from_a_valid_cookie_or_bearer_token_only,
     too_many_attempts_from_one_address_get_429,
+    behind_an_ingress_each_client_address_has_its_own_limit,
     malformed_requests_get_the_error_shape,
     a_database_that_is_down_gives_503_not_success,
 );

@@ -1,5 +1,6 @@
 //! The whole purchase flow end to end, through the real binary: embedded (`stubs up`) and
-//! distributed (every service its own `stubs serve` process on PostgreSQL and JetStream).
+//! distributed (the local cluster: every service its own `stubs serve` process, two replicas of
+//! tickets, orders and payments, on PostgreSQL and JetStream, behind nginx).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -138,7 +139,7 @@ async fn a_paid_order_completes_and_stays_complete(market: Marketplace) {
         .delete(&format!("/api/orders/{}", order["id"].as_str().unwrap()))
         .await;
     assert_eq!(status, 400);
-    assert!(market.stop(), "a process did not stop cleanly");
+    assert!(market.stop().await, "a process did not stop cleanly");
 }
 
 async fn an_unpaid_order_expires_and_the_ticket_sells_again(market: Marketplace) {

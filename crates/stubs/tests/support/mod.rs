@@ -1,12 +1,17 @@
-//! Running the real `stubs` binary for end-to-end tests: `stubs up` in one process, or every
-//! service as `stubs serve` in a process of its own on PostgreSQL and JetStream, with the test
-//! client routing by path as the ingress does.
+//! Running the real `stubs` binary for end-to-end tests: `stubs up` in one process, or the local
+//! cluster, every service as `stubs serve` in processes of its own on PostgreSQL and JetStream
+//! behind nginx.
 #![allow(dead_code)]
 
+pub mod invariants;
+pub mod traffic;
+
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use cluster::Cluster;
 use serde_json::Value;
 use testkit::{Backend, BusKind, TestBus, TestDatabase};
 
@@ -60,11 +65,14 @@ impl Drop for Process {
 
 /// The marketplace under test, however it is run.
 pub struct Marketplace {
-    processes: Vec<(String, Process)>,
+    // Fields drop in order: the processes go first, then their databases, stream and folders.
+    cluster: Option<Cluster>,
+    embedded: Option<Process>,
+    /// A marketplace someone else runs.
+    elsewhere: Option<String>,
+    _bus: Option<TestBus>,
     _databases: Vec<TestDatabase>,
     _data: Option<tempfile::TempDir>,
-    /// The JetStream stream the processes share, deleted after them.
-    _bus: Option<TestBus>,
 }
 
 impl Marketplace {
@@ -95,75 +103,83 @@ impl Marketplace {
             &[],
         );
         Self {
-            processes: vec![("/".into(), process)],
+            cluster: None,
+            elsewhere: None,
+            embedded: Some(process),
+            _bus: None,
             _databases: Vec::new(),
             _data: data,
-            _bus: None,
         }
     }
 
-    /// Every service as its own `stubs serve` process, each on a fresh PostgreSQL database,
+    /// The local cluster: every service as its own `stubs serve` process (two replicas of
+    /// tickets, orders and payments) behind nginx, each service on a fresh PostgreSQL database,
     /// sharing a JetStream stream of the test's own.
     pub async fn distributed(order_expiration: &str) -> Self {
         let nats_url = std::env::var("STUBS_TEST_NATS_URL").unwrap();
         let bus = TestBus::create(BusKind::Nats).await;
-        let prefix = bus.nats_prefix.clone().unwrap();
-        let mut processes = Vec::new();
         let mut databases = Vec::new();
-        for (service, path) in [
-            ("auth", "/api/users"),
-            ("tickets", "/api/tickets"),
-            ("orders", "/api/orders"),
-            ("expiration", "/expiration"),
-            ("payments", "/api/payments"),
-        ] {
-            let database = TestDatabase::create(Backend::Postgres).await;
-            let process = Process::start(
-                &[
-                    "serve",
-                    service,
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--cookie-secure",
-                    "false",
-                    "--auth-attempts-per-minute",
-                    "0",
-                    "--order-expiration",
-                    order_expiration,
-                    "--nats-prefix",
-                    &prefix,
-                ],
-                &[
-                    ("STUBS_DATABASE_URL", database.url.clone()),
-                    ("STUBS_NATS_URL", nats_url.clone()),
-                    ("STUBS_JWT_SECRET", SECRET.to_owned()),
-                ],
-            );
-            processes.push((path.to_owned(), process));
-            databases.push(database);
+        let mut database_urls = BTreeMap::new();
+        for (service, _) in cluster::SERVICES {
+            if cluster::has_database(service) {
+                let database = TestDatabase::create(Backend::Postgres).await;
+                database_urls.insert(service.to_owned(), database.url.clone());
+                databases.push(database);
+            }
         }
+        let data = tempfile::tempdir().unwrap();
+        let running = Cluster::start(cluster::Settings {
+            stubs: env!("CARGO_BIN_EXE_stubs").into(),
+            nginx: nginx(),
+            dir: data.path().to_owned(),
+            port: 0,
+            database_urls,
+            nats_url,
+            nats_prefix: bus.nats_prefix.clone().unwrap(),
+            jwt_secret: SECRET.to_owned(),
+            replicas: BTreeMap::new(),
+            env: vec![
+                ("STUBS_AUTH_ATTEMPTS_PER_MINUTE".into(), "0".into()),
+                ("STUBS_ORDER_EXPIRATION".into(), order_expiration.into()),
+                ("RUST_LOG".into(), "warn".into()),
+            ],
+        })
+        .await
+        .unwrap();
         Self {
-            processes,
-            _databases: databases,
-            _data: None,
+            cluster: Some(running),
+            elsewhere: None,
+            embedded: None,
             _bus: Some(bus),
+            _databases: databases,
+            _data: Some(data),
         }
     }
 
-    /// The address serving a path, as the ingress would route it.
-    pub fn url(&self, path: &str) -> String {
-        let base = self
-            .processes
-            .iter()
-            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
-            .map(|(_, process)| process.base.as_str())
-            .unwrap_or_else(|| panic!("no service serves {path}"));
-        format!("{base}{path}")
+    /// Users of a marketplace running at `base`, started by the test itself.
+    pub fn on(base: &str) -> Self {
+        Self {
+            cluster: None,
+            embedded: None,
+            elsewhere: Some(base.to_owned()),
+            _bus: None,
+            _databases: Vec::new(),
+            _data: None,
+        }
     }
 
-    /// Every process's base address (for health checks).
-    pub fn bases(&self) -> Vec<String> {
-        self.processes.iter().map(|(_, p)| p.base.clone()).collect()
+    /// Where the marketplace answers: the process itself, or the cluster's ingress.
+    pub fn base(&self) -> String {
+        match (&self.cluster, &self.embedded, &self.elsewhere) {
+            (Some(cluster), _, _) => cluster.base_url(),
+            (None, Some(process), _) => process.base.clone(),
+            (None, None, Some(base)) => base.clone(),
+            (None, None, None) => unreachable!("a marketplace runs somewhere"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
     }
 
     pub fn user(&self) -> User<'_> {
@@ -177,20 +193,27 @@ impl Marketplace {
     }
 
     /// Stops every process with SIGTERM; true when all exited cleanly.
-    pub fn stop(mut self) -> bool {
+    pub async fn stop(mut self) -> bool {
         let mut clean = true;
-        for (_, process) in self.processes.drain(..) {
+        if let Some(process) = self.embedded.take() {
             clean &= process.stop();
+        }
+        if let Some(cluster) = self.cluster.take() {
+            for (instance, status) in cluster.stop().await.unwrap() {
+                if !status.success() {
+                    eprintln!("{instance} exited with {status}");
+                    clean = false;
+                }
+            }
         }
         clean
     }
 }
 
-impl Drop for Marketplace {
-    fn drop(&mut self) {
-        // The processes go first, then (as fields drop) their databases and stream.
-        self.processes.clear();
-    }
+/// Debian's nginx, the ingress of the local cluster.
+pub fn nginx() -> std::path::PathBuf {
+    cluster::servers::find_program("nginx")
+        .expect("the distributed tests need nginx: apt-get install nginx-light")
 }
 
 /// One person using the marketplace, with their own session.

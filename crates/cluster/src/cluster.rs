@@ -1,0 +1,560 @@
+//! Starting, killing, restarting and stopping the processes of a local cluster.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sqlx::Connection;
+
+use crate::nginx::{self, Route};
+use crate::process::{log_tail, signal};
+use crate::{SERVICES, has_database};
+
+/// How to run a cluster.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `stubs` binary.
+    pub stubs: PathBuf,
+    /// The `nginx` binary.
+    pub nginx: PathBuf,
+    /// Where logs, the nginx configuration and the state file go.
+    pub dir: PathBuf,
+    /// The ingress port; 0 picks a free one.
+    pub port: u16,
+    /// Each service's database (every service but web).
+    pub database_urls: BTreeMap<String, String>,
+    pub nats_url: String,
+    pub nats_prefix: String,
+    pub jwt_secret: String,
+    /// Replicas per service; a service not named runs [`Settings::default_replicas`].
+    pub replicas: BTreeMap<String, usize>,
+    /// Further `STUBS_*` settings for every process (order expiration, rate limits, ...).
+    pub env: Vec<(String, String)>,
+}
+
+impl Settings {
+    /// Two replicas of the services that take the purchase traffic, one of the others.
+    pub fn default_replicas(service: &str) -> usize {
+        match service {
+            "tickets" | "orders" | "payments" => 2,
+            _ => 1,
+        }
+    }
+
+    pub fn replicas_of(&self, service: &str) -> usize {
+        self.replicas
+            .get(service)
+            .copied()
+            .unwrap_or_else(|| Self::default_replicas(service))
+    }
+}
+
+/// One process of the cluster: a service and which of its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InstanceId {
+    pub service: &'static str,
+    pub replica: usize,
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.service, self.replica)
+    }
+}
+
+struct Instance {
+    id: InstanceId,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// What `stop` needs to find a cluster that `start` left running, kept as JSON in its folder.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct State {
+    pub base_url: String,
+    /// Each service's database URL.
+    pub databases: BTreeMap<String, String>,
+    pub processes: Vec<ProcessState>,
+    pub nginx_pid: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProcessState {
+    pub name: String,
+    pub pid: u32,
+    pub port: u16,
+}
+
+impl State {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("cluster.json")
+    }
+}
+
+/// A running cluster. Dropping it kills whatever is still running; [`Cluster::stop`] stops it
+/// gracefully and [`Cluster::detach`] leaves it running.
+pub struct Cluster {
+    settings: Settings,
+    instances: Vec<Instance>,
+    nginx: Option<Child>,
+    port: u16,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    /// Starts every replica of every service, waits until each is ready, then starts nginx.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(settings.dir.join("logs"))
+            .with_context(|| format!("cannot create {}", settings.dir.display()))?;
+        let port = match settings.port {
+            0 => free_port()?,
+            port => port,
+        };
+        let mut instances = Vec::new();
+        for (service, _) in SERVICES {
+            for replica in 0..settings.replicas_of(service) {
+                instances.push(Instance {
+                    id: InstanceId { service, replica },
+                    port: free_port()?,
+                    child: None,
+                });
+            }
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .context("cannot build an HTTP client")?;
+        let mut cluster = Self {
+            settings,
+            instances,
+            nginx: None,
+            port,
+            http,
+        };
+        for index in 0..cluster.instances.len() {
+            cluster.spawn(index)?;
+        }
+        for index in 0..cluster.instances.len() {
+            cluster.wait_ready(index).await?;
+        }
+        cluster.start_nginx().await?;
+        Ok(cluster)
+    }
+
+    /// Where the ingress listens, e.g. `http://127.0.0.1:8080`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every process of the cluster.
+    pub fn instances(&self) -> Vec<InstanceId> {
+        self.instances.iter().map(|instance| instance.id).collect()
+    }
+
+    /// The process id of a running instance.
+    pub fn pid(&self, id: InstanceId) -> Option<u32> {
+        self.find(id)
+            .ok()
+            .and_then(|index| self.instances[index].child.as_ref())
+            .map(Child::id)
+    }
+
+    /// The address of one instance itself, bypassing the ingress (for `/metrics`).
+    pub fn instance_url(&self, id: InstanceId) -> Option<String> {
+        let index = self.find(id).ok()?;
+        Some(format!("http://127.0.0.1:{}", self.instances[index].port))
+    }
+
+    /// Kills an instance with SIGKILL, as a crash or an evicted pod would end it.
+    pub fn kill(&mut self, id: InstanceId) -> anyhow::Result<()> {
+        let index = self.find(id)?;
+        if let Some(mut child) = self.instances[index].child.take() {
+            child.kill().with_context(|| format!("cannot kill {id}"))?;
+            child.wait().with_context(|| format!("cannot reap {id}"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped instance again on its port, with extra environment for this run only,
+    /// and waits until it is ready.
+    pub async fn restart_with(
+        &mut self,
+        id: InstanceId,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let index = self.find(id)?;
+        self.kill(id)?;
+        self.spawn_with(index, env)?;
+        self.wait_ready(index).await
+    }
+
+    pub async fn restart(&mut self, id: InstanceId) -> anyhow::Result<()> {
+        self.restart_with(id, &[]).await
+    }
+
+    /// Whether the instance's process has exited, and how (without waiting).
+    pub fn exited(&mut self, id: InstanceId) -> anyhow::Result<Option<ExitStatus>> {
+        let index = self.find(id)?;
+        match self.instances[index].child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => bail!("{id} is not running"),
+        }
+    }
+
+    /// Stops every process with SIGTERM, as an orchestrator does, and returns how each exited.
+    pub async fn stop(mut self) -> anyhow::Result<Vec<(InstanceId, ExitStatus)>> {
+        let mut statuses = Vec::new();
+        for instance in &self.instances {
+            if let Some(child) = &instance.child {
+                signal(child.id(), "TERM")?;
+            }
+        }
+        for instance in &mut self.instances {
+            if let Some(child) = instance.child.take() {
+                let status = wait_with_timeout(child, Duration::from_secs(30))
+                    .await
+                    .with_context(|| format!("{} did not stop within 30 s", instance.id))?;
+                statuses.push((instance.id, status));
+            }
+        }
+        if let Some(nginx) = self.nginx.take() {
+            signal(nginx.id(), "QUIT")?;
+            wait_with_timeout(nginx, Duration::from_secs(10))
+                .await
+                .context("nginx did not stop")?;
+        }
+        Ok(statuses)
+    }
+
+    /// Leaves every process running and returns what `stop` needs to find them, also written
+    /// to the cluster's folder.
+    pub fn detach(mut self) -> anyhow::Result<State> {
+        let state = State {
+            base_url: self.base_url(),
+            databases: self.settings.database_urls.clone(),
+            processes: self
+                .instances
+                .iter_mut()
+                .filter_map(|instance| {
+                    let child = instance.child.take()?;
+                    Some(ProcessState {
+                        name: instance.id.to_string(),
+                        pid: child.id(),
+                        port: instance.port,
+                    })
+                })
+                .collect(),
+            nginx_pid: self.nginx.take().map(|nginx| nginx.id()).unwrap_or(0),
+        };
+        let path = State::path(&self.settings.dir);
+        let json = serde_json::to_string_pretty(&state)?;
+        std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(state)
+    }
+
+    fn find(&self, id: InstanceId) -> anyhow::Result<usize> {
+        self.instances
+            .iter()
+            .position(|instance| instance.id == id)
+            .with_context(|| format!("no instance {id} in this cluster"))
+    }
+
+    fn log_path(&self, id: InstanceId) -> PathBuf {
+        self.settings.dir.join("logs").join(format!("{id}.log"))
+    }
+
+    fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+        self.spawn_with(index, &[])
+    }
+
+    fn spawn_with(&mut self, index: usize, extra_env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let Instance { id, port, .. } = self.instances[index];
+        let log = append(&self.log_path(id))?;
+        let settings = &self.settings;
+        let mut command = Command::new(&settings.stubs);
+        command
+            .args(["serve", id.service])
+            .env("STUBS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("STUBS_JWT_SECRET", &settings.jwt_secret)
+            .env("STUBS_NATS_URL", &settings.nats_url)
+            .env("STUBS_NATS_PREFIX", &settings.nats_prefix)
+            .env("STUBS_API_URL", self.base_url())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // A terminal's Ctrl-C reaches the foreground group: the cluster must outlive `start`.
+            .process_group(0);
+        // Plain HTTP on the loopback interface: a Secure cookie would never come back.
+        if std::env::var_os("STUBS_COOKIE_SECURE").is_none() {
+            command.env("STUBS_COOKIE_SECURE", "false");
+        }
+        // Eight processes with a database share one server: keep them within PostgreSQL's
+        // default of 100 connections.
+        if std::env::var_os("STUBS_DATABASE_MAX_CONNECTIONS").is_none() {
+            command.env("STUBS_DATABASE_MAX_CONNECTIONS", "8");
+        }
+        if has_database(id.service) {
+            let url = settings
+                .database_urls
+                .get(id.service)
+                .with_context(|| format!("no database for {}", id.service))?;
+            command.env("STUBS_DATABASE_URL", url);
+        }
+        for (name, value) in &settings.env {
+            command.env(name, value);
+        }
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", settings.stubs.display()))?;
+        self.instances[index].child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self, index: usize) -> anyhow::Result<()> {
+        let id = self.instances[index].id;
+        let url = format!("http://127.0.0.1:{}/readyz", self.instances[index].port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            let exited = match self.instances[index].child.as_mut() {
+                Some(child) => child.try_wait()?,
+                None => bail!("{id} is not running"),
+            };
+            if let Some(status) = exited {
+                bail!(
+                    "{id} exited ({status}) before it was ready:\n{}",
+                    log_tail(&self.log_path(id), 20)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{id} was not ready within 60 s:\n{}",
+                    log_tail(&self.log_path(id), 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn start_nginx(&mut self) -> anyhow::Result<()> {
+        let dir = &self.settings.dir;
+        std::fs::create_dir_all(dir.join("nginx-tmp"))?;
+        let routes: Vec<Route<'_>> = SERVICES
+            .iter()
+            .filter_map(|(service, prefix)| {
+                Some(Route {
+                    service,
+                    prefix: (*prefix)?,
+                    ports: self
+                        .instances
+                        .iter()
+                        .filter(|instance| instance.id.service == *service)
+                        .map(|instance| instance.port)
+                        .collect(),
+                })
+            })
+            .filter(|route| !route.ports.is_empty())
+            .collect();
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(
+            &conf_path,
+            nginx::config(dir, self.port, &routes, running_as_root()),
+        )?;
+        let log = append(&dir.join("logs").join("nginx.log"))?;
+        let child = Command::new(&self.settings.nginx)
+            .args(["-p"])
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-e", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.settings.nginx.display()))?;
+        self.nginx = Some(child);
+        let url = format!("{}/healthz", self.base_url());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Some(nginx) = self.nginx.as_mut()
+                && let Some(status) = nginx.try_wait()?
+            {
+                bail!(
+                    "nginx exited ({status}):\n{}",
+                    log_tail(&dir.join("logs").join("nginx.log"), 20)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("nginx did not answer on {url} within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for instance in &mut self.instances {
+            if let Some(mut child) = instance.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if let Some(mut nginx) = self.nginx.take() {
+            let _ = nginx.kill();
+            let _ = nginx.wait();
+        }
+    }
+}
+
+/// Creates (if missing) a database per service named `<prefix>_<service>` on the server behind
+/// `admin_url`, and returns each service's URL.
+pub async fn create_databases(
+    admin_url: &str,
+    prefix: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    check_name(prefix)?;
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {admin_url}"))?;
+    let mut urls = BTreeMap::new();
+    for (service, _) in SERVICES.iter().filter(|(s, _)| has_database(s)) {
+        let name = format!("{prefix}_{service}");
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&name)
+                .fetch_optional(&mut admin)
+                .await?;
+        if exists.is_none() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut admin)
+                .await
+                .with_context(|| format!("cannot create database {name}"))?;
+        }
+        urls.insert((*service).to_owned(), with_database(admin_url, &name)?);
+    }
+    Ok(urls)
+}
+
+/// Drops one database, given its URL.
+pub async fn drop_database(url: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("not a database URL: {url}"))?;
+    let name = parsed.path().trim_start_matches('/');
+    check_name(name)?;
+    let mut admin = sqlx::PgConnection::connect(&with_database(url, "postgres")?)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL for {name}"))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    Ok(())
+}
+
+/// The same server URL with another database name.
+pub fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let mut parsed =
+        reqwest::Url::parse(url).with_context(|| format!("not a database URL: {url}"))?;
+    parsed.set_path(&format!("/{database}"));
+    Ok(parsed.to_string())
+}
+
+/// Names end up unquoted in SQL and as a NATS stream name: keep them plain.
+pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
+    let plain = !name.is_empty()
+        && name.len() <= 40
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !plain {
+        bail!("the cluster name must be lower-case letters, digits and _, got {name:?}");
+    }
+    Ok(())
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("no free port on 127.0.0.1")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn append(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// `/proc/self` belongs to the user the process runs as.
+pub(crate) fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+async fn wait_with_timeout(mut child: Child, timeout: Duration) -> anyhow::Result<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("still running after {timeout:?}; killed");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_keeps_everything_but_the_name() {
+        assert_eq!(
+            with_database(
+                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+                "c_orders"
+            )
+            .unwrap(),
+            "postgres://postgres@127.0.0.1:5432/c_orders?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn cluster_names_are_plain() {
+        assert!(check_name("stubs").is_ok());
+        assert!(check_name("c_1a").is_ok());
+        for bad in ["", "Stubs", "1a", "a-b", "a;drop", &"a".repeat(41)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_purchase_path_runs_two_replicas() {
+        assert_eq!(Settings::default_replicas("orders"), 2);
+        assert_eq!(Settings::default_replicas("auth"), 1);
+    }
+}

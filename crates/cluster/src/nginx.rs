@@ -1,0 +1,106 @@
+//! nginx as the ingress: the configuration routing each path prefix to its service's replicas.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One upstream: a service's name, the prefix routed to it and its replicas' ports.
+pub struct Route<'a> {
+    pub service: &'a str,
+    pub prefix: &'a str,
+    pub ports: Vec<u16>,
+}
+
+/// The whole configuration for an nginx run in the foreground with everything under `dir`.
+pub fn config(dir: &Path, listen_port: u16, routes: &[Route<'_>], as_root: bool) -> String {
+    let dir = dir.display();
+    let mut conf = String::new();
+    // As root, nginx would hand requests to `nobody`, who cannot enter a private temporary folder.
+    if as_root {
+        conf.push_str("user root;\n");
+    }
+    let _ = write!(
+        conf,
+        "worker_processes auto;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/nginx-tmp/body;
+    proxy_temp_path {dir}/nginx-tmp/proxy;
+    fastcgi_temp_path {dir}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {dir}/nginx-tmp/uwsgi;
+    scgi_temp_path {dir}/nginx-tmp/scgi;
+    client_max_body_size 1m;
+    proxy_http_version 1.1;
+    proxy_set_header Connection \"\";
+    proxy_set_header Host $host;
+    proxy_set_header X-Real-IP $remote_addr;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Request-Id $request_id;
+    proxy_connect_timeout 2s;
+    proxy_read_timeout 30s;
+    # A replica that refuses connections is skipped for a moment; a request already sent is
+    # never sent again to another replica unless it is idempotent (nginx's default).
+    proxy_next_upstream error timeout;
+"
+    );
+    for route in routes {
+        let _ = writeln!(conf, "    upstream {} {{", route.service);
+        for port in &route.ports {
+            let _ = writeln!(
+                conf,
+                "        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;"
+            );
+        }
+        let _ = writeln!(conf, "        keepalive 32;\n    }}");
+    }
+    let _ = writeln!(
+        conf,
+        "    server {{\n        listen 127.0.0.1:{listen_port};"
+    );
+    for route in routes {
+        let _ = writeln!(
+            conf,
+            "        location {} {{ proxy_pass http://{}; }}",
+            route.prefix, route.service
+        );
+    }
+    conf.push_str("    }\n}\n");
+    conf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_each_prefix_to_every_replica_of_its_service() {
+        let conf = config(
+            Path::new("/tmp/c"),
+            8080,
+            &[
+                Route {
+                    service: "tickets",
+                    prefix: "/api/tickets",
+                    ports: vec![9001, 9002],
+                },
+                Route {
+                    service: "web",
+                    prefix: "/",
+                    ports: vec![9003],
+                },
+            ],
+            false,
+        );
+        assert!(conf.contains("listen 127.0.0.1:8080;"));
+        assert!(conf.contains(
+            "upstream tickets {\n        server 127.0.0.1:9001 max_fails=1 fail_timeout=2s;\n        server 127.0.0.1:9002"
+        ));
+        assert!(conf.contains("location /api/tickets { proxy_pass http://tickets; }"));
+        assert!(conf.contains("location / { proxy_pass http://web; }"));
+        assert!(!conf.contains("user root"));
+    }
+}

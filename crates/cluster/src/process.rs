@@ -1,0 +1,37 @@
+//! Processes by id: signals through `kill(1)` and liveness from `/proc`, so that `stop` can end
+//! processes an earlier `start` left running.
+
+use anyhow::{Context, bail};
+use std::process::{Command, Stdio};
+
+/// Sends a signal by name (`TERM`, `KILL`, `INT`, `STOP`, `CONT`) to a process.
+pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run kill")?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed: no such process?");
+    }
+    Ok(())
+}
+
+/// Whether a process runs (a zombie, exited but not yet reaped, does not count).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The last lines of a log file, to say why something did not start.
+pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,284 @@
+//! The marketplace's HTTP API as the load generator uses it. One connection pool for the whole
+//! run, a timeout on every request, and every answer (or failure to get one) turned into a
+//! [`Call`] that is counted, never a panic.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, SET_COOKIE};
+use reqwest::{Client, RequestBuilder};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Password of every account the load generator creates (within argon2's 8 to 128 characters).
+pub const PASSWORD: &str = "load-generator-password";
+
+/// A signed-in user: the session JWT is sent as a bearer token, not as a cookie, because the
+/// distributed services mark the cookie Secure and the load generator speaks plain HTTP.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub email: String,
+    pub token: String,
+}
+
+/// Why no HTTP answer came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Timeout,
+    Connect,
+    Other,
+}
+
+impl Failure {
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::Connect => "connect",
+            Failure::Other => "io",
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+    /// The JWT from a `session` cookie the answer set, if any.
+    pub session: Option<String>,
+}
+
+impl Answer {
+    /// The body as `T`, or `None` if it is not that JSON.
+    pub fn json<T: for<'de> Deserialize<'de>>(&self) -> Option<T> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The first error message of an error answer (`{"errors":[{"message":…}]}`).
+    pub fn error_message(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Errors {
+            errors: Vec<Message>,
+        }
+        #[derive(Deserialize)]
+        struct Message {
+            message: String,
+        }
+        let errors: Errors = self.json()?;
+        errors.errors.into_iter().next().map(|m| m.message)
+    }
+}
+
+/// One request: when it went, when it ended, and what came of it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub started: Instant,
+    pub finished: Instant,
+    pub outcome: Result<Answer, Failure>,
+}
+
+impl Call {
+    pub fn status(&self) -> Option<u16> {
+        self.outcome.as_ref().ok().map(|answer| answer.status)
+    }
+
+    /// The answer if it has this status.
+    pub fn answer_with(&self, status: u16) -> Option<&Answer> {
+        self.outcome.as_ref().ok().filter(|a| a.status == status)
+    }
+
+    /// The label its status is counted under: the code, or the kind of failure.
+    pub fn label(&self) -> String {
+        match &self.outcome {
+            Ok(answer) => answer.status.to_string(),
+            Err(failure) => failure.label().to_owned(),
+        }
+    }
+}
+
+/// A ticket as the API shows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketView {
+    pub id: String,
+    pub order_id: Option<String>,
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView {
+    pub id: String,
+    pub status: String,
+    pub expires_at: String,
+    pub ticket: OrderTicket,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderTicket {
+    pub id: String,
+}
+
+/// The marketplace's API at one base URL.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(base: &str, request_timeout: Duration, concurrency: usize) -> anyhow::Result<Self> {
+        let http = Client::builder()
+            .timeout(request_timeout)
+            .connect_timeout(request_timeout)
+            .pool_max_idle_per_host(concurrency.max(1) * 2)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn signed_in(&self, request: RequestBuilder, session: &Session) -> RequestBuilder {
+        request.header(AUTHORIZATION, format!("Bearer {}", session.token))
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn send(&self, request: RequestBuilder) -> Call {
+        let started = Instant::now();
+        let outcome = read_answer(request).await;
+        Call {
+            started,
+            finished: Instant::now(),
+            outcome,
+        }
+    }
+
+    pub async fn sign_up(&self, email: &str) -> Call {
+        let body = json!({"email": email, "password": PASSWORD});
+        self.send(self.http.post(self.url("/api/users/signup")).json(&body))
+            .await
+    }
+
+    pub async fn sign_in(&self, email: &str) -> Call {
+        let body = json!({"email": email, "password": PASSWORD});
+        self.send(self.http.post(self.url("/api/users/signin")).json(&body))
+            .await
+    }
+
+    /// `GET /api/users/currentuser`, which answers 200 to anyone: is the marketplace there?
+    pub async fn current_user(&self) -> Call {
+        self.send(self.http.get(self.url("/api/users/currentuser")))
+            .await
+    }
+
+    pub async fn create_ticket(&self, seller: &Session, title: &str, price: f64) -> Call {
+        let body = json!({"title": title, "price": price});
+        let request = self.http.post(self.url("/api/tickets")).json(&body);
+        self.send(self.signed_in(request, seller)).await
+    }
+
+    pub async fn list_tickets(&self) -> Call {
+        self.send(self.http.get(self.url("/api/tickets"))).await
+    }
+
+    pub async fn show_ticket(&self, id: &str) -> Call {
+        self.send(self.http.get(self.url(&format!("/api/tickets/{id}"))))
+            .await
+    }
+
+    pub async fn create_order(&self, buyer: &Session, ticket_id: &str) -> Call {
+        let body = json!({"ticketId": ticket_id});
+        let request = self.http.post(self.url("/api/orders")).json(&body);
+        self.send(self.signed_in(request, buyer)).await
+    }
+
+    pub async fn show_order(&self, buyer: &Session, id: &str) -> Call {
+        let request = self.http.get(self.url(&format!("/api/orders/{id}")));
+        self.send(self.signed_in(request, buyer)).await
+    }
+
+    pub async fn list_orders(&self, buyer: &Session) -> Call {
+        let request = self.http.get(self.url("/api/orders"));
+        self.send(self.signed_in(request, buyer)).await
+    }
+
+    /// Pays with Stripe's test token, which the sandbox (no Stripe key) accepts.
+    pub async fn pay(&self, buyer: &Session, order_id: &str) -> Call {
+        let body = json!({"token": "tok_visa", "orderId": order_id});
+        let request = self.http.post(self.url("/api/payments")).json(&body);
+        self.send(self.signed_in(request, buyer)).await
+    }
+
+    /// A Prometheus text page at a full URL.
+    pub async fn scrape(&self, url: &str) -> Call {
+        self.send(self.http.get(url)).await
+    }
+}
+
+async fn read_answer(request: RequestBuilder) -> Result<Answer, Failure> {
+    let response = request.send().await.map_err(classify)?;
+    let status = response.status().as_u16();
+    let session = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(session_from_cookie);
+    let body = response.bytes().await.map_err(classify)?;
+    Ok(Answer {
+        status,
+        body,
+        session,
+    })
+}
+
+fn classify(err: reqwest::Error) -> Failure {
+    if err.is_timeout() {
+        Failure::Timeout
+    } else if err.is_connect() {
+        Failure::Connect
+    } else {
+        Failure::Other
+    }
+}
+
+/// The JWT of a `Set-Cookie: session=…; …` header; `None` for other cookies or a cleared one.
+fn session_from_cookie(header: &str) -> Option<String> {
+    let pair = header.split(';').next()?.trim();
+    let token = pair.strip_prefix("session=")?;
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_token_is_read_from_its_cookie_and_no_other() {
+        assert_eq!(
+            session_from_cookie("session=abc.def.ghi; Path=/; HttpOnly; Secure; SameSite=Lax"),
+            Some("abc.def.ghi".to_owned())
+        );
+        assert_eq!(session_from_cookie("session=; Max-Age=0"), None);
+        assert_eq!(session_from_cookie("other=1; Path=/"), None);
+    }
+
+    #[test]
+    fn an_error_answer_gives_its_first_message() {
+        let answer = Answer {
+            status: 400,
+            body: Bytes::from_static(br#"{"errors":[{"message":"Ticket is already reserved"}]}"#),
+            session: None,
+        };
+        assert_eq!(
+            answer.error_message().as_deref(),
+            Some("Ticket is already reserved")
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! What a run does, from the command line.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::{Serialize, Serializer};
+
+/// One load-generator run against a running marketplace.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Load generator for a running Stubs marketplace; checks the marketplace's invariants \
+             from its API afterwards and exits non-zero if any fails"
+)]
+pub struct Settings {
+    /// Base URL of the marketplace (the process in embedded mode, the ingress in distributed mode).
+    #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:3000")]
+    pub url: String,
+    /// Prometheus endpoint(s) of the expiration service, e.g. http://127.0.0.1:3000/metrics;
+    /// repeat for several replicas. Adds the server's own expiry lateness to the hold-expiry
+    /// figures.
+    #[arg(
+        long = "metrics-url",
+        env = "LOADGEN_METRICS_URL",
+        value_delimiter = ','
+    )]
+    pub metrics_urls: Vec<String>,
+    /// Scenarios to run, repeatable; they always run in the order browse, flash-sale, auth,
+    /// hold-expiry.
+    #[arg(long = "scenario", value_enum, default_value = "all")]
+    pub scenarios: Vec<ScenarioChoice>,
+    /// Buyers signed up before the scenarios (the flash-sale crowd; they also place the holds).
+    #[arg(long, default_value_t = 2000)]
+    pub buyers: usize,
+    /// Sellers signed up before the scenarios.
+    #[arg(long, default_value_t = 10)]
+    pub sellers: usize,
+    /// Tickets listed for the flash sale (and browsed).
+    #[arg(long, default_value_t = 200)]
+    pub tickets: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Requests per second of the browse, flash-sale and auth scenarios, spaced evenly;
+    /// without it they go as fast as the marketplace answers (holds have `--hold-rate`).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Flash sales run one after the other, each over `--tickets` fresh tickets with every
+    /// buyer racing again: a longer measurement without signing up more buyers.
+    #[arg(long, default_value_t = 1)]
+    pub sale_rounds: usize,
+    /// Share of the flash-sale winners who pay for their ticket.
+    #[arg(long, default_value_t = 0.5)]
+    pub pay_share: f64,
+    /// Flash-sale orders whose propagation to the tickets service is timed.
+    #[arg(long, default_value_t = 40)]
+    pub lag_samples: usize,
+    /// How long the browse and the auth scenarios each run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    /// Holds placed by the hold-expiry scenario, each on a fresh ticket.
+    #[arg(long, default_value_t = 1000)]
+    pub holds: usize,
+    /// Holds placed per second; without it, as fast as the marketplace takes them, so that they
+    /// fall due within as short a span as it allows.
+    #[arg(long)]
+    pub hold_rate: Option<f64>,
+    /// Holds whose cancellation is watched closely to time its lateness.
+    #[arg(long, default_value_t = 200)]
+    pub hold_sample: usize,
+    /// Timeout of every request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "seconds")]
+    pub request_timeout: Duration,
+    /// How long the invariant check waits for events to settle before it gives its verdict.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[serde(serialize_with = "seconds")]
+    pub settle_timeout: Duration,
+    /// How long after the last hold falls due every hold must be seen cancelled.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[serde(serialize_with = "seconds")]
+    pub expiry_timeout: Duration,
+    /// Longest a flash sale may run before it is called off.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    #[serde(serialize_with = "seconds")]
+    pub sale_timeout: Duration,
+    /// Threads of the load generator's own runtime.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Print the report as one JSON document on stdout (the table then goes to stderr).
+    #[arg(long)]
+    #[serde(skip)]
+    pub json: bool,
+}
+
+/// A scenario named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScenarioChoice {
+    All,
+    Browse,
+    FlashSale,
+    Auth,
+    HoldExpiry,
+}
+
+/// The scenarios a run executes, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    Browse,
+    FlashSale,
+    Auth,
+    HoldExpiry,
+}
+
+impl Settings {
+    /// The selected scenarios in running order: browse first, while the sale's tickets are
+    /// still for sale; hold expiry last, after the sale's unpaid orders had time to lapse.
+    pub fn planned(&self) -> Vec<Scenario> {
+        let all = self.scenarios.contains(&ScenarioChoice::All);
+        [
+            (ScenarioChoice::Browse, Scenario::Browse),
+            (ScenarioChoice::FlashSale, Scenario::FlashSale),
+            (ScenarioChoice::Auth, Scenario::Auth),
+            (ScenarioChoice::HoldExpiry, Scenario::HoldExpiry),
+        ]
+        .into_iter()
+        .filter(|(choice, _)| all || self.scenarios.contains(choice))
+        .map(|(_, scenario)| scenario)
+        .collect()
+    }
+
+    /// Settings that cannot work together, said in one line.
+    pub fn validate(&self) -> Result<(), String> {
+        let planned = self.planned();
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if self
+            .rate
+            .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
+        {
+            return Err("--rate must be a positive number".into());
+        }
+        if !(0.0..=1.0).contains(&self.pay_share) {
+            return Err("--pay-share must be between 0 and 1".into());
+        }
+        let needs_cast = planned.iter().any(|s| *s != Scenario::Auth);
+        if needs_cast && (self.buyers == 0 || self.sellers == 0) {
+            return Err("--buyers and --sellers must be at least 1".into());
+        }
+        if planned.contains(&Scenario::FlashSale) && self.buyers <= self.tickets {
+            return Err("the flash sale needs more --buyers than --tickets".into());
+        }
+        if planned.contains(&Scenario::Browse) && self.tickets == 0 {
+            return Err("browsing needs at least one ticket (--tickets)".into());
+        }
+        Ok(())
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|err| format!("{err} (try 10s or 2m)"))
+}
+
+fn seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_run_in_a_fixed_order_whatever_order_they_are_named_in() {
+        let settings = Settings::parse_from([
+            "loadgen",
+            "--scenario",
+            "hold-expiry",
+            "--scenario",
+            "flash-sale",
+        ]);
+        assert_eq!(
+            settings.planned(),
+            [Scenario::FlashSale, Scenario::HoldExpiry]
+        );
+        let all = Settings::parse_from(["loadgen"]);
+        assert_eq!(all.planned().len(), 4);
+    }
+
+    #[test]
+    fn a_flash_sale_with_fewer_buyers_than_tickets_is_refused() {
+        let settings = Settings::parse_from([
+            "loadgen",
+            "--scenario",
+            "flash-sale",
+            "--buyers",
+            "10",
+            "--tickets",
+            "10",
+        ]);
+        assert!(settings.validate().is_err());
+    }
+}

@@ -1,0 +1,73 @@
+//! The load generator against the real `stubs up`: a small flash sale and a few holds, with the
+//! marketplace's invariants checked from its API afterwards. A double sale fails this test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use clap::Parser;
+use loadgen::Settings;
+use support::Marketplace;
+
+const TICKETS: usize = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_sale_sells_every_ticket_exactly_once_and_every_hold_lapses() {
+    let marketplace = Marketplace::embedded("5s");
+    let base = marketplace.base();
+    let metrics = format!("{base}/metrics");
+    let settings = Settings::parse_from([
+        "loadgen",
+        "--url",
+        &base,
+        "--metrics-url",
+        &metrics,
+        "--scenario",
+        "flash-sale",
+        "--scenario",
+        "hold-expiry",
+        "--buyers",
+        "40",
+        "--sellers",
+        "2",
+        "--tickets",
+        &TICKETS.to_string(),
+        "--concurrency",
+        "16",
+        "--holds",
+        "12",
+        "--hold-sample",
+        "6",
+        "--expiry-timeout",
+        "60s",
+    ]);
+
+    let report = loadgen::run(settings).await.expect("the run takes place");
+
+    let failed: Vec<_> = report.invariants.iter().filter(|v| !v.passed).collect();
+    assert!(failed.is_empty(), "invariants failed: {failed:#?}");
+    assert!(report.passed);
+
+    let sale = report.scenario("flash_sale").expect("the sale ran");
+    let figure = |key: &str| sale.figure(key).unwrap_or_else(|| panic!("no {key}"));
+    assert_eq!(figure("tickets_seen_taken"), TICKETS as f64);
+    assert_eq!(figure("reserved_201"), TICKETS as f64, "{sale:#?}");
+    assert!(figure("reserve_attempts") >= TICKETS as f64);
+    let reserve = sale.operation("POST /api/orders").unwrap();
+    assert_eq!(reserve.statuses.get("201"), Some(&(TICKETS as u64)));
+
+    // Every 201 is a sale: one more than the tickets would be a ticket sold twice.
+    let wins = report
+        .invariants
+        .iter()
+        .find(|v| v.name == loadgen::invariants::NO_OVERLAPPING_SALES)
+        .unwrap();
+    assert_eq!(wins.checked, TICKETS);
+
+    let holds = report.scenario("hold_expiry").expect("the holds ran");
+    assert_eq!(holds.figure("holds"), Some(12.0));
+    assert_eq!(holds.figure("holds_cancelled"), Some(12.0));
+    let server = holds.server_lateness.as_ref().expect("lateness scraped");
+    assert!(server.count >= 12.0, "{server:?}");
+
+    assert!(marketplace.stop().await);
+}

@@ -211,9 +211,12 @@ impl Cluster {
     /// Stops every process with SIGTERM, as an orchestrator does, and returns how each exited.
     pub async fn stop(mut self) -> anyhow::Result<Vec<(InstanceId, ExitStatus)>> {
         let mut statuses = Vec::new();
-        for instance in &self.instances {
-            if let Some(child) = &instance.child {
-                signal(child.id(), "TERM")?;
+        for instance in &mut self.instances {
+            if let Some(child) = &mut instance.child
+                && child.try_wait()?.is_none()
+            {
+                // It may exit between the look and the signal; its status tells either way.
+                let _ = signal(child.id(), "TERM");
             }
         }
         for instance in &mut self.instances {

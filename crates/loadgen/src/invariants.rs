@@ -178,21 +178,24 @@ fn reserved_tickets_match_live_orders(observed: &Observations) -> InvariantResul
 }
 
 fn paid_orders_are_complete(observed: &Observations) -> InvariantResult {
+    let violations = not_in_status(observed, &observed.paid_orders, "complete", "paid order");
+    InvariantResult::new(PAID_ARE_COMPLETE, observed.paid_orders.len(), violations)
+}
+
+/// Each of `ids` whose order is not in `wanted` status, in words.
+fn not_in_status(observed: &Observations, ids: &[String], wanted: &str, what: &str) -> Vec<String> {
     let statuses: HashMap<&str, &str> = observed
         .orders
         .iter()
         .map(|o| (&*o.id, &*o.status))
         .collect();
-    let violations = observed
-        .paid_orders
-        .iter()
+    ids.iter()
         .filter_map(|id| match statuses.get(id.as_str()) {
-            Some(&"complete") => None,
-            Some(status) => Some(format!("paid order {id} is {status}")),
-            None => Some(format!("paid order {id} is not among its buyer's orders")),
+            Some(status) if *status == wanted => None,
+            Some(status) => Some(format!("{what} {id} is {status}")),
+            None => Some(format!("{what} {id} is not among its buyer's orders")),
         })
-        .collect();
-    InvariantResult::new(PAID_ARE_COMPLETE, observed.paid_orders.len(), violations)
+        .collect()
 }
 
 /// Two 201s for one ticket are a double sale unless the first order's window had passed
@@ -220,20 +223,7 @@ fn no_overlapping_sales(observed: &Observations) -> InvariantResult {
 }
 
 fn holds_lapsed(observed: &Observations) -> InvariantResult {
-    let statuses: HashMap<&str, &str> = observed
-        .orders
-        .iter()
-        .map(|o| (&*o.id, &*o.status))
-        .collect();
-    let violations = observed
-        .holds
-        .iter()
-        .filter_map(|id| match statuses.get(id.as_str()) {
-            Some(&"cancelled") => None,
-            Some(status) => Some(format!("hold {id} is still {status}")),
-            None => Some(format!("hold {id} is not among its buyer's orders")),
-        })
-        .collect();
+    let violations = not_in_status(observed, &observed.holds, "cancelled", "hold");
     InvariantResult::new(HOLDS_LAPSED, observed.holds.len(), violations)
 }
 

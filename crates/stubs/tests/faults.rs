@@ -16,7 +16,7 @@ use cluster::servers::{OwnNats, OwnPostgres};
 use cluster::{Cluster, InstanceId};
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use support::invariants::{assert_settled, violations};
+use support::invariants::{assert_settled, refunded_races, violations};
 use support::traffic::{Tally, Traffic};
 use tokio::time::sleep;
 
@@ -125,6 +125,10 @@ impl Rig {
         let tally = traffic.stop().await;
         eprintln!("{tally}");
         assert_settled(&self.databases, &tally.paid_orders, Duration::from_secs(60)).await;
+        eprintln!(
+            "{} paid orders lost the race with their expiry and were refunded",
+            refunded_races(&self.databases, &tally.paid_orders).await
+        );
         let cluster = self.cluster.take().expect("the cluster is running");
         for (instance, status) in cluster.stop().await.unwrap() {
             assert!(
@@ -189,14 +193,17 @@ async fn assert_the_check_notices_a_released_paid_ticket(
     paid: &[String],
 ) {
     let tickets = sqlx::PgPool::connect(&databases["tickets"]).await.unwrap();
-    let released = sqlx::query("UPDATE tickets SET order_id = NULL WHERE order_id = $1")
-        .bind(&paid[0])
-        .execute(&tickets)
-        .await
-        .unwrap();
-    assert_eq!(released.rows_affected(), 1);
+    let released: String = sqlx::query_scalar(
+        "UPDATE tickets SET order_id = NULL \
+         WHERE id = (SELECT id FROM tickets WHERE order_id = ANY($1) LIMIT 1) \
+         RETURNING id",
+    )
+    .bind(paid)
+    .fetch_one(&tickets)
+    .await
+    .unwrap();
     let found = violations(databases, paid).await;
-    assert!(found.iter().any(|v| v.contains(&paid[0])), "{found:?}");
+    assert!(found.iter().any(|v| v.contains(&released)), "{found:?}");
 }
 
 testkit::distributed_test! {

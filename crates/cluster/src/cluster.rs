@@ -227,8 +227,10 @@ impl Cluster {
                 statuses.push((instance.id, status));
             }
         }
+        // The services are gone, so there is nothing left to drain: a graceful quit would only
+        // wait for clients' idle keep-alive connections.
         if let Some(nginx) = self.nginx.take() {
-            signal(nginx.id(), "QUIT")?;
+            signal(nginx.id(), "TERM")?;
             wait_with_timeout(nginx, Duration::from_secs(10))
                 .await
                 .context("nginx did not stop")?;

@@ -146,8 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// SIGTERM to every service and a graceful quit to nginx; SIGKILL to whatever is still there
-/// 30 seconds later.
+/// SIGTERM to every service and to nginx; SIGKILL to whatever is still there 30 seconds later.
 async fn stop(state: &State) {
     let mut pids: Vec<(String, u32)> = state
         .processes
@@ -157,8 +156,9 @@ async fn stop(state: &State) {
     for (_, pid) in &pids {
         let _ = signal(*pid, "TERM");
     }
+    // Stopped with the services, nginx has nothing left to drain.
     if state.nginx_pid != 0 {
-        let _ = signal(state.nginx_pid, "QUIT");
+        let _ = signal(state.nginx_pid, "TERM");
         pids.push(("nginx".into(), state.nginx_pid));
     }
     for _ in 0..300 {

@@ -113,20 +113,26 @@ impl Cluster {
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(settings.dir.join("logs"))
             .with_context(|| format!("cannot create {}", settings.dir.display()))?;
+        let ids: Vec<InstanceId> = SERVICES
+            .iter()
+            .flat_map(|(service, _)| {
+                (0..settings.replicas_of(service)).map(|replica| InstanceId { service, replica })
+            })
+            .collect();
+        let mut ports = free_ports(ids.len() + 1)?;
         let port = match settings.port {
-            0 => free_port()?,
+            0 => ports.pop().context("no port for the ingress")?,
             port => port,
         };
-        let mut instances = Vec::new();
-        for (service, _) in SERVICES {
-            for replica in 0..settings.replicas_of(service) {
-                instances.push(Instance {
-                    id: InstanceId { service, replica },
-                    port: free_port()?,
-                    child: None,
-                });
-            }
-        }
+        let instances = ids
+            .into_iter()
+            .zip(ports)
+            .map(|(id, port)| Instance {
+                id,
+                port,
+                child: None,
+            })
+            .collect();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -497,6 +503,17 @@ pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
         bail!("the cluster name must be lower-case letters, digits and _, got {name:?}");
     }
     Ok(())
+}
+
+/// `count` different free ports: all are held open together, so none is handed out twice.
+fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").context("no free port on 127.0.0.1"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
 }
 
 pub(crate) fn free_port() -> anyhow::Result<u16> {

@@ -24,6 +24,10 @@ use tokio::time::sleep;
 const WINDOW: &str = "2s";
 const BUYERS: usize = 12;
 
+/// One rig at a time: a test that kills and restarts processes frees their ports for moments,
+/// and another rig starting then could take one and receive the first rig's traffic.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A cluster on servers of its own.
 struct Rig {
     /// Taken when the cluster stops; the servers stay up for a last look.
@@ -32,6 +36,7 @@ struct Rig {
     nats: OwnNats,
     postgres: OwnPostgres,
     _dirs: Vec<tempfile::TempDir>,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Rig {
@@ -40,6 +45,7 @@ impl Rig {
     }
 
     async fn with_window(window: &str) -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
         // PostgreSQL runs as its own user when the tests run as root: its folder stands alone.
         let postgres_dir = tempfile::Builder::new()
             .prefix("stubs-pg-")
@@ -79,6 +85,7 @@ impl Rig {
             nats,
             postgres,
             _dirs: vec![postgres_dir, nats_dir, cluster_dir],
+            _turn: turn,
         }
     }
 

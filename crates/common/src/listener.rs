@@ -170,7 +170,10 @@ async fn handle_delivery<E: EventData, H: Handler<E>>(
     };
     match apply(ctx, config, handler, envelope).await {
         Ok(()) => {
-            if ctx.listeners.crash_before_ack.as_deref() == Some(config.durable_name().as_str()) {
+            // Only a process started with the fault point pays for building the name.
+            if let Some(consumer) = &ctx.listeners.crash_before_ack
+                && *consumer == config.durable_name()
+            {
                 tracing::error!("crashing after the effect and before the ack, as configured");
                 std::process::abort();
             }

@@ -221,10 +221,14 @@ pub async fn violations(databases: &BTreeMap<String, String>, paid: &[String]) -
     }
 
     // Nothing left to publish, and no expiry job forgotten.
-    for service in ["tickets", "orders", "payments", "expiration"] {
-        let db = pool(databases, service).await;
+    for (service, db) in [
+        ("tickets", &tickets_db),
+        ("orders", &orders_db),
+        ("payments", &payments_db),
+        ("expiration", &expiration_db),
+    ] {
         let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-            .fetch_one(&db)
+            .fetch_one(db)
             .await
             .unwrap();
         if backlog > 0 {

@@ -83,7 +83,7 @@ impl NatsBus {
             .await
             .map_err(BusError::nats)?;
         let context = jetstream::new(client);
-        context
+        let created = context
             .get_or_create_stream(stream::Config {
                 name: prefix.to_owned(),
                 subjects: vec![format!("{prefix}.>")],
@@ -91,8 +91,15 @@ impl NatsBus {
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             })
-            .await
-            .map_err(BusError::nats)?;
+            .await;
+        if let Err(err) = created {
+            // Replicas starting together on a fresh server race to create the stream; the
+            // losers are told the subjects overlap. The stream is there all the same.
+            context
+                .get_stream(prefix)
+                .await
+                .map_err(|_| BusError::nats(err))?;
+        }
         Ok(Self {
             context,
             prefix: prefix.to_owned(),

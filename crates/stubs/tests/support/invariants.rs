@@ -19,10 +19,32 @@ pub async fn assert_settled(
     paid: &[String],
     within: Duration,
 ) {
+    assert_settled_but(databases, paid, within, false).await
+}
+
+/// Marks a kept charge whose payment never left `pending`: the card was charged, then the
+/// database went away before the payment was settled, and nothing takes up such a payment
+/// unless its buyer pays again. A known defect, not yet fixed: see [`assert_settled_but`].
+pub const STUCK_PENDING: &str = " (its payment is stuck pending)";
+
+/// [`assert_settled`], except that with `tolerate_stuck_pending` the known defect of a charge
+/// stuck behind a pending payment is printed instead of failing; every other violation fails.
+pub async fn assert_settled_but(
+    databases: &BTreeMap<String, String>,
+    paid: &[String],
+    within: Duration,
+    tolerate_stuck_pending: bool,
+) {
     let deadline = Instant::now() + within;
     loop {
-        let violations = violations(databases, paid).await;
+        let (stuck, violations): (Vec<String>, Vec<String>) = violations(databases, paid)
+            .await
+            .into_iter()
+            .partition(|violation| tolerate_stuck_pending && violation.ends_with(STUCK_PENDING));
         if violations.is_empty() {
+            for known in &stuck {
+                eprintln!("known defect: {known}");
+            }
             return;
         }
         if Instant::now() > deadline {
@@ -203,14 +225,26 @@ pub async fn violations(databases: &BTreeMap<String, String>, paid: &[String]) -
             .fetch_all(&payments_db)
             .await
             .unwrap();
+    let pending: HashSet<String> =
+        sqlx::query_scalar("SELECT order_id FROM payments WHERE status = 'pending'")
+            .fetch_all(&payments_db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
     let mut charged = HashSet::new();
     for id in &kept_charges {
         if !charged.insert(id.as_str()) {
             found.push(format!("order {id} was charged more than once"));
         }
         if !complete.contains(id.as_str()) {
+            let stuck = if pending.contains(id) {
+                STUCK_PENDING
+            } else {
+                ""
+            };
             found.push(format!(
-                "a charge for order {id} is kept but the order is not complete"
+                "a charge for order {id} is kept but the order is not complete{stuck}"
             ));
         }
     }

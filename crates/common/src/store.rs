@@ -218,6 +218,47 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// The parameters of a statement built at run time, such as an `IN` list or the rows of a
+/// multi-row insert, written in the order they are bound: `$1, $2, …` on PostgreSQL and plain `?`
+/// on SQLite. SQLite looks a numbered parameter up by name in a list as long as the statement's,
+/// so a statement of a few hundred numbered parameters spent longer binding than running; plain
+/// ones are found at once. Every parameter of such a statement must come from here.
+///
+/// Run these statements with `.persistent(false)`: their text varies with the count, and each
+/// would otherwise take a place in the connection's statement cache.
+#[derive(Debug)]
+pub struct Params {
+    dialect: Dialect,
+    taken: usize,
+}
+
+impl Params {
+    pub fn new(dialect: Dialect) -> Self {
+        Self { dialect, taken: 0 }
+    }
+
+    /// The next `count` parameters, comma-separated.
+    pub fn take(&mut self, count: usize) -> String {
+        let first = self.taken + 1;
+        self.taken += count;
+        match self.dialect {
+            Dialect::Sqlite => vec!["?"; count].join(", "),
+            Dialect::Postgres => (first..first + count)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// `rows` rows of `width` parameters each: `(…), (…)`.
+    pub fn rows(&mut self, rows: usize, width: usize) -> String {
+        (0..rows)
+            .map(|_| format!("({})", self.take(width)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Now, as the unix milliseconds that the store keeps times in.
 pub fn now_millis() -> i64 {
     millis(time::OffsetDateTime::now_utc())
@@ -257,6 +298,17 @@ mod tests {
             "postgres://app:***@db:5432/tickets"
         );
         assert_eq!(redact("sqlite:///data/x.sqlite"), "sqlite:///data/x.sqlite");
+    }
+
+    #[test]
+    fn parameters_are_numbered_in_order_on_postgres_and_plain_on_sqlite() {
+        let mut postgres = Params::new(Dialect::Postgres);
+        assert_eq!(postgres.take(1), "$1");
+        assert_eq!(postgres.rows(2, 2), "($2, $3), ($4, $5)");
+        let mut sqlite = Params::new(Dialect::Sqlite);
+        assert_eq!(sqlite.take(1), "?");
+        assert_eq!(sqlite.rows(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(sqlite.take(0), "");
     }
 
     #[test]

@@ -35,11 +35,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => kept_secret(&args.data_dir)?,
     };
     let sqlite = |name: &str| format!("sqlite://{}", args.data_dir.join(name).display());
-    let bus: Arc<dyn Bus> = Arc::new(
-        EmbeddedBus::open(&sqlite("bus.sqlite"))
-            .await
-            .context("cannot open the bus log")?,
-    );
+    let log = EmbeddedBus::open(&sqlite("bus.sqlite"))
+        .await
+        .context("cannot open the bus log")?;
+    let bus: Arc<dyn Bus> = Arc::new(log.clone());
     let shared = Shared {
         sessions: Sessions::new(
             &secret,
@@ -50,6 +49,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
     };
+
+    shared
+        .tasks
+        .spawn(log.run_compaction(shared.shutdown.clone()));
 
     let mut routes = axum::Router::new();
     let mut stores = Vec::new();

@@ -5,6 +5,18 @@
 //! has handed out but not had acked; a pending row whose `due_at` has passed is handed out again.
 //! The delivery count in the pending row doubles as the delivery's token, so an ack from a
 //! delivery that already timed out and went to someone else changes nothing.
+//!
+//! Everything one SQLite writer does is paid per transaction far more than per row, so the bus
+//! works in batches: one transaction claims up to K messages for a consumer (its pending rows are
+//! written by one statement), one statement acknowledges a whole batch, and one transaction
+//! stores a relay's batch of publishes. A hold placed and lapsed, nine deliveries and five
+//! publishes, costs a handful of writes rather than the two dozen that one claim and one ack per
+//! delivery took.
+//!
+//! The log is compacted: a message every consumer of its type has acknowledged leaves it once
+//! it is older than [`DEDUPLICATION_WINDOW`], during which a second publish of its id is still
+//! recognised as a copy. Dead letters keep their own copy of the payload until an operator clears
+//! them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,12 +26,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::Row;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::{
-    Acker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Headers, Message, Subscription,
+    Acker, Batch, BatchAcker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Headers,
+    Message, Subscription,
 };
 use crate::events::EventType;
-use crate::store::{Migration, Migrations, Store, now_millis};
+use crate::store::{Dialect, Migration, Migrations, Params, Store, now_millis};
 
 const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
@@ -40,11 +54,34 @@ const MIGRATIONS: Migrations = Migrations {
 /// The longest a waiting consumer sleeps before looking again, as a guard against a missed wake.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
+/// How long a message stays in the log after every consumer acknowledged it: a publish of the
+/// same id within this window is dropped as a copy, as JetStream's duplicate window does.
+pub const DEDUPLICATION_WINDOW: Duration = Duration::from_secs(120);
+
+/// How often the log is compacted.
+const COMPACTION_PERIOD: Duration = Duration::from_secs(30);
+
+/// Messages deleted per compaction statement, so that the writer is never held for long.
+const COMPACTION_CHUNK: i64 = 5_000;
+
+/// Rows named per statement when a batch is acknowledged or published; well under SQLite's limit
+/// on bound parameters.
+const ROWS_PER_STATEMENT: usize = 400;
+
 #[derive(Clone)]
 pub struct EmbeddedBus {
     store: Store,
     /// One wake-up per event type, so a publish wakes only the consumers of its type.
     wake: Arc<HashMap<EventType, Notify>>,
+}
+
+/// What the log holds, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSize {
+    pub messages: i64,
+    pub dead_letters: i64,
+    /// The file's size as SQLite sees it (pages in use and free).
+    pub bytes: i64,
 }
 
 impl EmbeddedBus {
@@ -71,23 +108,128 @@ impl EmbeddedBus {
     pub async fn close(&self) {
         self.store.close().await;
     }
+
+    /// Deletes from the log every message that each consumer of its type has acknowledged (or
+    /// dead-lettered) and that was published before `published_before` (unix milliseconds).
+    /// Returns how many left. A type no consumer reads yet keeps all its messages, so a group
+    /// created late still finds them.
+    pub async fn compact(&self, published_before: i64) -> Result<u64, BusError> {
+        // Per type, the highest sequence number below which no consumer holds anything: neither
+        // unread (past its cursor) nor pending (handed out and not acknowledged).
+        let settled = sqlx::query(
+            "SELECT subject, MIN(MIN(cursor, COALESCE( \
+                 (SELECT MIN(p.seq) - 1 FROM pending p WHERE p.consumer = c.name), cursor))) \
+                 AS settled \
+             FROM consumers c GROUP BY subject",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut removed = 0;
+        for row in settled {
+            let subject: String = row.try_get("subject")?;
+            let settled: i64 = row.try_get("settled")?;
+            loop {
+                let deleted = sqlx::query(
+                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages \
+                     WHERE subject = $1 AND seq <= $2 AND published_at < $3 \
+                     ORDER BY seq LIMIT $4)",
+                )
+                .bind(&subject)
+                .bind(settled)
+                .bind(published_before)
+                .bind(COMPACTION_CHUNK)
+                .execute(self.store.pool())
+                .await?
+                .rows_affected();
+                removed += deleted;
+                if deleted < COMPACTION_CHUNK as u64 {
+                    break;
+                }
+                // Let the services' writes in between chunks.
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// How many messages and dead letters the log holds, and its file's size.
+    pub async fn size(&self) -> Result<LogSize, BusError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM messages) AS messages, \
+             (SELECT COUNT(*) FROM dead_letters) AS dead_letters, \
+             (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()) \
+             AS bytes",
+        )
+        .fetch_one(self.store.pool())
+        .await?;
+        Ok(LogSize {
+            messages: row.try_get("messages")?,
+            dead_letters: row.try_get("dead_letters")?,
+            bytes: row.try_get("bytes")?,
+        })
+    }
+
+    /// Compacts the log every [`COMPACTION_PERIOD`] until shut down, and publishes its size in
+    /// the metrics.
+    pub async fn run_compaction(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(COMPACTION_PERIOD) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let window = i64::try_from(DEDUPLICATION_WINDOW.as_millis()).unwrap_or(i64::MAX);
+            match self.compact(now_millis().saturating_sub(window)).await {
+                Ok(removed) => {
+                    metrics::counter!("stubs_bus_compacted_total").increment(removed);
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot compact the bus log"),
+            }
+            match self.size().await {
+                Ok(size) => {
+                    metrics::gauge!("stubs_bus_log_messages").set(size.messages as f64);
+                    metrics::gauge!("stubs_bus_dead_letters").set(size.dead_letters as f64);
+                    metrics::gauge!("stubs_bus_log_bytes").set(size.bytes as f64);
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot read the bus log's size"),
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl Bus for EmbeddedBus {
     async fn publish(&self, message: &Message) -> Result<(), BusError> {
-        sqlx::query(
-            "INSERT INTO messages (id, subject, payload, published_at, headers) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&message.id)
-        .bind(message.event_type.as_str())
-        .bind(message.payload.to_vec())
-        .bind(now_millis())
-        .bind(message.headers.to_json())
-        .execute(self.store.pool())
-        .await?;
-        self.wake(message.event_type);
+        self.publish_batch(std::slice::from_ref(message)).await
+    }
+
+    async fn publish_batch(&self, messages: &[Message]) -> Result<(), BusError> {
+        let now = now_millis();
+        let mut tx = self.store.begin().await?;
+        for chunk in messages.chunks(ROWS_PER_STATEMENT / 5) {
+            let sql = format!(
+                "INSERT INTO messages (id, subject, payload, published_at, headers) VALUES {} \
+                 ON CONFLICT (id) DO NOTHING",
+                Params::new(Dialect::Sqlite).rows(chunk.len(), 5)
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for message in chunk {
+                insert = insert
+                    .bind(message.id.clone())
+                    .bind(message.event_type.as_str())
+                    .bind(message.payload.to_vec())
+                    .bind(now)
+                    .bind(message.headers.to_json());
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        let mut woken = Vec::new();
+        for message in messages {
+            if !woken.contains(&message.event_type) {
+                woken.push(message.event_type);
+                self.wake(message.event_type);
+            }
+        }
         Ok(())
     }
 
@@ -141,8 +283,29 @@ struct EmbeddedSubscription {
 }
 
 enum Fetched {
-    Delivery(Delivery),
+    Batch(Batch),
     WaitUntil(Option<i64>),
+}
+
+/// A message taken for delivery, with the delivery count that is also its token.
+struct Taken {
+    seq: i64,
+    id: String,
+    payload: Vec<u8>,
+    headers: Option<String>,
+    attempt: i64,
+}
+
+impl Taken {
+    fn from_row(row: &sqlx::any::AnyRow, attempt: i64) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            seq: row.try_get("seq")?,
+            id: row.try_get("id")?,
+            payload: row.try_get("payload")?,
+            headers: row.try_get("headers")?,
+            attempt,
+        })
+    }
 }
 
 impl EmbeddedSubscription {
@@ -164,28 +327,31 @@ impl EmbeddedSubscription {
         Ok((work, next_due))
     }
 
-    async fn fetch(&self) -> Result<Fetched, BusError> {
+    /// Claims up to `max` deliveries in one transaction: first those due again, then new ones.
+    async fn fetch(&self, max: usize) -> Result<Fetched, BusError> {
         let now = now_millis();
         let (work, next_due) = self.probe(now).await?;
         if !work {
             return Ok(Fetched::WaitUntil(next_due));
         }
-        let store = &self.bus.store;
-        let mut tx = store.begin().await?;
+        let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
         let ack_wait = i64::try_from(self.config.ack_wait.as_millis()).unwrap_or(i64::MAX / 4);
+        let due_at = now.saturating_add(ack_wait);
+        let mut tx = self.bus.store.begin().await?;
+        let mut taken = Vec::new();
 
         // First anything due again: unacked past its ack wait, or nak'ed and its delay over.
-        loop {
-            let due = sqlx::query(
-                "SELECT p.seq, p.attempts, m.id, m.payload, m.headers FROM pending p \
-                 JOIN messages m ON m.seq = p.seq \
-                 WHERE p.consumer = $1 AND p.due_at <= $2 ORDER BY p.due_at, p.seq LIMIT 1",
-            )
-            .bind(&self.name)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = due else { break };
+        let due = sqlx::query(
+            "SELECT p.seq, p.attempts, m.id, m.payload, m.headers FROM pending p \
+             JOIN messages m ON m.seq = p.seq \
+             WHERE p.consumer = $1 AND p.due_at <= $2 ORDER BY p.due_at, p.seq LIMIT $3",
+        )
+        .bind(&self.name)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &due {
             let seq: i64 = row.try_get("seq")?;
             let attempts: i64 = row.try_get("attempts")?;
             if attempts >= i64::from(self.config.max_deliver) {
@@ -198,97 +364,117 @@ impl EmbeddedSubscription {
                 .increment(1);
                 continue;
             }
-            sqlx::query(
-                "UPDATE pending SET attempts = attempts + 1, due_at = $3 \
-                 WHERE consumer = $1 AND seq = $2",
-            )
-            .bind(&self.name)
-            .bind(seq)
-            .bind(now + ack_wait)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Fetched::Delivery(self.delivery(
-                seq,
-                row.try_get("id")?,
-                row.try_get("payload")?,
-                row.try_get("headers")?,
-                attempts + 1,
-            )));
+            taken.push(Taken::from_row(row, attempts + 1)?);
+        }
+        if !taken.is_empty() {
+            let mut params = Params::new(Dialect::Sqlite);
+            let sql = format!(
+                "UPDATE pending SET attempts = attempts + 1, due_at = {} \
+                 WHERE consumer = {} AND seq IN ({})",
+                params.take(1),
+                params.take(1),
+                params.take(taken.len())
+            );
+            let mut again = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(due_at)
+                .bind(&self.name);
+            for message in &taken {
+                again = again.bind(message.seq);
+            }
+            again.execute(&mut *tx).await?;
         }
 
-        // Then the next message past the cursor.
-        let next = sqlx::query(
-            "SELECT m.seq, m.id, m.payload, m.headers FROM messages m \
-             WHERE m.subject = $2 AND m.seq > (SELECT cursor FROM consumers WHERE name = $1) \
-             ORDER BY m.seq LIMIT 1",
-        )
-        .bind(&self.name)
-        .bind(self.config.event_type.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = next {
-            let seq: i64 = row.try_get("seq")?;
-            sqlx::query(
-                "INSERT INTO pending (consumer, seq, attempts, due_at) VALUES ($1, $2, 1, $3)",
-            )
-            .bind(&self.name)
-            .bind(seq)
-            .bind(now + ack_wait)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE consumers SET cursor = $2 WHERE name = $1")
-                .bind(&self.name)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(Fetched::Delivery(self.delivery(
-                seq,
-                row.try_get("id")?,
-                row.try_get("payload")?,
-                row.try_get("headers")?,
-                1,
-            )));
-        }
-
-        let next_due: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(due_at) FROM pending WHERE consumer = $1")
+        // Then what is new past the cursor, all of it claimed by one insert.
+        let room = max.saturating_sub(taken.len());
+        if room > 0 {
+            let cursor: i64 = sqlx::query_scalar("SELECT cursor FROM consumers WHERE name = $1")
                 .bind(&self.name)
                 .fetch_one(&mut *tx)
                 .await?;
+            let fresh = sqlx::query(
+                "SELECT seq, id, payload, headers FROM messages \
+                 WHERE subject = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(self.config.event_type.as_str())
+            .bind(cursor)
+            .bind(i64::try_from(room).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await?;
+            if let Some(last) = fresh.last() {
+                let last: i64 = last.try_get("seq")?;
+                // The messages of this type in (cursor, last] are exactly those just read.
+                sqlx::query(
+                    "INSERT INTO pending (consumer, seq, attempts, due_at) \
+                     SELECT $1, seq, 1, $2 FROM messages \
+                     WHERE subject = $3 AND seq > $4 AND seq <= $5",
+                )
+                .bind(&self.name)
+                .bind(due_at)
+                .bind(self.config.event_type.as_str())
+                .bind(cursor)
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE consumers SET cursor = $2 WHERE name = $1")
+                    .bind(&self.name)
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for row in &fresh {
+                taken.push(Taken::from_row(row, 1)?);
+            }
+        }
+
+        if taken.is_empty() {
+            let next_due: Option<i64> =
+                sqlx::query_scalar("SELECT MIN(due_at) FROM pending WHERE consumer = $1")
+                    .bind(&self.name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            return Ok(Fetched::WaitUntil(next_due));
+        }
         tx.commit().await?;
-        Ok(Fetched::WaitUntil(next_due))
+        Ok(Fetched::Batch(self.batch(taken)))
     }
 
-    fn delivery(
-        &self,
-        seq: i64,
-        id: String,
-        payload: Vec<u8>,
-        headers: Option<String>,
-        attempt: i64,
-    ) -> Delivery {
-        Delivery::new(
-            id,
-            self.config.event_type,
-            Bytes::from(payload),
-            u32::try_from(attempt).unwrap_or(u32::MAX),
-            Box::new(EmbeddedAcker {
+    fn batch(&self, taken: Vec<Taken>) -> Batch {
+        let tokens = taken.iter().map(|t| (t.seq, t.attempt)).collect();
+        let deliveries = taken
+            .into_iter()
+            .map(|t| {
+                Delivery::new(
+                    t.id,
+                    self.config.event_type,
+                    Bytes::from(t.payload),
+                    u32::try_from(t.attempt).unwrap_or(u32::MAX),
+                    Box::new(EmbeddedAcker {
+                        bus: self.bus.clone(),
+                        event_type: self.config.event_type,
+                        consumer: self.name.clone(),
+                        seq: t.seq,
+                        token: t.attempt,
+                    }),
+                )
+                .with_headers(Headers::from_json(t.headers.as_deref()))
+            })
+            .collect();
+        Batch::new(
+            deliveries,
+            Box::new(EmbeddedBatchAcker {
                 bus: self.bus.clone(),
-                event_type: self.config.event_type,
                 consumer: self.name.clone(),
-                seq,
-                token: attempt,
+                tokens,
             }),
         )
-        .with_headers(Headers::from_json(headers.as_deref()))
     }
 }
 
 #[async_trait]
 impl Subscription for EmbeddedSubscription {
-    async fn next(&mut self) -> Result<Delivery, BusError> {
+    async fn next_batch(&mut self, max: usize) -> Result<Batch, BusError> {
         loop {
             // Register for a wake-up before looking, so a publish between the look and the wait
             // is not missed.
@@ -300,8 +486,8 @@ impl Subscription for EmbeddedSubscription {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let wait = match self.fetch().await? {
-                Fetched::Delivery(delivery) => return Ok(delivery),
+            let wait = match self.fetch(max).await? {
+                Fetched::Batch(batch) => return Ok(batch),
                 Fetched::WaitUntil(None) => MAX_IDLE,
                 Fetched::WaitUntil(Some(due)) => {
                     let millis = u64::try_from(due - now_millis()).unwrap_or(0);
@@ -340,6 +526,41 @@ async fn move_to_dead_letters(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Acknowledges a batch's deliveries with one statement per few hundred. Each pending row is
+/// matched with its delivery's token, as a single ack is.
+struct EmbeddedBatchAcker {
+    bus: EmbeddedBus,
+    consumer: String,
+    /// (sequence number, token) of each delivery of the batch, by position.
+    tokens: Vec<(i64, i64)>,
+}
+
+#[async_trait]
+impl BatchAcker for EmbeddedBatchAcker {
+    async fn ack(&self, positions: &[usize]) -> Result<(), BusError> {
+        let acked: Vec<(i64, i64)> = positions
+            .iter()
+            .filter_map(|&position| self.tokens.get(position).copied())
+            .collect();
+        for chunk in acked.chunks(ROWS_PER_STATEMENT / 2) {
+            let mut params = Params::new(Dialect::Sqlite);
+            let sql = format!(
+                "DELETE FROM pending WHERE consumer = {} AND (seq, attempts) IN (VALUES {})",
+                params.take(1),
+                params.rows(chunk.len(), 2)
+            );
+            let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(&self.consumer);
+            for (seq, token) in chunk {
+                delete = delete.bind(*seq).bind(*token);
+            }
+            delete.execute(self.bus.store.pool()).await?;
+        }
+        Ok(())
+    }
 }
 
 struct EmbeddedAcker {

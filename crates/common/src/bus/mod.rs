@@ -12,7 +12,11 @@
 //! - after `max_deliver` deliveries without an ack, the message moves to the dead letters instead
 //!   of being delivered again;
 //! - a message's headers (the trace context) are delivered with it, beside the payload, so the
-//!   envelope stays `{id, type, occurredAt, data}`.
+//!   envelope stays `{id, type, occurredAt, data}`;
+//! - a consumer may take up to K deliveries at once ([`Subscription::next_batch`]) and
+//!   acknowledge them together ([`Batch::ack`]): one bus write or one round trip for the whole
+//!   batch. Negative acknowledgements and rejections stay per delivery, so one message that fails
+//!   neither holds up the others nor brings them back.
 
 pub mod embedded;
 pub mod nats;
@@ -221,11 +225,73 @@ impl Delivery {
     }
 }
 
+/// Acknowledges deliveries of one batch together.
+#[async_trait]
+pub trait BatchAcker: Send + Sync {
+    /// Done with the deliveries at these positions of the batch: never deliver them again.
+    /// Returns once the bus has recorded every one of them.
+    async fn ack(&self, positions: &[usize]) -> Result<(), BusError>;
+}
+
+/// Deliveries a consumer took at once, in the order the bus holds them. Each can still be
+/// negatively acknowledged or rejected on its own; acknowledging is done for many at once.
+pub struct Batch {
+    pub deliveries: Vec<Delivery>,
+    acker: Box<dyn BatchAcker>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("deliveries", &self.deliveries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batch {
+    pub fn new(deliveries: Vec<Delivery>, acker: Box<dyn BatchAcker>) -> Self {
+        Self { deliveries, acker }
+    }
+
+    /// The deliveries and what acknowledges them, for a bus that wraps another's batches.
+    pub fn into_parts(self) -> (Vec<Delivery>, Box<dyn BatchAcker>) {
+        (self.deliveries, self.acker)
+    }
+
+    pub fn len(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty()
+    }
+
+    /// Acknowledges the deliveries at these positions together, in one bus write or round trip.
+    pub async fn ack(&self, positions: &[usize]) -> Result<(), BusError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        self.acker.ack(positions).await
+    }
+
+    /// Acknowledges every delivery of the batch together.
+    pub async fn ack_all(&self) -> Result<(), BusError> {
+        let all: Vec<usize> = (0..self.deliveries.len()).collect();
+        self.ack(&all).await
+    }
+}
+
 /// A durable consumer's stream of deliveries.
 #[async_trait]
 pub trait Subscription: Send {
-    /// Waits for the next delivery.
-    async fn next(&mut self) -> Result<Delivery, BusError>;
+    /// Waits until at least one delivery is ready, then takes every ready one up to `max`.
+    async fn next_batch(&mut self, max: usize) -> Result<Batch, BusError>;
+
+    /// Waits for the next delivery, to be acknowledged on its own.
+    async fn next(&mut self) -> Result<Delivery, BusError> {
+        let batch = self.next_batch(1).await?;
+        batch.deliveries.into_iter().next().ok_or(BusError::Closed)
+    }
 }
 
 /// The bus. Implementations are cheap to share behind an `Arc`.
@@ -233,6 +299,15 @@ pub trait Subscription: Send {
 pub trait Bus: Send + Sync + 'static {
     /// Publishes and returns once the bus has stored the message durably.
     async fn publish(&self, message: &Message) -> Result<(), BusError>;
+    /// Publishes many messages and returns once the bus has stored every one of them: in one
+    /// write, or with every publish in flight at once. On an error some may have been stored;
+    /// publishing them all again is safe, since the bus drops copies by message id.
+    async fn publish_batch(&self, messages: &[Message]) -> Result<(), BusError> {
+        for message in messages {
+            self.publish(message).await?;
+        }
+        Ok(())
+    }
     /// Joins (creating if needed) a durable consumer group for one type of event.
     async fn subscribe(&self, config: &ConsumerConfig) -> Result<Box<dyn Subscription>, BusError>;
     /// The dead letters of a group, oldest first.

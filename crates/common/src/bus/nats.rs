@@ -8,7 +8,13 @@
 //!
 //! A message's headers (the trace context) travel as NATS headers beside `Nats-Msg-Id`; the
 //! server's own `Nats-*` headers are not handed back as the message's.
+//!
+//! Round trips are what cost here, so they are shared: a batch is whatever the pull stream has
+//! already buffered (it pulls ahead in batches of its own), acknowledged with one plain ack per
+//! message and a single flush; a batch of publishes is sent whole before any of the stream's
+//! acknowledgements is awaited.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -16,10 +22,11 @@ use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::{
-    Acker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Headers, Message, Subscription,
+    Acker, Batch, BatchAcker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Headers,
+    Message, Subscription,
 };
 use crate::events::EventType;
 
@@ -159,18 +166,30 @@ impl NatsBus {
 #[async_trait]
 impl Bus for NatsBus {
     async fn publish(&self, message: &Message) -> Result<(), BusError> {
-        // Headers first: `message_id` adds to them, `headers` would replace them.
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(message.payload.clone())
-            .headers(to_nats_headers(&message.headers))
-            .message_id(&message.id);
-        // The second await waits for the stream's acknowledgement: the message is stored.
-        self.context
-            .send_publish(self.subject(message.event_type), publish)
-            .await
-            .map_err(BusError::nats)?
-            .await
-            .map_err(BusError::nats)?;
+        self.publish_batch(std::slice::from_ref(message)).await
+    }
+
+    async fn publish_batch(&self, messages: &[Message]) -> Result<(), BusError> {
+        // Every publish goes out before any acknowledgement is awaited: one round trip for the
+        // batch rather than one per message.
+        let mut stored = Vec::with_capacity(messages.len());
+        for message in messages {
+            // Headers first: `message_id` adds to them, `headers` would replace them.
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(message.payload.clone())
+                .headers(to_nats_headers(&message.headers))
+                .message_id(&message.id);
+            stored.push(
+                self.context
+                    .send_publish(self.subject(message.event_type), publish)
+                    .await
+                    .map_err(BusError::nats)?,
+            );
+        }
+        // Each acknowledgement says the stream has stored its message; they arrive together.
+        for ack in stored {
+            ack.await.map_err(BusError::nats)?;
+        }
         Ok(())
     }
 
@@ -267,78 +286,134 @@ struct NatsSubscription {
     messages: consumer::pull::Stream,
 }
 
-#[async_trait]
-impl Subscription for NatsSubscription {
-    async fn next(&mut self) -> Result<Delivery, BusError> {
+/// A delivery and the handle that acknowledges it, shared by its own acker and its batch's.
+type Accepted = (Delivery, Arc<jetstream::message::Acker>);
+
+impl NatsSubscription {
+    /// Waits for the next message from the pull stream, reopening the stream if it ended.
+    async fn next_message(&mut self) -> jetstream::Message {
         loop {
-            let message = match self.messages.next().await {
-                Some(Ok(message)) => message,
+            match self.messages.next().await {
+                Some(Ok(message)) => return message,
                 Some(Err(err)) => {
                     // Missed heartbeats or a server restart: the client reconnects by itself;
                     // the pull stream goes on, or we open a new one.
                     tracing::warn!(error = %err, consumer = %self.config.durable_name(), "bus pull interrupted");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
                 }
                 None => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    self.messages = self.consumer.messages().await.map_err(BusError::nats)?;
-                    continue;
+                    match self.consumer.messages().await {
+                        Ok(messages) => self.messages = messages,
+                        Err(err) => {
+                            tracing::warn!(error = %err, consumer = %self.config.durable_name(), "cannot reopen the pull stream");
+                        }
+                    }
                 }
-            };
-            let delivered = message.info().map_err(BusError::nats)?.delivered;
-            let (message, acker) = message.split();
-            let id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(MSG_ID))
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
-            if delivered > i64::from(self.config.max_deliver) {
-                self.bus
-                    .publish_dead(
-                        &self.bus.dead_subject(&self.config),
-                        &id,
-                        message.payload.clone(),
-                        delivered - 1,
-                        "maximum deliveries reached",
-                    )
-                    .await?;
-                acker
-                    .double_ack_with(AckKind::Term)
-                    .await
-                    .map_err(BusError::nats)?;
-                metrics::counter!(
-                    "stubs_bus_dead_letters_total",
-                    "type" => self.config.event_type.as_str()
-                )
-                .increment(1);
-                continue;
             }
-            let headers = from_nats_headers(message.headers.as_ref());
-            return Ok(Delivery::new(
-                id.clone(),
-                self.config.event_type,
-                message.payload.clone(),
-                u32::try_from(delivered).unwrap_or(u32::MAX),
-                Box::new(NatsAcker {
-                    bus: self.bus.clone(),
-                    dead_subject: self.bus.dead_subject(&self.config),
-                    acker,
-                    id,
-                    payload: message.payload,
-                    delivered,
-                }),
-            )
-            .with_headers(headers));
         }
+    }
+
+    /// Turns a message into a delivery, or dead-letters it when it has been delivered more than
+    /// the maximum number of times.
+    async fn accept(&self, message: jetstream::Message) -> Result<Option<Accepted>, BusError> {
+        let delivered = message.info().map_err(BusError::nats)?.delivered;
+        let (message, acker) = message.split();
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(MSG_ID))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        if delivered > i64::from(self.config.max_deliver) {
+            self.bus
+                .publish_dead(
+                    &self.bus.dead_subject(&self.config),
+                    &id,
+                    message.payload.clone(),
+                    delivered - 1,
+                    "maximum deliveries reached",
+                )
+                .await?;
+            acker
+                .double_ack_with(AckKind::Term)
+                .await
+                .map_err(BusError::nats)?;
+            metrics::counter!(
+                "stubs_bus_dead_letters_total",
+                "type" => self.config.event_type.as_str()
+            )
+            .increment(1);
+            return Ok(None);
+        }
+        let acker = Arc::new(acker);
+        let headers = from_nats_headers(message.headers.as_ref());
+        let delivery = Delivery::new(
+            id.clone(),
+            self.config.event_type,
+            message.payload.clone(),
+            u32::try_from(delivered).unwrap_or(u32::MAX),
+            Box::new(NatsAcker {
+                bus: self.bus.clone(),
+                dead_subject: self.bus.dead_subject(&self.config),
+                acker: acker.clone(),
+                id,
+                payload: message.payload,
+                delivered,
+            }),
+        )
+        .with_headers(headers);
+        Ok(Some((delivery, acker)))
+    }
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn next_batch(&mut self, max: usize) -> Result<Batch, BusError> {
+        let mut accepted: Vec<Accepted> = Vec::new();
+        while accepted.is_empty() {
+            let message = self.next_message().await;
+            accepted.extend(self.accept(message).await?);
+            // Then whatever the pull stream already holds, without waiting for more.
+            while accepted.len() < max.max(1) {
+                match self.messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => accepted.extend(self.accept(message).await?),
+                    _ => break,
+                }
+            }
+        }
+        let (deliveries, ackers) = accepted.into_iter().unzip();
+        Ok(Batch::new(
+            deliveries,
+            Box::new(NatsBatchAcker {
+                client: self.bus.context.client(),
+                ackers,
+            }),
+        ))
+    }
+}
+
+/// Acknowledges a batch with one plain ack per message, all sent at once, and one flush: the
+/// server has every ack once the flush returns, one round trip for the whole batch.
+struct NatsBatchAcker {
+    client: async_nats::Client,
+    ackers: Vec<Arc<jetstream::message::Acker>>,
+}
+
+#[async_trait]
+impl BatchAcker for NatsBatchAcker {
+    async fn ack(&self, positions: &[usize]) -> Result<(), BusError> {
+        for acker in positions.iter().filter_map(|&p| self.ackers.get(p)) {
+            acker.ack().await.map_err(BusError::nats)?;
+        }
+        self.client.flush().await.map_err(BusError::nats)
     }
 }
 
 struct NatsAcker {
     bus: NatsBus,
     dead_subject: String,
-    acker: jetstream::message::Acker,
+    acker: Arc<jetstream::message::Acker>,
     id: String,
     payload: Bytes,
     delivered: i64,

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::bus::embedded::EmbeddedBus;
-use common::bus::{Bus, ConsumerConfig, Delivery, Headers, Message, Subscription};
+use common::bus::embedded::{DEDUPLICATION_WINDOW, EmbeddedBus};
+use common::bus::{Batch, Bus, ConsumerConfig, Delivery, Headers, Message, Subscription};
 use common::events::EventType;
+use common::store::now_millis;
 use testkit::{BusKind, TestBus, eventually};
 use tokio::time::Instant;
 
@@ -89,6 +90,41 @@ async fn receive_and_ack(sub: &mut dyn Subscription, n: usize) -> Vec<String> {
     ids
 }
 
+/// Publishes the messages, then waits until a consumer that pulls ahead (NATS) has had time to
+/// receive them all, so the next batch can hold several.
+async fn publish_all(bus: &dyn Bus, ids: &[String]) {
+    for id in ids {
+        publish(bus, id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// The next batch of at most `max`, which must arrive within [`WAIT`]; every payload must be its
+/// message's.
+async fn expect_batch(sub: &mut dyn Subscription, max: usize, what: &str) -> Batch {
+    let batch = tokio::time::timeout(WAIT, sub.next_batch(max))
+        .await
+        .unwrap_or_else(|_| panic!("no batch within {WAIT:?}: expected {what}"))
+        .expect("the subscription failed");
+    assert!(
+        (1..=max).contains(&batch.len()),
+        "a batch of {} when at most {max} were asked for",
+        batch.len()
+    );
+    for delivery in &batch.deliveries {
+        assert_eq!(delivery.payload, payload_of(&delivery.message_id));
+    }
+    batch
+}
+
+fn ids_of(batch: &Batch) -> Vec<String> {
+    batch
+        .deliveries
+        .iter()
+        .map(|d| d.message_id.clone())
+        .collect()
+}
+
 fn as_set(ids: &[String]) -> HashSet<String> {
     ids.iter().cloned().collect()
 }
@@ -104,6 +140,12 @@ testkit::each_bus!(
     nothing_is_lost_when_a_consumer_dies_mid_message,
     a_group_created_late_gets_earlier_messages,
     headers_travel_with_the_message,
+    a_batch_is_acknowledged_whole,
+    a_batch_whose_consumer_dies_before_its_ack_comes_back_whole,
+    a_poison_message_in_a_batch_is_dead_lettered_without_holding_up_the_rest,
+    copies_are_dropped_across_batches,
+    members_of_a_group_share_batches,
+    a_batch_of_publishes_is_stored_whole,
 );
 
 async fn headers_travel_with_the_message(kind: BusKind) {
@@ -386,6 +428,217 @@ async fn a_group_created_late_gets_earlier_messages(kind: BusKind) {
     expect_silence(late.as_mut(), Duration::from_millis(500), "all were acked").await;
 }
 
+async fn a_batch_is_acknowledged_whole(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    // A short ack wait: a delivery the batch ack missed would be back within the silence below.
+    let mut sub = bus.subscribe(&config("orders", SHORT, 5)).await.unwrap();
+    let ids: Vec<String> = (0..10).map(|_| new_id()).collect();
+    publish_all(bus, &ids).await;
+
+    let mut got = Vec::new();
+    let mut sizes = Vec::new();
+    while got.len() < ids.len() {
+        let batch = expect_batch(sub.as_mut(), 4, "the rest of the ten").await;
+        assert!(batch.deliveries.iter().all(|d| d.attempt == 1));
+        sizes.push(batch.len());
+        got.extend(ids_of(&batch));
+        batch.ack_all().await.unwrap();
+    }
+    assert_eq!(got.len(), ids.len(), "each once: {got:?}");
+    assert_eq!(as_set(&got), as_set(&ids));
+    assert!(
+        sizes.iter().any(|&size| size > 1),
+        "ten waiting messages came one at a time: {sizes:?}"
+    );
+    expect_silence(sub.as_mut(), SHORT * 3, "every batch was acked").await;
+}
+
+async fn a_batch_whose_consumer_dies_before_its_ack_comes_back_whole(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let group = config("orders", SHORT, 5);
+    let mut dying = bus.subscribe(&group).await.unwrap();
+    let ids: Vec<String> = (0..5).map(|_| new_id()).collect();
+    publish_all(bus, &ids).await;
+
+    let mut in_hand = Vec::new();
+    while in_hand.len() < ids.len() {
+        let batch = expect_batch(dying.as_mut(), 10, "the five messages").await;
+        in_hand.extend(ids_of(&batch));
+        // Never acked: the consumer goes away with the batch in hand.
+        drop(batch);
+    }
+    drop(dying);
+
+    let mut successor = bus.subscribe(&group).await.unwrap();
+    let mut again = Vec::new();
+    while again.len() < ids.len() {
+        let batch = expect_batch(successor.as_mut(), 10, "the five messages again").await;
+        for delivery in &batch.deliveries {
+            assert!(delivery.attempt >= 2, "{delivery:?}");
+        }
+        again.extend(ids_of(&batch));
+        batch.ack_all().await.unwrap();
+    }
+    assert_eq!(again.len(), ids.len(), "each once: {again:?}");
+    assert_eq!(as_set(&again), as_set(&ids), "none lost");
+    expect_silence(successor.as_mut(), SHORT * 3, "all were acked").await;
+}
+
+async fn a_poison_message_in_a_batch_is_dead_lettered_without_holding_up_the_rest(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let group = config("orders", SHORT, 3);
+    let mut sub = bus.subscribe(&group).await.unwrap();
+    let poison = new_id();
+    let good: Vec<String> = (0..4).map(|_| new_id()).collect();
+    let published = [&good[..2], std::slice::from_ref(&poison), &good[2..]].concat();
+    publish_all(bus, &published).await;
+
+    // The consumer acknowledges everything but the poison, which it never can.
+    let mut good_deliveries = Vec::new();
+    let mut poison_attempts = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while poison_attempts.len() < 3 && Instant::now() < deadline {
+        let batch = expect_batch(sub.as_mut(), 10, "the batch, then the poison again").await;
+        let mut done = Vec::new();
+        for (position, delivery) in batch.deliveries.iter().enumerate() {
+            if delivery.message_id == poison {
+                poison_attempts.push(delivery.attempt);
+            } else {
+                good_deliveries.push(delivery.message_id.clone());
+                done.push(position);
+            }
+        }
+        batch.ack(&done).await.unwrap();
+    }
+    assert_eq!(poison_attempts, [1, 2, 3]);
+    assert_eq!(
+        good_deliveries.len(),
+        good.len(),
+        "the others once each, never again with the poison: {good_deliveries:?}"
+    );
+    assert_eq!(as_set(&good_deliveries), as_set(&good));
+
+    // What comes next is not held up behind it.
+    let next = new_id();
+    publish(bus, &next).await;
+    let batch = expect_batch(sub.as_mut(), 10, "the next message").await;
+    assert_eq!(ids_of(&batch), [next]);
+    batch.ack_all().await.unwrap();
+    // Its fourth turn moves it to the dead letters rather than to the consumer.
+    expect_silence(
+        sub.as_mut(),
+        SHORT * 3,
+        "the poison is dead, the rest acked",
+    )
+    .await;
+    let dead = bus.dead_letters(&group).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].message_id, poison);
+    assert_eq!(dead[0].deliveries, 3);
+}
+
+async fn copies_are_dropped_across_batches(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let mut sub = bus.subscribe(&config("orders", LONG, 5)).await.unwrap();
+    let (first, second, third) = (new_id(), new_id(), new_id());
+    publish_all(bus, &[first.clone(), second.clone()]).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let batch = expect_batch(sub.as_mut(), 10, "the first two").await;
+        got.extend(ids_of(&batch));
+        batch.ack_all().await.unwrap();
+    }
+
+    // A copy of an acknowledged message, published again beside a new one.
+    publish_all(bus, &[first.clone(), third.clone()]).await;
+    let batch = expect_batch(sub.as_mut(), 10, "the new message").await;
+    assert_eq!(ids_of(&batch), [third]);
+    batch.ack_all().await.unwrap();
+    expect_silence(sub.as_mut(), Duration::from_secs(1), "the copy was dropped").await;
+    assert_eq!(as_set(&got), as_set(&[first, second]));
+}
+
+async fn members_of_a_group_share_batches(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.clone();
+    let group = config("orders", LONG, 5);
+    // (member, message id) for every delivery, in the order they were acked.
+    let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+
+    let mut members = Vec::new();
+    for member in 0..2 {
+        let mut sub = bus.subscribe(&group).await.unwrap();
+        let seen = seen.clone();
+        members.push(tokio::spawn(async move {
+            loop {
+                let batch = sub.next_batch(4).await.unwrap();
+                assert!(batch.len() <= 4);
+                // A little work, so that the other member gets its turn.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                batch.ack_all().await.unwrap();
+                let mut seen = seen.lock().unwrap();
+                seen.extend(ids_of(&batch).into_iter().map(|id| (member, id)));
+            }
+        }));
+    }
+
+    let ids: Vec<String> = (0..40).map(|_| new_id()).collect();
+    for id in &ids {
+        publish(bus.as_ref(), id).await;
+    }
+    eventually("every message to reach a member", || {
+        let done = seen.lock().unwrap().len() >= ids.len();
+        async move { done.then_some(()) }
+    })
+    .await;
+    // Time for a second copy of any message to show up, if the bus sent one.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for member in members {
+        member.abort();
+    }
+
+    let seen = seen.lock().unwrap().clone();
+    let delivered: Vec<String> = seen.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(
+        delivered.len(),
+        ids.len(),
+        "each message exactly once: {seen:?}"
+    );
+    assert_eq!(as_set(&delivered), as_set(&ids));
+    for member in 0..2 {
+        assert!(
+            seen.iter().any(|(m, _)| *m == member),
+            "member {member} got no work: {seen:?}"
+        );
+    }
+}
+
+async fn a_batch_of_publishes_is_stored_whole(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let mut sub = bus.subscribe(&config("orders", LONG, 5)).await.unwrap();
+    let message = |id: &String| Message {
+        id: id.clone(),
+        event_type: EventType::TicketCreated,
+        payload: payload_of(id),
+        headers: Default::default(),
+    };
+    let ids: Vec<String> = (0..5).map(|_| new_id()).collect();
+    let first: Vec<Message> = ids[..3].iter().map(message).collect();
+    bus.publish_batch(&first).await.unwrap();
+    // The second batch repeats one of the first: the copy is dropped, the rest stored.
+    let second: Vec<Message> = ids[2..].iter().map(message).collect();
+    bus.publish_batch(&second).await.unwrap();
+
+    let got = receive_and_ack(sub.as_mut(), ids.len()).await;
+    assert_eq!(got, ids, "every message once, in the order published");
+    expect_silence(sub.as_mut(), Duration::from_secs(1), "the copy was dropped").await;
+}
+
 /// A bus log in a folder of the test's own, reopened as a restarted process would.
 struct BusFile {
     _dir: tempfile::TempDir,
@@ -462,6 +715,85 @@ async fn the_embedded_bus_redelivers_an_in_flight_message_after_a_restart() {
     assert_eq!((again.message_id.as_str(), again.attempt), (id.as_str(), 2));
     again.ack().await.unwrap();
     expect_silence(sub.as_mut(), SHORT * 3, "it was acked").await;
+    drop(sub);
+    bus.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_log_keeps_a_message_until_every_group_has_acknowledged_it() {
+    let file = BusFile::new();
+    let bus = file.open().await;
+    let mut tickets = bus.subscribe(&config("tickets", LONG, 5)).await.unwrap();
+    let mut orders = bus.subscribe(&config("orders", SHORT, 5)).await.unwrap();
+    let ids: Vec<String> = (0..4).map(|_| new_id()).collect();
+    for id in &ids {
+        publish(&bus, id).await;
+    }
+    // Old enough, whatever their age: only the consumers decide here.
+    let any_age = now_millis() + 1;
+
+    receive_and_ack(tickets.as_mut(), ids.len()).await;
+    assert_eq!(
+        bus.compact(any_age).await.unwrap(),
+        0,
+        "orders has read none of them"
+    );
+
+    // Orders acknowledges the first two and holds the others unacknowledged.
+    let mut held = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let delivery = expect_next(orders.as_mut(), id).await;
+        assert_eq!(&delivery.message_id, id);
+        if i < 2 {
+            delivery.ack().await.unwrap();
+        } else {
+            held.push(delivery);
+        }
+    }
+    assert_eq!(bus.compact(any_age).await.unwrap(), 2);
+    assert_eq!(bus.size().await.unwrap().messages, 2);
+
+    // What a consumer still holds stays deliverable: the two come back after the ack wait.
+    drop(held);
+    let again = receive_and_ack(orders.as_mut(), 2).await;
+    assert_eq!(again, ids[2..]);
+    assert_eq!(bus.compact(any_age).await.unwrap(), 2);
+    assert_eq!(bus.size().await.unwrap().messages, 0);
+    drop((tickets, orders));
+    bus.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_recent_messages_as_copies_and_dead_letters_for_good() {
+    let file = BusFile::new();
+    let bus = file.open().await;
+    let group = config("orders", SHORT, 5);
+    let mut sub = bus.subscribe(&group).await.unwrap();
+    let (kept, poison) = (new_id(), new_id());
+    publish(&bus, &kept).await;
+    publish(&bus, &poison).await;
+    expect_next(sub.as_mut(), "the first")
+        .await
+        .ack()
+        .await
+        .unwrap();
+    let dying = expect_next(sub.as_mut(), "the poison").await;
+    dying.reject("cannot be read").await.unwrap();
+
+    // Both are settled, yet within the window they stay, so a copy is still recognised.
+    let window = i64::try_from(DEDUPLICATION_WINDOW.as_millis()).unwrap();
+    assert_eq!(bus.compact(now_millis() - window).await.unwrap(), 0);
+    publish(&bus, &kept).await;
+    expect_silence(sub.as_mut(), SHORT * 2, "a copy within the window").await;
+
+    // Past the window they go; the dead letter keeps its own copy until an operator clears it.
+    assert_eq!(bus.compact(now_millis() + 1).await.unwrap(), 2);
+    let size = bus.size().await.unwrap();
+    assert_eq!((size.messages, size.dead_letters), (0, 1));
+    let dead = bus.dead_letters(&group).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].message_id, poison);
+    assert_eq!(dead[0].payload, payload_of(&poison));
     drop(sub);
     bus.close().await;
 }

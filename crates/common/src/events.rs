@@ -64,7 +64,7 @@ impl std::fmt::Display for EventType {
 }
 
 /// The data of one kind of event.
-pub trait EventData: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait EventData: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     const TYPE: EventType;
 }
 

@@ -12,6 +12,7 @@ pub mod http;
 pub mod listener;
 pub mod money;
 pub mod outbox;
+pub mod retention;
 pub mod service;
 pub mod session;
 pub mod store;

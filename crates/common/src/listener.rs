@@ -1,29 +1,46 @@
-//! Consuming events: one loop per (group, event type) that decodes each delivery, applies it in
-//! one transaction with its inbox record, and acks only after that transaction committed.
+//! Consuming events: one loop per (group, event type) that takes the deliveries ready at once (a
+//! batch), applies them in one transaction with an inbox record each, and acknowledges the batch
+//! together only after that transaction committed.
 //!
 //! So a redelivered event is recognised by the inbox and applied once; an event that arrives
 //! before what it depends on (`HandleError::NotReady`) is asked for again later; a malformed
 //! event goes straight to the dead letters; and anything still failing after the maximum number
 //! of deliveries ends in the dead letters too, counted in the metrics, never dropped in silence.
 //!
-//! Each delivery is handled in a span that continues the trace carried in its headers, so the
+//! When the batch's transaction fails, its events are applied again one transaction each, so one
+//! event that cannot be applied yet holds up none of the others: they are acknowledged, and it
+//! alone is asked for again. Within a batch, events are applied in the order of the row each one
+//! locks ([`Handler::lock_key`]), keeping the bus's order among events of one ticket or order; so
+//! two batches applied side by side on PostgreSQL take their row locks in the same order and
+//! never wait on each other in a circle.
+//!
+//! Each event is handled in a span that continues the trace carried in its headers, so the
 //! handler's work, and the events it writes, belong to the request that caused them.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::AnyConnection;
 use tracing::Instrument;
+use uuid::Uuid;
 
-use crate::bus::{ConsumerConfig, Delivery};
+use crate::bus::{Batch, ConsumerConfig};
 use crate::events::{Envelope, EventData};
 use crate::service::ServiceContext;
-use crate::store::{is_unavailable, now_millis};
+use crate::store::{Dialect, Params, is_unavailable, now_millis};
 use crate::telemetry;
 
 /// Applies one type of event inside the transaction the listener opened.
 #[async_trait]
 pub trait Handler<E: EventData>: Send + Sync + 'static {
+    /// The id of the row this handler locks for the event (a ticket, an order). A batch is
+    /// applied in the order of these keys; `None` keeps the order the bus delivered in.
+    fn lock_key(&self, _event: &E) -> Option<Uuid> {
+        None
+    }
+
     async fn handle(&self, tx: &mut AnyConnection, event: Envelope<E>) -> Result<(), HandleError>;
 }
 
@@ -46,8 +63,15 @@ pub struct ListenerSettings {
     /// The delay before the first retry; doubled on each further one, up to `max_retry_delay`.
     pub retry_delay: Duration,
     pub max_retry_delay: Duration,
-    /// Concurrent consumers per event type in this process (members of one group).
+    /// Concurrent consumers per event type in this process (members of one group). One is
+    /// enough for throughput, since each takes a whole batch at a time, and it applies the
+    /// events of one type in the order they were published.
     pub workers: usize,
+    /// The most deliveries a consumer takes and applies in one transaction.
+    pub batch_size: usize,
+    /// How long the inbox (and any tombstones) remember an event: at least
+    /// [`ListenerSettings::redelivery_span`].
+    pub retention: Duration,
     /// Fault injection for redelivery tests: the consumer of this durable name (for example
     /// `tickets_order_created`) aborts the process right after committing an effect and before
     /// acknowledging it, as a crash at the worst moment would.
@@ -62,12 +86,39 @@ impl Default for ListenerSettings {
             retry_delay: Duration::from_millis(200),
             max_retry_delay: Duration::from_secs(10),
             workers: 2,
+            batch_size: 256,
+            retention: Duration::from_secs(15 * 60),
             crash_before_ack: None,
         }
     }
 }
 
 impl ListenerSettings {
+    /// The longest an event can keep coming back after its first delivery: every delivery up to
+    /// the maximum left unacknowledged for the whole ack wait, then retried after the longest
+    /// delay.
+    pub fn redelivery_span(&self) -> Duration {
+        (self.ack_wait + self.max_retry_delay) * self.max_deliver
+    }
+
+    /// Refuses a retention shorter than the redelivery span: the inbox would forget an event
+    /// that can still arrive again.
+    pub fn validate(&self) -> Result<(), String> {
+        let span = self.redelivery_span();
+        if self.retention < span {
+            return Err(format!(
+                "the inbox retention ({}) must be at least {} ({} deliveries of up to the ack wait \
+                 ({}) plus a retry delay of up to {})",
+                humantime::format_duration(self.retention),
+                humantime::format_duration(span),
+                self.max_deliver,
+                humantime::format_duration(self.ack_wait),
+                humantime::format_duration(self.max_retry_delay),
+            ));
+        }
+        Ok(())
+    }
+
     fn retry_after(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(16);
         (self.retry_delay * 2u32.pow(doublings)).min(self.max_retry_delay)
@@ -77,7 +128,7 @@ impl ListenerSettings {
 /// Starts the consumers of one event type for a service. They stop when the context shuts down,
 /// after finishing (and acking) the delivery in hand.
 pub fn spawn<E: EventData, H: Handler<E>>(ctx: &ServiceContext, handler: H) {
-    let handler = std::sync::Arc::new(handler);
+    let handler = Arc::new(handler);
     let settings = ctx.listeners.clone();
     let config = ConsumerConfig {
         group: ctx.name.to_owned(),
@@ -98,7 +149,7 @@ pub fn spawn<E: EventData, H: Handler<E>>(ctx: &ServiceContext, handler: H) {
 async fn consume<E: EventData, H: Handler<E>>(
     ctx: ServiceContext,
     config: ConsumerConfig,
-    handler: std::sync::Arc<H>,
+    handler: Arc<H>,
 ) {
     let mut subscription = loop {
         match ctx.bus.subscribe(&config).await {
@@ -112,13 +163,14 @@ async fn consume<E: EventData, H: Handler<E>>(
             }
         }
     };
+    let batch_size = ctx.listeners.batch_size.max(1);
     loop {
-        let delivery = tokio::select! {
-            next = subscription.next() => next,
+        let batch = tokio::select! {
+            next = subscription.next_batch(batch_size) => next,
             () = ctx.shutdown.cancelled() => return,
         };
-        match delivery {
-            Ok(delivery) => process(&ctx, &config, handler.as_ref(), delivery).await,
+        match batch {
+            Ok(batch) => process(&ctx, &config, handler.as_ref(), batch).await,
             Err(err) => {
                 tracing::warn!(consumer = %config.durable_name(), error = %err, "bus delivery failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -127,104 +179,167 @@ async fn consume<E: EventData, H: Handler<E>>(
     }
 }
 
-/// Handles one delivery in a span of the trace the event was published in, or of a new trace
-/// when it came without one.
+/// An event of the batch, read from its delivery, with its place in the batch and the span it
+/// is handled in: one of the trace the event was published in, or of a new trace when it came
+/// without one.
+struct Decoded<E> {
+    position: usize,
+    envelope: Envelope<E>,
+    span: tracing::Span,
+}
+
+/// Applies a batch and settles each delivery: the applied ones acknowledged together, each
+/// malformed one dead-lettered, each failed one asked for again after its delay.
 async fn process<E: EventData, H: Handler<E>>(
     ctx: &ServiceContext,
     config: &ConsumerConfig,
     handler: &H,
-    delivery: Delivery,
-) {
-    let span = tracing::info_span!(
-        parent: None,
-        "event",
-        consumer = %config.durable_name(),
-        id = %delivery.message_id,
-        attempt = delivery.attempt,
-    );
-    telemetry::continue_trace(&span, &delivery.headers);
-    handle_delivery(ctx, config, handler, delivery)
-        .instrument(span)
-        .await
-}
-
-async fn handle_delivery<E: EventData, H: Handler<E>>(
-    ctx: &ServiceContext,
-    config: &ConsumerConfig,
-    handler: &H,
-    delivery: Delivery,
+    batch: Batch,
 ) {
     let labels = [("service", ctx.name), ("type", E::TYPE.as_str())];
-    if delivery.attempt > 1 {
-        metrics::counter!("stubs_events_redelivered_total", &labels).increment(1);
+    metrics::counter!("stubs_event_batches_total", &labels).increment(1);
+    let mut events = Vec::with_capacity(batch.len());
+    for (position, delivery) in batch.deliveries.iter().enumerate() {
+        let span = tracing::info_span!(
+            parent: None,
+            "event",
+            consumer = %config.durable_name(),
+            id = %delivery.message_id,
+            attempt = delivery.attempt,
+        );
+        telemetry::continue_trace(&span, &delivery.headers);
+        if delivery.attempt > 1 {
+            metrics::counter!("stubs_events_redelivered_total", &labels).increment(1);
+        }
+        match Envelope::<E>::decode(&delivery.payload) {
+            Ok(envelope) => events.push(Decoded {
+                position,
+                envelope,
+                span,
+            }),
+            Err(err) => {
+                span.in_scope(
+                    || tracing::error!(error = %err, "malformed event, moved to dead letters"),
+                );
+                if let Err(err) = delivery.reject(&err.to_string()).await {
+                    tracing::warn!(error = %err, "cannot dead-letter a malformed event");
+                }
+            }
+        }
     }
-    let envelope = match Envelope::<E>::decode(&delivery.payload) {
-        Ok(envelope) => envelope,
+    // Stable: events with one key keep the order they came in.
+    events.sort_by_key(|event| handler.lock_key(&event.envelope.data));
+
+    let mut applied = Vec::with_capacity(events.len());
+    let mut failed = Vec::new();
+    match apply(ctx, config, handler, &events).await {
+        Ok(()) => applied.extend(events.iter().map(|event| event.position)),
+        Err(err) if events.len() == 1 => failed.push((&events[0], err)),
         Err(err) => {
-            tracing::error!(error = %err, "malformed event, moved to dead letters");
-            if let Err(err) = delivery.reject(&err.to_string()).await {
-                tracing::warn!(error = %err, "cannot dead-letter a malformed event");
-            }
-            return;
-        }
-    };
-    match apply(ctx, config, handler, envelope).await {
-        Ok(()) => {
-            // Only a process started with the fault point pays for building the name.
-            if let Some(consumer) = &ctx.listeners.crash_before_ack
-                && *consumer == config.durable_name()
-            {
-                tracing::error!("crashing after the effect and before the ack, as configured");
-                std::process::abort();
-            }
-            metrics::counter!("stubs_events_consumed_total", &labels).increment(1);
-            if let Err(err) = delivery.ack().await {
-                // The effect is committed; the redelivery will find it in the inbox.
-                tracing::warn!(error = %err, "ack failed");
+            tracing::debug!(error = %err, size = events.len(), "batch failed, applying its events one at a time");
+            metrics::counter!("stubs_event_batch_fallbacks_total", &labels).increment(1);
+            for event in &events {
+                match apply(ctx, config, handler, std::slice::from_ref(event)).await {
+                    Ok(()) => applied.push(event.position),
+                    Err(err) => failed.push((event, err)),
+                }
             }
         }
-        Err(err) => {
-            let delay = ctx.listeners.retry_after(delivery.attempt);
-            match &err {
-                HandleError::NotReady(_) => {
-                    tracing::info!(error = %err, retry_in = ?delay, "event not ready")
-                }
-                HandleError::Store(db) if is_unavailable(db) => {
-                    tracing::warn!(error = %err, retry_in = ?delay, "database unavailable")
-                }
-                _ => tracing::error!(error = %err, retry_in = ?delay, "event handler failed"),
+    }
+
+    if !applied.is_empty() {
+        // Only a process started with the fault point pays for building the name.
+        if let Some(consumer) = &ctx.listeners.crash_before_ack
+            && *consumer == config.durable_name()
+        {
+            tracing::error!("crashing after the effect and before the ack, as configured");
+            std::process::abort();
+        }
+        metrics::counter!("stubs_events_consumed_total", &labels).increment(applied.len() as u64);
+        if let Err(err) = batch.ack(&applied).await {
+            // The effects are committed; the redeliveries will find them in the inbox.
+            tracing::warn!(consumer = %config.durable_name(), error = %err, "ack failed");
+        }
+    }
+    for (event, err) in failed {
+        let delivery = &batch.deliveries[event.position];
+        let delay = ctx.listeners.retry_after(delivery.attempt);
+        event.span.in_scope(|| match &err {
+            HandleError::NotReady(_) => {
+                tracing::info!(error = %err, retry_in = ?delay, "event not ready")
             }
-            metrics::counter!("stubs_events_failed_total", &labels).increment(1);
-            if let Err(err) = delivery.nak(delay).await {
-                tracing::warn!(error = %err, "nak failed; the ack wait will bring it back");
+            HandleError::Store(db) if is_unavailable(db) => {
+                tracing::warn!(error = %err, retry_in = ?delay, "database unavailable")
             }
+            _ => tracing::error!(error = %err, retry_in = ?delay, "event handler failed"),
+        });
+        metrics::counter!("stubs_events_failed_total", &labels).increment(1);
+        if let Err(err) = delivery.nak(delay).await {
+            tracing::warn!(error = %err, "nak failed; the ack wait will bring it back");
         }
     }
 }
 
+/// Applies events in one transaction, each with its inbox record; an event already in the inbox
+/// is skipped. Nothing is applied unless all of them are.
 async fn apply<E: EventData, H: Handler<E>>(
     ctx: &ServiceContext,
     config: &ConsumerConfig,
     handler: &H,
-    envelope: Envelope<E>,
+    events: &[Decoded<E>],
 ) -> Result<(), HandleError> {
     let mut tx = ctx.store.begin().await?;
-    let first_time = sqlx::query(
-        "INSERT INTO inbox (consumer, event_id, handled_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, event_id) DO NOTHING",
-    )
-    .bind(config.durable_name())
-    .bind(envelope.id.to_string())
-    .bind(now_millis())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if first_time {
-        handler.handle(&mut tx, envelope).await?;
-    } else {
-        tracing::debug!("already handled");
+    let mut first_time =
+        record_in_inbox(&mut tx, ctx.store.dialect(), &config.durable_name(), events).await?;
+    for event in events {
+        // Taken out as it is applied, so a second copy of an event in one batch is skipped too.
+        if first_time.remove(&event.envelope.id) {
+            handler
+                .handle(&mut tx, event.envelope.clone())
+                .instrument(event.span.clone())
+                .await?;
+        } else {
+            event.span.in_scope(|| tracing::debug!("already handled"));
+        }
     }
     ctx.outbox.commit(tx).await?;
     Ok(())
+}
+
+/// Rows of the inbox written per statement: three parameters each, well under either dialect's
+/// limit.
+const INBOX_ROWS_PER_STATEMENT: usize = 300;
+
+/// Records the events in the inbox, one statement for many, and returns the ids that were not
+/// there yet: the events to apply.
+async fn record_in_inbox<E: EventData>(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    consumer: &str,
+    events: &[Decoded<E>],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let handled_at = now_millis();
+    let mut first_time = HashSet::with_capacity(events.len());
+    for chunk in events.chunks(INBOX_ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO inbox (consumer, event_id, handled_at) VALUES {} \
+             ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+            Params::new(dialect).rows(chunk.len(), 3)
+        );
+        let mut insert =
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for event in chunk {
+            insert = insert
+                .bind(consumer)
+                .bind(event.envelope.id.to_string())
+                .bind(handled_at);
+        }
+        for id in insert.fetch_all(&mut *tx).await? {
+            // Only this code writes the inbox, always from an envelope's id.
+            if let Ok(id) = Uuid::try_parse(&id) {
+                first_time.insert(id);
+            }
+        }
+    }
+    Ok(first_time)
 }

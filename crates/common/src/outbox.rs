@@ -1,7 +1,8 @@
 //! The transactional outbox and its relay.
 //!
 //! A change and the event announcing it are written in one transaction ([`enqueue`]); the relay
-//! publishes outbox rows to the bus and deletes them once the bus has stored them. So an event is
+//! publishes outbox rows to the bus a batch at a time (one bus write, or every publish in flight
+//! at once) and deletes the batch once the bus has stored all of it. So an event is
 //! published if and only if its transaction committed. A crash between publish and delete
 //! publishes the row again on restart; the bus drops the duplicate by message id and consumers'
 //! inboxes drop what slips past the bus's window.
@@ -16,11 +17,10 @@ use bytes::Bytes;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::bus::{Bus, BusError, Headers, Message};
 use crate::events::{Envelope, EventData, EventType};
-use crate::store::{Dialect, Migration, Migrations, Store, now_millis};
+use crate::store::{Dialect, Migration, Migrations, Params, Store, now_millis};
 use crate::telemetry;
 
 /// The platform tables every service database has: outbox and inbox.
@@ -36,6 +36,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "outbox headers",
             sql: include_str!("../migrations/platform/sqlite/0002_outbox_headers.sql"),
         },
+        Migration {
+            version: 3,
+            name: "inbox by age",
+            sql: include_str!("../migrations/platform/sqlite/0003_inbox_by_age.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -48,10 +53,15 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "outbox headers",
             sql: include_str!("../migrations/platform/postgres/0002_outbox_headers.sql"),
         },
+        Migration {
+            version: 3,
+            name: "inbox by age",
+            sql: include_str!("../migrations/platform/postgres/0003_inbox_by_age.sql"),
+        },
     ],
 };
 
-const BATCH: i64 = 100;
+const BATCH: i64 = 256;
 /// How often the relay looks without being woken, to pick up rows left by a crash or written by
 /// another replica.
 const POLL: Duration = Duration::from_secs(1);
@@ -160,7 +170,9 @@ impl Outbox {
         conn: &mut AnyConnection,
         rows: Vec<sqlx::any::AnyRow>,
     ) -> Result<usize, RelayError> {
-        let mut published = 0;
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut spans = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.try_get("seq")?;
             let name: String = row.try_get("event_type")?;
@@ -174,27 +186,39 @@ impl Outbox {
             let id: String = row.try_get("id")?;
             let stored =
                 Headers::from_json(row.try_get::<Option<String>, _>("headers")?.as_deref());
-            // The publish is a span of the trace the event was written in; the listener's span
-            // continues from it.
+            // Each publish is a span of the trace its event was written in, open until the batch
+            // is stored; the listener's span continues from it.
             let span =
                 tracing::info_span!(parent: None, "publish", event_type = %event_type, id = %id);
             telemetry::continue_trace(&span, &stored);
-            let message = Message {
+            messages.push(Message {
                 headers: telemetry::trace_headers(&span),
                 id,
                 event_type,
                 payload: Bytes::from(payload),
-            };
-            bus.publish(&message).instrument(span).await?;
-            sqlx::query("DELETE FROM outbox WHERE seq = $1")
-                .bind(seq)
-                .execute(&mut *conn)
-                .await?;
-            metrics::counter!("stubs_events_published_total", "service" => self.service, "type" => event_type.as_str())
-                .increment(1);
-            published += 1;
+            });
+            seqs.push(seq);
+            spans.push(span);
         }
-        Ok(published)
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        bus.publish_batch(&messages).await?;
+        drop(spans);
+        let sql = format!(
+            "DELETE FROM outbox WHERE seq IN ({})",
+            Params::new(self.store.dialect()).take(seqs.len())
+        );
+        let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for seq in &seqs {
+            delete = delete.bind(*seq);
+        }
+        delete.execute(&mut *conn).await?;
+        for message in &messages {
+            metrics::counter!("stubs_events_published_total", "service" => self.service, "type" => message.event_type.as_str())
+                .increment(1);
+        }
+        Ok(messages.len())
     }
 
     /// Publishes until shut down: at once when woken, every second otherwise, backing off while

@@ -48,6 +48,13 @@ impl ServiceContext {
         }
     }
 
+    /// Starts pruning the inbox and the given tombstone tables of rows older than the
+    /// retention; it stops on shutdown.
+    pub fn spawn_retention(&self, tombstones: &'static [crate::retention::Dated]) {
+        self.tasks
+            .spawn(crate::retention::run(self.clone(), tombstones));
+    }
+
     /// Starts the outbox relay; it stops on shutdown after a last attempt to publish.
     pub fn spawn_relay(&self) {
         let outbox = self.outbox.clone();

@@ -17,6 +17,7 @@ use axum::Router;
 use common::ServiceContext;
 use common::events::{OrderCancelled, OrderCompleted, OrderCreated};
 use common::listener;
+use common::retention::Dated;
 use common::store::{Migration, Migrations};
 
 /// The service's name, which also names its consumer groups.
@@ -24,26 +25,48 @@ pub const NAME: &str = "expiration";
 
 /// The service's own tables: the jobs and the tombstones of finished orders.
 pub const EXPIRATION_MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 100,
-        name: "expiration",
-        sql: include_str!("../migrations/sqlite/0100_expiration.sql"),
-    }],
-    postgres: &[Migration {
-        version: 100,
-        name: "expiration",
-        sql: include_str!("../migrations/postgres/0100_expiration.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 100,
+            name: "expiration",
+            sql: include_str!("../migrations/sqlite/0100_expiration.sql"),
+        },
+        Migration {
+            version: 101,
+            name: "tombstones by age",
+            sql: include_str!("../migrations/sqlite/0101_tombstones_by_age.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 100,
+            name: "expiration",
+            sql: include_str!("../migrations/postgres/0100_expiration.sql"),
+        },
+        Migration {
+            version: 101,
+            name: "tombstones by age",
+            sql: include_str!("../migrations/postgres/0101_tombstones_by_age.sql"),
+        },
+    ],
 };
 
 /// Every migration an expiration database needs: the platform outbox and inbox, then its own.
 pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &EXPIRATION_MIGRATIONS];
+
+/// The tombstones of finished orders: needed only while an order:created can still arrive after
+/// its order ended, so kept for the retention, as the inbox is.
+const FINISHED_ORDERS: Dated = Dated {
+    table: "finished_orders",
+    column: "finished_at",
+};
 
 /// Starts the service's background work (the outbox relay, the order:created, order:cancelled
 /// and order:completed listeners, and the scheduler, all stopping on `ctx.shutdown`) and returns
 /// its routes: none.
 pub fn start(ctx: &ServiceContext) -> Router {
     ctx.spawn_relay();
+    ctx.spawn_retention(&[FINISHED_ORDERS]);
     let wakeup = Arc::new(scheduler::Wakeup::default());
     listener::spawn::<OrderCreated, _>(
         ctx,

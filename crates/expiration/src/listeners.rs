@@ -28,6 +28,10 @@ pub struct ScheduleExpiration {
 
 #[async_trait]
 impl Handler<OrderCreated> for ScheduleExpiration {
+    fn lock_key(&self, event: &OrderCreated) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,
@@ -74,6 +78,10 @@ impl ForgetExpiration {
 
 #[async_trait]
 impl Handler<OrderCancelled> for ForgetExpiration {
+    fn lock_key(&self, event: &OrderCancelled) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,
@@ -85,6 +93,10 @@ impl Handler<OrderCancelled> for ForgetExpiration {
 
 #[async_trait]
 impl Handler<OrderCompleted> for ForgetExpiration {
+    fn lock_key(&self, event: &OrderCompleted) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,

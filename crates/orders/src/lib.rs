@@ -63,6 +63,7 @@ impl Default for Settings {
 /// `ctx.shutdown`) and returns its routes with their state applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
+    ctx.spawn_retention(&[]);
     let dialect = ctx.store.dialect();
     listener::spawn::<TicketCreated, _>(ctx, listeners::RecordTicket);
     listener::spawn::<TicketUpdated, _>(ctx, listeners::UpdateTicket { dialect });

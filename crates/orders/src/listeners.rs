@@ -28,6 +28,10 @@ pub struct RecordTicket;
 
 #[async_trait]
 impl Handler<TicketCreated> for RecordTicket {
+    fn lock_key(&self, event: &TicketCreated) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,
@@ -52,6 +56,10 @@ pub struct UpdateTicket {
 
 #[async_trait]
 impl Handler<TicketUpdated> for UpdateTicket {
+    fn lock_key(&self, event: &TicketUpdated) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,
@@ -93,6 +101,10 @@ pub struct ExpireOrder {
 
 #[async_trait]
 impl Handler<ExpirationComplete> for ExpireOrder {
+    fn lock_key(&self, event: &ExpirationComplete) -> Option<Uuid> {
+        Some(event.order_id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,
@@ -123,6 +135,10 @@ pub struct CompleteOrder {
 
 #[async_trait]
 impl Handler<PaymentCreated> for CompleteOrder {
+    fn lock_key(&self, event: &PaymentCreated) -> Option<Uuid> {
+        Some(event.order_id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,

@@ -24,6 +24,10 @@ pub struct RecordOrder;
 
 #[async_trait]
 impl Handler<OrderCreated> for RecordOrder {
+    fn lock_key(&self, event: &OrderCreated) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,
@@ -47,6 +51,10 @@ pub struct CancelOrder {
 
 #[async_trait]
 impl Handler<OrderCancelled> for CancelOrder {
+    fn lock_key(&self, event: &OrderCancelled) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,
@@ -77,6 +85,10 @@ pub struct CompleteOrder {
 
 #[async_trait]
 impl Handler<OrderCompleted> for CompleteOrder {
+    fn lock_key(&self, event: &OrderCompleted) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,

@@ -73,6 +73,10 @@ pub struct Shared {
 
 /// Refuses settings a service cannot run with, before anything starts.
 pub fn check_settings(args: &SharedArgs) -> anyhow::Result<()> {
+    args.listener_settings()
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("--inbox-retention (STUBS_INBOX_RETENTION) is too short for --event-ack-wait")?;
     args.payments_settings()
         .validate()
         .context("invalid payments settings (--currency, --stripe-*)")

@@ -346,6 +346,122 @@ testkit::distributed_test! {
     }
 }
 
+testkit::distributed_test! {
+    async fn a_consumer_that_crashes_in_the_middle_of_a_batch_applies_each_event_once() {
+        let mut rig = Rig::with_window("10m").await;
+        let replicas = [0, 1].map(|replica| InstanceId { service: "tickets", replica });
+        let market = support::Marketplace::on(&rig.base_url());
+        let seller = market.user();
+        seller.sign_up(&format!("{}@example.com", uuid::Uuid::new_v4())).await;
+        let mut tickets = Vec::new();
+        for n in 0..5 {
+            let (_, ticket) = seller
+                .post("/api/tickets", serde_json::json!({"title": format!("Seat {n}"), "price": 20}))
+                .await;
+            tickets.push(ticket["id"].as_str().unwrap().to_owned());
+        }
+
+        // Once orders knows the tickets, and with tickets down, five orders wait on the bus for
+        // it, to come as one batch.
+        let orders_db = sqlx::PgPool::connect(&rig.databases["orders"]).await.unwrap();
+        testkit::eventually("orders to know the five tickets", || async {
+            let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tickets")
+                .fetch_one(&orders_db)
+                .await
+                .unwrap();
+            (known == 5).then_some(())
+        })
+        .await;
+        for id in replicas {
+            rig.cluster().kill(id).unwrap();
+        }
+        let mut orders = BTreeMap::new();
+        for ticket in &tickets {
+            let buyer = market.user();
+            buyer.sign_up(&format!("{}@example.com", uuid::Uuid::new_v4())).await;
+            let order = testkit::eventually("the order to be placed", || async {
+                let (status, order) =
+                    buyer.post("/api/orders", serde_json::json!({"ticketId": ticket})).await;
+                (status == 201).then_some(order)
+            })
+            .await;
+            orders.insert(ticket.clone(), order["id"].as_str().unwrap().to_owned());
+        }
+        for id in replicas {
+            // The batch is waiting: a replica may crash before it is even seen ready.
+            let _ = rig
+                .cluster()
+                .restart_with(id, &[("STUBS_CRASH_BEFORE_ACK", "tickets_order_created")])
+                .await;
+        }
+
+        // A replica applied a batch, committed, and died before acknowledging it.
+        let tickets_db = sqlx::PgPool::connect(&rig.databases["tickets"]).await.unwrap();
+        let mut crashed = false;
+        for _ in 0..300 {
+            for id in replicas {
+                if let Some(status) = rig.cluster().exited(id).unwrap() {
+                    assert!(!status.success(), "{id} exited cleanly");
+                    crashed = true;
+                }
+            }
+            if crashed {
+                break;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+        assert!(crashed, "no tickets replica crashed before its ack");
+        // The rows of one batch's inbox statement share their time: several did at once.
+        let largest_batch: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM inbox \
+             WHERE consumer = 'tickets_order_created' GROUP BY handled_at) AS batches",
+        )
+        .fetch_one(&tickets_db)
+        .await
+        .unwrap();
+        assert!(largest_batch > 1, "the crash did not come in the middle of a batch");
+
+        // Back without the fault: the batch comes again whole, and each event is applied once.
+        for id in replicas {
+            rig.cluster().restart(id).await.unwrap();
+        }
+        let mut redelivered = 0.0;
+        for _ in 0..300 {
+            redelivered = 0.0;
+            for id in replicas {
+                let url = format!("{}/metrics", rig.cluster().instance_url(id).unwrap());
+                let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+                redelivered += metric(&text, "stubs_events_redelivered_total", "order:created");
+            }
+            if redelivered >= largest_batch as f64 {
+                break;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            redelivered >= largest_batch as f64,
+            "{redelivered} of the batch of {largest_batch} delivered again"
+        );
+        assert_settled(&rig.databases, &[], Duration::from_secs(30)).await;
+        for (ticket, order) in &orders {
+            let held: (Option<String>, i64) =
+                sqlx::query_as("SELECT order_id, version FROM tickets WHERE id = $1")
+                    .bind(ticket)
+                    .fetch_one(&tickets_db)
+                    .await
+                    .unwrap();
+            assert_eq!(held, (Some(order.clone()), 1), "ticket {ticket}");
+        }
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM inbox WHERE consumer = 'tickets_order_created'",
+        )
+        .fetch_one(&tickets_db)
+        .await
+        .unwrap();
+        assert_eq!(applied, 5, "each order:created recorded once");
+    }
+}
+
 /// The value of a counter with a `type` label in Prometheus text, 0 when absent.
 fn metric(text: &str, name: &str, event_type: &str) -> f64 {
     text.lines()

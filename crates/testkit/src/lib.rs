@@ -325,8 +325,9 @@ pub fn quick_listeners() -> ListenerSettings {
         max_deliver: 4,
         retry_delay: Duration::from_millis(50),
         max_retry_delay: Duration::from_millis(200),
+        // Two members of each group, so tests see batches applied side by side too.
         workers: 2,
-        crash_before_ack: None,
+        ..Default::default()
     }
 }
 

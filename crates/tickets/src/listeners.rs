@@ -15,6 +15,7 @@ use common::listener::{HandleError, Handler};
 use common::outbox;
 use common::store::Dialect;
 use sqlx::AnyConnection;
+use uuid::Uuid;
 
 use crate::store;
 
@@ -26,6 +27,10 @@ pub struct ReserveTicket {
 
 #[async_trait]
 impl Handler<OrderCreated> for ReserveTicket {
+    fn lock_key(&self, event: &OrderCreated) -> Option<Uuid> {
+        Some(event.ticket.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,
@@ -73,6 +78,10 @@ pub struct ReleaseTicket {
 
 #[async_trait]
 impl Handler<OrderCancelled> for ReleaseTicket {
+    fn lock_key(&self, event: &OrderCancelled) -> Option<Uuid> {
+        Some(event.ticket.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,

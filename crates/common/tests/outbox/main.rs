@@ -14,12 +14,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::ServiceContext;
 use common::bus::{
-    Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Message, SharedBus, Subscription,
+    Batch, BatchAcker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Message, SharedBus,
+    Subscription,
 };
 use common::events::{Envelope, EventData, EventType, TicketCreated};
 use common::listener::{self, HandleError, Handler};
 use common::money::Cents;
 use common::outbox::{self, Outbox};
+use common::retention;
 use common::store::{Migration, Migrations, Store};
 use sqlx::AnyConnection;
 use testkit::{Backend, BusKind, TestBus, TestDatabase, eventually};
@@ -174,6 +176,10 @@ mod on_database {
         an_event_never_ready_is_retried_then_dead_lettered,
         an_event_ready_on_a_later_attempt_is_applied,
         a_malformed_event_is_dead_lettered_at_once,
+        an_event_not_ready_holds_up_none_of_its_batch,
+        events_of_one_ticket_keep_their_order_within_a_batch,
+        a_batch_whose_ack_was_lost_is_applied_once,
+        old_inbox_rows_are_pruned,
     );
 
     async fn only_committed_events_are_published(backend: Backend) {
@@ -194,6 +200,16 @@ mod on_database {
     async fn a_malformed_event_is_dead_lettered_at_once(backend: Backend) {
         super::a_malformed_event_is_dead_lettered_at_once(backend, BusKind::Embedded).await
     }
+    async fn an_event_not_ready_holds_up_none_of_its_batch(backend: Backend) {
+        super::an_event_not_ready_holds_up_none_of_its_batch(backend, BusKind::Embedded).await
+    }
+    async fn events_of_one_ticket_keep_their_order_within_a_batch(backend: Backend) {
+        super::events_of_one_ticket_keep_their_order_within_a_batch(backend, BusKind::Embedded)
+            .await
+    }
+    async fn a_batch_whose_ack_was_lost_is_applied_once(backend: Backend) {
+        super::a_batch_whose_ack_was_lost_is_applied_once(backend, BusKind::Embedded).await
+    }
 }
 
 mod on_bus {
@@ -205,6 +221,9 @@ mod on_bus {
         an_event_received_twice_is_applied_once,
         an_event_never_ready_is_retried_then_dead_lettered,
         an_event_ready_on_a_later_attempt_is_applied,
+        an_event_not_ready_holds_up_none_of_its_batch,
+        events_of_one_ticket_keep_their_order_within_a_batch,
+        a_batch_whose_ack_was_lost_is_applied_once,
     );
 
     async fn only_committed_events_are_published(kind: BusKind) {
@@ -221,6 +240,15 @@ mod on_bus {
     }
     async fn an_event_ready_on_a_later_attempt_is_applied(kind: BusKind) {
         super::an_event_ready_on_a_later_attempt_is_applied(Backend::Sqlite, kind).await
+    }
+    async fn an_event_not_ready_holds_up_none_of_its_batch(kind: BusKind) {
+        super::an_event_not_ready_holds_up_none_of_its_batch(Backend::Sqlite, kind).await
+    }
+    async fn events_of_one_ticket_keep_their_order_within_a_batch(kind: BusKind) {
+        super::events_of_one_ticket_keep_their_order_within_a_batch(Backend::Sqlite, kind).await
+    }
+    async fn a_batch_whose_ack_was_lost_is_applied_once(kind: BusKind) {
+        super::a_batch_whose_ack_was_lost_is_applied_once(Backend::Sqlite, kind).await
     }
 }
 
@@ -539,4 +567,292 @@ async fn a_malformed_event_is_dead_lettered_at_once(backend: Backend, kind: BusK
     assert_eq!(dead[0].deliveries, 1, "not retried: it can never succeed");
     assert!(dead[0].reason.contains("malformed"), "{}", dead[0].reason);
     stop(ctx).await;
+}
+
+/// Records every event's effect, except that events with the title it was given are never ready;
+/// counts how often it was called for each title.
+struct AllButOne {
+    never_ready: &'static str,
+    calls: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+}
+
+#[async_trait]
+impl Handler<TicketCreated> for AllButOne {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<TicketCreated>,
+    ) -> Result<(), HandleError> {
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(event.data.title.clone())
+            .or_default() += 1;
+        record_effect(tx, &event).await?;
+        if event.data.title == self.never_ready {
+            return Err(HandleError::NotReady("this one never will be".into()));
+        }
+        Ok(())
+    }
+}
+
+async fn an_event_not_ready_holds_up_none_of_its_batch(backend: Backend, kind: BusKind) {
+    let database = TestDatabase::create(backend).await;
+    let test_bus = TestBus::create(kind).await;
+    let mut ctx = service(&database, test_bus.bus.clone()).await;
+    ctx.listeners.workers = 1;
+    // Published before the listener starts, so they wait together and come as one batch.
+    let stuck = Envelope::new(ticket("stuck"));
+    let mut good = Vec::new();
+    for i in 0..9 {
+        let event = Envelope::new(ticket(&format!("good {i}")));
+        publish_envelope(ctx.bus.as_ref(), &event, &event.id.to_string()).await;
+        good.push(event);
+        if i == 4 {
+            publish_envelope(ctx.bus.as_ref(), &stuck, &stuck.id.to_string()).await;
+        }
+    }
+    let calls = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    listener::spawn::<TicketCreated, _>(
+        &ctx,
+        AllButOne {
+            never_ready: "stuck",
+            calls: calls.clone(),
+        },
+    );
+
+    let store = &ctx.store;
+    for event in &good {
+        eventually("every good event to be applied", || async move {
+            handled(store, event.id).await.then_some(())
+        })
+        .await;
+    }
+    let bus = ctx.bus.as_ref();
+    let dead = eventually("the stuck event to be dead-lettered", || async move {
+        let dead = bus.dead_letters(&tickets_group()).await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].message_id, stuck.id.to_string());
+    // Each good event was tried at most twice, in the batch that failed and then on its own, and
+    // applied once; the stuck one's retries never brought the others back.
+    let calls = calls.lock().unwrap().clone();
+    for event in &good {
+        let title = &event.data.title;
+        assert!(calls[title] <= 2, "{title} tried {} times", calls[title]);
+        assert_eq!(effects_of(store, event.id).await, 1, "{title}");
+    }
+    // The stuck one: in the batch, then once on its own per delivery.
+    assert_eq!(calls["stuck"], 1 + ctx.listeners.max_deliver);
+    assert_eq!(effects_of(store, stuck.id).await, 0);
+    stop(ctx).await;
+}
+
+/// Records each event, checking it comes after every earlier event of its ticket: the title is
+/// `<ticket> <n>`, and n events of that ticket must have been recorded before it.
+struct InOrder {
+    out_of_order: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl Handler<TicketCreated> for InOrder {
+    fn lock_key(&self, event: &TicketCreated) -> Option<Uuid> {
+        Some(event.id)
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<TicketCreated>,
+    ) -> Result<(), HandleError> {
+        let (ticket, n) = event.data.title.rsplit_once(' ').unwrap();
+        let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM effects WHERE title LIKE $1")
+            .bind(format!("{ticket} %"))
+            .fetch_one(&mut *tx)
+            .await?;
+        if before != n.parse::<i64>().unwrap() {
+            let seen = format!("{} after {before} of its ticket", event.data.title);
+            self.out_of_order.lock().unwrap().push(seen);
+        }
+        record_effect(tx, &event).await
+    }
+}
+
+async fn events_of_one_ticket_keep_their_order_within_a_batch(backend: Backend, kind: BusKind) {
+    let database = TestDatabase::create(backend).await;
+    let test_bus = TestBus::create(kind).await;
+    let mut ctx = service(&database, test_bus.bus.clone()).await;
+    ctx.listeners.workers = 1;
+    // Three tickets' events interleaved, so that applying them by ticket moves them about.
+    let tickets: Vec<TicketCreated> = (0..3).map(|t| ticket(&format!("t{t}"))).collect();
+    let mut last = None;
+    for n in 0..10 {
+        for (t, data) in tickets.iter().enumerate() {
+            let mut data = data.clone();
+            data.title = format!("t{t} {n}");
+            let event = Envelope::new(data);
+            publish_envelope(ctx.bus.as_ref(), &event, &event.id.to_string()).await;
+            last = Some(event.id);
+        }
+    }
+    let out_of_order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    listener::spawn::<TicketCreated, _>(
+        &ctx,
+        InOrder {
+            out_of_order: out_of_order.clone(),
+        },
+    );
+
+    let store = &ctx.store;
+    let last = last.unwrap();
+    eventually("all thirty events to be applied", || async move {
+        handled(store, last).await.then_some(())
+    })
+    .await;
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM effects")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, 30);
+    assert!(
+        out_of_order.lock().unwrap().is_empty(),
+        "{:?}",
+        out_of_order.lock().unwrap()
+    );
+    stop(ctx).await;
+}
+
+/// The real bus, except that the acknowledgement of the first batch each subscription takes is
+/// lost, as when a consumer dies between its commit and its ack.
+struct LosesFirstAck {
+    inner: SharedBus,
+    redelivered: Arc<AtomicU32>,
+}
+
+struct ForgetfulSubscription {
+    inner: Box<dyn Subscription>,
+    first: bool,
+    redelivered: Arc<AtomicU32>,
+}
+
+struct MaybeAck {
+    inner: Box<dyn BatchAcker>,
+    lose: bool,
+}
+
+#[async_trait]
+impl BatchAcker for MaybeAck {
+    async fn ack(&self, positions: &[usize]) -> Result<(), BusError> {
+        if self.lose {
+            return Ok(());
+        }
+        self.inner.ack(positions).await
+    }
+}
+
+#[async_trait]
+impl Subscription for ForgetfulSubscription {
+    async fn next_batch(&mut self, max: usize) -> Result<Batch, BusError> {
+        let (deliveries, acker) = self.inner.next_batch(max).await?.into_parts();
+        let again = deliveries.iter().filter(|d| d.attempt > 1).count();
+        self.redelivered.fetch_add(again as u32, Ordering::SeqCst);
+        let lose = std::mem::replace(&mut self.first, false);
+        Ok(Batch::new(
+            deliveries,
+            Box::new(MaybeAck { inner: acker, lose }),
+        ))
+    }
+}
+
+#[async_trait]
+impl Bus for LosesFirstAck {
+    async fn publish(&self, message: &Message) -> Result<(), BusError> {
+        self.inner.publish(message).await
+    }
+
+    async fn subscribe(&self, config: &ConsumerConfig) -> Result<Box<dyn Subscription>, BusError> {
+        Ok(Box::new(ForgetfulSubscription {
+            inner: self.inner.subscribe(config).await?,
+            first: true,
+            redelivered: self.redelivered.clone(),
+        }))
+    }
+
+    async fn dead_letters(&self, config: &ConsumerConfig) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.dead_letters(config).await
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        self.inner.ping().await
+    }
+}
+
+async fn a_batch_whose_ack_was_lost_is_applied_once(backend: Backend, kind: BusKind) {
+    let database = TestDatabase::create(backend).await;
+    let test_bus = TestBus::create(kind).await;
+    let redelivered = Arc::new(AtomicU32::new(0));
+    let bus = Arc::new(LosesFirstAck {
+        inner: test_bus.bus.clone(),
+        redelivered: redelivered.clone(),
+    });
+    let mut ctx = service(&database, bus).await;
+    ctx.listeners.workers = 1;
+    let mut events = Vec::new();
+    for i in 0..5 {
+        let event = Envelope::new(ticket(&format!("event {i}")));
+        publish_envelope(ctx.bus.as_ref(), &event, &event.id.to_string()).await;
+        events.push(event);
+    }
+    listener::spawn::<TicketCreated, _>(&ctx, RecordEffect);
+
+    // The first batch is applied and its ack lost; after the ack wait it comes back whole.
+    let redelivered = &redelivered;
+    eventually("the unacknowledged batch to come back", || async move {
+        (redelivered.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    let store = &ctx.store;
+    for event in &events {
+        eventually("every event to be applied", || async move {
+            handled(store, event.id).await.then_some(())
+        })
+        .await;
+    }
+    // Time for the redelivered batch to be handled and acknowledged.
+    tokio::time::sleep(ctx.listeners.ack_wait).await;
+    for event in &events {
+        assert_eq!(effects_of(store, event.id).await, 1, "{}", event.data.title);
+    }
+    let dead = ctx.bus.dead_letters(&tickets_group()).await.unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    stop(ctx).await;
+}
+
+async fn old_inbox_rows_are_pruned(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store(&[&outbox::MIGRATIONS]).await;
+    for (event, handled_at) in [("old", 1_000), ("older", 500), ("recent", 5_000)] {
+        sqlx::query("INSERT INTO inbox (consumer, event_id, handled_at) VALUES ($1, $2, $3)")
+            .bind("tickets_ticket_created")
+            .bind(event)
+            .bind(handled_at as i64)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+
+    let removed = retention::prune(&store, retention::INBOX, 2_000)
+        .await
+        .unwrap();
+
+    assert_eq!(removed, 2);
+    let left: Vec<String> = sqlx::query_scalar("SELECT event_id FROM inbox")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, ["recent"]);
+    assert_eq!(retention::rows(&store, retention::INBOX).await.unwrap(), 1);
 }

@@ -50,6 +50,11 @@ pub struct Settings {
     /// buyer racing again: a longer measurement without signing up more buyers.
     #[arg(long, default_value_t = 1)]
     pub sale_rounds: usize,
+    /// Keep starting flash-sale rounds until this long has passed, however many that takes
+    /// (`--sale-rounds` is then the least): a soak at the sale's rate.
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(serialize_with = "optional_seconds")]
+    pub sale_for: Option<Duration>,
     /// Share of the flash-sale winners who pay for their ticket.
     #[arg(long, default_value_t = 0.5)]
     pub pay_share: f64,
@@ -167,6 +172,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_f64(duration.as_secs_f64())
+}
+
+fn optional_seconds<S: Serializer>(
+    duration: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => seconds(duration, serializer),
+        None => serializer.serialize_none(),
+    }
 }
 
 #[cfg(test)]

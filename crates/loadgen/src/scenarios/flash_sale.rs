@@ -144,8 +144,9 @@ impl Sale {
     }
 }
 
-/// Runs `--sale-rounds` sales, the first over the listed tickets and each later one over as
-/// many fresh tickets, every buyer racing again each round. Returns the report and the
+/// Runs `--sale-rounds` sales (or more, until `--sale-for` has passed), the first over the
+/// listed tickets and each later one over as many fresh tickets, every buyer racing again each
+/// round. Returns the report and the
 /// tickets listed for the later rounds.
 pub async fn run(
     ctx: &Arc<Context>,
@@ -154,7 +155,7 @@ pub async fn run(
     observations: &mut Observations,
 ) -> (ScenarioReport, Vec<Listing>) {
     let settings = &ctx.settings;
-    let rounds = settings.sale_rounds.max(1);
+    let least_rounds = settings.sale_rounds.max(1);
     let mut report = ScenarioReport::new("flash_sale", "flash sale");
     let started = Instant::now();
     let tally = Arc::new(Tally {
@@ -164,7 +165,8 @@ pub async fn run(
         other_answers: AtomicU64::new(0),
         lag: Arc::new(Distribution::default()),
         lag_lost: Arc::new(AtomicU64::new(0)),
-        lag_every: (listings.len() * rounds / settings.lag_samples.max(1)).max(1),
+        // A sale that runs for a time samples as if it ran its least rounds.
+        lag_every: (listings.len() * least_rounds / settings.lag_samples.max(1)).max(1),
     });
     let payment = Operation::new("POST /api/payments", &[201]);
     let listing = Operation::new("POST /api/tickets", &[201]);
@@ -177,7 +179,14 @@ pub async fn run(
     let mut payments_ok = 0;
     let mut payment_retries = 0;
 
-    for round in 0..rounds {
+    let mut round = 0;
+    loop {
+        let time_left = settings
+            .sale_for
+            .is_some_and(|sale_for| started.elapsed() < sale_for);
+        if round >= least_rounds && !time_left {
+            break;
+        }
         let fresh;
         let round_listings = if round == 0 {
             listings
@@ -195,7 +204,15 @@ pub async fn run(
                 settings.settle_timeout
             ));
         }
-        let outcome = sell(ctx, cast, &tally, round_listings, round, rounds).await;
+        let outcome = sell(
+            ctx,
+            cast,
+            &tally,
+            round_listings,
+            round,
+            least_rounds.max(round + 1),
+        )
+        .await;
         sale_time += outcome.time;
         tickets_total += round_listings.len();
         tickets_sold_out += outcome.taken;
@@ -235,6 +252,7 @@ pub async fn run(
         payments_ok += payments.paid.len();
         payment_retries += payments.retries;
         observations.paid_orders.extend(payments.paid);
+        round += 1;
         if outcome.stalled {
             break;
         }
@@ -255,7 +273,7 @@ pub async fn run(
     }
     report.distributions = vec![("propagation lag", tally.lag.quantiles_ms())];
     report.figures = vec![
-        ("rounds", rounds as f64),
+        ("rounds", round as f64),
         ("tickets", tickets_total as f64),
         ("buyers", cast.buyers.len() as f64),
         ("reserve_attempts", attempts as f64),

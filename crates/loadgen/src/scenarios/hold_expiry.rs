@@ -1,20 +1,22 @@
 //! Hold expiry: `--holds` orders on fresh tickets, placed as fast as the marketplace takes them
-//! so that they all fall due within a short span, and then how late their cancellation comes.
+//! so that they all fall due within a short span (or at `--hold-rate`, so they fall due at that
+//! rate), and then how late their cancellation comes.
 //!
-//! Watching every hold would be a load of its own, so a random sample of them is read every
-//! [`SWEEP`] once due, until each is seen cancelled and its ticket seen released; lateness is
-//! when that was seen minus the order's `expiresAt`. With `--metrics-url`, the expiration
+//! Watching every hold would be a load of its own, so a sample of them (every so many placed) is
+//! read every [`SWEEP`] once due, from the moment the first is placed, until each is seen
+//! cancelled and its ticket seen released; lateness is when that was seen minus the order's
+//! `expiresAt`. Watching starts with placing: at a fixed rate the first holds fall due while the
+//! last are still being placed, and a watcher that began only afterwards would count the wait as
+//! lateness. With `--metrics-url`, the expiration
 //! service's own lateness histogram over the scenario is reported beside it. At the end every
 //! buyer's orders are read to check that every hold was cancelled.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rand::rng;
-use rand::seq::IndexedRandom;
 
 use super::{
     Cast, Context, Listing, list_tickets, retry_pause, unix_millis, unix_millis_at, unix_millis_now,
@@ -33,6 +35,13 @@ const SWEEP_CONCURRENCY: usize = 32;
 /// How often every buyer's orders are read while waiting for all holds to lapse.
 const ROUND_PAUSE: Duration = Duration::from_secs(1);
 const LATENESS_METRIC: &str = "stubs_expiration_lateness_seconds";
+
+/// Which holds are watched: every `every`th placed, handed to the watcher as they are placed.
+struct Sampling {
+    every: usize,
+    sampled: Mutex<Vec<Hold>>,
+    placing_done: AtomicBool,
+}
 
 /// A placed hold.
 #[derive(Debug, Clone)]
@@ -81,21 +90,47 @@ pub async fn run(
     let place = Arc::new(Operation::new("POST /api/orders", &[201]));
     let retries = Arc::new(AtomicU64::new(0));
     let placed_count = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start("hold expiry: placing", {
+    let watched = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::start("hold expiry: placing and watching", {
         let place = Arc::clone(&place);
         let placed_count = Arc::clone(&placed_count);
+        let watched = Arc::clone(&watched);
         let holds = listings.len();
         move || {
             format!(
-                "placed {}/{holds}, errors {}",
+                "placed {}/{holds}, errors {}; {} sampled seen released",
                 placed_count.load(Ordering::Relaxed),
-                place.errors()
+                place.errors(),
+                watched.load(Ordering::Relaxed)
             )
         }
     });
-    let placing_started = Instant::now();
-    let holds = place_holds(ctx, cast, &listings, &place, &retries, &placed_count).await;
-    let placing_time = placing_started.elapsed();
+    // Every so many holds is watched from the moment it falls due, while the others are still
+    // being placed: at a fixed rate the first fall due long before the last is placed.
+    let sampling = Sampling {
+        every: (listings.len() / settings.hold_sample.max(1)).max(1),
+        sampled: Mutex::new(Vec::new()),
+        placing_done: AtomicBool::new(false),
+    };
+    let sweeps = Distribution::default();
+    let ((holds, placing_time), sample) = tokio::join!(
+        async {
+            let placing_started = Instant::now();
+            let holds = place_holds(
+                ctx,
+                cast,
+                &listings,
+                &sampling,
+                &place,
+                &retries,
+                &placed_count,
+            )
+            .await;
+            sampling.placing_done.store(true, Ordering::SeqCst);
+            (holds, placing_started.elapsed())
+        },
+        watch_sample(ctx, cast, &sampling, &sweeps, &watched),
+    );
     progress.finish().await;
     observations
         .holds
@@ -115,28 +150,9 @@ pub async fn run(
     };
     let deadline_ms = last_due + millis(settings.expiry_timeout);
 
-    let sample: Vec<Hold> = holds
-        .choose_multiple(&mut rng(), settings.hold_sample)
-        .cloned()
-        .collect();
     let cancelled = Distribution::default();
     let released = Distribution::default();
-    let sweeps = Distribution::default();
-    let watched = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start("hold expiry: watching", {
-        let watched = Arc::clone(&watched);
-        let sampled = sample.len();
-        move || {
-            let now = unix_millis_now();
-            format!(
-                "{sampled} sampled, {} seen released; {}",
-                watched.load(Ordering::Relaxed),
-                due_text(now, first_due, last_due)
-            )
-        }
-    });
-    let watches = watch_sample(ctx, cast, &sample, deadline_ms, &sweeps, &watched).await;
-    for (hold, watch) in sample.iter().zip(&watches) {
+    for (hold, watch) in &sample {
         if let Some(seen) = watch.cancelled_seen_ms {
             cancelled.record(lateness(seen, hold.expires_at_ms));
         }
@@ -144,7 +160,6 @@ pub async fn run(
             released.record(lateness(seen, hold.expires_at_ms));
         }
     }
-    progress.finish().await;
 
     let ids: HashSet<&str> = holds.iter().map(|h| h.order_id.as_str()).collect();
     let buyers: HashSet<usize> = holds.iter().map(|h| h.buyer).collect();
@@ -205,12 +220,13 @@ pub async fn run(
 }
 
 /// Places one hold per listed ticket, buyers taken in turn, as fast as they are taken (or at
-/// `--hold-rate`). A 404
-/// means orders has not yet heard of the ticket; it is asked again.
+/// `--hold-rate`), handing every sampled one to the watcher as soon as it is placed. A 404 means
+/// orders has not yet heard of the ticket; it is asked again.
 async fn place_holds(
     ctx: &Context,
     cast: &Cast,
     listings: &[Listing],
+    sampling: &Sampling,
     place: &Operation,
     retries: &AtomicU64,
     placed: &AtomicUsize,
@@ -233,13 +249,19 @@ async fn place_holds(
                 place.record_since(due, &call);
                 if let Some(order) = call.answer_with(201).and_then(|a| a.json::<OrderView>()) {
                     placed.fetch_add(1, Ordering::Relaxed);
-                    return Some(Hold {
+                    let hold = Hold {
                         answered_at_ms: unix_millis_at(call.finished),
                         expires_at_ms: unix_millis(&order.expires_at)?,
                         order_id: order.id,
                         ticket_id: listing.id.clone(),
                         buyer: buyer_index,
-                    });
+                    };
+                    if n % sampling.every == 0
+                        && let Ok(mut sampled) = sampling.sampled.lock()
+                    {
+                        sampled.push(hold.clone());
+                    }
+                    return Some(hold);
                 }
                 // No answer or a 5xx: the order may or may not exist; trying again is safe,
                 // since a second order on the same ticket is refused by the marketplace.
@@ -256,40 +278,45 @@ async fn place_holds(
         .await
 }
 
-/// Reads the due, not yet settled sampled holds every [`SWEEP`] until each is seen cancelled and
-/// released, or the deadline passes.
+/// Reads the sampled holds that are due and not yet settled every [`SWEEP`], from the first
+/// one placed, until placing is over and each is seen cancelled and released, or
+/// `--expiry-timeout` has passed since the last one fell due.
 async fn watch_sample(
     ctx: &Context,
     cast: &Cast,
-    sample: &[Hold],
-    deadline_ms: i64,
+    sampling: &Sampling,
     sweeps: &Distribution,
     settled: &AtomicUsize,
-) -> Vec<Watch> {
-    let watches: Vec<Mutex<Watch>> = sample.iter().map(|_| Mutex::default()).collect();
+) -> Vec<(Hold, Watch)> {
+    let mut watches: Vec<(Hold, Mutex<Watch>)> = Vec::new();
     let mut last_sweep: Option<Instant> = None;
     loop {
         let sweep_started = Instant::now();
-        let now = unix_millis_now();
-        if now > deadline_ms {
-            break;
+        // Read before the new holds are taken: once it says done, every hold is among them.
+        let placing_done = sampling.placing_done.load(Ordering::SeqCst);
+        if let Ok(mut sampled) = sampling.sampled.lock() {
+            watches.extend(sampled.drain(..).map(|hold| (hold, Mutex::default())));
         }
-        let pending: Vec<usize> = (0..sample.len())
+        let now = unix_millis_now();
+        if placing_done {
+            let last_due = watches.iter().map(|(hold, _)| hold.expires_at_ms).max();
+            let open = watches
+                .iter()
+                .filter(|(_, w)| w.lock().is_ok_and(|w| w.released_seen_ms.is_none()))
+                .count();
+            let timed_out =
+                last_due.is_none_or(|due| now > due + millis(ctx.settings.expiry_timeout));
+            if open == 0 || timed_out {
+                break;
+            }
+        }
+        let pending: Vec<usize> = (0..watches.len())
             .filter(|&i| {
-                let due = sample[i].expires_at_ms <= now;
-                let open = watches[i]
-                    .lock()
-                    .is_ok_and(|w| w.released_seen_ms.is_none());
-                due && open
+                let (hold, watch) = &watches[i];
+                let open = watch.lock().is_ok_and(|w| w.released_seen_ms.is_none());
+                hold.expires_at_ms <= now && open
             })
             .collect();
-        let open = watches
-            .iter()
-            .filter(|w| w.lock().is_ok_and(|w| w.released_seen_ms.is_none()))
-            .count();
-        if open == 0 {
-            break;
-        }
         if !pending.is_empty() {
             if let Some(previous) = last_sweep {
                 sweeps.record(sweep_started - previous);
@@ -298,7 +325,7 @@ async fn watch_sample(
         }
         futures::stream::iter(pending)
             .for_each_concurrent(SWEEP_CONCURRENCY, |i| {
-                let (hold, watch) = (&sample[i], &watches[i]);
+                let (hold, watch) = &watches[i];
                 async move {
                     if look_at(ctx, cast, hold, watch).await {
                         settled.fetch_add(1, Ordering::Relaxed);
@@ -310,7 +337,7 @@ async fn watch_sample(
     }
     watches
         .into_iter()
-        .map(|w| w.into_inner().unwrap_or_default())
+        .map(|(hold, w)| (hold, w.into_inner().unwrap_or_default()))
         .collect()
 }
 
@@ -428,14 +455,4 @@ fn lateness(seen_ms: i64, due_ms: i64) -> Duration {
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn due_text(now: i64, first_due: i64, last_due: i64) -> String {
-    if now < first_due {
-        format!("first due in {:.1}s", (first_due - now) as f64 / 1000.0)
-    } else if now < last_due {
-        format!("last due in {:.1}s", (last_due - now) as f64 / 1000.0)
-    } else {
-        format!("all due {:.1}s ago", (now - last_due) as f64 / 1000.0)
-    }
 }

@@ -26,7 +26,7 @@ use sqlx::AnyConnection;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::bus::{Batch, ConsumerConfig};
+use crate::bus::{Batch, ConsumerConfig, Delivery};
 use crate::events::{Envelope, EventData};
 use crate::service::ServiceContext;
 use crate::store::{Dialect, Params, is_unavailable, now_millis};
@@ -235,6 +235,14 @@ async fn process<E: EventData, H: Handler<E>>(
     match apply(ctx, config, handler, &events).await {
         Ok(()) => applied.extend(events.iter().map(|event| event.position)),
         Err(err) if events.len() == 1 => failed.push((&events[0], err)),
+        // One at a time would only wait for the database once per event: all come back later.
+        Err(HandleError::Store(err)) if is_unavailable(&err) => {
+            tracing::warn!(consumer = %config.durable_name(), error = %err, size = events.len(), "database unavailable, the batch will come again");
+            metrics::counter!("stubs_events_failed_total", &labels).increment(events.len() as u64);
+            for event in &events {
+                retry_later(ctx, &batch.deliveries[event.position]).await;
+            }
+        }
         Err(err) => {
             tracing::debug!(error = %err, size = events.len(), "batch failed, applying its events one at a time");
             metrics::counter!("stubs_event_batch_fallbacks_total", &labels).increment(1);
@@ -263,7 +271,7 @@ async fn process<E: EventData, H: Handler<E>>(
     }
     for (event, err) in failed {
         let delivery = &batch.deliveries[event.position];
-        let delay = ctx.listeners.retry_after(delivery.attempt);
+        let delay = retry_later(ctx, delivery).await;
         event.span.in_scope(|| match &err {
             HandleError::NotReady(_) => {
                 tracing::info!(error = %err, retry_in = ?delay, "event not ready")
@@ -274,10 +282,16 @@ async fn process<E: EventData, H: Handler<E>>(
             _ => tracing::error!(error = %err, retry_in = ?delay, "event handler failed"),
         });
         metrics::counter!("stubs_events_failed_total", &labels).increment(1);
-        if let Err(err) = delivery.nak(delay).await {
-            tracing::warn!(error = %err, "nak failed; the ack wait will bring it back");
-        }
     }
+}
+
+/// Asks for a delivery again after its retry delay, which it returns.
+async fn retry_later(ctx: &ServiceContext, delivery: &Delivery) -> Duration {
+    let delay = ctx.listeners.retry_after(delivery.attempt);
+    if let Err(err) = delivery.nak(delay).await {
+        tracing::warn!(error = %err, "nak failed; the ack wait will bring it back");
+    }
+    delay
 }
 
 /// Applies events in one transaction, each with its inbox record; an event already in the inbox
@@ -342,4 +356,40 @@ async fn record_in_inbox<E: EventData>(
         }
     }
     Ok(first_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redelivery_span_counts_every_delivery_with_its_ack_wait_and_longest_delay() {
+        let settings = ListenerSettings::default();
+        // 10 × (30 s + 10 s)
+        assert_eq!(settings.redelivery_span(), Duration::from_secs(400));
+        assert!(settings.validate().is_ok(), "the defaults fit together");
+    }
+
+    #[test]
+    fn a_retention_shorter_than_the_redelivery_span_is_refused() {
+        let settings = ListenerSettings {
+            ack_wait: Duration::from_secs(120),
+            ..Default::default()
+        };
+        let refusal = settings.validate().unwrap_err();
+        assert!(refusal.contains("at least 21m 40s"), "{refusal}");
+        let enough = ListenerSettings {
+            retention: Duration::from_secs(1300),
+            ..settings
+        };
+        assert!(enough.validate().is_ok());
+    }
+
+    #[test]
+    fn retries_back_off_up_to_the_longest_delay() {
+        let settings = ListenerSettings::default();
+        assert_eq!(settings.retry_after(1), Duration::from_millis(200));
+        assert_eq!(settings.retry_after(3), Duration::from_millis(800));
+        assert_eq!(settings.retry_after(12), settings.max_retry_delay);
+    }
 }

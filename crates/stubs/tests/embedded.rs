@@ -121,3 +121,26 @@ fn a_short_jwt_secret_is_refused_at_start() {
     assert!(!output.status.success());
     assert!(stderr.contains("at least 32 characters"), "{stderr}");
 }
+
+#[test]
+fn an_inbox_retention_shorter_than_redeliveries_last_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_stubs"))
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--event-ack-wait",
+            "2m",
+            "--inbox-retention",
+            "15m",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--inbox-retention"), "{stderr}");
+    assert!(stderr.contains("at least 21m 40s"), "{stderr}");
+}

@@ -30,7 +30,7 @@ pub async fn insert_user(
     .bind(email.as_str())
     .bind(password_hash)
     .bind(common::store::now_millis())
-    .execute(store.pool())
+    .execute(store.writer())
     .await;
     match result {
         Ok(_) => Ok(Inserted::Created),

@@ -137,7 +137,7 @@ impl Outbox {
         match self.store.dialect() {
             // Replicas share the table: each claims rows the others are not publishing.
             Dialect::Postgres => {
-                let mut tx = self.store.pool().begin().await?;
+                let mut tx = self.store.begin().await?;
                 let rows = sqlx::query(
                     "SELECT seq, id, event_type, payload, headers FROM outbox ORDER BY seq \
                      LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -158,7 +158,7 @@ impl Outbox {
                 .bind(BATCH)
                 .fetch_all(self.store.pool())
                 .await?;
-                let mut conn = self.store.pool().acquire().await?;
+                let mut conn = self.store.writer().acquire().await?;
                 self.publish_rows(bus, &mut conn, rows).await
             }
         }

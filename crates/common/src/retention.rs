@@ -51,7 +51,7 @@ pub async fn prune(store: &Store, dated: Dated, before: i64) -> Result<u64, sqlx
         let deleted = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(before)
             .bind(CHUNK)
-            .execute(store.pool())
+            .execute(store.writer())
             .await?
             .rows_affected();
         removed += deleted;

@@ -93,7 +93,14 @@ pub enum StoreError {
 /// A pool on one service's database. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Reads; and, on PostgreSQL, writes too.
     pool: AnyPool,
+    /// What writes. On SQLite a pool of one connection: the file has one writer at a time anyway,
+    /// and writers that queue for this connection take their turns in order, where writers on
+    /// connections of their own waited in SQLite's busy handler, which sleeps in steps of up to
+    /// 100 ms and put those steps into the tail of every contended write. On PostgreSQL it is
+    /// `pool` again.
+    writer: AnyPool,
     dialect: Dialect,
 }
 
@@ -108,7 +115,7 @@ impl Store {
     pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 16;
 
     /// [`Store::connect`] with at most `postgres_connections` connections on PostgreSQL (SQLite
-    /// keeps its own small pool: one writer at a time, a few readers).
+    /// keeps its own small pools: one writer, a few readers).
     pub async fn connect_with(
         url: &str,
         migrations: &[&Migrations],
@@ -117,37 +124,24 @@ impl Store {
         install_default_drivers();
         let dialect =
             Dialect::of_url(url).ok_or_else(|| StoreError::UnsupportedUrl(redact(url)))?;
-        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
-        let pool = match dialect {
+        let (pool, writer) = match dialect {
             Dialect::Sqlite => {
                 let url = if url.contains('?') {
                     url.to_owned()
                 } else {
                     format!("{url}?mode=rwc")
                 };
-                options
-                    .max_connections(4)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // WAL lets readers run beside the one writer; NORMAL sync is durable
-                            // across process crashes, which is what embedded mode promises.
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                            )
-                            .await
-                            .map(|_| ())
-                        })
-                    })
-                    .connect(&url)
-                    .await
+                // The writer first: it creates the file and turns WAL on before readers open it.
+                let writer = sqlite_pool(1).connect(&url).await;
+                let readers = sqlite_pool(4).connect(&url).await;
+                writer.and_then(|writer| Ok((readers?, writer)))
             }
-            Dialect::Postgres => {
-                options
-                    .max_connections(postgres_connections.max(1))
-                    .connect(url)
-                    .await
-            }
+            Dialect::Postgres => AnyPoolOptions::new()
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .max_connections(postgres_connections.max(1))
+                .connect(url)
+                .await
+                .map(|pool| (pool.clone(), pool)),
         }
         .map_err(StoreError::Connect)?;
 
@@ -155,12 +149,23 @@ impl Store {
             .iter()
             .flat_map(|m| m.for_dialect(dialect).iter().copied())
             .collect();
-        Migrator::new(Embedded(all)).await?.run(&pool).await?;
-        Ok(Self { pool, dialect })
+        Migrator::new(Embedded(all)).await?.run(&writer).await?;
+        Ok(Self {
+            pool,
+            writer,
+            dialect,
+        })
     }
 
+    /// For reads. (On PostgreSQL it is also the [`Store::writer`].)
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// For a statement that writes outside a transaction. Never while this task holds a
+    /// transaction of the same store: on SQLite that waits for itself until the pool times out.
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -172,8 +177,8 @@ impl Store {
     /// with "database is locked" instead of waiting its turn.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.pool.begin().await,
+            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.writer.begin().await,
         }
     }
 
@@ -187,7 +192,30 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
+}
+
+/// How long a request waits for a connection before it is told the database is unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A pool of up to `connections` to one SQLite file.
+fn sqlite_pool(connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .max_connections(connections)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // WAL lets readers run beside the one writer; NORMAL sync is durable across
+                // process crashes, which is what embedded mode promises.
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                )
+                .await
+                .map(|_| ())
+            })
+        })
 }
 
 /// True when the error means the database is out of reach (or too busy) rather than that the

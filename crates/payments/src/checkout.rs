@@ -121,7 +121,7 @@ impl Checkout {
             }
             Ok(ChargeOutcome::Processing { stripe_id }) => {
                 count("processing", processor);
-                let mut conn = self.store.pool().acquire().await?;
+                let mut conn = self.store.writer().acquire().await?;
                 store::set_processing(&mut conn, payment.id, &stripe_id, now_millis()).await?;
                 tracing::info!(payment = %payment.id, %stripe_id, "charge processing; a webhook will settle it");
                 Ok(payment)

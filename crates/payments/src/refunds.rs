@@ -65,7 +65,7 @@ impl Refunds {
     pub async fn refund(&self, payment_id: Uuid) -> Result<bool, RefundError> {
         let now = now_millis();
         let claimed = {
-            let mut conn = self.store.pool().acquire().await?;
+            let mut conn = self.store.writer().acquire().await?;
             store::claim_refund(&mut conn, payment_id, now, now - REFUND_TIMEOUT_MS).await?
         };
         let Some(payment) = claimed else {
@@ -84,7 +84,7 @@ impl Refunds {
             Ok(receipt) => receipt,
             Err(err) => {
                 self.count("failed");
-                if let Ok(mut conn) = self.store.pool().acquire().await
+                if let Ok(mut conn) = self.store.writer().acquire().await
                     && let Err(release) =
                         store::release_refund(&mut conn, payment.id, now_millis()).await
                 {

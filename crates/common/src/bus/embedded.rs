@@ -138,7 +138,7 @@ impl EmbeddedBus {
                 .bind(settled)
                 .bind(published_before)
                 .bind(COMPACTION_CHUNK)
-                .execute(self.store.pool())
+                .execute(self.store.writer())
                 .await?
                 .rows_affected();
                 removed += deleted;
@@ -241,7 +241,7 @@ impl Bus for EmbeddedBus {
         )
         .bind(config.durable_name())
         .bind(config.event_type.as_str())
-        .execute(self.store.pool())
+        .execute(self.store.writer())
         .await?;
         Ok(Box::new(EmbeddedSubscription {
             bus: self.clone(),
@@ -557,7 +557,7 @@ impl BatchAcker for EmbeddedBatchAcker {
             for (seq, token) in chunk {
                 delete = delete.bind(*seq).bind(*token);
             }
-            delete.execute(self.bus.store.pool()).await?;
+            delete.execute(self.bus.store.writer()).await?;
         }
         Ok(())
     }
@@ -578,7 +578,7 @@ impl Acker for EmbeddedAcker {
             .bind(&self.consumer)
             .bind(self.seq)
             .bind(self.token)
-            .execute(self.bus.store.pool())
+            .execute(self.bus.store.writer())
             .await?;
         Ok(())
     }
@@ -592,7 +592,7 @@ impl Acker for EmbeddedAcker {
         .bind(self.seq)
         .bind(self.token)
         .bind(now_millis() + delay)
-        .execute(self.bus.store.pool())
+        .execute(self.bus.store.writer())
         .await?;
         // Waiting consumers recompute how long to sleep.
         self.bus.wake(self.event_type);

@@ -57,7 +57,7 @@ impl PaymentProcessor for Sandbox {
                     token: request.token.as_str().to_owned(),
                     order_id: request.order_id,
                 };
-                let made = store::sandbox_charge(self.store.pool(), &wanted, now_millis())
+                let made = store::sandbox_charge(self.store.writer(), &wanted, now_millis())
                     .await
                     .map_err(store_error)?;
                 // Stripe refuses a key reused with other parameters; so does the sandbox.
@@ -74,10 +74,14 @@ impl PaymentProcessor for Sandbox {
 
     async fn refund(&self, request: &RefundRequest) -> Result<RefundReceipt, ProcessorError> {
         let new_id = format!("re_sandbox_{}", uuid::Uuid::now_v7().simple());
-        let refund_id =
-            store::sandbox_refund(self.store.pool(), &request.stripe_id, &new_id, now_millis())
-                .await
-                .map_err(store_error)?;
+        let refund_id = store::sandbox_refund(
+            self.store.writer(),
+            &request.stripe_id,
+            &new_id,
+            now_millis(),
+        )
+        .await
+        .map_err(store_error)?;
         refund_id.map(|id| RefundReceipt { id }).ok_or_else(|| {
             ProcessorError::Refused(anyhow::anyhow!(
                 "the sandbox has no charge {}",

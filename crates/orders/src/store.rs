@@ -124,6 +124,22 @@ pub async fn update_ticket(conn: &mut AnyConnection, ticket: &Ticket) -> Result<
     Ok(updated == 1)
 }
 
+/// Whether an order that is not cancelled holds the ticket now. Only a quick answer for the
+/// buyers who come too late (most of a sale's attempts): it decides nothing, since the ticket may
+/// be taken the moment after; [`insert_order`] under the unique index decides for everyone else.
+pub async fn is_held<'c, E>(executor: E, ticket_id: Uuid) -> Result<bool, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM orders WHERE ticket_id = $1 AND status <> 'cancelled' LIMIT 1",
+    )
+    .bind(ticket_id.to_string())
+    .fetch_optional(executor)
+    .await?;
+    Ok(held.is_some())
+}
+
 /// Stores a new order. The unique index over the ticket id of orders that are not cancelled
 /// decides between racing buyers: the loser's insert fails (on PostgreSQL after waiting for the
 /// winner's transaction) and comes back as [`Placed::TicketTaken`]. On PostgreSQL the caller's

@@ -38,14 +38,16 @@ impl Handler<OrderCreated> for ReserveTicket {
     ) -> Result<(), HandleError> {
         let order = event.data;
         let ticket_id = order.ticket.id;
-        let Some(ticket) = store::lock(tx, self.dialect, ticket_id).await? else {
+        let Some((ticket, order_cancelled)) =
+            store::lock_for_order(tx, self.dialect, ticket_id, order.id).await?
+        else {
             // Retried, then dead-lettered after the maximum deliveries: never lost in silence.
             return Err(HandleError::NotReady(format!(
                 "order {} names unknown ticket {ticket_id}",
                 order.id
             )));
         };
-        if store::is_cancelled_order(tx, order.id).await? {
+        if order_cancelled {
             tracing::info!(order = %order.id, ticket = %ticket_id, "order already cancelled, not reserving");
             return Ok(());
         }

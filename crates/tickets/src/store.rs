@@ -182,17 +182,38 @@ pub async fn record_cancelled_order(
     Ok(())
 }
 
-/// Whether an order:cancelled for this order has been applied.
-pub async fn is_cancelled_order(
+/// A ticket locked as [`lock`] does, and whether this order's cancellation has been applied
+/// already (its tombstone), read in one statement: the first thing a reservation needs to know.
+pub async fn lock_for_order(
     conn: &mut AnyConnection,
+    dialect: Dialect,
+    id: Uuid,
     order_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let found: Option<String> =
-        sqlx::query_scalar("SELECT order_id FROM cancelled_orders WHERE order_id = $1")
-            .bind(order_id.to_string())
-            .fetch_optional(conn)
-            .await?;
-    Ok(found.is_some())
+) -> Result<Option<(Ticket, bool)>, sqlx::Error> {
+    let sql = match dialect {
+        Dialect::Postgres => concat!(
+            "SELECT ",
+            columns!(),
+            ", (SELECT COUNT(*) FROM cancelled_orders WHERE order_id = $2) AS tombstones \
+             FROM tickets WHERE id = $1 FOR UPDATE"
+        ),
+        Dialect::Sqlite => concat!(
+            "SELECT ",
+            columns!(),
+            ", (SELECT COUNT(*) FROM cancelled_orders WHERE order_id = $2) AS tombstones \
+             FROM tickets WHERE id = $1"
+        ),
+    };
+    let row = sqlx::query(sql)
+        .bind(id.to_string())
+        .bind(order_id.to_string())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|row| {
+        let cancelled = row.try_get::<i64, _>("tombstones")? > 0;
+        Ok((ticket_from_row(&row)?, cancelled))
+    })
+    .transpose()
 }
 
 fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {

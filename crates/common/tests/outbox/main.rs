@@ -178,6 +178,7 @@ mod on_database {
         a_malformed_event_is_dead_lettered_at_once,
         an_event_not_ready_holds_up_none_of_its_batch,
         events_of_one_ticket_keep_their_order_within_a_batch,
+        an_event_not_ready_holds_back_the_later_events_of_its_row,
         a_batch_whose_ack_was_lost_is_applied_once,
         old_inbox_rows_are_pruned,
     );
@@ -207,6 +208,10 @@ mod on_database {
         super::events_of_one_ticket_keep_their_order_within_a_batch(backend, BusKind::Embedded)
             .await
     }
+    async fn an_event_not_ready_holds_back_the_later_events_of_its_row(backend: Backend) {
+        super::an_event_not_ready_holds_back_the_later_events_of_its_row(backend, BusKind::Embedded)
+            .await
+    }
     async fn a_batch_whose_ack_was_lost_is_applied_once(backend: Backend) {
         super::a_batch_whose_ack_was_lost_is_applied_once(backend, BusKind::Embedded).await
     }
@@ -223,6 +228,7 @@ mod on_bus {
         an_event_ready_on_a_later_attempt_is_applied,
         an_event_not_ready_holds_up_none_of_its_batch,
         events_of_one_ticket_keep_their_order_within_a_batch,
+        an_event_not_ready_holds_back_the_later_events_of_its_row,
         a_batch_whose_ack_was_lost_is_applied_once,
     );
 
@@ -246,6 +252,10 @@ mod on_bus {
     }
     async fn events_of_one_ticket_keep_their_order_within_a_batch(kind: BusKind) {
         super::events_of_one_ticket_keep_their_order_within_a_batch(Backend::Sqlite, kind).await
+    }
+    async fn an_event_not_ready_holds_back_the_later_events_of_its_row(kind: BusKind) {
+        super::an_event_not_ready_holds_back_the_later_events_of_its_row(Backend::Sqlite, kind)
+            .await
     }
     async fn a_batch_whose_ack_was_lost_is_applied_once(kind: BusKind) {
         super::a_batch_whose_ack_was_lost_is_applied_once(Backend::Sqlite, kind).await
@@ -637,16 +647,17 @@ async fn an_event_not_ready_holds_up_none_of_its_batch(backend: Backend, kind: B
     .await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].message_id, stuck.id.to_string());
-    // Each good event was tried at most twice, in the batch that failed and then on its own, and
-    // applied once; the stuck one's retries never brought the others back.
+    // Each good event was tried at most twice, in the batch that failed and in the batch tried
+    // again without the stuck one, and applied once; the stuck one's retries never brought the
+    // others back.
     let calls = calls.lock().unwrap().clone();
     for event in &good {
         let title = &event.data.title;
         assert!(calls[title] <= 2, "{title} tried {} times", calls[title]);
         assert_eq!(effects_of(store, event.id).await, 1, "{title}");
     }
-    // The stuck one: in the batch, then once on its own per delivery.
-    assert_eq!(calls["stuck"], 1 + ctx.listeners.max_deliver);
+    // The stuck one: once per delivery, the first of them in the batch.
+    assert_eq!(calls["stuck"], ctx.listeners.max_deliver);
     assert_eq!(effects_of(store, stuck.id).await, 0);
     stop(ctx).await;
 }
@@ -655,6 +666,10 @@ async fn an_event_not_ready_holds_up_none_of_its_batch(backend: Backend, kind: B
 /// `<ticket> <n>`, and n events of that ticket must have been recorded before it.
 struct InOrder {
     out_of_order: Arc<std::sync::Mutex<Vec<String>>>,
+    /// (event id, ticket id) of every event, in the order applied.
+    applied: Arc<std::sync::Mutex<Vec<(Uuid, Uuid)>>>,
+    /// An event title that is not ready the first time it is tried.
+    not_ready_once: Option<(&'static str, AtomicBool)>,
 }
 
 #[async_trait]
@@ -668,6 +683,12 @@ impl Handler<TicketCreated> for InOrder {
         tx: &mut AnyConnection,
         event: Envelope<TicketCreated>,
     ) -> Result<(), HandleError> {
+        if let Some((title, tried)) = &self.not_ready_once
+            && event.data.title == *title
+            && !tried.swap(true, Ordering::SeqCst)
+        {
+            return Err(HandleError::NotReady("not on the first try".into()));
+        }
         let (ticket, n) = event.data.title.rsplit_once(' ').unwrap();
         let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM effects WHERE title LIKE $1")
             .bind(format!("{ticket} %"))
@@ -677,6 +698,7 @@ impl Handler<TicketCreated> for InOrder {
             let seen = format!("{} after {before} of its ticket", event.data.title);
             self.out_of_order.lock().unwrap().push(seen);
         }
+        self.applied.lock().unwrap().push((event.id, event.data.id));
         record_effect(tx, &event).await
     }
 }
@@ -699,10 +721,13 @@ async fn events_of_one_ticket_keep_their_order_within_a_batch(backend: Backend, 
         }
     }
     let out_of_order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let applied_in_order = Arc::new(std::sync::Mutex::new(Vec::new()));
     listener::spawn::<TicketCreated, _>(
         &ctx,
         InOrder {
             out_of_order: out_of_order.clone(),
+            applied: applied_in_order.clone(),
+            not_ready_once: None,
         },
     );
 
@@ -722,6 +747,32 @@ async fn events_of_one_ticket_keep_their_order_within_a_batch(backend: Backend, 
         "{:?}",
         out_of_order.lock().unwrap()
     );
+    // The events of one inbox statement, a batch, were applied in the order of their tickets.
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_id, handled_at FROM inbox WHERE consumer = $1")
+            .bind(tickets_group().durable_name())
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let batch_of: std::collections::HashMap<Uuid, i64> = rows
+        .into_iter()
+        .map(|(id, at)| (Uuid::parse_str(&id).unwrap(), at))
+        .collect();
+    let applied_in_order = applied_in_order.lock().unwrap().clone();
+    let mut batches: std::collections::BTreeMap<i64, Vec<Uuid>> = Default::default();
+    for (event, ticket) in &applied_in_order {
+        batches.entry(batch_of[event]).or_default().push(*ticket);
+    }
+    assert!(
+        batches.values().any(|batch| batch.len() > 1),
+        "thirty waiting events came one at a time"
+    );
+    for batch in batches.values() {
+        assert!(
+            batch.is_sorted(),
+            "a batch not applied by ticket: {batch:?}"
+        );
+    }
     stop(ctx).await;
 }
 
@@ -839,7 +890,7 @@ async fn old_inbox_rows_are_pruned(backend: Backend) {
             .bind("tickets_ticket_created")
             .bind(event)
             .bind(handled_at as i64)
-            .execute(store.pool())
+            .execute(store.writer())
             .await
             .unwrap();
     }
@@ -855,4 +906,52 @@ async fn old_inbox_rows_are_pruned(backend: Backend) {
         .unwrap();
     assert_eq!(left, ["recent"]);
     assert_eq!(retention::rows(&store, retention::INBOX).await.unwrap(), 1);
+}
+
+async fn an_event_not_ready_holds_back_the_later_events_of_its_row(
+    backend: Backend,
+    kind: BusKind,
+) {
+    let database = TestDatabase::create(backend).await;
+    let test_bus = TestBus::create(kind).await;
+    let mut ctx = service(&database, test_bus.bus.clone()).await;
+    ctx.listeners.workers = 1;
+    let tickets: Vec<TicketCreated> = (0..2).map(|t| ticket(&format!("t{t}"))).collect();
+    let mut events = Vec::new();
+    for n in 0..5 {
+        for (t, data) in tickets.iter().enumerate() {
+            let mut data = data.clone();
+            data.title = format!("t{t} {n}");
+            let event = Envelope::new(data);
+            publish_envelope(ctx.bus.as_ref(), &event, &event.id.to_string()).await;
+            events.push(event);
+        }
+    }
+    let out_of_order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    listener::spawn::<TicketCreated, _>(
+        &ctx,
+        InOrder {
+            out_of_order: out_of_order.clone(),
+            applied: Arc::default(),
+            // The first of t0's events: the four after it must wait for it.
+            not_ready_once: Some(("t0 0", AtomicBool::new(false))),
+        },
+    );
+
+    let store = &ctx.store;
+    for event in &events {
+        eventually("every event to be applied", || async move {
+            handled(store, event.id).await.then_some(())
+        })
+        .await;
+    }
+    assert!(
+        out_of_order.lock().unwrap().is_empty(),
+        "{:?}",
+        out_of_order.lock().unwrap()
+    );
+    for event in &events {
+        assert_eq!(effects_of(store, event.id).await, 1, "{}", event.data.title);
+    }
+    stop(ctx).await;
 }

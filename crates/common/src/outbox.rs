@@ -145,11 +145,13 @@ impl Outbox {
                 .bind(BATCH)
                 .fetch_all(&mut *tx)
                 .await?;
-                let result = self.publish_rows(bus, &mut tx, rows).await;
+                let published = self.publish_rows(bus, rows).await?;
+                self.delete_rows(&mut *tx, &published).await?;
                 tx.commit().await?;
-                result
+                Ok(published.len())
             }
-            // One process owns the file.
+            // One process owns the file. The writer is taken for the delete alone, so that
+            // nothing waits for it while the bus is asked.
             Dialect::Sqlite => {
                 let rows = sqlx::query(
                     "SELECT seq, id, event_type, payload, headers FROM outbox \
@@ -158,18 +160,39 @@ impl Outbox {
                 .bind(BATCH)
                 .fetch_all(self.store.pool())
                 .await?;
-                let mut conn = self.store.writer().acquire().await?;
-                self.publish_rows(bus, &mut conn, rows).await
+                let published = self.publish_rows(bus, rows).await?;
+                self.delete_rows(self.store.writer(), &published).await?;
+                Ok(published.len())
             }
         }
     }
 
+    /// Deletes published rows, with one statement.
+    async fn delete_rows<'c, E>(&self, executor: E, seqs: &[i64]) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::Executor<'c, Database = Any>,
+    {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM outbox WHERE seq IN ({})",
+            Params::new(self.store.dialect()).take(seqs.len())
+        );
+        let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for seq in seqs {
+            delete = delete.bind(*seq);
+        }
+        delete.execute(executor).await?;
+        Ok(())
+    }
+
+    /// Publishes the rows as one batch; returns the sequence numbers of those published.
     async fn publish_rows(
         &self,
         bus: &dyn Bus,
-        conn: &mut AnyConnection,
         rows: Vec<sqlx::any::AnyRow>,
-    ) -> Result<usize, RelayError> {
+    ) -> Result<Vec<i64>, RelayError> {
         let mut messages = Vec::with_capacity(rows.len());
         let mut seqs = Vec::with_capacity(rows.len());
         let mut spans = Vec::with_capacity(rows.len());
@@ -201,24 +224,15 @@ impl Outbox {
             spans.push(span);
         }
         if messages.is_empty() {
-            return Ok(0);
+            return Ok(seqs);
         }
         bus.publish_batch(&messages).await?;
         drop(spans);
-        let sql = format!(
-            "DELETE FROM outbox WHERE seq IN ({})",
-            Params::new(self.store.dialect()).take(seqs.len())
-        );
-        let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for seq in &seqs {
-            delete = delete.bind(*seq);
-        }
-        delete.execute(&mut *conn).await?;
         for message in &messages {
             metrics::counter!("stubs_events_published_total", "service" => self.service, "type" => message.event_type.as_str())
                 .increment(1);
         }
-        Ok(messages.len())
+        Ok(seqs)
     }
 
     /// Publishes until shut down: at once when woken, every second otherwise, backing off while

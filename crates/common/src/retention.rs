@@ -1,24 +1,28 @@
 //! Bounded storage: the rows a service keeps only to recognise an event that comes late or comes
-//! again (its inbox, and tombstones such as the orders it saw cancelled) are deleted once they are
+//! again (its inbox, and tombstones such as the orders it saw end) are deleted once they are
 //! older than the retention, on a timer.
 //!
-//! The retention must outlast every way an event can still arrive: a delivery not acknowledged
-//! comes back after the ack wait, at most `max_deliver` times, each try after a retry delay of at
-//! most `max_retry_delay`; and a publish repeated after a relay crashed is dropped by the bus's
-//! own duplicate window (two minutes on either bus) before the inbox is asked. So the retention
-//! must be at least [`ListenerSettings::redelivery_span`](crate::listener::ListenerSettings), and
-//! the process refuses to start when it is not.
+//! The retention must outlast every way an event can still arrive again: a delivery not
+//! acknowledged comes back after the ack wait, at most `max_deliver` times, each try after a
+//! retry delay of at most `max_retry_delay`; and a publish repeated after a relay crashed is
+//! dropped by the bus's own duplicate window (two minutes on either bus) before the inbox is
+//! asked. So the retention must be at least
+//! [`ListenerSettings::redelivery_span`](crate::listener::ListenerSettings), and the process
+//! refuses to start when it is not.
+//!
+//! What the inbox then forgets can still come back in two ways: a consumer that runs further
+//! behind than the retention, and a consumer created anew that replays the whole stream. Every
+//! handler is safe against both by its own state and versions, bar one: a ticket reserved for an
+//! order that was cancelled long ago would stay reserved. So the tickets service keeps its
+//! tombstones of cancelled orders for good, and only tombstones whose loss is harmless are pruned.
 
 use std::time::Duration;
 
 use crate::ServiceContext;
-use crate::store::{Dialect, Store, now_millis};
+use crate::store::{DELETE_CHUNK, Dialect, Store, delete_in_chunks, now_millis};
 
 /// How often old rows are deleted.
 const PERIOD: Duration = Duration::from_secs(60);
-
-/// Rows deleted per statement, so that no writer is held for long.
-const CHUNK: i64 = 5_000;
 
 /// A table whose rows are dated by a column of unix milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,31 +40,27 @@ pub const INBOX: Dated = Dated {
 /// Deletes the rows of `dated` older than `before` (unix milliseconds), a chunk at a time.
 /// Returns how many went.
 pub async fn prune(store: &Store, dated: Dated, before: i64) -> Result<u64, sqlx::Error> {
-    // Each dialect's own name for a row's address, so a chunk can be picked with LIMIT.
-    let row = match store.dialect() {
-        Dialect::Sqlite => "rowid",
-        Dialect::Postgres => "ctid",
-    };
     let Dated { table, column } = dated;
-    let sql = format!(
-        "DELETE FROM {table} WHERE {row} IN \
-         (SELECT {row} FROM {table} WHERE {column} < $1 LIMIT $2)"
-    );
-    let mut removed = 0;
-    loop {
-        let deleted = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+    // A chunk is picked by each dialect's own address of a row.
+    let sql = match store.dialect() {
+        Dialect::Sqlite => format!(
+            "DELETE FROM {table} WHERE rowid IN \
+             (SELECT rowid FROM {table} WHERE {column} < $1 LIMIT $2)"
+        ),
+        Dialect::Postgres => format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY( \
+             SELECT ctid FROM {table} WHERE {column} < $1 LIMIT $2))"
+        ),
+    };
+    delete_in_chunks(|| async {
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(before)
-            .bind(CHUNK)
+            .bind(DELETE_CHUNK)
             .execute(store.writer())
             .await?
-            .rows_affected();
-        removed += deleted;
-        if deleted < CHUNK as u64 {
-            return Ok(removed);
-        }
-        // Let the service's own writes in between chunks.
-        tokio::task::yield_now().await;
-    }
+            .rows_affected())
+    })
+    .await
 }
 
 /// How many rows a table holds.

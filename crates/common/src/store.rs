@@ -1,8 +1,9 @@
 //! The store seam: one pool type that is SQLite (embedded mode) or PostgreSQL (distributed mode).
 //!
-//! Services write one set of SQL with `$1` placeholders, which both dialects accept, and keep ids
-//! as text, money as integer cents and times as unix milliseconds, the types the `Any` driver
-//! carries. Each dialect has its own migrations, run at start.
+//! Services write one set of SQL with `$1` placeholders, which both dialects accept (statements
+//! built at run time take theirs from [`Params`]), and keep ids as text, money as integer cents
+//! and times as unix milliseconds, the types the `Any` driver carries. Each dialect has its own
+//! migrations, run at start.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -19,6 +20,16 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// What a `SELECT` of one row ends with to lock that row until the transaction ends: nothing
+    /// on SQLite, where the write transaction (`BEGIN IMMEDIATE`) already keeps every other
+    /// writer out.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE",
+        }
+    }
+
     pub fn of_url(url: &str) -> Option<Self> {
         if url.starts_with("sqlite:") {
             Some(Self::Sqlite)
@@ -132,8 +143,8 @@ impl Store {
                     format!("{url}?mode=rwc")
                 };
                 // The writer first: it creates the file and turns WAL on before readers open it.
-                let writer = sqlite_pool(1).connect(&url).await;
-                let readers = sqlite_pool(4).connect(&url).await;
+                let writer = sqlite_pool(1, Access::Write).connect(&url).await;
+                let readers = sqlite_pool(4, Access::Read).connect(&url).await;
                 writer.and_then(|writer| Ok((readers?, writer)))
             }
             Dialect::Postgres => AnyPoolOptions::new()
@@ -199,12 +210,21 @@ impl Store {
 /// How long a request waits for a connection before it is told the database is unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What a SQLite pool's connections may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read only, so that a write sent to the readers by mistake fails at once rather than
+    /// quietly bringing back writers that wait in the busy handler.
+    Read,
+    Write,
+}
+
 /// A pool of up to `connections` to one SQLite file.
-fn sqlite_pool(connections: u32) -> AnyPoolOptions {
+fn sqlite_pool(connections: u32, access: Access) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .max_connections(connections)
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
             Box::pin(async move {
                 // WAL lets readers run beside the one writer; NORMAL sync is durable across
                 // process crashes, which is what embedded mode promises.
@@ -212,10 +232,34 @@ fn sqlite_pool(connections: u32) -> AnyPoolOptions {
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
                 )
-                .await
-                .map(|_| ())
+                .await?;
+                if access == Access::Read {
+                    conn.execute("PRAGMA query_only = ON;").await?;
+                }
+                Ok(())
             })
         })
+}
+
+/// Rows a background delete removes per statement, so that it never holds a writer for long.
+pub const DELETE_CHUNK: i64 = 5_000;
+
+/// Runs `delete`, a statement that deletes at most [`DELETE_CHUNK`] rows, until it deletes fewer;
+/// other writers get their turn between chunks. Returns how many rows went.
+pub async fn delete_in_chunks<F, Fut>(mut delete: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut removed = 0;
+    loop {
+        let deleted = delete().await?;
+        removed += deleted;
+        if deleted < DELETE_CHUNK as u64 {
+            return Ok(removed);
+        }
+        tokio::task::yield_now().await;
+    }
 }
 
 /// True when the error means the database is out of reach (or too busy) rather than that the

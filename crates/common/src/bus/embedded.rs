@@ -14,8 +14,8 @@
 //! delivery took.
 //!
 //! The log is compacted: a message every consumer of its type has acknowledged leaves it once
-//! it is older than [`DEDUPLICATION_WINDOW`], during which a second publish of its id is still
-//! recognised as a copy. Dead letters keep their own copy of the payload until an operator clears
+//! it is older than [`super::DEDUPLICATION_WINDOW`], during which a second publish of its id is
+//! still recognised as a copy. Dead letters keep their own copy of the payload until an operator clears
 //! them.
 
 use std::collections::HashMap;
@@ -33,7 +33,9 @@ use super::{
     Message, Subscription,
 };
 use crate::events::EventType;
-use crate::store::{Dialect, Migration, Migrations, Params, Store, now_millis};
+use crate::store::{
+    DELETE_CHUNK, Dialect, Migration, Migrations, Params, Store, delete_in_chunks, now_millis,
+};
 
 const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
@@ -54,15 +56,8 @@ const MIGRATIONS: Migrations = Migrations {
 /// The longest a waiting consumer sleeps before looking again, as a guard against a missed wake.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
-/// How long a message stays in the log after every consumer acknowledged it: a publish of the
-/// same id within this window is dropped as a copy, as JetStream's duplicate window does.
-pub const DEDUPLICATION_WINDOW: Duration = Duration::from_secs(120);
-
 /// How often the log is compacted.
 const COMPACTION_PERIOD: Duration = Duration::from_secs(30);
-
-/// Messages deleted per compaction statement, so that the writer is never held for long.
-const COMPACTION_CHUNK: i64 = 5_000;
 
 /// Rows named per statement when a batch is acknowledged or published; well under SQLite's limit
 /// on bound parameters.
@@ -112,42 +107,36 @@ impl EmbeddedBus {
     /// Deletes from the log every message that each consumer of its type has acknowledged (or
     /// dead-lettered) and that was published before `published_before` (unix milliseconds).
     /// Returns how many left. A type no consumer reads yet keeps all its messages, so a group
-    /// created late still finds them.
+    /// created late still finds them; a new group of a type others read finds only what they
+    /// have not all acknowledged, and a group that no longer runs keeps its type's messages
+    /// until its row in `consumers` is deleted.
     pub async fn compact(&self, published_before: i64) -> Result<u64, BusError> {
-        // Per type, the highest sequence number below which no consumer holds anything: neither
-        // unread (past its cursor) nor pending (handed out and not acknowledged).
-        let settled = sqlx::query(
-            "SELECT subject, MIN(MIN(cursor, COALESCE( \
-                 (SELECT MIN(p.seq) - 1 FROM pending p WHERE p.consumer = c.name), cursor))) \
-                 AS settled \
-             FROM consumers c GROUP BY subject",
-        )
-        .fetch_all(self.store.pool())
-        .await?;
+        let subjects: Vec<String> = sqlx::query_scalar("SELECT DISTINCT subject FROM consumers")
+            .fetch_all(self.store.pool())
+            .await?;
         let mut removed = 0;
-        for row in settled {
-            let subject: String = row.try_get("subject")?;
-            let settled: i64 = row.try_get("settled")?;
-            loop {
-                let deleted = sqlx::query(
+        for subject in subjects {
+            // Under the type's consumers' lowest mark: nothing past a cursor (unread), nothing
+            // pending (handed out, not acknowledged). Read in the delete itself, so a consumer
+            // that joins meanwhile holds back what it has not read.
+            removed += delete_in_chunks(|| async {
+                Ok(sqlx::query(
                     "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages \
-                     WHERE subject = $1 AND seq <= $2 AND published_at < $3 \
-                     ORDER BY seq LIMIT $4)",
+                     WHERE subject = $1 AND published_at < $2 AND seq <= ( \
+                         SELECT MIN(MIN(c.cursor, COALESCE( \
+                             (SELECT MIN(p.seq) - 1 FROM pending p WHERE p.consumer = c.name), \
+                             c.cursor))) \
+                         FROM consumers c WHERE c.subject = $1) \
+                     ORDER BY seq LIMIT $3)",
                 )
                 .bind(&subject)
-                .bind(settled)
                 .bind(published_before)
-                .bind(COMPACTION_CHUNK)
+                .bind(DELETE_CHUNK)
                 .execute(self.store.writer())
                 .await?
-                .rows_affected();
-                removed += deleted;
-                if deleted < COMPACTION_CHUNK as u64 {
-                    break;
-                }
-                // Let the services' writes in between chunks.
-                tokio::task::yield_now().await;
-            }
+                .rows_affected())
+            })
+            .await?;
         }
         Ok(removed)
     }
@@ -177,7 +166,7 @@ impl EmbeddedBus {
                 () = tokio::time::sleep(COMPACTION_PERIOD) => {}
                 () = shutdown.cancelled() => return,
             }
-            let window = i64::try_from(DEDUPLICATION_WINDOW.as_millis()).unwrap_or(i64::MAX);
+            let window = i64::try_from(super::DEDUPLICATION_WINDOW.as_millis()).unwrap_or(i64::MAX);
             match self.compact(now_millis().saturating_sub(window)).await {
                 Ok(removed) => {
                     metrics::counter!("stubs_bus_compacted_total").increment(removed);

@@ -30,6 +30,9 @@ use bytes::Bytes;
 
 use crate::events::EventType;
 
+/// How long a second publish of a message id is dropped as a copy, on either bus.
+pub const DEDUPLICATION_WINDOW: Duration = Duration::from_secs(120);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("bus storage: {0}")]
@@ -229,7 +232,7 @@ impl Delivery {
 #[async_trait]
 pub trait BatchAcker: Send + Sync {
     /// Done with the deliveries at these positions of the batch: never deliver them again.
-    /// Returns once the bus has recorded every one of them.
+    /// Returns once the bus has taken every one of them.
     async fn ack(&self, positions: &[usize]) -> Result<(), BusError>;
 }
 

@@ -10,8 +10,8 @@
 //! server's own `Nats-*` headers are not handed back as the message's.
 //!
 //! Round trips are what cost here, so they are shared: a batch is whatever the pull stream has
-//! already buffered (it pulls ahead in batches of its own), acknowledged with one plain ack per
-//! message and a single flush; a batch of publishes is sent whole before any of the stream's
+//! already buffered (it pulls ahead in batches of its own), acknowledged with plain acks and one
+//! confirmed ack at the end; a batch of publishes is sent whole before any of the stream's
 //! acknowledgements is awaited.
 
 use std::sync::Arc;
@@ -95,7 +95,7 @@ impl NatsBus {
                 name: prefix.to_owned(),
                 subjects: vec![format!("{prefix}.>")],
                 storage: stream::StorageType::File,
-                duplicate_window: Duration::from_secs(120),
+                duplicate_window: super::DEDUPLICATION_WINDOW,
                 ..Default::default()
             })
             .await;
@@ -378,35 +378,41 @@ impl Subscription for NatsSubscription {
             while accepted.len() < max.max(1) {
                 match self.messages.next().now_or_never() {
                     Some(Some(Ok(message))) => accepted.extend(self.accept(message).await?),
+                    Some(Some(Err(err))) => {
+                        // What was taken goes out; the next call waits out the interruption.
+                        tracing::warn!(error = %err, consumer = %self.config.durable_name(), "bus pull interrupted");
+                        break;
+                    }
                     _ => break,
                 }
             }
         }
         let (deliveries, ackers) = accepted.into_iter().unzip();
-        Ok(Batch::new(
-            deliveries,
-            Box::new(NatsBatchAcker {
-                client: self.bus.context.client(),
-                ackers,
-            }),
-        ))
+        Ok(Batch::new(deliveries, Box::new(NatsBatchAcker { ackers })))
     }
 }
 
-/// Acknowledges a batch with one plain ack per message, all sent at once, and one flush: the
-/// server has every ack once the flush returns, one round trip for the whole batch.
+/// Acknowledges a batch with a plain ack per message and a confirmed one for the last: the
+/// server takes a connection's messages in order, and the consumer its acks, so once the last is
+/// confirmed every one before it has been taken too. One round trip for the whole batch.
 struct NatsBatchAcker {
-    client: async_nats::Client,
     ackers: Vec<Arc<jetstream::message::Acker>>,
 }
 
 #[async_trait]
 impl BatchAcker for NatsBatchAcker {
     async fn ack(&self, positions: &[usize]) -> Result<(), BusError> {
-        for acker in positions.iter().filter_map(|&p| self.ackers.get(p)) {
+        let acked: Vec<_> = positions
+            .iter()
+            .filter_map(|&p| self.ackers.get(p))
+            .collect();
+        let Some((last, others)) = acked.split_last() else {
+            return Ok(());
+        };
+        for acker in others {
             acker.ack().await.map_err(BusError::nats)?;
         }
-        self.client.flush().await.map_err(BusError::nats)
+        last.double_ack().await.map_err(BusError::nats)
     }
 }
 

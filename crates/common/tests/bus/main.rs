@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::bus::embedded::{DEDUPLICATION_WINDOW, EmbeddedBus};
-use common::bus::{Batch, Bus, ConsumerConfig, Delivery, Headers, Message, Subscription};
+use common::bus::embedded::EmbeddedBus;
+use common::bus::{
+    Batch, Bus, ConsumerConfig, DEDUPLICATION_WINDOW, Delivery, Headers, Message, Subscription,
+};
 use common::events::EventType;
 use common::store::now_millis;
 use testkit::{BusKind, TestBus, eventually};
@@ -145,7 +147,7 @@ testkit::each_bus!(
     a_poison_message_in_a_batch_is_dead_lettered_without_holding_up_the_rest,
     copies_are_dropped_across_batches,
     members_of_a_group_share_batches,
-    a_batch_of_publishes_is_stored_whole,
+    every_message_of_a_published_batch_is_delivered_once,
 );
 
 async fn headers_travel_with_the_message(kind: BusKind) {
@@ -617,7 +619,7 @@ async fn members_of_a_group_share_batches(kind: BusKind) {
     }
 }
 
-async fn a_batch_of_publishes_is_stored_whole(kind: BusKind) {
+async fn every_message_of_a_published_batch_is_delivered_once(kind: BusKind) {
     let test = TestBus::create(kind).await;
     let bus = test.bus.as_ref();
     let mut sub = bus.subscribe(&config("orders", LONG, 5)).await.unwrap();

@@ -280,7 +280,7 @@ impl TestApp {
         .bind(order_id.to_string())
         .bind(cents)
         .bind(at)
-        .execute(self.ctx.store.pool())
+        .execute(self.ctx.store.writer())
         .await
         .unwrap();
         id
@@ -291,7 +291,7 @@ impl TestApp {
         sqlx::query("UPDATE payments SET stripe_id = $2 WHERE id = $1 AND status = 'pending'")
             .bind(payment_id.to_string())
             .bind(stripe_id)
-            .execute(self.ctx.store.pool())
+            .execute(self.ctx.store.writer())
             .await
             .unwrap();
     }
@@ -308,7 +308,7 @@ impl TestApp {
         .bind(cents)
         .bind(order_id.to_string())
         .bind(now_millis())
-        .execute(self.ctx.store.pool())
+        .execute(self.ctx.store.writer())
         .await
         .unwrap();
         id

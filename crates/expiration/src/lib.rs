@@ -55,7 +55,8 @@ pub const EXPIRATION_MIGRATIONS: Migrations = Migrations {
 pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &EXPIRATION_MIGRATIONS];
 
 /// The tombstones of finished orders: needed only while an order:created can still arrive after
-/// its order ended, so kept for the retention, as the inbox is.
+/// its order ended, so kept for the retention, as the inbox is. One that comes later schedules a
+/// job whose expiry the orders service then ignores, since the order is over.
 const FINISHED_ORDERS: Dated = Dated {
     table: "finished_orders",
     column: "finished_at",

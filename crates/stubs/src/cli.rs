@@ -105,9 +105,9 @@ pub struct SharedArgs {
     /// delivers it again. Longer than any handler takes.
     #[arg(long, env = "STUBS_EVENT_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub event_ack_wait: Duration,
-    /// How long each service remembers the events it applied (and the orders it saw end), to
-    /// recognise one that comes late or again. At least the redelivery span: 10 deliveries of
-    /// up to the ack wait plus a 10s retry delay each.
+    /// How long each service remembers the events it applied (and expiration the orders it saw
+    /// end), to recognise an event that comes again. At least the redelivery span: 10
+    /// deliveries of up to the ack wait plus a 10s retry delay each.
     #[arg(long, env = "STUBS_INBOX_RETENTION", default_value = "15m", value_parser = parse_duration)]
     pub inbox_retention: Duration,
     /// Abort the process after the effect of this consumer's event and before its ack (for

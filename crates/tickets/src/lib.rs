@@ -16,7 +16,6 @@ use axum::Router;
 use common::ServiceContext;
 use common::events::{OrderCancelled, OrderCreated};
 use common::listener;
-use common::retention::Dated;
 use common::store::{Migration, Migrations};
 
 /// The service's name, which also names its consumer groups.
@@ -24,48 +23,29 @@ pub const NAME: &str = "tickets";
 
 /// The service's own tables: tickets and the tombstones of cancelled orders.
 pub const TICKETS_MIGRATIONS: Migrations = Migrations {
-    sqlite: &[
-        Migration {
-            version: 100,
-            name: "tickets",
-            sql: include_str!("../migrations/sqlite/0100_tickets.sql"),
-        },
-        Migration {
-            version: 101,
-            name: "tombstones by age",
-            sql: include_str!("../migrations/sqlite/0101_tombstones_by_age.sql"),
-        },
-    ],
-    postgres: &[
-        Migration {
-            version: 100,
-            name: "tickets",
-            sql: include_str!("../migrations/postgres/0100_tickets.sql"),
-        },
-        Migration {
-            version: 101,
-            name: "tombstones by age",
-            sql: include_str!("../migrations/postgres/0101_tombstones_by_age.sql"),
-        },
-    ],
+    sqlite: &[Migration {
+        version: 100,
+        name: "tickets",
+        sql: include_str!("../migrations/sqlite/0100_tickets.sql"),
+    }],
+    postgres: &[Migration {
+        version: 100,
+        name: "tickets",
+        sql: include_str!("../migrations/postgres/0100_tickets.sql"),
+    }],
 };
 
 /// Every migration a tickets database needs: the platform outbox and inbox, then its own.
 pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &TICKETS_MIGRATIONS];
-
-/// The tombstones of cancelled orders: needed only while an order:created can still arrive
-/// after its cancellation, so kept for the retention, as the inbox is.
-const CANCELLED_ORDERS: Dated = Dated {
-    table: "cancelled_orders",
-    column: "cancelled_at",
-};
 
 /// Starts the service's background work (the outbox relay, the order:created and
 /// order:cancelled listeners, all stopping on `ctx.shutdown`) and returns its routes with their
 /// state applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext) -> Router {
     ctx.spawn_relay();
-    ctx.spawn_retention(&[CANCELLED_ORDERS]);
+    // Its tombstones of cancelled orders are kept for good: reserving is the one effect that an
+    // order:created replayed or delayed past any retention could not undo.
+    ctx.spawn_retention(&[]);
     let dialect = ctx.store.dialect();
     listener::spawn::<OrderCreated, _>(ctx, listeners::ReserveTicket { dialect });
     listener::spawn::<OrderCancelled, _>(ctx, listeners::ReleaseTicket { dialect });

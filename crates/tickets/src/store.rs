@@ -51,33 +51,6 @@ where
     .transpose()
 }
 
-/// One ticket, locked until the end of the transaction, so that the listeners deciding whether
-/// to reserve or release it take turns. On SQLite the write transaction (`BEGIN IMMEDIATE`)
-/// already keeps every other writer out; PostgreSQL needs the row lock.
-pub async fn lock(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    id: Uuid,
-) -> Result<Option<Ticket>, sqlx::Error> {
-    let sql = match dialect {
-        Dialect::Postgres => {
-            concat!(
-                "SELECT ",
-                columns!(),
-                " FROM tickets WHERE id = $1 FOR UPDATE"
-            )
-        }
-        Dialect::Sqlite => concat!("SELECT ", columns!(), " FROM tickets WHERE id = $1"),
-    };
-    sqlx::query(sql)
-        .bind(id.to_string())
-        .fetch_optional(conn)
-        .await?
-        .as_ref()
-        .map(ticket_from_row)
-        .transpose()
-}
-
 /// Stores a newly listed ticket (not reserved).
 pub async fn insert(conn: &mut AnyConnection, ticket: &Ticket) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -182,29 +155,22 @@ pub async fn record_cancelled_order(
     Ok(())
 }
 
-/// A ticket locked as [`lock`] does, and whether this order's cancellation has been applied
-/// already (its tombstone), read in one statement: the first thing a reservation needs to know.
-pub async fn lock_for_order(
+/// One ticket, locked until the end of the transaction so that the listeners deciding whether
+/// to reserve or release it take turns, and whether `order_id`'s cancellation has been applied
+/// already (its tombstone): what a reservation needs to know first, in one statement.
+pub async fn lock(
     conn: &mut AnyConnection,
     dialect: Dialect,
     id: Uuid,
     order_id: Uuid,
 ) -> Result<Option<(Ticket, bool)>, sqlx::Error> {
-    let sql = match dialect {
-        Dialect::Postgres => concat!(
-            "SELECT ",
-            columns!(),
-            ", (SELECT COUNT(*) FROM cancelled_orders WHERE order_id = $2) AS tombstones \
-             FROM tickets WHERE id = $1 FOR UPDATE"
-        ),
-        Dialect::Sqlite => concat!(
-            "SELECT ",
-            columns!(),
-            ", (SELECT COUNT(*) FROM cancelled_orders WHERE order_id = $2) AS tombstones \
-             FROM tickets WHERE id = $1"
-        ),
-    };
-    let row = sqlx::query(sql)
+    let sql = format!(
+        "SELECT {}, (SELECT COUNT(*) FROM cancelled_orders WHERE order_id = $2) AS tombstones \
+         FROM tickets WHERE id = $1{}",
+        columns!(),
+        dialect.for_update()
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .bind(order_id.to_string())
         .fetch_optional(conn)

@@ -142,39 +142,66 @@ fn one_live_order_per_ticket(observed: &Observations) -> InvariantResult {
 }
 
 fn reserved_tickets_match_live_orders(observed: &Observations) -> InvariantResult {
+    let violations = reservation_mismatches(observed)
+        .into_iter()
+        .map(|(_, why)| why)
+        .collect();
+    InvariantResult::new(RESERVED_MATCHES_LIVE, observed.tickets.len(), violations)
+}
+
+/// The tickets whose reservation, as read, disagrees with the orders as read: the ones worth
+/// reading again while events may still be on their way.
+pub fn tickets_in_question(observed: &Observations) -> HashSet<String> {
+    reservation_mismatches(observed)
+        .into_iter()
+        .map(|(ticket, _)| ticket.to_owned())
+        .collect()
+}
+
+/// Each ticket whose reservation disagrees with the live orders, with the disagreement in words.
+fn reservation_mismatches(observed: &Observations) -> Vec<(&str, String)> {
     let live = live_orders_by_ticket(&observed.orders);
     let all_orders: HashMap<&str, &OrderSeen> =
         observed.orders.iter().map(|o| (&*o.id, o)).collect();
-    let mut violations = Vec::new();
+    let mut mismatches = Vec::new();
     for ticket in &observed.tickets {
-        let live_here = live.get(ticket.id.as_str()).map_or(&[][..], Vec::as_slice);
+        let id = ticket.id.as_str();
         match &ticket.order_id {
             Some(order_id) => match all_orders.get(order_id.as_str()) {
-                None => violations.push(format!(
-                    "ticket {} is reserved by order {order_id}, which no user has",
-                    ticket.id
+                None => mismatches.push((
+                    id,
+                    format!("ticket {id} is reserved by order {order_id}, which no user has"),
                 )),
-                Some(order) if order.ticket_id != ticket.id => violations.push(format!(
-                    "ticket {} is reserved by order {order_id}, which is for ticket {}",
-                    ticket.id, order.ticket_id
+                Some(order) if order.ticket_id != ticket.id => mismatches.push((
+                    id,
+                    format!(
+                        "ticket {id} is reserved by order {order_id}, which is for ticket {}",
+                        order.ticket_id
+                    ),
                 )),
-                Some(order) if !order.is_live() => violations.push(format!(
-                    "ticket {} is reserved by order {order_id}, which is {}",
-                    ticket.id, order.status
+                Some(order) if !order.is_live() => mismatches.push((
+                    id,
+                    format!(
+                        "ticket {id} is reserved by order {order_id}, which is {}",
+                        order.status
+                    ),
                 )),
                 Some(_) => {}
             },
             None => {
-                for order in live_here {
-                    violations.push(format!(
-                        "ticket {} is not reserved, yet order {} for it is {}",
-                        ticket.id, order.id, order.status
+                for order in live.get(id).map_or(&[][..], Vec::as_slice) {
+                    mismatches.push((
+                        id,
+                        format!(
+                            "ticket {id} is not reserved, yet order {} for it is {}",
+                            order.id, order.status
+                        ),
                     ));
                 }
             }
         }
     }
-    InvariantResult::new(RESERVED_MATCHES_LIVE, observed.tickets.len(), violations)
+    mismatches
 }
 
 fn paid_orders_are_complete(observed: &Observations) -> InvariantResult {
@@ -313,6 +340,18 @@ mod tests {
             double.violations
         );
         assert_eq!(failed(&results), [ONE_LIVE_ORDER]);
+    }
+
+    #[test]
+    fn only_tickets_that_disagree_with_the_orders_are_in_question() {
+        let mut observed = consistent();
+        assert!(tickets_in_question(&observed).is_empty());
+        observed.tickets[2] = ticket("t3", Some("o3"));
+        observed.tickets[1] = ticket("t2", None);
+
+        let in_question = tickets_in_question(&observed);
+
+        assert_eq!(in_question, HashSet::from(["t2".to_owned(), "t3".to_owned()]));
     }
 
     #[test]

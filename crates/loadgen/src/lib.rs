@@ -160,6 +160,11 @@ async fn reach(api: &Api, url: &str) -> anyhow::Result<()> {
 
 /// Reads every user's orders and every listed ticket and checks the invariants, reading again
 /// while the verdicts that events can still change are not in, up to `--settle-timeout`.
+///
+/// The reads are not one snapshot: reading every ticket of a long run takes longer than a
+/// payment window, and an order read live may have lapsed by the time its ticket is read. So a
+/// second look reads every user's orders again but, of the tickets, only those in question,
+/// right after them.
 async fn check_invariants(
     ctx: &Context,
     cast: &Cast,
@@ -167,15 +172,30 @@ async fn check_invariants(
     recorded: Observations,
 ) -> Vec<InvariantResult> {
     let deadline = Instant::now() + ctx.settings.settle_timeout;
-    let mut round = 0;
+    let mut observed = observe(ctx, cast, listed, recorded.clone(), 1).await;
+    let mut round = 1;
     loop {
-        round += 1;
-        let observed = observe(ctx, cast, listed, recorded.clone(), round).await;
         let verdicts = invariants::check(&observed);
         if invariants::settled(&verdicts) || Instant::now() >= deadline {
             return verdicts;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+        round += 1;
+        let in_question = invariants::tickets_in_question(&observed);
+        let again: Vec<Listing> = listed
+            .iter()
+            .filter(|listing| in_question.contains(&listing.id))
+            .cloned()
+            .collect();
+        let fresh = observe(ctx, cast, &again, recorded.clone(), round).await;
+        // The tickets read before and not in question stand; the rest is as read now.
+        let mut tickets: Vec<TicketSeen> = observed
+            .tickets
+            .into_iter()
+            .filter(|ticket| !in_question.contains(&ticket.id))
+            .collect();
+        tickets.extend(fresh.tickets.iter().cloned());
+        observed = Observations { tickets, ..fresh };
     }
 }
 

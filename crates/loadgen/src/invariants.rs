@@ -351,7 +351,10 @@ mod tests {
 
         let in_question = tickets_in_question(&observed);
 
-        assert_eq!(in_question, HashSet::from(["t2".to_owned(), "t3".to_owned()]));
+        assert_eq!(
+            in_question,
+            HashSet::from(["t2".to_owned(), "t3".to_owned()])
+        );
     }
 
     #[test]

@@ -164,14 +164,20 @@ async fn reach(api: &Api, url: &str) -> anyhow::Result<()> {
 /// The reads are not one snapshot: reading every ticket of a long run takes longer than a
 /// payment window, and an order read live may have lapsed by the time its ticket is read. So a
 /// second look reads every user's orders again but, of the tickets, only those in question,
-/// right after them.
+/// right after them. And while unpaid orders are still lapsing, some releases are always on
+/// their way: the check goes on until the settle timeout has passed after the last order's
+/// window closed.
 async fn check_invariants(
     ctx: &Context,
     cast: &Cast,
     listed: &[Listing],
     recorded: Observations,
 ) -> Vec<InvariantResult> {
-    let deadline = Instant::now() + ctx.settings.settle_timeout;
+    let last_due = recorded.sale_wins.iter().map(|win| win.expires_at_ms).max();
+    let until_last_due = last_due.map_or(0, |due| due - scenarios::unix_millis_now());
+    let deadline = Instant::now()
+        + Duration::from_millis(u64::try_from(until_last_due).unwrap_or(0))
+        + ctx.settings.settle_timeout;
     let mut observed = observe(ctx, cast, listed, recorded.clone(), 1).await;
     let mut round = 1;
     loop {

@@ -295,6 +295,7 @@ fn order_created() -> Envelope<OrderCreated> {
         ticket: OrderTicket {
             id: Uuid::now_v7(),
             price: Cents::new(4999).expect("a valid price"),
+            title: Some("Concert".into()),
         },
     })
 }

@@ -148,12 +148,16 @@ impl EventData for TicketUpdated {
     const TYPE: EventType = EventType::TicketUpdated;
 }
 
-/// The ticket as an order event names it.
+/// The ticket as an order event names it: the title and price the buyer saw when placing the
+/// order, which are what the order shows and charges whatever the seller does after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderTicket {
     pub id: Uuid,
     pub price: Cents,
+    /// Absent from events written before orders kept their title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// Where an order is in its life. `created` and `awaiting:payment` are live (they hold the

@@ -89,6 +89,11 @@ pub struct Order {
     /// The buyer.
     pub user_id: Uuid,
     pub ticket_id: Uuid,
+    /// The ticket as the buyer saw it when placing the order: its title, price and version.
+    /// What the order shows and what it charges, whatever the seller edits afterwards.
+    pub title: String,
+    pub price: Cents,
+    pub ticket_version: i64,
     pub status: OrderStatus,
     pub expires_at: OffsetDateTime,
     /// 0 when placed; bumped on every change announced to other services.
@@ -119,6 +124,9 @@ impl Order {
             id: Uuid::now_v7(),
             user_id: buyer,
             ticket_id: ticket.id,
+            title: ticket.title.clone(),
+            price: ticket.price,
+            ticket_version: ticket.version,
             status: OrderStatus::Created,
             expires_at,
             version: 0,
@@ -126,8 +134,8 @@ impl Order {
         })
     }
 
-    /// The event announcing a newly placed order, with the price the buyer saw.
-    pub fn created_event(&self, ticket: &Ticket) -> OrderCreated {
+    /// The event announcing a newly placed order, with the title and price the buyer saw.
+    pub fn created_event(&self) -> OrderCreated {
         OrderCreated {
             id: self.id,
             version: self.version,
@@ -136,7 +144,8 @@ impl Order {
             expires_at: self.expires_at,
             ticket: OrderTicket {
                 id: self.ticket_id,
-                price: ticket.price,
+                price: self.price,
+                title: Some(self.title.clone()),
             },
         }
     }
@@ -232,7 +241,8 @@ pub struct OrderView {
 }
 
 impl OrderView {
-    pub fn new(order: &Order, ticket: &Ticket) -> Self {
+    /// The order with its ticket as the buyer saw it when placing it.
+    pub fn new(order: &Order) -> Self {
         Self {
             id: order.id,
             user_id: order.user_id,
@@ -240,10 +250,10 @@ impl OrderView {
             expires_at: order.expires_at,
             version: order.version,
             ticket: TicketView {
-                id: ticket.id,
-                title: ticket.title.clone(),
-                price: ticket.price,
-                version: ticket.version,
+                id: order.ticket_id,
+                title: order.title.clone(),
+                price: order.price,
+                version: order.ticket_version,
             },
         }
     }
@@ -399,13 +409,28 @@ mod tests {
         assert_eq!(order.ticket_id, ticket.id);
         assert_eq!(order.expires_at, datetime!(2026-11-25 12:15 UTC));
         assert_eq!(order.id.get_version_num(), 7);
-        let event = order.created_event(&ticket);
+        let event = order.created_event();
         assert_eq!(event.ticket.price, ticket.price);
         assert_eq!(event.expires_at, order.expires_at);
         assert_eq!(
             Order::place(seller, &ticket, now, expires),
             Err(PlaceError::OwnTicket)
         );
+    }
+
+    #[test]
+    fn an_order_keeps_the_ticket_as_the_buyer_saw_it_and_announces_that() {
+        let seen = ticket(Uuid::now_v7());
+        let now = datetime!(2026-11-25 12:00 UTC);
+        let order = Order::place(Uuid::now_v7(), &seen, now, now).unwrap();
+
+        assert_eq!(
+            (order.title.as_str(), order.price, order.ticket_version),
+            ("Concert", seen.price, 3)
+        );
+        let event = order.created_event();
+        assert_eq!(event.ticket.price, seen.price);
+        assert_eq!(event.ticket.title.as_deref(), Some("Concert"));
     }
 
     #[test]
@@ -452,7 +477,7 @@ mod tests {
         )
         .unwrap();
 
-        let json = serde_json::to_value(OrderView::new(&order, &ticket)).unwrap();
+        let json = serde_json::to_value(OrderView::new(&order)).unwrap();
 
         assert_eq!(json["status"], "created");
         assert_eq!(json["expiresAt"], "2026-11-25T12:15:00.5Z");

@@ -28,16 +28,30 @@ pub const NAME: &str = "orders";
 
 /// The service's own tables: the ticket replica and the orders.
 pub const ORDERS_MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 100,
-        name: "orders",
-        sql: include_str!("../migrations/sqlite/0100_orders.sql"),
-    }],
-    postgres: &[Migration {
-        version: 100,
-        name: "orders",
-        sql: include_str!("../migrations/postgres/0100_orders.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 100,
+            name: "orders",
+            sql: include_str!("../migrations/sqlite/0100_orders.sql"),
+        },
+        Migration {
+            version: 101,
+            name: "order snapshot",
+            sql: include_str!("../migrations/sqlite/0101_order_snapshot.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 100,
+            name: "orders",
+            sql: include_str!("../migrations/postgres/0100_orders.sql"),
+        },
+        Migration {
+            version: 101,
+            name: "order snapshot",
+            sql: include_str!("../migrations/postgres/0101_order_snapshot.sql"),
+        },
+    ],
 };
 
 /// Every migration an orders database needs: the platform outbox and inbox, then its own.

@@ -76,12 +76,7 @@ async fn list_orders(
     SignedIn(user): SignedIn,
 ) -> Result<Json<Vec<OrderView>>, ApiError> {
     let orders = store::list_orders(state.store.pool(), user.id).await?;
-    Ok(Json(
-        orders
-            .iter()
-            .map(|(order, ticket)| OrderView::new(order, ticket))
-            .collect(),
-    ))
+    Ok(Json(orders.iter().map(OrderView::new).collect()))
 }
 
 /// `GET /api/orders/{id}`: one of the signed-in user's orders.
@@ -90,13 +85,13 @@ async fn show_order(
     SignedIn(user): SignedIn,
     OrderId(id): OrderId,
 ) -> Result<Json<OrderView>, ApiError> {
-    let (order, ticket) = store::find_order(state.store.pool(), id)
+    let order = store::find_order(state.store.pool(), id)
         .await?
         .ok_or(ApiError::NotFound)?;
     if order.user_id != user.id {
         return Err(ApiError::Unauthorized);
     }
-    Ok(Json(OrderView::new(&order, &ticket)))
+    Ok(Json(OrderView::new(&order)))
 }
 
 /// `POST /api/orders`: places an order on a ticket for the signed-in user and announces it
@@ -130,10 +125,10 @@ async fn create_order(
             return Err(ApiError::BadRequest("Ticket is already reserved".into()));
         }
     }
-    outbox::enqueue(&mut tx, order.created_event(&ticket)).await?;
+    outbox::enqueue(&mut tx, order.created_event()).await?;
     state.outbox.commit(tx).await?;
     tracing::info!(order = %order.id, ticket = %ticket.id, "order placed");
-    Ok((StatusCode::CREATED, Json(OrderView::new(&order, &ticket))))
+    Ok((StatusCode::CREATED, Json(OrderView::new(&order))))
 }
 
 /// `DELETE /api/orders/{id}`: the owner cancels their order, announced (order:cancelled) in the

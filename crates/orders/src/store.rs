@@ -14,8 +14,9 @@ use crate::domain::{LIVE, Order, Ticket};
 /// The columns an [`Order`] is read from, as a literal so statements stay `&'static str`.
 macro_rules! order_columns {
     () => {
-        "orders.id, orders.user_id, orders.ticket_id, orders.status, orders.expires_at, \
-         orders.version, orders.created_at"
+        "orders.id, orders.user_id, orders.ticket_id, orders.title, orders.price_cents, \
+         orders.ticket_version, orders.status, orders.expires_at, orders.version, \
+         orders.created_at"
     };
 }
 
@@ -23,17 +24,6 @@ macro_rules! order_columns {
 macro_rules! ticket_columns {
     () => {
         "tickets.id, tickets.title, tickets.price_cents, tickets.user_id, tickets.version"
-    };
-}
-
-/// An order joined with its ticket: aliases keep the two sets of names apart.
-macro_rules! order_with_ticket_columns {
-    () => {
-        concat!(
-            order_columns!(),
-            ", tickets.title AS ticket_title, tickets.price_cents AS ticket_price_cents, \
-             tickets.user_id AS ticket_user_id, tickets.version AS ticket_version"
-        )
     };
 }
 
@@ -146,12 +136,15 @@ where
 /// transaction is then aborted and must be dropped.
 pub async fn insert_order(conn: &mut AnyConnection, order: &Order) -> Result<Placed, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO orders (id, user_id, ticket_id, status, expires_at, version, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO orders (id, user_id, ticket_id, title, price_cents, ticket_version, status, \
+         expires_at, version, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(order.id.to_string())
     .bind(order.user_id.to_string())
     .bind(order.ticket_id.to_string())
+    .bind(order.title.as_str())
+    .bind(order.price.get())
+    .bind(order.ticket_version)
     .bind(order.status.as_str())
     .bind(millis(order.expires_at))
     .bind(order.version)
@@ -167,46 +160,39 @@ pub async fn insert_order(conn: &mut AnyConnection, order: &Order) -> Result<Pla
     }
 }
 
-/// One order with its ticket.
-pub async fn find_order<'c, E>(
-    executor: E,
-    id: Uuid,
-) -> Result<Option<(Order, Ticket)>, sqlx::Error>
+/// One order, as the buyer placed it.
+pub async fn find_order<'c, E>(executor: E, id: Uuid) -> Result<Option<Order>, sqlx::Error>
 where
     E: Executor<'c, Database = Any>,
 {
     sqlx::query(concat!(
         "SELECT ",
-        order_with_ticket_columns!(),
-        " FROM orders JOIN tickets ON tickets.id = orders.ticket_id WHERE orders.id = $1"
+        order_columns!(),
+        " FROM orders WHERE id = $1"
     ))
     .bind(id.to_string())
     .fetch_optional(executor)
     .await?
     .as_ref()
-    .map(order_with_ticket_from_row)
+    .map(order_from_row)
     .transpose()
 }
 
-/// A buyer's orders with their tickets, newest first. UUID v7 ids grow with creation time, so
-/// the id breaks ties between orders placed in the same millisecond.
-pub async fn list_orders<'c, E>(
-    executor: E,
-    user_id: Uuid,
-) -> Result<Vec<(Order, Ticket)>, sqlx::Error>
+/// A buyer's orders, newest first. UUID v7 ids grow with creation time, so the id breaks ties
+/// between orders placed in the same millisecond.
+pub async fn list_orders<'c, E>(executor: E, user_id: Uuid) -> Result<Vec<Order>, sqlx::Error>
 where
     E: Executor<'c, Database = Any>,
 {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        order_with_ticket_columns!(),
-        " FROM orders JOIN tickets ON tickets.id = orders.ticket_id \
-         WHERE orders.user_id = $1 ORDER BY orders.created_at DESC, orders.id DESC"
+        order_columns!(),
+        " FROM orders WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
     ))
     .bind(user_id.to_string())
     .fetch_all(executor)
     .await?;
-    rows.iter().map(order_with_ticket_from_row).collect()
+    rows.iter().map(order_from_row).collect()
 }
 
 /// One order, locked until the end of the transaction, so that an owner's cancellation, an
@@ -276,24 +262,15 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
         id: uuid_column(row, "id")?,
         user_id: uuid_column(row, "user_id")?,
         ticket_id: uuid_column(row, "ticket_id")?,
+        title: row.try_get("title")?,
+        price: cents_column(row, "price_cents")?,
+        ticket_version: row.try_get("ticket_version")?,
         status: OrderStatus::parse(&status)
             .ok_or_else(|| decode_error("status", format!("unknown order status {status:?}")))?,
         expires_at: from_millis(row.try_get("expires_at")?),
         version: row.try_get("version")?,
         created_at: from_millis(row.try_get("created_at")?),
     })
-}
-
-fn order_with_ticket_from_row(row: &AnyRow) -> Result<(Order, Ticket), sqlx::Error> {
-    let order = order_from_row(row)?;
-    let ticket = Ticket {
-        id: order.ticket_id,
-        title: row.try_get("ticket_title")?,
-        price: cents_column(row, "ticket_price_cents")?,
-        user_id: uuid_column(row, "ticket_user_id")?,
-        version: row.try_get("ticket_version")?,
-    };
-    Ok((order, ticket))
 }
 
 fn cents_column(row: &AnyRow, column: &str) -> Result<Cents, sqlx::Error> {

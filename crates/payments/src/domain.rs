@@ -564,6 +564,7 @@ mod tests {
             ticket: OrderTicket {
                 id: Uuid::now_v7(),
                 price: Cents::new(1999).unwrap(),
+                title: Some("Concert".into()),
             },
         })
     }

@@ -8,6 +8,10 @@
 //! that very order holds it; a reservation already in place is not applied again. Both handlers
 //! lock the ticket row first, so on PostgreSQL a reservation and a cancellation of one ticket
 //! take turns and neither decides on a view the other is about to change.
+//!
+//! A seller's edit can cross an order: accepted here before the order:created arrives. The
+//! reservation then puts back the title and price the buyer ordered at, so the ticket shows what
+//! the buyer pays, and goes back on sale at that price if the order lapses.
 
 use async_trait::async_trait;
 use common::events::{Envelope, OrderCancelled, OrderCreated};
@@ -61,10 +65,13 @@ impl Handler<OrderCreated> for ReserveTicket {
                 "ticket {ticket_id} is held by order {holder}, whose cancellation has not arrived"
             ))),
             None => {
-                let reserved = store::reserve(tx, ticket_id, order.id)
+                let reserved = store::reserve(tx, order.id, &order.ticket)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("ticket {ticket_id} changed under its lock"))?;
                 outbox::enqueue(tx, reserved.updated_event()).await?;
+                if (reserved.price, &reserved.title) != (ticket.price, &ticket.title) {
+                    tracing::info!(order = %order.id, ticket = %ticket_id, "an edit crossed the order; the ticket is held as its buyer saw it");
+                }
                 tracing::info!(order = %order.id, ticket = %ticket_id, version = reserved.version, "ticket reserved");
                 Ok(())
             }

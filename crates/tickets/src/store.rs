@@ -2,6 +2,7 @@
 //! placeholders serves SQLite and PostgreSQL; the one difference (row locks) is chosen by
 //! [`Dialect`]. Ids are UUID text, prices integer cents, times unix milliseconds.
 
+use common::events::OrderTicket;
 use common::money::Cents;
 use common::store::{Dialect, from_millis, millis, now_millis};
 use sqlx::any::AnyRow;
@@ -94,20 +95,24 @@ pub async fn edit_unreserved(
     .transpose()
 }
 
-/// Marks a ticket as held by an order, if no order holds it. `None` when it was taken.
+/// Marks the ticket an order was placed on as held by it, if no order holds it, at the price
+/// and title the buyer saw (the title only when the order names it): an edit that crossed the
+/// order is undone. `None` when the ticket was taken.
 pub async fn reserve(
     conn: &mut AnyConnection,
-    id: Uuid,
     order_id: Uuid,
+    seen: &OrderTicket,
 ) -> Result<Option<Ticket>, sqlx::Error> {
     sqlx::query(concat!(
-        "UPDATE tickets SET order_id = $2, version = version + 1 \
-         WHERE id = $1 AND order_id IS NULL RETURNING ",
+        "UPDATE tickets SET order_id = $2, price_cents = $3, title = COALESCE($4, title), \
+         version = version + 1 WHERE id = $1 AND order_id IS NULL RETURNING ",
         columns!(),
         ""
     ))
-    .bind(id.to_string())
+    .bind(seen.id.to_string())
     .bind(order_id.to_string())
+    .bind(seen.price.get())
+    .bind(seen.title.as_deref())
     .fetch_optional(conn)
     .await?
     .as_ref()

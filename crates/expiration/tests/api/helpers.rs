@@ -229,6 +229,7 @@ pub fn order_created(order_id: Uuid, expires_at: OffsetDateTime) -> Envelope<Ord
         ticket: OrderTicket {
             id: Uuid::now_v7(),
             price: Cents::new(2000).unwrap(),
+            title: Some("Concert".into()),
         },
     })
 }

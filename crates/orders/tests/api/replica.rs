@@ -18,11 +18,20 @@ testkit::each_database!(
     an_old_update_is_dropped,
     the_same_update_twice_applies_once,
     an_update_of_an_unknown_ticket_is_retried_then_dead_lettered,
+    an_order_keeps_the_ticket_as_its_buyer_saw_it,
 );
 
-/// The ticket as the buyer's order shows it, that is as the replica holds it now.
-async fn shown_ticket(app: &TestApp, buyer: &testkit::Client, order: Uuid) -> Value {
-    app.order(buyer, order).await["ticket"].clone()
+/// The ticket as the replica holds it now, seen by a fresh buyer through a new order, which is
+/// then cancelled so the ticket can be looked at again. An order shows its ticket as it was
+/// when the order was placed, so each look needs an order of its own.
+async fn replica_view(app: &TestApp, ticket: Uuid) -> Value {
+    let buyer = app.sign_in();
+    let order = app.place_order(&buyer, ticket).await;
+    let cancelled = buyer
+        .delete(&format!("/api/orders/{}", id_of(&order)))
+        .await;
+    assert_eq!(cancelled.status, 204, "{:?}", cancelled.body);
+    order["ticket"].clone()
 }
 
 async fn a_listed_ticket_is_replicated_once(backend: Backend) {
@@ -78,9 +87,8 @@ async fn an_early_update_is_applied_only_after_the_one_before_it(backend: Backen
         ..testkit::quick_listeners()
     };
     let app = spawn_app_with(backend, &orders::Settings::default(), listeners).await;
-    let (seller, buyer) = (app.sign_in(), app.sign_in());
+    let seller = app.sign_in();
     let ticket = app.list_ticket(seller.id, "Concert", 2000).await;
-    let order = id_of(&app.place_order(&buyer, ticket.id).await);
 
     let second = app
         .publish(&ticket_updated(&ticket, 2, "Ballet", 3000))
@@ -88,7 +96,7 @@ async fn an_early_update_is_applied_only_after_the_one_before_it(backend: Backen
     // Long enough for several deliveries of the early update, each refused.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!app.has_handled(second).await, "version 2 applied before 1");
-    assert_eq!(shown_ticket(&app, &buyer, order).await["version"], 0);
+    assert_eq!(replica_view(&app, ticket.id).await["version"], 0);
     let first = app
         .publish(&ticket_updated(&ticket, 1, "Opera", 2500))
         .await;
@@ -96,16 +104,15 @@ async fn an_early_update_is_applied_only_after_the_one_before_it(backend: Backen
     app.handled(first).await;
     app.handled(second).await;
     assert_eq!(
-        shown_ticket(&app, &buyer, order).await,
+        replica_view(&app, ticket.id).await,
         json!({"id": ticket.id.to_string(), "title": "Ballet", "price": 30, "version": 2})
     );
 }
 
 async fn an_old_update_is_dropped(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (seller, buyer) = (app.sign_in(), app.sign_in());
+    let seller = app.sign_in();
     let ticket = app.list_ticket(seller.id, "Concert", 2000).await;
-    let order = id_of(&app.place_order(&buyer, ticket.id).await);
     let first = ticket_updated(&ticket, 1, "Opera", 2500);
     app.handled(app.publish(&first).await).await;
     app.handled(
@@ -121,16 +128,15 @@ async fn an_old_update_is_dropped(backend: Backend) {
 
     app.handled(late).await;
     assert_eq!(
-        shown_ticket(&app, &buyer, order).await,
+        replica_view(&app, ticket.id).await,
         json!({"id": ticket.id.to_string(), "title": "Ballet", "price": 30, "version": 2})
     );
 }
 
 async fn the_same_update_twice_applies_once(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (seller, buyer) = (app.sign_in(), app.sign_in());
+    let seller = app.sign_in();
     let ticket = app.list_ticket(seller.id, "Concert", 2000).await;
-    let order = id_of(&app.place_order(&buyer, ticket.id).await);
     let update = ticket_updated(&ticket, 1, "Opera", 2500);
 
     // The same message twice (the bus drops the second), then, once it is applied, a copy under
@@ -149,7 +155,7 @@ async fn the_same_update_twice_applies_once(backend: Backend) {
 
     app.handled(copy).await;
     assert_eq!(
-        shown_ticket(&app, &buyer, order).await,
+        replica_view(&app, ticket.id).await,
         json!({"id": ticket.id.to_string(), "title": "Opera", "price": 25, "version": 1})
     );
 }
@@ -180,4 +186,26 @@ async fn an_update_of_an_unknown_ticket_is_retried_then_dead_lettered(backend: B
         .await;
     assert_eq!(reply.status, 404, "{:?}", reply.body);
     reply.assert_error_shape();
+}
+
+async fn an_order_keeps_the_ticket_as_its_buyer_saw_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (seller, buyer) = (app.sign_in(), app.sign_in());
+    let ticket = app.list_ticket(seller.id, "Concert", 2000).await;
+    let placed = app.place_order(&buyer, ticket.id).await;
+    let order = id_of(&placed);
+
+    // The seller's edit crossed the order: the tickets service accepted it before it heard of
+    // the order, and the replica applies it.
+    let edit = app
+        .publish(&ticket_updated(&ticket, 1, "Cheap seats", 1))
+        .await;
+    app.handled(edit).await;
+
+    let as_placed =
+        json!({"id": ticket.id.to_string(), "title": "Concert", "price": 20, "version": 0});
+    assert_eq!(placed["ticket"], as_placed);
+    assert_eq!(app.order(&buyer, order).await["ticket"], as_placed);
+    let listed = buyer.get("/api/orders").await;
+    assert_eq!(listed.body[0]["ticket"], as_placed);
 }

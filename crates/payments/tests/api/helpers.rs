@@ -353,6 +353,7 @@ pub fn order_created(
         ticket: OrderTicket {
             id: Uuid::now_v7(),
             price: Cents::new(cents).unwrap(),
+            title: Some("Concert".into()),
         },
     })
 }

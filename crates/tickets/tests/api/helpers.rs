@@ -62,8 +62,18 @@ impl TestApp {
     }
 }
 
-/// An order:created as the orders service announces it.
+/// An order:created as the orders service announces it, for a ticket listed at 20.
 pub fn order_created(order_id: Uuid, ticket_id: &str) -> Envelope<OrderCreated> {
+    order_created_at(order_id, ticket_id, "Concert", 2000)
+}
+
+/// An order:created for a ticket the buyer saw with this title and price.
+pub fn order_created_at(
+    order_id: Uuid,
+    ticket_id: &str,
+    title: &str,
+    cents: i64,
+) -> Envelope<OrderCreated> {
     Envelope::new(OrderCreated {
         id: order_id,
         version: 0,
@@ -72,7 +82,8 @@ pub fn order_created(order_id: Uuid, ticket_id: &str) -> Envelope<OrderCreated> 
         expires_at: time::OffsetDateTime::now_utc() + time::Duration::minutes(15),
         ticket: OrderTicket {
             id: Uuid::parse_str(ticket_id).unwrap(),
-            price: Cents::new(2000).unwrap(),
+            price: Cents::new(cents).unwrap(),
+            title: Some(title.to_owned()),
         },
     })
 }

@@ -5,7 +5,7 @@ use common::events::{EventType, TicketUpdated};
 use testkit::{Backend, json};
 use uuid::Uuid;
 
-use crate::helpers::{id_of, order_cancelled, order_created, spawn_app};
+use crate::helpers::{id_of, order_cancelled, order_created, order_created_at, spawn_app};
 
 testkit::each_database!(
     an_order_created_reserves_the_ticket,
@@ -15,6 +15,7 @@ testkit::each_database!(
     a_cancellation_before_its_order_leaves_the_ticket_for_sale,
     an_order_for_an_unknown_ticket_is_retried_then_dead_lettered,
     the_same_order_announced_twice_reserves_once,
+    an_edit_that_crossed_an_order_is_undone_when_the_reservation_arrives,
 );
 
 async fn an_order_created_reserves_the_ticket(backend: Backend) {
@@ -153,4 +154,41 @@ async fn the_same_order_announced_twice_reserves_once(backend: Backend) {
     let ticket = app.ticket(&id).await;
     assert_eq!(ticket["orderId"], order_id.to_string());
     assert_eq!(ticket["version"], 1);
+}
+
+async fn an_edit_that_crossed_an_order_is_undone_when_the_reservation_arrives(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut updated = app.watch::<TicketUpdated>().await;
+    let alice = app.sign_in();
+    let id = id_of(&app.list_ticket(&alice, "Concert", json!(20)).await);
+    let order_id = Uuid::now_v7();
+    // A buyer has ordered the ticket as listed, and the seller edits it before the order's
+    // event arrives here: the edit is accepted, as nothing here knows of the order yet.
+    let edit = alice
+        .put(
+            &format!("/api/tickets/{id}"),
+            json!({"title": "Cheap seats", "price": 1}),
+        )
+        .await;
+    assert_eq!(edit.status, 200, "{:?}", edit.body);
+
+    app.publish(&order_created_at(order_id, &id, "Concert", 2000))
+        .await;
+
+    let reserved = app.ticket_at_version(&id, 2).await;
+    assert_eq!(reserved["orderId"], order_id.to_string());
+    assert_eq!(reserved["title"], "Concert");
+    assert_eq!(reserved["price"], json!(20));
+    let edited = updated.next().await;
+    assert_eq!((edited.data.version, edited.data.price.get()), (1, 100));
+    let announced = updated.next().await;
+    assert_eq!(announced.data.version, 2);
+    assert_eq!(announced.data.price.get(), 2000);
+    assert_eq!(announced.data.title, "Concert");
+
+    // If the order lapses the ticket is for sale again as its buyer saw it.
+    app.publish(&order_cancelled(order_id, &id)).await;
+    let released = app.ticket_at_version(&id, 3).await;
+    assert_eq!(released["orderId"], json!(null));
+    assert_eq!(released["price"], json!(20));
 }

@@ -3,7 +3,7 @@
 use testkit::{Backend, json};
 use uuid::Uuid;
 
-use crate::helpers::{id_of, order_created, spawn_app};
+use crate::helpers::{id_of, order_created, order_created_at, spawn_app};
 
 testkit::each_database!(
     creating_a_ticket_returns_201_with_the_ticket,
@@ -156,7 +156,8 @@ async fn listing_shows_only_unreserved_tickets_newest_first(backend: Backend) {
     let second = id_of(&app.list_ticket(&bob, "Second", json!(20)).await);
     let third = id_of(&app.list_ticket(&alice, "Third", json!(30)).await);
 
-    app.publish(&order_created(Uuid::now_v7(), &second)).await;
+    app.publish(&order_created_at(Uuid::now_v7(), &second, "Second", 2000))
+        .await;
     app.ticket_at_version(&second, 1).await;
 
     assert_eq!(app.listed_ids("").await, [third.clone(), first.clone()]);

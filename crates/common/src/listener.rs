@@ -31,6 +31,7 @@ use sqlx::AnyConnection;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::arrivals::Arrivals;
 use crate::bus::{Batch, ConsumerConfig, Delivery};
 use crate::events::{Envelope, EventData};
 use crate::service::ServiceContext;
@@ -45,6 +46,11 @@ pub trait Handler<E: EventData>: Send + Sync + 'static {
     fn lock_key(&self, _event: &E) -> Option<Uuid> {
         None
     }
+
+    /// Whether requests may be waiting for what this handler applies (a ticket or an order
+    /// heard of for the first time): then each batch it commits is announced to them
+    /// ([`Arrivals`]).
+    const ANNOUNCED: bool = false;
 
     async fn handle(&self, tx: &mut AnyConnection, event: Envelope<E>) -> Result<(), HandleError>;
 }
@@ -390,7 +396,15 @@ async fn apply<E: EventData, H: Handler<E>>(
             event.span.in_scope(|| tracing::debug!("already handled"));
         }
     }
+    if H::ANNOUNCED {
+        Arrivals::announce_on_commit(&mut tx, ctx.store.dialect())
+            .await
+            .map_err(Failure::of_batch)?;
+    }
     ctx.outbox.commit(tx).await.map_err(Failure::of_batch)?;
+    if H::ANNOUNCED {
+        ctx.arrivals.announce();
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::arrivals::Arrivals;
 use crate::bus::Bus;
 use crate::listener::ListenerSettings;
 use crate::outbox::Outbox;
@@ -21,6 +22,8 @@ pub struct ServiceContext {
     pub sessions: Sessions,
     pub outbox: Outbox,
     pub listeners: ListenerSettings,
+    /// Where requests wait for what the listeners bring.
+    pub arrivals: Arrivals,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -43,6 +46,7 @@ impl ServiceContext {
             bus,
             sessions,
             listeners: ListenerSettings::default(),
+            arrivals: Arrivals::default(),
             shutdown,
             tasks,
         }
@@ -53,6 +57,17 @@ impl ServiceContext {
     pub fn spawn_retention(&self, tombstones: &'static [crate::retention::Dated]) {
         self.tasks
             .spawn(crate::retention::run(self.clone(), tombstones));
+    }
+
+    /// Lets requests of this replica that wait for an event hear when another replica applied
+    /// it (PostgreSQL only; embedded, the one process's listeners tell them directly).
+    pub fn spawn_arrival_relay(&self) {
+        if let Some(url) = self.store.listen_url() {
+            let arrivals = self.arrivals.clone();
+            let shutdown = self.shutdown.clone();
+            self.tasks
+                .spawn(arrivals.relay_announcements(url.clone(), shutdown));
+        }
     }
 
     /// Starts the outbox relay; it stops on shutdown after a last attempt to publish.

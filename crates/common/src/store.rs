@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration as SqlxMigration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Executor, SqlSafeStr, Transaction};
@@ -113,6 +114,8 @@ pub struct Store {
     /// `pool` again.
     writer: AnyPool,
     dialect: Dialect,
+    /// On PostgreSQL, where to open the connection that listens for notifications.
+    listen_url: Option<SecretString>,
 }
 
 impl Store {
@@ -165,6 +168,7 @@ impl Store {
             pool,
             writer,
             dialect,
+            listen_url: (dialect == Dialect::Postgres).then(|| SecretString::from(url)),
         })
     }
 
@@ -181,6 +185,11 @@ impl Store {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// On PostgreSQL, the URL to open a connection for `LISTEN` with.
+    pub fn listen_url(&self) -> Option<&SecretString> {
+        self.listen_url.as_ref()
     }
 
     /// Begins a transaction that will write. On SQLite it takes the write lock up front

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
+use common::arrivals::Arrivals;
 use common::outbox::{self, Outbox};
 use common::store::{Dialect, from_millis, millis, now_millis};
 use common::validate::{Valid, parse_id};
@@ -24,6 +25,7 @@ pub struct AppState {
     store: Store,
     outbox: Outbox,
     sessions: Sessions,
+    arrivals: Arrivals,
     order_expiration: Duration,
 }
 
@@ -33,6 +35,7 @@ impl AppState {
             store: ctx.store.clone(),
             outbox: ctx.outbox.clone(),
             sessions: ctx.sessions.clone(),
+            arrivals: ctx.arrivals.clone(),
             order_expiration: settings.order_expiration,
         }
     }
@@ -111,9 +114,24 @@ async fn create_order(
     let now = from_millis(now_millis());
     let expires_at = from_millis(millis(domain::expires_at(now, state.order_expiration)));
     let mut tx = state.store.begin().await?;
-    let ticket = store::find_ticket(&mut *tx, request.ticket_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let ticket = match store::find_ticket(&mut *tx, request.ticket_id).await? {
+        Some(ticket) => ticket,
+        None => {
+            // Listed a moment ago, perhaps, and its ticket:created still on its way: wait for
+            // it with the transaction given up, so that others' orders go on meanwhile.
+            drop(tx);
+            let id = request.ticket_id;
+            state
+                .arrivals
+                .look_for(|| store::find_ticket(state.store.pool(), id))
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            tx = state.store.begin().await?;
+            store::find_ticket(&mut *tx, id)
+                .await?
+                .ok_or(ApiError::NotFound)?
+        }
+    };
     let order = Order::place(user.id, &ticket, now, expires_at).map_err(|err| match err {
         PlaceError::OwnTicket => ApiError::BadRequest("You cannot buy your own ticket".into()),
     })?;

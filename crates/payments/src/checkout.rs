@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use common::arrivals::Arrivals;
 use common::events::OrderStatus;
 use common::outbox::{self, Outbox};
 use common::store::{Dialect, from_millis, is_unique_violation, now_millis};
@@ -36,6 +37,7 @@ pub struct Checkout {
     outbox: Outbox,
     processor: Arc<dyn PaymentProcessor>,
     refunds: Refunds,
+    arrivals: Arrivals,
     currency: Currency,
 }
 
@@ -92,6 +94,7 @@ impl Checkout {
             outbox: ctx.outbox.clone(),
             processor,
             refunds,
+            arrivals: ctx.arrivals.clone(),
             currency,
         }
     }
@@ -155,9 +158,22 @@ impl Checkout {
     /// Step 1: checks the order and claims it for this payment.
     async fn claim(&self, buyer: Uuid, order_id: Uuid) -> Result<Payment, ApiError> {
         let mut tx = self.store.begin().await?;
-        let order = store::lock_order(&mut tx, self.store.dialect(), order_id)
-            .await?
-            .ok_or(ApiError::NotFound)?;
+        let order = match store::lock_order(&mut tx, self.store.dialect(), order_id).await? {
+            Some(order) => order,
+            None => {
+                // Placed a moment ago, perhaps, and its order:created still on its way: wait
+                // for it with the transaction given up, so that others' payments go on.
+                drop(tx);
+                self.arrivals
+                    .look_for(|| store::find_order(self.store.pool(), order_id))
+                    .await?
+                    .ok_or(ApiError::NotFound)?;
+                tx = self.store.begin().await?;
+                store::lock_order(&mut tx, self.store.dialect(), order_id)
+                    .await?
+                    .ok_or(ApiError::NotFound)?
+            }
+        };
         let existing = store::payment_for_order(&mut tx, order_id).await?;
         let now_ms = now_millis();
         let payment = match check_payable(&order, buyer, existing.as_ref(), from_millis(now_ms))? {

@@ -148,6 +148,7 @@ impl Settings {
 /// returns its routes with their state applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
+    ctx.spawn_arrival_relay();
     ctx.spawn_retention(&[]);
     let (processor, currency) = settings.processor(&ctx.store).unwrap_or_else(|err| {
         // `Settings::validate` exists to stop this at start; should it be skipped, payments are

@@ -62,6 +62,8 @@ async fn a_flash_sale_sells_every_ticket_exactly_once_and_every_hold_lapses() {
         .find(|v| v.name == loadgen::invariants::NO_OVERLAPPING_SALES)
         .unwrap();
     assert_eq!(wins.checked, TICKETS);
+    // Winners pay at once: payments waits for an order it has not heard of yet, never 404s.
+    assert_eq!(figure("payment_retries_order_unknown"), 0.0, "{sale:#?}");
 
     let holds = report.scenario("hold_expiry").expect("the holds ran");
     assert_eq!(holds.figure("holds"), Some(12.0));

@@ -298,6 +298,50 @@ async fn paying_as_the_order_expires_never_leaves_a_sold_ticket_unpaid(market: M
     }
 }
 
+/// A buyer who orders a ticket the moment it is listed and pays the moment the order is placed
+/// is never told either does not exist; and the seller's edit in that same moment changes
+/// nothing of what the buyer sees or pays.
+async fn a_buyer_who_acts_at_once_pays_what_they_ordered_at(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    buyer.sign_up(&email("buyer")).await;
+    let ticket = list_ticket(&seller, 10.0).await;
+    let ticket_path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
+
+    let (status, order) = buyer
+        .post("/api/orders", json!({"ticketId": ticket["id"]}))
+        .await;
+    assert_eq!(status, 201, "{order}");
+    // Accepted if tickets has not heard of the order yet, refused if it has: either way the
+    // buyer's order stands as placed.
+    let (edit_status, edited) = seller
+        .put(&ticket_path, json!({"title": "Cheap seats", "price": 1}))
+        .await;
+    assert!(edit_status == 200 || edit_status == 400, "{edited}");
+    let (status, payment) = buyer
+        .post(
+            "/api/payments",
+            json!({"orderId": order["id"], "token": "tok_visa"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{payment}");
+
+    wait_for_order_status(&buyer, &order["id"], "complete").await;
+    let (_, paid) = buyer
+        .get(&format!("/api/orders/{}", order["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(paid["ticket"]["price"], json!(10));
+    assert_eq!(paid["ticket"]["title"], "Concert");
+    wait_for_holder(&seller, &ticket["id"], &order["id"]).await;
+    let (_, sold) = seller.get(&ticket_path).await;
+    assert_eq!(
+        (sold["title"].clone(), sold["price"].clone()),
+        (json!("Concert"), json!(10))
+    );
+    assert!(market.stop().await, "a process did not stop cleanly");
+}
+
 macro_rules! in_both_modes {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -321,4 +365,5 @@ in_both_modes!(
     fifty_concurrent_buyers_of_one_ticket_get_one_order,
     a_double_click_on_pay_charges_once,
     paying_as_the_order_expires_never_leaves_a_sold_ticket_unpaid,
+    a_buyer_who_acts_at_once_pays_what_they_ordered_at,
 );

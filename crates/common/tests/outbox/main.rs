@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use common::ServiceContext;
+use common::arrivals::{ArrivalSettings, Arrivals};
 use common::bus::{
     Batch, BatchAcker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Message, SharedBus,
     Subscription,
@@ -955,3 +956,71 @@ async fn an_event_not_ready_holds_back_the_later_events_of_its_row(
     }
     stop(ctx).await;
 }
+
+/// Records each ticket as an effect, and tells requests waiting for one.
+struct RecordAnnounced;
+
+#[async_trait]
+impl Handler<TicketCreated> for RecordAnnounced {
+    const ANNOUNCED: bool = true;
+
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<TicketCreated>,
+    ) -> Result<(), HandleError> {
+        record_effect(tx, &event).await
+    }
+}
+
+/// Whether a connection of this database listens for arrivals.
+async fn listening(store: &Store) -> bool {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+        > 0
+}
+
+testkit::postgres_test!(
+    async fn a_replica_waiting_for_an_event_is_woken_when_another_replica_applies_it() {
+        let database = TestDatabase::create(Backend::Postgres).await;
+        let bus = TestBus::create(BusKind::Embedded).await;
+        let applying = service(&database, bus.bus.clone()).await;
+        listener::spawn::<TicketCreated, _>(&applying, RecordAnnounced);
+        // A replica with no listener of its own, whose request would wait all day unless told.
+        let mut waiting = service(&database, bus.bus.clone()).await;
+        waiting.arrivals = Arrivals::new(ArrivalSettings {
+            wait: Duration::from_secs(24 * 3600),
+            max_waiting: 1,
+        });
+        waiting.spawn_arrival_relay();
+        eventually("the replica to listen", || async {
+            listening(&waiting.store).await.then_some(())
+        })
+        .await;
+        let event = Envelope::new(ticket("Concert"));
+
+        let request = waiting.arrivals.look_for(|| async {
+            Ok::<_, sqlx::Error>((effects_of(&waiting.store, event.id).await > 0).then_some(()))
+        });
+        let applied_elsewhere = async {
+            eventually("the request to wait", || async {
+                (waiting.arrivals.waiting() == 1).then_some(())
+            })
+            .await;
+            publish_envelope(bus.bus.as_ref(), &event, &event.id.to_string()).await;
+        };
+        let (found, ()) =
+            tokio::time::timeout(WAIT, async { tokio::join!(request, applied_elsewhere) })
+                .await
+                .expect("the waiting replica hears of the event its neighbour applied");
+
+        assert_eq!(found.unwrap(), Some(()));
+        stop(applying).await;
+        stop(waiting).await;
+    }
+);

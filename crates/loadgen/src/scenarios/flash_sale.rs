@@ -29,7 +29,8 @@ const LAG_POLL: Duration = Duration::from_millis(5);
 const LAG_GIVE_UP: Duration = Duration::from_secs(10);
 /// A sale with no 201 and no "already reserved" for this long is called off.
 const STALL: Duration = Duration::from_secs(15);
-/// Tries of a payment that orders' replica in payments does not know yet (404).
+/// Tries of a payment that orders' replica in payments does not know yet (404). Payments waits
+/// for such an order itself, so these are counted: each is a buyer told "not found".
 const PAYMENT_TRIES: usize = 50;
 
 /// A buyer in the crowd and the tickets they have been told are taken.

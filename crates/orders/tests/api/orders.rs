@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use common::events::{EventType, OrderCancelled, OrderCreated, OrderStatus, OrderTicket};
+use common::events::{
+    Envelope, EventType, OrderCancelled, OrderCreated, OrderStatus, OrderTicket, TicketCreated,
+};
 use common::money::Cents;
 use testkit::{Backend, json};
 use time::OffsetDateTime;
@@ -18,6 +20,7 @@ testkit::each_database!(
     placing_an_order_without_a_valid_ticket_id_names_the_field,
     a_body_that_is_not_json_is_refused_in_the_error_shape,
     ordering_a_ticket_that_is_not_listed_is_404,
+    ordering_a_ticket_listed_a_moment_ago_waits_for_it,
     ordering_a_reserved_ticket_returns_400,
     ordering_your_own_ticket_returns_400,
     listing_shows_only_my_orders_newest_first_with_their_tickets,
@@ -203,6 +206,36 @@ async fn ordering_a_ticket_that_is_not_listed_is_404(backend: Backend) {
     reply.assert_error_shape();
     assert!(reply.error_fields().is_empty());
     assert_eq!(buyer.get("/api/orders").await.body, json!([]));
+}
+
+async fn ordering_a_ticket_listed_a_moment_ago_waits_for_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (seller, buyer) = (app.sign_in(), app.sign_in());
+    let listed = Envelope::new(TicketCreated {
+        id: Uuid::now_v7(),
+        version: 0,
+        title: "Concert".into(),
+        price: Cents::new(2000).unwrap(),
+        user_id: seller.id,
+    });
+
+    // The buyer's order comes before the ticket's event; the event comes while it waits.
+    let order = buyer.post(
+        "/api/orders",
+        json!({"ticketId": listed.data.id.to_string()}),
+    );
+    let event_on_its_way = async {
+        testkit::eventually("the order to wait for its ticket", || async {
+            (app.ctx.arrivals.waiting() == 1).then_some(())
+        })
+        .await;
+        app.publish(&listed).await;
+    };
+    let (reply, ()) = tokio::join!(order, event_on_its_way);
+
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(reply.body["ticket"]["id"], listed.data.id.to_string());
+    assert_eq!(app.ctx.arrivals.waiting(), 0);
 }
 
 async fn ordering_a_reserved_ticket_returns_400(backend: Backend) {

@@ -6,7 +6,7 @@ use testkit::{Backend, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::helpers::{id_of, spawn_app};
+use crate::helpers::{id_of, order_created, spawn_app};
 
 testkit::each_database!(
     paying_for_an_order_returns_201_and_announces_payment_created,
@@ -15,6 +15,7 @@ testkit::each_database!(
     paying_requires_signing_in,
     paying_for_someone_elses_order_returns_401,
     paying_for_an_unknown_order_returns_404,
+    paying_for_an_order_placed_a_moment_ago_waits_for_it,
     paying_for_a_cancelled_order_returns_400,
     paying_for_a_paid_order_returns_400,
     paying_for_a_completed_order_returns_400,
@@ -142,6 +143,30 @@ async fn paying_for_someone_elses_order_returns_401(backend: Backend) {
     assert!(app.sandbox_charges_of(order_id).await.is_empty());
     // The owner still can.
     assert_eq!(app.pay(&alice, order_id, "tok_visa").await.status, 201);
+}
+
+async fn paying_for_an_order_placed_a_moment_ago_waits_for_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut created = app.watch::<PaymentCreated>().await;
+    let alice = app.sign_in();
+    let order_id = Uuid::now_v7();
+    let expires_at = OffsetDateTime::now_utc() + time::Duration::minutes(15);
+
+    // The buyer pays before the order's event arrives; the event comes while the payment waits.
+    let payment = app.pay(&alice, order_id, "tok_visa");
+    let event_on_its_way = async {
+        testkit::eventually("the payment to wait for its order", || async {
+            (app.ctx.arrivals.waiting() == 1).then_some(())
+        })
+        .await;
+        app.publish(&order_created(order_id, alice.id, 2000, expires_at))
+            .await;
+    };
+    let (reply, ()) = tokio::join!(payment, event_on_its_way);
+
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(created.next().await.data.order_id, order_id);
+    assert_eq!(app.sandbox_charges_of(order_id).await.len(), 1);
 }
 
 async fn paying_for_an_unknown_order_returns_404(backend: Backend) {

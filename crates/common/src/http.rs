@@ -2,16 +2,23 @@
 //! body limit, panics caught, and every error (ours, the framework's, a middleware's) rendered
 //! in the one JSON shape. Also the platform endpoints `/healthz`, `/readyz` and `/metrics`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -28,6 +35,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct HttpSettings {
     pub request_timeout: Duration,
     pub body_limit: usize,
+    /// How long a client may take to send a request's headers before its connection is
+    /// closed, so that slow clients cannot pin connections (slowloris).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for HttpSettings {
@@ -35,8 +45,55 @@ impl Default for HttpSettings {
         Self {
             request_timeout: Duration::from_secs(10),
             body_limit: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
+/// the connections' requests in flight to finish. Each request carries the client's address
+/// (`ConnectInfo<SocketAddr>`). Unlike `axum::serve`, connections get a timer, so a client that
+/// does not finish its headers within [`HttpSettings::header_read_timeout`] is cut off.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: &HttpSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut connections = http1::Builder::new();
+    connections
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, most likely: give connections time to close.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let connection =
+            graceful.watch(connections.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Something `/readyz` checks.

@@ -69,17 +69,12 @@ async fn serve(listen: SocketAddr, running: Running) -> anyhow::Result<()> {
         None => serve_stack(running.routes, &settings),
     };
     let stop = running.shutdown.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    common::http::serve(listener, app, &settings, async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         stop.cancel();
     })
-    .await
-    .context("the HTTP server failed")?;
+    .await;
 
     running.shutdown.cancel();
     running.tasks.close();

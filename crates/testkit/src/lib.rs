@@ -378,14 +378,9 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let app = serve_stack(routes, settings);
         let stop = shutdown.clone();
+        let settings = settings.clone();
         tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
+            common::http::serve(listener, app, &settings, stop.cancelled_owned()).await;
         });
         Self { address, shutdown }
     }

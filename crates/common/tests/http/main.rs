@@ -8,6 +8,7 @@ use axum::Router;
 use axum::routing::get;
 use common::http::{HttpSettings, platform_routes};
 use testkit::TestServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn routes() -> Router {
     Router::new()
@@ -128,4 +129,43 @@ async fn health_answers_and_readiness_with_nothing_to_check_is_ready() {
 
     assert_eq!(server.client().get("/healthz").await.status, 200);
     assert_eq!(server.client().get("/readyz").await.status, 200);
+}
+
+/// Opens a connection, sends a request's first lines without the blank line that ends its
+/// headers, and returns what the server answers once it gives up on them; panics if it has not
+/// after `patience`.
+async fn answer_to_unfinished_headers(server: &TestServer, patience: Duration) -> Vec<u8> {
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /fine/1 HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(patience, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server still waits for the headers")
+        .unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_finish_its_headers_is_cut_off() {
+    let settings = HttpSettings {
+        header_read_timeout: Duration::from_millis(300),
+        ..HttpSettings::default()
+    };
+    let server = TestServer::start_with(routes(), &settings).await;
+
+    let answer = answer_to_unfinished_headers(&server, Duration::from_secs(20)).await;
+
+    // Closed, with a 408 at most: never the page it began to ask for.
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // Others are still served.
+    assert_eq!(server.client().get("/fine/1").await.status, 200);
 }

@@ -2,14 +2,16 @@
 //! for an order placed a moment ago, names something this service hears of only by an event
 //! still on its way. Such a request waits for it, bounded, before it answers 404.
 //!
-//! A waiter is woken, not polling: the service's listeners announce every batch they commit,
-//! in the process at once and, on PostgreSQL, by `NOTIFY` in the batch's transaction, so that a
-//! replica whose neighbour applied the event hears of it too. A woken waiter looks again. The
+//! A waiter is woken, not polling: a listener announces the ids it brings (a new ticket, a new
+//! order) once their batch has committed, in the process at once and, on PostgreSQL, by a
+//! `NOTIFY` in the batch's transaction, so that a replica whose neighbour applied the event hears
+//! of it too. Only the requests waiting for one of those ids are woken, and each looks again. The
 //! number of requests waiting at once is capped: beyond it a request for an unknown id answers
 //! at once, so made-up ids cannot pin connections.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -18,17 +20,17 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::store::Dialect;
 
-/// The PostgreSQL channel a service's listeners announce their batches on, as a literal for the
-/// `NOTIFY` statement. Each service has a database of its own, and notifications stay within
-/// their database.
-macro_rules! channel {
-    () => {
-        "stubs_arrivals"
-    };
-}
+/// The PostgreSQL channel a service's listeners announce on. Each service has a database of its
+/// own, and notifications stay within their database.
+const CHANNEL: &str = "stubs_arrivals";
+
+/// Ids per notification: PostgreSQL takes payloads under 8,000 bytes, and an id with its comma
+/// is 37.
+const IDS_PER_NOTIFICATION: usize = 200;
 
 /// How long a request waits, and how many may wait at once.
 #[derive(Debug, Clone, Copy)]
@@ -46,33 +48,33 @@ impl Default for ArrivalSettings {
     }
 }
 
+/// What the requests waiting for one id wait on, and how many they are.
+type Bell = (Arc<Notify>, usize);
+
 /// Where a service's requests wait for what its listeners bring. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Arrivals {
-    applied: Arc<Notify>,
-    waiting: Arc<Semaphore>,
+    /// The service whose requests wait, for the metrics.
+    service: &'static str,
+    awaited: Arc<Mutex<HashMap<Uuid, Bell>>>,
+    turns: Arc<Semaphore>,
     settings: ArrivalSettings,
 }
 
-impl Default for Arrivals {
-    fn default() -> Self {
-        Self::new(ArrivalSettings::default())
-    }
-}
-
 impl Arrivals {
-    pub fn new(settings: ArrivalSettings) -> Self {
+    pub fn new(service: &'static str, settings: ArrivalSettings) -> Self {
         Self {
-            applied: Arc::new(Notify::new()),
-            waiting: Arc::new(Semaphore::new(settings.max_waiting)),
+            service,
+            awaited: Arc::default(),
+            turns: Arc::new(Semaphore::new(settings.max_waiting)),
             settings,
         }
     }
 
-    /// Looks for something with `look`; if it is not there, waits for the listeners to apply
-    /// events and looks again each time, until it is found or the wait is over. `None` when it
+    /// Looks for the thing with this id using `look`; if it is not there, waits for a listener
+    /// to announce the id and looks again, until it is found or the wait is over. `None` when it
     /// did not come, or at once when too many requests are waiting already.
-    pub async fn look_for<T, E, F, Fut>(&self, mut look: F) -> Result<Option<T>, E>
+    pub async fn look_for<T, E, F, Fut>(&self, id: Uuid, mut look: F) -> Result<Option<T>, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
@@ -80,18 +82,23 @@ impl Arrivals {
         if let Some(found) = look().await? {
             return Ok(Some(found));
         }
-        let Ok(_turn) = self.waiting.try_acquire() else {
-            metrics::counter!("stubs_arrival_waits_refused_total").increment(1);
+        let Ok(_turn) = self.turns.try_acquire() else {
+            metrics::counter!("stubs_arrival_waits_refused_total", "service" => self.service)
+                .increment(1);
             return Ok(None);
         };
+        let bell = Awaiting::register(self, id);
         let deadline = Instant::now() + self.settings.wait;
         loop {
-            // Registered before the look, so an announcement between the two is not missed.
-            let announced = self.applied.notified();
+            // Listening before the look, so an announcement between the two is not missed.
+            let announced = bell.notify.notified();
             tokio::pin!(announced);
             announced.as_mut().enable();
             if let Some(found) = look().await? {
                 return Ok(Some(found));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
             }
             if tokio::time::timeout_at(deadline, announced).await.is_err() {
                 // A last look: a neighbour's announcement may have been lost with its connection.
@@ -102,42 +109,70 @@ impl Arrivals {
 
     /// How many requests are waiting now.
     pub fn waiting(&self) -> usize {
-        self.settings.max_waiting - self.waiting.available_permits()
+        self.settings.max_waiting - self.turns.available_permits()
     }
 
-    /// Wakes the requests waiting in this process: a listener committed a batch.
-    pub fn announce(&self) {
-        self.applied.notify_waiters();
-    }
-
-    /// Announces, to the other replicas, the batch of the transaction `tx` when it commits.
-    pub async fn announce_on_commit(
-        tx: &mut AnyConnection,
-        dialect: Dialect,
-    ) -> Result<(), sqlx::Error> {
-        match dialect {
-            // One process: the listener's `announce` after the commit reaches every waiter.
-            Dialect::Sqlite => Ok(()),
-            Dialect::Postgres => sqlx::query(concat!("NOTIFY ", channel!()))
-                .execute(tx)
-                .await
-                .map(|_| ()),
+    /// Wakes the requests of this process waiting for these ids: a listener committed them.
+    pub fn announce(&self, ids: &[Uuid]) {
+        let awaited = self.awaited.lock().unwrap_or_else(PoisonError::into_inner);
+        if awaited.is_empty() {
+            return;
+        }
+        for id in ids {
+            if let Some((bell, _)) = awaited.get(id) {
+                bell.notify_waiters();
+            }
         }
     }
 
-    /// Relays other replicas' announcements to this process's waiters until shutdown. Lost
-    /// connections are made again; waiters whose announcement was lost meanwhile take their last
-    /// look at the end of their wait.
+    /// Wakes every waiting request of this process to look again: announcements may have been
+    /// missed.
+    fn announce_all(&self) {
+        let awaited = self.awaited.lock().unwrap_or_else(PoisonError::into_inner);
+        for (bell, _) in awaited.values() {
+            bell.notify_waiters();
+        }
+    }
+
+    /// Announces these ids to the other replicas when the transaction `tx` commits.
+    pub async fn announce_on_commit(
+        tx: &mut AnyConnection,
+        dialect: Dialect,
+        ids: &[Uuid],
+    ) -> Result<(), sqlx::Error> {
+        // One process on SQLite: the listener's `announce` after the commit reaches every waiter.
+        if dialect == Dialect::Sqlite {
+            return Ok(());
+        }
+        for chunk in ids.chunks(IDS_PER_NOTIFICATION) {
+            let payload = chunk
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Relays other replicas' announcements to this process's waiters until shutdown. After a
+    /// lost connection every waiter looks again, since what was announced meanwhile is lost.
     pub async fn relay_announcements(self, url: SecretString, shutdown: CancellationToken) {
         loop {
             let listened = async {
                 let mut listener = PgListener::connect(url.expose_secret()).await?;
-                listener.listen(channel!()).await?;
-                // What was announced while this replica was not listening is looked for again.
-                self.announce();
+                listener.listen(CHANNEL).await?;
+                self.announce_all();
                 loop {
-                    listener.recv().await?;
-                    self.announce();
+                    match listener.try_recv().await? {
+                        Some(notification) => self.announce(&parse_ids(notification.payload())),
+                        // The connection was lost; the next receive makes a new one.
+                        None => self.announce_all(),
+                    }
                 }
             };
             let result: Result<(), sqlx::Error> = tokio::select! {
@@ -155,6 +190,54 @@ impl Arrivals {
     }
 }
 
+/// The ids of a notification's payload; anything else in it is ignored.
+fn parse_ids(payload: &str) -> Vec<Uuid> {
+    payload
+        .split(',')
+        .filter_map(|id| Uuid::try_parse(id).ok())
+        .collect()
+}
+
+/// A request's place among those waiting for an id, given up when the request is done.
+struct Awaiting<'a> {
+    arrivals: &'a Arrivals,
+    id: Uuid,
+    notify: Arc<Notify>,
+}
+
+impl<'a> Awaiting<'a> {
+    fn register(arrivals: &'a Arrivals, id: Uuid) -> Self {
+        let mut awaited = arrivals
+            .awaited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (notify, count) = awaited.entry(id).or_default();
+        *count += 1;
+        let notify = notify.clone();
+        Self {
+            arrivals,
+            id,
+            notify,
+        }
+    }
+}
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        let mut awaited = self
+            .arrivals
+            .awaited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, count)) = awaited.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                awaited.remove(&self.id);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -164,10 +247,13 @@ mod tests {
     use super::*;
 
     fn arrivals(max_waiting: usize) -> Arrivals {
-        Arrivals::new(ArrivalSettings {
-            wait: Duration::from_secs(2),
-            max_waiting,
-        })
+        Arrivals::new(
+            "test",
+            ArrivalSettings {
+                wait: Duration::from_secs(2),
+                max_waiting,
+            },
+        )
     }
 
     /// A look at a flag: found once it is set, counting the looks.
@@ -181,7 +267,9 @@ mod tests {
         let arrivals = arrivals(1);
         let (flag, looks) = (AtomicBool::new(true), AtomicUsize::new(0));
 
-        let found = arrivals.look_for(|| look(&flag, &looks)).await;
+        let found = arrivals
+            .look_for(Uuid::now_v7(), || look(&flag, &looks))
+            .await;
 
         assert_eq!(found, Ok(Some(())));
         assert_eq!(looks.load(Ordering::SeqCst), 1);
@@ -189,8 +277,9 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_waiter_is_woken_by_the_announcement_of_what_it_waits_for() {
+    async fn a_waiter_is_woken_by_the_announcement_of_its_id_only() {
         let arrivals = arrivals(1);
+        let id = Uuid::now_v7();
         let (flag, looks) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicUsize::new(0)),
@@ -199,27 +288,32 @@ mod tests {
         let waiter = tokio::spawn({
             let (arrivals, flag, looks) = (arrivals.clone(), flag.clone(), looks.clone());
             async move {
-                let found = arrivals.look_for(|| look(&flag, &looks)).await;
+                let found = arrivals.look_for(id, || look(&flag, &looks)).await;
                 (found, started.elapsed())
             }
         });
-        // The look before waiting, and the one after registering for announcements.
+        // The look before waiting, and the one after listening for announcements.
         while looks.load(Ordering::SeqCst) < 2 {
             tokio::task::yield_now().await;
         }
-        // An announcement of something else: the waiter looks again and waits on.
-        arrivals.announce();
+        // Another id: no look.
+        arrivals.announce(&[Uuid::now_v7()]);
+        tokio::task::yield_now().await;
+        assert_eq!(looks.load(Ordering::SeqCst), 2);
+        // Its id, not there yet: it looks again and waits on.
+        arrivals.announce(&[id]);
         while looks.load(Ordering::SeqCst) < 3 {
             tokio::task::yield_now().await;
         }
 
         flag.store(true, Ordering::SeqCst);
-        arrivals.announce();
+        arrivals.announce(&[Uuid::now_v7(), id]);
 
         // Found at once: time stands still here unless every task waits for a timer.
         assert_eq!(waiter.await.unwrap(), (Ok(Some(())), Duration::ZERO));
         assert_eq!(looks.load(Ordering::SeqCst), 4);
         assert_eq!(arrivals.waiting(), 0);
+        assert!(arrivals.awaited.lock().unwrap().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -228,22 +322,71 @@ mod tests {
         let (flag, looks) = (AtomicBool::new(false), AtomicUsize::new(0));
         let started = Instant::now();
 
-        let found = arrivals.look_for(|| look(&flag, &looks)).await;
+        let found = arrivals
+            .look_for(Uuid::now_v7(), || look(&flag, &looks))
+            .await;
 
         assert_eq!(found, Ok(None));
         assert_eq!(started.elapsed(), Duration::from_secs(2));
         assert_eq!(arrivals.waiting(), 0);
+        assert!(arrivals.awaited.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn announcements_that_never_bring_it_do_not_stretch_the_wait() {
+        let arrivals = arrivals(1);
+        let id = Uuid::now_v7();
+        let started = Instant::now();
+        let waiter = tokio::spawn({
+            let arrivals = arrivals.clone();
+            async move {
+                let looks = AtomicUsize::new(0);
+                let found = arrivals
+                    .look_for(id, || async {
+                        looks.fetch_add(1, Ordering::SeqCst);
+                        // Each look takes a while, and the id is announced meanwhile.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Ok::<_, ()>(None::<()>)
+                    })
+                    .await;
+                (found, started.elapsed())
+            }
+        });
+        let bell = loop {
+            if let Some((bell, _)) = arrivals.awaited.lock().unwrap().get(&id) {
+                break bell.clone();
+            }
+            // A sleep, not a yield: the waiter's look sleeps, and paused time moves only while
+            // every task waits for a timer.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let announcing = tokio::spawn(async move {
+            loop {
+                bell.notify_waiters();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+
+        let (found, waited) = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the wait ends")
+            .unwrap();
+
+        announcing.abort();
+        assert_eq!(found, Ok(None));
+        assert!(waited <= Duration::from_millis(2600), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn beyond_the_cap_a_request_is_answered_at_once() {
         let arrivals = arrivals(1);
+        let id = Uuid::now_v7();
         let flag = Arc::new(AtomicBool::new(false));
         let waiter = tokio::spawn({
             let (arrivals, flag) = (arrivals.clone(), flag.clone());
             async move {
                 let looks = AtomicUsize::new(0);
-                arrivals.look_for(|| look(&flag, &looks)).await
+                arrivals.look_for(id, || look(&flag, &looks)).await
             }
         });
         while arrivals.waiting() == 0 {
@@ -252,13 +395,23 @@ mod tests {
         let started = Instant::now();
         let looks = AtomicUsize::new(0);
 
-        let second = arrivals.look_for(|| look(&flag, &looks)).await;
+        let second = arrivals
+            .look_for(Uuid::now_v7(), || look(&flag, &looks))
+            .await;
 
         assert_eq!(second, Ok(None));
         assert_eq!(started.elapsed(), Duration::ZERO);
         assert_eq!(looks.load(Ordering::SeqCst), 1);
         flag.store(true, Ordering::SeqCst);
-        arrivals.announce();
+        arrivals.announce(&[id]);
         assert_eq!(waiter.await.unwrap(), Ok(Some(())));
+    }
+
+    #[test]
+    fn a_payload_is_read_as_ids_and_nothing_else() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(parse_ids(&format!("{a},{b}")), [a, b]);
+        assert_eq!(parse_ids(&format!("{a},not-an-id,")), [a]);
+        assert!(parse_ids("").is_empty());
     }
 }

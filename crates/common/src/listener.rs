@@ -47,10 +47,12 @@ pub trait Handler<E: EventData>: Send + Sync + 'static {
         None
     }
 
-    /// Whether requests may be waiting for what this handler applies (a ticket or an order
-    /// heard of for the first time): then each batch it commits is announced to them
+    /// The id of what the event brings that requests may be waiting for (a ticket or an order
+    /// heard of for the first time): announced to them once the event's batch has committed
     /// ([`Arrivals`]).
-    const ANNOUNCED: bool = false;
+    fn arrival(&self, _event: &E) -> Option<Uuid> {
+        None
+    }
 
     async fn handle(&self, tx: &mut AnyConnection, event: Envelope<E>) -> Result<(), HandleError>;
 }
@@ -381,9 +383,11 @@ async fn apply<E: EventData, H: Handler<E>>(
         record_in_inbox(&mut tx, ctx.store.dialect(), &config.durable_name(), events)
             .await
             .map_err(Failure::of_batch)?;
+    let mut arrivals = Vec::new();
     for (index, event) in events.iter().enumerate() {
         // Taken out as it is applied, so a second copy of an event in one batch is skipped too.
         if first_time.remove(&event.envelope.id) {
+            arrivals.extend(handler.arrival(&event.envelope.data));
             handler
                 .handle(&mut tx, event.envelope.clone())
                 .instrument(event.span.clone())
@@ -396,15 +400,13 @@ async fn apply<E: EventData, H: Handler<E>>(
             event.span.in_scope(|| tracing::debug!("already handled"));
         }
     }
-    if H::ANNOUNCED {
-        Arrivals::announce_on_commit(&mut tx, ctx.store.dialect())
+    if !arrivals.is_empty() {
+        Arrivals::announce_on_commit(&mut tx, ctx.store.dialect(), &arrivals)
             .await
             .map_err(Failure::of_batch)?;
     }
     ctx.outbox.commit(tx).await.map_err(Failure::of_batch)?;
-    if H::ANNOUNCED {
-        ctx.arrivals.announce();
-    }
+    ctx.arrivals.announce(&arrivals);
     Ok(())
 }
 

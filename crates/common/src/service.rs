@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::arrivals::Arrivals;
+use crate::arrivals::{ArrivalSettings, Arrivals};
 use crate::bus::Bus;
 use crate::listener::ListenerSettings;
 use crate::outbox::Outbox;
@@ -46,7 +46,7 @@ impl ServiceContext {
             bus,
             sessions,
             listeners: ListenerSettings::default(),
-            arrivals: Arrivals::default(),
+            arrivals: Arrivals::new(name, ArrivalSettings::default()),
             shutdown,
             tasks,
         }

@@ -125,7 +125,8 @@ impl Store {
     }
 
     /// Connections a process keeps to PostgreSQL by default. Every replica of every service has
-    /// its own pool, so the server's `max_connections` must cover the sum.
+    /// its own pool, so the server's `max_connections` must cover the sum, plus one more for
+    /// each replica of orders and payments, which listen for other replicas' arrivals.
     pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 16;
 
     /// [`Store::connect`] with at most `postgres_connections` connections on PostgreSQL (SQLite

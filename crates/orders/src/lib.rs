@@ -73,9 +73,9 @@ impl Default for Settings {
 }
 
 /// Starts the service's background work (the outbox relay, the relay of other replicas' arrivals
-/// and the ticket:created,
-/// ticket:updated, expiration:complete and payment:created listeners, all stopping on
-/// `ctx.shutdown`) and returns its routes with their state applied, without the HTTP stack.
+/// and the ticket:created, ticket:updated, expiration:complete and payment:created listeners,
+/// all stopping on `ctx.shutdown`) and returns its routes with their state applied, without the
+/// HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
     ctx.spawn_retention(&[]);

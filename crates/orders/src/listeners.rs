@@ -29,7 +29,9 @@ pub struct RecordTicket;
 #[async_trait]
 impl Handler<TicketCreated> for RecordTicket {
     // A buyer may be waiting to order the ticket.
-    const ANNOUNCED: bool = true;
+    fn arrival(&self, event: &TicketCreated) -> Option<Uuid> {
+        Some(event.id)
+    }
 
     fn lock_key(&self, event: &TicketCreated) -> Option<Uuid> {
         Some(event.id)

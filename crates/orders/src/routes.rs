@@ -73,7 +73,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OrderId {
     }
 }
 
-/// `GET /api/orders`: the signed-in user's orders with their tickets, newest first.
+/// `GET /api/orders`: the signed-in user's orders with their tickets as ordered, newest first.
 async fn list_orders(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
@@ -123,7 +123,7 @@ async fn create_order(
             let id = request.ticket_id;
             state
                 .arrivals
-                .look_for(|| store::find_ticket(state.store.pool(), id))
+                .look_for(id, || store::find_ticket(state.store.pool(), id))
                 .await?
                 .ok_or(ApiError::NotFound)?;
             tx = state.store.begin().await?;

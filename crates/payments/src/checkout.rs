@@ -3,7 +3,8 @@
 //! 1. **Claim** (one transaction, the order's replica row locked): check the order may be paid
 //!    and insert the payment as `pending`. The unique index on `payments.order_id` makes a second
 //!    claim for the same order fail, so a double click ends here, before any card is charged,
-//!    even with a processor that ignores idempotency keys.
+//!    even with a processor that ignores idempotency keys. An order not heard of yet is waited
+//!    for, bounded, with no transaction open ([`Arrivals`]).
 //! 2. **Charge** (no transaction open): the processor charges the order's price with an
 //!    idempotency key derived from the order and the attempt number.
 //! 3. **Settle** (one transaction, the order's row locked again): if the order was cancelled
@@ -165,7 +166,7 @@ impl Checkout {
                 // for it with the transaction given up, so that others' payments go on.
                 drop(tx);
                 self.arrivals
-                    .look_for(|| store::find_order(self.store.pool(), order_id))
+                    .look_for(order_id, || store::find_order(self.store.pool(), order_id))
                     .await?
                     .ok_or(ApiError::NotFound)?;
                 tx = self.store.begin().await?;

@@ -143,9 +143,10 @@ impl Settings {
     }
 }
 
-/// Starts the service's background work (the outbox relay, the refunder, and the listeners of
-/// order:created, order:cancelled and order:completed, all stopping on `ctx.shutdown`) and
-/// returns its routes with their state applied, without the HTTP stack.
+/// Starts the service's background work (the outbox relay, the relay of other replicas'
+/// arrivals, the refunder, and the listeners of order:created, order:cancelled and
+/// order:completed, all stopping on `ctx.shutdown`) and returns its routes with their state
+/// applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
     ctx.spawn_arrival_relay();

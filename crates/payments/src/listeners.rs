@@ -25,7 +25,9 @@ pub struct RecordOrder;
 #[async_trait]
 impl Handler<OrderCreated> for RecordOrder {
     // A buyer may be waiting to pay for the order.
-    const ANNOUNCED: bool = true;
+    fn arrival(&self, event: &OrderCreated) -> Option<Uuid> {
+        Some(event.id)
+    }
 
     fn lock_key(&self, event: &OrderCreated) -> Option<Uuid> {
         Some(event.id)

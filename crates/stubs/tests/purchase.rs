@@ -28,29 +28,21 @@ async fn list_ticket(seller: &User<'_>, price: f64) -> Value {
     ticket
 }
 
-/// Places an order as soon as the orders service has heard of the ticket.
+/// Places an order, at once: orders waits for a ticket it has not heard of yet.
 async fn place_order(buyer: &User<'_>, ticket_id: &Value) -> (u16, Value) {
-    eventually("the orders service to know the ticket", || async {
-        let reply = buyer
-            .post("/api/orders", json!({"ticketId": ticket_id}))
-            .await;
-        (reply.0 != 404).then_some(reply)
-    })
-    .await
+    buyer
+        .post("/api/orders", json!({"ticketId": ticket_id}))
+        .await
 }
 
-/// Pays as soon as the payments service has heard of the order.
+/// Pays, at once: payments waits for an order it has not heard of yet.
 async fn pay(buyer: &User<'_>, order_id: &Value, token: &str) -> (u16, Value) {
-    eventually("the payments service to know the order", || async {
-        let reply = buyer
-            .post(
-                "/api/payments",
-                json!({"orderId": order_id, "token": token}),
-            )
-            .await;
-        (reply.0 != 404).then_some(reply)
-    })
-    .await
+    buyer
+        .post(
+            "/api/payments",
+            json!({"orderId": order_id, "token": token}),
+        )
+        .await
 }
 
 async fn order_status(buyer: &User<'_>, order_id: &Value) -> String {
@@ -309,9 +301,7 @@ async fn a_buyer_who_acts_at_once_pays_what_they_ordered_at(market: Marketplace)
     let ticket = list_ticket(&seller, 10.0).await;
     let ticket_path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
 
-    let (status, order) = buyer
-        .post("/api/orders", json!({"ticketId": ticket["id"]}))
-        .await;
+    let (status, order) = place_order(&buyer, &ticket["id"]).await;
     assert_eq!(status, 201, "{order}");
     // Accepted if tickets has not heard of the order yet, refused if it has: either way the
     // buyer's order stands as placed.
@@ -319,12 +309,7 @@ async fn a_buyer_who_acts_at_once_pays_what_they_ordered_at(market: Marketplace)
         .put(&ticket_path, json!({"title": "Cheap seats", "price": 1}))
         .await;
     assert!(edit_status == 200 || edit_status == 400, "{edited}");
-    let (status, payment) = buyer
-        .post(
-            "/api/payments",
-            json!({"orderId": order["id"], "token": "tok_visa"}),
-        )
-        .await;
+    let (status, payment) = pay(&buyer, &order["id"], "tok_visa").await;
     assert_eq!(status, 201, "{payment}");
 
     wait_for_order_status(&buyer, &order["id"], "complete").await;

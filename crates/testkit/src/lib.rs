@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use common::arrivals::{ArrivalSettings, Arrivals};
 use common::bus::embedded::EmbeddedBus;
 use common::bus::nats::NatsBus;
 use common::bus::{Bus, ConsumerConfig, DeadLetter, Message, Subscription};
@@ -359,6 +360,18 @@ pub async fn context(
     ctx
 }
 
+/// Waits for what the listeners bring that only their announcement can end within a test: a
+/// request that is not woken waits for an hour.
+pub fn announced_arrivals_only(service: &'static str) -> Arrivals {
+    Arrivals::new(
+        service,
+        ArrivalSettings {
+            wait: Duration::from_secs(3600),
+            max_waiting: 16,
+        },
+    )
+}
+
 /// A running HTTP server for one test, stopped when dropped.
 pub struct TestServer {
     pub address: SocketAddr,
@@ -581,10 +594,28 @@ impl TestService {
         listeners: ListenerSettings,
         start: impl FnOnce(&ServiceContext) -> Router,
     ) -> Self {
+        Self::start_shaped(
+            name,
+            backend,
+            migrations,
+            |ctx| ctx.listeners = listeners,
+            start,
+        )
+        .await
+    }
+
+    /// Like [`TestService::start`], with the service's context shaped by the test first.
+    pub async fn start_shaped(
+        name: &'static str,
+        backend: Backend,
+        migrations: &[&Migrations],
+        shape: impl FnOnce(&mut ServiceContext),
+        start: impl FnOnce(&ServiceContext) -> Router,
+    ) -> Self {
         let db = TestDatabase::create(backend).await;
         let bus = TestBus::create(BusKind::Embedded).await;
         let mut ctx = context(name, &db, bus.bus.clone(), migrations).await;
-        ctx.listeners = listeners;
+        shape(&mut ctx);
         let server = TestServer::start(start(&ctx)).await;
         Self {
             server,

@@ -962,7 +962,9 @@ struct RecordAnnounced;
 
 #[async_trait]
 impl Handler<TicketCreated> for RecordAnnounced {
-    const ANNOUNCED: bool = true;
+    fn arrival(&self, event: &TicketCreated) -> Option<Uuid> {
+        Some(event.id)
+    }
 
     async fn handle(
         &self,
@@ -993,10 +995,13 @@ testkit::postgres_test!(
         listener::spawn::<TicketCreated, _>(&applying, RecordAnnounced);
         // A replica with no listener of its own, whose request would wait all day unless told.
         let mut waiting = service(&database, bus.bus.clone()).await;
-        waiting.arrivals = Arrivals::new(ArrivalSettings {
-            wait: Duration::from_secs(24 * 3600),
-            max_waiting: 1,
-        });
+        waiting.arrivals = Arrivals::new(
+            "tickets",
+            ArrivalSettings {
+                wait: Duration::from_secs(24 * 3600),
+                max_waiting: 1,
+            },
+        );
         waiting.spawn_arrival_relay();
         eventually("the replica to listen", || async {
             listening(&waiting.store).await.then_some(())
@@ -1004,7 +1009,7 @@ testkit::postgres_test!(
         .await;
         let event = Envelope::new(ticket("Concert"));
 
-        let request = waiting.arrivals.look_for(|| async {
+        let request = waiting.arrivals.look_for(event.data.id, || async {
             Ok::<_, sqlx::Error>((effects_of(&waiting.store, event.id).await > 0).then_some(()))
         });
         let applied_elsewhere = async {

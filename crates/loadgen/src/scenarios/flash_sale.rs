@@ -548,7 +548,8 @@ async fn pay(ctx: &Context, cast: &Cast, wins: &[Win], operation: &Operation) ->
                 let buyer = cast.buyers.get(win.buyer)?;
                 for _ in 0..PAYMENT_TRIES {
                     let call = ctx.api.pay(buyer, &win.order_id).await;
-                    // 404: payments has not heard of the order yet (order:created on its way).
+                    // 404: payments did not hear of the order within its wait, or too many
+                    // requests were waiting already.
                     if call.status() == Some(404) {
                         retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -78,7 +78,7 @@ pub async fn run(
     let listings = list_tickets(ctx, cast, settings.holds, "Held seat", &listing).await;
     progress.finish().await;
     // The last ticket each seller listed is the latest its events carried; once orders knows
-    // it, the few earlier ones still in flight are retried on 404 below.
+    // it, the few earlier ones still in flight are waited for by orders itself.
     let mut last_per_seller: HashMap<usize, Listing> = HashMap::new();
     for listing in &listings {
         last_per_seller.insert(listing.seller, listing.clone());
@@ -221,7 +221,7 @@ pub async fn run(
 
 /// Places one hold per listed ticket, buyers taken in turn, as fast as they are taken (or at
 /// `--hold-rate`), handing every sampled one to the watcher as soon as it is placed. A 404 means
-/// orders has not yet heard of the ticket; it is asked again.
+/// orders did not hear of the ticket within its wait; it is asked again.
 async fn place_holds(
     ctx: &Context,
     cast: &Cast,

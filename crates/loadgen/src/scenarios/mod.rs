@@ -163,8 +163,9 @@ pub enum Replicated {
 }
 
 /// Waits until the orders service knows each listed ticket (it learns of tickets from
-/// ticket:created). The seller asks to buy their own ticket: orders answers 404 while it does
-/// not know the ticket and 400 once it does, so the probe reserves nothing.
+/// ticket:created). The seller asks to buy their own ticket: orders answers 400 once it knows the
+/// ticket, so the probe reserves nothing, and 404 if the ticket did not arrive within its wait
+/// (or too many requests were waiting already), when it is asked again.
 pub async fn await_replication(ctx: &Context, cast: &Cast, listings: &[Listing]) -> usize {
     let unknown = AtomicUsize::new(0);
     let deadline = Instant::now() + ctx.settings.settle_timeout;

@@ -8,3 +8,8 @@ UPDATE orders SET
     title = (SELECT tickets.title FROM tickets WHERE tickets.id = orders.ticket_id),
     price_cents = (SELECT tickets.price_cents FROM tickets WHERE tickets.id = orders.ticket_id),
     ticket_version = (SELECT tickets.version FROM tickets WHERE tickets.id = orders.ticket_id);
+-- The defaults only filled the rows already there; every order is written with its snapshot.
+ALTER TABLE orders
+    ALTER COLUMN title DROP DEFAULT,
+    ALTER COLUMN price_cents DROP DEFAULT,
+    ALTER COLUMN ticket_version DROP DEFAULT;

@@ -8,3 +8,5 @@ UPDATE orders SET
     title = (SELECT tickets.title FROM tickets WHERE tickets.id = orders.ticket_id),
     price_cents = (SELECT tickets.price_cents FROM tickets WHERE tickets.id = orders.ticket_id),
     ticket_version = (SELECT tickets.version FROM tickets WHERE tickets.id = orders.ticket_id);
+-- SQLite cannot drop a column's default without rebuilding the table; the defaults only fill
+-- the rows already there, and every order is written with its snapshot.

@@ -41,6 +41,25 @@ pub async fn spawn_app_with(
     )
 }
 
+/// The service whose requests for a ticket it has not heard of wait until a listener announces
+/// it, however long that takes.
+pub async fn spawn_app_awaiting(backend: Backend) -> TestApp {
+    let settings = orders::Settings::default();
+    TestApp(
+        TestService::start_shaped(
+            orders::NAME,
+            backend,
+            &orders::MIGRATIONS,
+            |ctx| {
+                ctx.listeners = testkit::quick_listeners();
+                ctx.arrivals = testkit::announced_arrivals_only(orders::NAME);
+            },
+            |ctx| orders::start(ctx, &settings),
+        )
+        .await,
+    )
+}
+
 impl Deref for TestApp {
     type Target = TestService;
     fn deref(&self) -> &TestService {

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::helpers::{id_of, payment_created, spawn_app, spawn_app_with};
+use crate::helpers::{id_of, payment_created, spawn_app, spawn_app_awaiting, spawn_app_with};
 
 testkit::each_database!(
     placing_an_order_returns_201_with_the_order_and_announces_it,
@@ -209,7 +209,7 @@ async fn ordering_a_ticket_that_is_not_listed_is_404(backend: Backend) {
 }
 
 async fn ordering_a_ticket_listed_a_moment_ago_waits_for_it(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_awaiting(backend).await;
     let (seller, buyer) = (app.sign_in(), app.sign_in());
     let listed = Envelope::new(TicketCreated {
         id: Uuid::now_v7(),
@@ -231,7 +231,11 @@ async fn ordering_a_ticket_listed_a_moment_ago_waits_for_it(backend: Backend) {
         .await;
         app.publish(&listed).await;
     };
-    let (reply, ()) = tokio::join!(order, event_on_its_way);
+    let (reply, ()) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(order, event_on_its_way)
+    })
+    .await
+    .expect("the order is woken when its ticket arrives");
 
     assert_eq!(reply.status, 201, "{:?}", reply.body);
     assert_eq!(reply.body["ticket"]["id"], listed.data.id.to_string());

@@ -66,6 +66,25 @@ pub async fn spawn_app_patient(backend: Backend) -> TestApp {
     spawn(backend, sandbox_settings(), 50).await
 }
 
+/// A service whose requests for an order it has not heard of wait until a listener announces
+/// it, however long that takes.
+pub async fn spawn_app_awaiting(backend: Backend) -> TestApp {
+    let settings = sandbox_settings();
+    TestApp(
+        TestService::start_shaped(
+            payments::NAME,
+            backend,
+            &payments::MIGRATIONS,
+            |ctx| {
+                ctx.listeners = testkit::quick_listeners();
+                ctx.arrivals = testkit::announced_arrivals_only(payments::NAME);
+            },
+            |ctx| payments::start(ctx, &settings),
+        )
+        .await,
+    )
+}
+
 async fn spawn(backend: Backend, settings: Settings, max_deliver: u32) -> TestApp {
     settings.validate().unwrap();
     let listeners = ListenerSettings {

@@ -1,12 +1,14 @@
 //! `POST /api/payments` on the sandbox processor: every status code of paying, in the one
 //! error shape, and what becomes of a payment whose order is cancelled.
 
+use std::time::Duration;
+
 use common::events::PaymentCreated;
 use testkit::{Backend, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::helpers::{id_of, order_created, spawn_app};
+use crate::helpers::{id_of, order_created, spawn_app, spawn_app_awaiting};
 
 testkit::each_database!(
     paying_for_an_order_returns_201_and_announces_payment_created,
@@ -146,7 +148,7 @@ async fn paying_for_someone_elses_order_returns_401(backend: Backend) {
 }
 
 async fn paying_for_an_order_placed_a_moment_ago_waits_for_it(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_awaiting(backend).await;
     let mut created = app.watch::<PaymentCreated>().await;
     let alice = app.sign_in();
     let order_id = Uuid::now_v7();
@@ -162,7 +164,11 @@ async fn paying_for_an_order_placed_a_moment_ago_waits_for_it(backend: Backend) 
         app.publish(&order_created(order_id, alice.id, 2000, expires_at))
             .await;
     };
-    let (reply, ()) = tokio::join!(payment, event_on_its_way);
+    let (reply, ()) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(payment, event_on_its_way)
+    })
+    .await
+    .expect("the payment is woken when its order arrives");
 
     assert_eq!(reply.status, 201, "{:?}", reply.body);
     assert_eq!(created.next().await.data.order_id, order_id);

@@ -16,6 +16,7 @@ testkit::each_database!(
     an_order_for_an_unknown_ticket_is_retried_then_dead_lettered,
     the_same_order_announced_twice_reserves_once,
     an_edit_that_crossed_an_order_is_undone_when_the_reservation_arrives,
+    an_order_announced_without_a_title_restores_the_price_and_keeps_the_title,
 );
 
 async fn an_order_created_reserves_the_ticket(backend: Backend) {
@@ -191,4 +192,29 @@ async fn an_edit_that_crossed_an_order_is_undone_when_the_reservation_arrives(ba
     let released = app.ticket_at_version(&id, 3).await;
     assert_eq!(released["orderId"], json!(null));
     assert_eq!(released["price"], json!(20));
+}
+
+async fn an_order_announced_without_a_title_restores_the_price_and_keeps_the_title(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+    let id = id_of(&app.list_ticket(&alice, "Concert", json!(20)).await);
+    let edit = alice
+        .put(
+            &format!("/api/tickets/{id}"),
+            json!({"title": "Cheap seats", "price": 1}),
+        )
+        .await;
+    assert_eq!(edit.status, 200, "{:?}", edit.body);
+    // An order:created from before orders kept the title it was placed at.
+    let mut untitled = order_created_at(Uuid::now_v7(), &id, "Concert", 2000);
+    untitled.data.ticket.title = None;
+
+    app.publish(&untitled).await;
+
+    let reserved = app.ticket_at_version(&id, 2).await;
+    assert_eq!(reserved["orderId"], untitled.data.id.to_string());
+    assert_eq!(reserved["title"], "Cheap seats");
+    assert_eq!(reserved["price"], json!(20));
 }

@@ -221,10 +221,13 @@ impl Delivery {
         self.acker.nak(delay).await
     }
 
+    /// Moves the message to the dead letters at once, with why. The reason is kept on one line:
+    /// on NATS it travels in a header, where a line break would not parse, and a decoding error
+    /// can quote a malformed event's text, line breaks and all.
     pub async fn reject(&self, reason: &str) -> Result<(), BusError> {
         metrics::counter!("stubs_bus_dead_letters_total", "type" => self.event_type.as_str())
             .increment(1);
-        self.acker.reject(reason).await
+        self.acker.reject(&reason.replace(['\r', '\n'], " ")).await
     }
 }
 

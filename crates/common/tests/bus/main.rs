@@ -139,6 +139,7 @@ testkit::each_bus!(
     a_duplicate_publish_is_dropped,
     a_message_is_dead_lettered_after_max_deliveries,
     a_rejected_message_goes_to_the_dead_letters_at_once,
+    a_reason_that_spans_lines_is_kept_on_one,
     nothing_is_lost_when_a_consumer_dies_mid_message,
     a_group_created_late_gets_earlier_messages,
     headers_travel_with_the_message,
@@ -392,6 +393,27 @@ async fn a_rejected_message_goes_to_the_dead_letters_at_once(kind: BusKind) {
     assert_eq!(after.message_id, next);
     after.ack().await.unwrap();
     expect_silence(sub.as_mut(), SHORT * 3, "the rejected one is dead").await;
+}
+
+async fn a_reason_that_spans_lines_is_kept_on_one(kind: BusKind) {
+    let test = TestBus::create(kind).await;
+    let bus = test.bus.as_ref();
+    let group = config("orders", SHORT, 5);
+    let mut sub = bus.subscribe(&group).await.unwrap();
+    let id = new_id();
+    publish(bus, &id).await;
+
+    let delivery = expect_next(sub.as_mut(), "the message to reject").await;
+    // As a decoding error quotes an event type it does not know.
+    delivery
+        .reject("unknown variant `ticket\r\ncreated`")
+        .await
+        .unwrap();
+
+    let dead = bus.dead_letters(&group).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].message_id, id);
+    assert_eq!(dead[0].reason, "unknown variant `ticket  created`");
 }
 
 async fn nothing_is_lost_when_a_consumer_dies_mid_message(kind: BusKind) {

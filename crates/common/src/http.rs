@@ -233,6 +233,13 @@ async fn record_metrics(request: Request, next: Next) -> Response {
 /// Any error response that is not already JSON (a framework 405, a timeout, a limit) is given
 /// the one error shape, keeping its status and headers. An HTML error page (the web service's
 /// 404, 403 and 500 pages) was made for a person and is kept as it is.
+/// The routes with every error response they give in the one JSON shape, as the full stack
+/// gives them: for callers inside the process (the web pages in embedded mode) that go round
+/// the HTTP stack.
+pub fn with_one_error_shape(routes: Router) -> Router {
+    routes.layer(middleware::from_fn(one_error_shape))
+}
+
 async fn one_error_shape(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();

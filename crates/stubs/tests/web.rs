@@ -255,6 +255,28 @@ async fn validation_messages_show_next_to_their_fields_and_the_form_keeps_its_va
 }
 
 #[tokio::test]
+async fn too_many_sign_ins_show_the_page_with_the_reason_not_an_error() {
+    let market = Marketplace::embedded_limiting_auth("1m", "2");
+    let browser = Browser::new(&market);
+    let wrong = [("email", "me@example.com"), ("password", "wrong password")];
+
+    let first = browser.post("/auth/signin", &wrong).await;
+    browser.post("/auth/signin", &wrong).await;
+    let limited = browser.post("/auth/signin", &wrong).await;
+
+    assert_eq!(first.status, 400, "{}", first.body);
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.body
+    );
+    limited.assert_contains("Too many requests, please slow down");
+    limited.assert_contains(r#"<form method="post" action="/auth/signin""#);
+    limited.assert_contains(r#"value="me@example.com""#);
+}
+
+#[tokio::test]
 async fn pages_that_need_a_session_send_you_to_sign_in_and_back() {
     let market = Marketplace::embedded("1m");
     let browser = Browser::new(&market);

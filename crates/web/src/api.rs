@@ -78,9 +78,10 @@ pub enum ApiCallError {
 }
 
 impl ApiClient {
-    /// Calls the API routes of this process.
+    /// Calls the API routes of this process, answering every error in the one JSON shape as
+    /// the HTTP stack does (a rate limiter's 429, say, is plain text without it).
     pub fn in_process(routes: Router) -> Self {
-        Self::InProcess(routes)
+        Self::InProcess(common::http::with_one_error_shape(routes))
     }
 
     /// Calls the API at `base` (no trailing slash needed).

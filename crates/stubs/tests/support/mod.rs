@@ -78,14 +78,29 @@ pub struct Marketplace {
 impl Marketplace {
     /// `stubs up` with its data in a temporary folder.
     pub fn embedded(order_expiration: &str) -> Self {
+        Self::embedded_limiting_auth(order_expiration, "0")
+    }
+
+    /// [`Marketplace::embedded`], letting each address sign in or up `per_minute` times a
+    /// minute ("0": no limit, as in the other tests).
+    pub fn embedded_limiting_auth(order_expiration: &str, per_minute: &str) -> Self {
         let data = tempfile::tempdir().unwrap();
         let path = data.path().to_owned();
-        Self::embedded_in(&path, order_expiration, Some(data))
+        Self::start_embedded(&path, order_expiration, per_minute, Some(data))
     }
 
     pub fn embedded_in(
         path: &Path,
         order_expiration: &str,
+        data: Option<tempfile::TempDir>,
+    ) -> Self {
+        Self::start_embedded(path, order_expiration, "0", data)
+    }
+
+    fn start_embedded(
+        path: &Path,
+        order_expiration: &str,
+        auth_attempts_per_minute: &str,
         data: Option<tempfile::TempDir>,
     ) -> Self {
         let process = Process::start(
@@ -94,7 +109,7 @@ impl Marketplace {
                 "--listen",
                 "127.0.0.1:0",
                 "--auth-attempts-per-minute",
-                "0",
+                auth_attempts_per_minute,
                 "--order-expiration",
                 order_expiration,
                 "--data-dir",

@@ -165,13 +165,7 @@ async fn an_edit_that_crossed_an_order_is_undone_when_the_reservation_arrives(ba
     let order_id = Uuid::now_v7();
     // A buyer has ordered the ticket as listed, and the seller edits it before the order's
     // event arrives here: the edit is accepted, as nothing here knows of the order yet.
-    let edit = alice
-        .put(
-            &format!("/api/tickets/{id}"),
-            json!({"title": "Cheap seats", "price": 1}),
-        )
-        .await;
-    assert_eq!(edit.status, 200, "{:?}", edit.body);
+    edit_to_cheap_seats(&alice, &id).await;
 
     app.publish(&order_created_at(order_id, &id, "Concert", 2000))
         .await;
@@ -200,13 +194,7 @@ async fn an_order_announced_without_a_title_restores_the_price_and_keeps_the_tit
     let app = spawn_app(backend).await;
     let alice = app.sign_in();
     let id = id_of(&app.list_ticket(&alice, "Concert", json!(20)).await);
-    let edit = alice
-        .put(
-            &format!("/api/tickets/{id}"),
-            json!({"title": "Cheap seats", "price": 1}),
-        )
-        .await;
-    assert_eq!(edit.status, 200, "{:?}", edit.body);
+    edit_to_cheap_seats(&alice, &id).await;
     // An order:created from before orders kept the title it was placed at.
     let mut untitled = order_created_at(Uuid::now_v7(), &id, "Concert", 2000);
     untitled.data.ticket.title = None;
@@ -217,4 +205,15 @@ async fn an_order_announced_without_a_title_restores_the_price_and_keeps_the_tit
     assert_eq!(reserved["orderId"], untitled.data.id.to_string());
     assert_eq!(reserved["title"], "Cheap seats");
     assert_eq!(reserved["price"], json!(20));
+}
+
+/// The seller edits the ticket to "Cheap seats" at 1, which is accepted.
+async fn edit_to_cheap_seats(seller: &testkit::Client, id: &str) {
+    let edit = seller
+        .put(
+            &format!("/api/tickets/{id}"),
+            json!({"title": "Cheap seats", "price": 1}),
+        )
+        .await;
+    assert_eq!(edit.status, 200, "{:?}", edit.body);
 }

@@ -40,8 +40,17 @@ impl Cents {
         if text.starts_with('-') {
             return Err("Price must be greater than 0".into());
         }
+        // Only a number too small (under 0.00001) or too large to print plainly prints with an
+        // exponent.
+        if let Some((_, exponent)) = text.split_once(['e', 'E']) {
+            return Err(if exponent.starts_with('-') {
+                "Price must have at most two decimals".into()
+            } else {
+                "Price must be at most 1000000".into()
+            });
+        }
         let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
-        if text.contains(['e', 'E']) || whole.len() > 9 {
+        if whole.len() > 9 {
             return Err("Price must be at most 1000000".into());
         }
         let fraction = fraction.trim_end_matches('0');
@@ -120,6 +129,21 @@ mod tests {
         assert!(parse(json!(1e300)).is_err());
         assert!(parse(json!("20")).is_err());
         assert!(Cents::from_json(None).is_err());
+    }
+
+    #[test]
+    fn a_price_in_exponent_form_is_refused_for_what_is_wrong_with_it() {
+        let read = |text: &str| parse(serde_json::from_str(text).unwrap_or_default());
+        assert_eq!(
+            read("1e-7"),
+            Err("Price must have at most two decimals".into())
+        );
+        assert_eq!(
+            read("1E-9"),
+            Err("Price must have at most two decimals".into())
+        );
+        assert_eq!(read("1e300"), Err("Price must be at most 1000000".into()));
+        assert_eq!(read("2.5e1"), Ok(2500));
     }
 
     #[test]

@@ -1,22 +1,27 @@
 //! Sign-up and sign-in input: an e-mail address normalised so that one person has one account
-//! whatever the case or spaces they type, and a password within bounds.
+//! whatever the case or spaces they type, a password within bounds, and, for a new account, one
+//! that is not among the first a guesser would try.
 
 use common::FieldError;
-use common::validate::{FieldErrors, Validate};
+use common::validate::{FieldErrors, Validate, is_control_or_bidi, is_invisible};
 use serde::Deserialize;
+use unicode_normalization::UnicodeNormalization;
 
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 128;
 
-/// An e-mail address, trimmed and lower-cased.
+/// An e-mail address, trimmed, in Unicode's composed form (NFC) and lower-cased, so that one
+/// address typed two ways (é as one character or as e and an accent) is one account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let email = raw.trim().to_lowercase();
+        let email = raw.trim().nfc().collect::<String>().to_lowercase();
         let valid = email.len() <= 254
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+            && !email
+                .chars()
+                .any(|c| c.is_whitespace() || is_control_or_bidi(c) || is_invisible(c))
             && match email.split_once('@') {
                 Some((local, domain)) => {
                     !local.is_empty()
@@ -82,8 +87,98 @@ impl Validate for RawCredentials {
     }
 }
 
+/// Passwords that are long enough yet among the first tried by anyone guessing: the most
+/// common ones in published breach lists, lower-cased. Runs and repeats are caught by rule.
+const COMMON_PASSWORDS: &[&str] = &[
+    "password",
+    "password1",
+    "password12",
+    "password123",
+    "passw0rd",
+    "p@ssw0rd",
+    "qwertyuiop",
+    "qwerty123",
+    "qwerty12",
+    "1q2w3e4r",
+    "1q2w3e4r5t",
+    "q1w2e3r4",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "iloveyou",
+    "iloveyou1",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "superman",
+    "starwars",
+    "welcome1",
+    "welcome123",
+    "letmein1",
+    "trustno1",
+    "admin123",
+    "administrator",
+    "abc12345",
+    "abcd1234",
+    "asdfghjkl",
+    "asdf1234",
+    "qwer1234",
+    "1234qwer",
+    "12341234",
+    "12344321",
+    "11223344",
+    "123123123",
+    "michelle",
+    "jennifer",
+    "computer",
+    "whatever",
+    "internet",
+    "changeme",
+    "master123",
+    "dragon123",
+    "monkey123",
+    "shadow123",
+];
+
+/// Why a new password would be easy to guess, if it would: one that is only spaces, one or two
+/// characters over and over, a run (`12345678`, `abcdefgh`), one of the most common passwords,
+/// or one made of the account's own e-mail address (NIST SP 800-63B, 5.1.1.2). Checked when an
+/// account is made, never at sign-in, so that nothing tells a guesser which rule a password
+/// broke.
+pub fn guessable(password: &str, email: &Email) -> Option<&'static str> {
+    let folded = password.to_lowercase();
+    let chars: Vec<char> = folded.chars().filter(|c| !c.is_whitespace()).collect();
+    if chars.is_empty() {
+        return Some("Password must not be only spaces");
+    }
+    let distinct: std::collections::HashSet<&char> = chars.iter().collect();
+    if distinct.len() <= 2 {
+        return Some("Password must not repeat one or two characters");
+    }
+    let steps: Vec<i64> = chars
+        .windows(2)
+        .map(|pair| i64::from(u32::from(pair[1])) - i64::from(u32::from(pair[0])))
+        .collect();
+    if steps.iter().all(|&step| step == 1) || steps.iter().all(|&step| step == -1) {
+        return Some("Password must not be a run of characters such as 12345678");
+    }
+    if COMMON_PASSWORDS.contains(&folded.as_str()) {
+        return Some("Password is one of the most common; choose another");
+    }
+    let (local, _) = email
+        .as_str()
+        .split_once('@')
+        .unwrap_or((email.as_str(), ""));
+    if local.chars().count() >= 4 && folded.contains(local) {
+        return Some("Password must not contain your e-mail address");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -92,6 +187,26 @@ mod tests {
             Email::parse("  Ada@Example.COM ").map(|e| e.as_str().to_owned()),
             Ok("ada@example.com".to_owned())
         );
+    }
+
+    #[test]
+    fn an_address_typed_composed_or_decomposed_is_one_address() {
+        let composed = Email::parse("Ren\u{E9}e@example.com").unwrap();
+        let decomposed = Email::parse("Rene\u{301}e@example.com").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(composed.as_str(), "ren\u{e9}e@example.com");
+    }
+
+    #[test]
+    fn addresses_with_hidden_or_steering_characters_are_refused() {
+        for bad in [
+            "ada\u{200B}@example.com",
+            "ada@exa\u{FEFF}mple.com",
+            "ada\u{202E}moc.elpmaxe@evil.com",
+            "ada\u{0}@example.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]
@@ -136,5 +251,39 @@ mod tests {
         assert!(!ok("1234567"));
         assert!(ok(&"é".repeat(128)));
         assert!(!ok(&"é".repeat(129)));
+    }
+
+    #[test]
+    fn easily_guessed_passwords_are_named() {
+        let email = Email::parse("adalovelace@example.com").unwrap();
+        for (password, reason) in [
+            ("        ", "only spaces"),
+            ("aaaaaaaa", "repeat one or two characters"),
+            ("abababab", "repeat one or two characters"),
+            ("12345678", "run of characters"),
+            ("hgfedcba", "run of characters"),
+            ("password", "most common"),
+            ("PassWord1", "most common"),
+            ("adalovelace1", "e-mail address"),
+        ] {
+            let named = guessable(password, &email);
+            assert!(
+                named.is_some_and(|why| why.contains(reason)),
+                "{password:?}: {named:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_that_are_not_easily_guessed_pass() {
+        let email = Email::parse("ada@example.com").unwrap();
+        for password in [
+            "correct horse",
+            "load-generator-password",
+            "12345679",
+            "adalbert99",
+        ] {
+            assert_eq!(guessable(password, &email), None, "{password:?}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::Settings;
 use crate::client_address::ClientAddress;
-use crate::domain::RawCredentials;
+use crate::domain::{self, RawCredentials};
 use crate::password::Hasher;
 use crate::store::{self, Inserted};
 
@@ -66,6 +66,9 @@ async fn sign_up(
     jar: CookieJar,
     Valid(credentials): Valid<RawCredentials>,
 ) -> Result<impl IntoResponse, ApiError> {
+    if let Some(why) = domain::guessable(&credentials.password, &credentials.email) {
+        return Err(ApiError::field("password", why));
+    }
     let hash = state.hasher.hash(credentials.password).await?;
     let id = Uuid::now_v7();
     match store::insert_user(&state.store, id, &credentials.email, &hash).await? {

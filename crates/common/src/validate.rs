@@ -61,16 +61,28 @@ impl IntoResponse for BodyRejection {
             JsonRejection::JsonSyntaxError(_) => {
                 error_response(StatusCode::BAD_REQUEST, "Request body is not valid JSON")
             }
-            JsonRejection::JsonDataError(err) => error_response(
-                StatusCode::BAD_REQUEST,
-                format!("Request body has the wrong shape: {}", err.body_text()),
-            ),
+            JsonRejection::JsonDataError(err) => {
+                error_response(StatusCode::BAD_REQUEST, wrong_shape(&err.body_text()))
+            }
             JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
             }
             other => error_response(other.status(), other.body_text()),
         }
     }
+}
+
+/// What to tell a client whose JSON did not fit the body's type, from the parser's account of
+/// it. Every body is an object, so a parser that expected a struct was given something else; its
+/// words would name one of our types, which mean nothing to the client.
+fn wrong_shape(parser_says: &str) -> String {
+    if parser_says.contains("expected struct") {
+        return "Request body must be a JSON object".into();
+    }
+    let detail = parser_says
+        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+        .unwrap_or(parser_says);
+    format!("Request body has the wrong shape: {detail}")
 }
 
 /// A JSON body, parsed into `T` with our error shape for any rejection.
@@ -109,6 +121,22 @@ where
             .map(Valid)
             .map_err(|errors| ApiError::Validation(errors).into_response())
     }
+}
+
+/// Characters that steer the terminal or the text's direction rather than show: the C0 and C1
+/// controls (NUL, BEL, ESC, DEL…) and the bidirectional embeddings, overrides and isolates, with
+/// which a listing can be made to read backwards (U+202E).
+pub fn is_control_or_bidi(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing: zero-width spaces and joiners, direction marks, word joiners
+/// and invisible operators, the byte-order mark, the soft hyphen.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+    )
 }
 
 /// Parses a path segment as an id. A malformed id names no resource, so it is a 404.

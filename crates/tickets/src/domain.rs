@@ -5,7 +5,7 @@
 use common::FieldError;
 use common::events::{TicketCreated, TicketUpdated};
 use common::money::{self, Cents};
-use common::validate::{FieldErrors, Validate};
+use common::validate::{FieldErrors, Validate, is_control_or_bidi, is_invisible};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -94,11 +94,18 @@ impl Title {
         }
     }
 
-    /// Parses a title from text, trimming surrounding white space.
+    /// Parses a title from text, trimming surrounding white space. A title must show something,
+    /// and nothing in it may steer a terminal or the text's direction: a listing must read as
+    /// what it is.
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
-        if trimmed.is_empty() {
+        if trimmed
+            .chars()
+            .all(|c| c.is_whitespace() || is_invisible(c))
+        {
             Err("Title is required".into())
+        } else if trimmed.chars().any(is_control_or_bidi) {
+            Err("Title must not contain control or text-direction characters".into())
         } else if trimmed.chars().count() > MAX_TITLE_CHARS {
             Err(format!(
                 "Title must be at most {MAX_TITLE_CHARS} characters"
@@ -237,6 +244,39 @@ mod tests {
         assert!(Title::from_json(Some(&json!(42))).is_err());
         assert!(Title::from_json(Some(&json!(null))).is_err());
         assert!(Title::from_json(None).is_err());
+    }
+
+    #[test]
+    fn a_title_must_show_something_and_nothing_in_it_may_steer_the_text() {
+        for blank in [
+            "\u{200B}\u{200B}",
+            " \u{FEFF} \u{200D} ",
+            "\u{00AD}\u{2060}",
+        ] {
+            assert_eq!(
+                Title::parse(blank),
+                Err("Title is required".into()),
+                "{blank:?}"
+            );
+        }
+        for steering in [
+            "Con\0cert",
+            "Concert\u{1B}[31m",
+            "Concert\u{7}",
+            "Concert\u{7F}",
+            "Concert \u{202E}llehS",
+            "\u{2067}Concert",
+        ] {
+            assert_eq!(
+                Title::parse(steering),
+                Err("Title must not contain control or text-direction characters".into()),
+                "{steering:?}"
+            );
+        }
+        // Letters of any script, and emoji joined by zero-width joiners, are text.
+        for fine in ["Жизель", "عرض", "Family show 👨\u{200D}👩\u{200D}👧"] {
+            assert!(Title::parse(fine).is_ok(), "{fine:?}");
+        }
     }
 
     #[test]

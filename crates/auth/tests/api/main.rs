@@ -94,6 +94,32 @@ async fn signing_up_with_bad_input_reports_every_field(backend: Backend) {
     assert!(set_cookie(&both_bad).is_empty());
 }
 
+async fn signing_up_with_a_password_easily_guessed_is_refused_on_that_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.server.client();
+
+    for password in ["password", "12345678", "        ", "adalovelace!"] {
+        let reply = sign_up(&client, "adalovelace@example.com", password).await;
+
+        assert_eq!(reply.status, 400, "{password:?}: {:?}", reply.body);
+        reply.assert_error_shape();
+        assert_eq!(reply.error_fields(), ["password"], "{password:?}");
+        assert!(set_cookie(&reply).is_empty());
+    }
+    // None of them made the account, and signing in with one is just wrong credentials.
+    let sign_in = client
+        .post(
+            "/api/users/signin",
+            json!({"email": "adalovelace@example.com", "password": "password"}),
+        )
+        .await;
+    assert_eq!(sign_in.status, 400);
+    assert_eq!(sign_in.error_messages(), ["Invalid credentials"]);
+    assert!(sign_in.error_fields().is_empty());
+    let accepted = sign_up(&client, "adalovelace@example.com", "correct horse").await;
+    assert_eq!(accepted.status, 201, "{:?}", accepted.body);
+}
+
 async fn signing_up_with_an_email_in_use_returns_400(backend: Backend) {
     let app = spawn_app(backend).await;
     let client = app.server.client();
@@ -367,6 +393,7 @@ async fn a_database_that_is_down_gives_503_not_success(backend: Backend) {
 each_database!(
     signing_up_returns_201_the_user_and_a_session_cookie,
     signing_up_with_bad_input_reports_every_field,
+    signing_up_with_a_password_easily_guessed_is_refused_on_that_field,
     signing_up_with_an_email_in_use_returns_400,
     concurrent_sign_ups_with_one_email_create_one_account,
     signing_in_returns_200_and_a_session,

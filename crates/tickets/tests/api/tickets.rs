@@ -11,6 +11,8 @@ testkit::each_database!(
     creating_a_ticket_requires_signing_in,
     creating_a_ticket_reports_every_invalid_field_at_once,
     a_body_that_is_not_json_is_refused_in_the_error_shape,
+    a_body_that_is_not_an_object_is_refused_without_naming_our_types,
+    a_title_that_shows_nothing_or_steers_the_text_is_refused_on_its_field,
     an_unknown_or_malformed_ticket_id_is_404,
     listing_shows_only_unreserved_tickets_newest_first,
     listing_honours_limit_and_offset,
@@ -133,6 +135,45 @@ async fn a_body_that_is_not_json_is_refused_in_the_error_shape(backend: Backend)
 
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();
+    assert_eq!(reply.error_messages(), ["Request body is not valid JSON"]);
+}
+
+async fn a_title_that_shows_nothing_or_steers_the_text_is_refused_on_its_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+
+    // A NUL is also what PostgreSQL cannot store in text: refused here, not a 500 there.
+    for title in [
+        "\u{200B}\u{200B}\u{200B}",
+        "Con\0cert",
+        "Concert \u{202E}llehS",
+    ] {
+        let reply = alice
+            .post("/api/tickets", json!({"title": title, "price": 20}))
+            .await;
+
+        assert_eq!(reply.status, 400, "{title:?}: {:?}", reply.body);
+        reply.assert_error_shape();
+        assert_eq!(reply.error_fields(), ["title"], "{title:?}");
+    }
+    assert!(app.listed_ids("").await.is_empty());
+}
+
+async fn a_body_that_is_not_an_object_is_refused_without_naming_our_types(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+
+    for body in ["\"Concert\"", "20", "true", "null"] {
+        let reply = alice.post_raw_json("/api/tickets", body).await;
+
+        assert_eq!(reply.status, 400, "{body}: {:?}", reply.body);
+        reply.assert_error_shape();
+        assert_eq!(
+            reply.error_messages(),
+            ["Request body must be a JSON object"],
+            "{body}"
+        );
+    }
 }
 
 async fn an_unknown_or_malformed_ticket_id_is_404(backend: Backend) {

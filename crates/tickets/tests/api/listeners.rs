@@ -2,6 +2,7 @@
 //! releases it, whatever order, however often and however late the two arrive.
 
 use common::events::{EventType, TicketUpdated};
+use common::store::Dialect;
 use testkit::{Backend, json};
 use uuid::Uuid;
 
@@ -216,4 +217,49 @@ async fn edit_to_cheap_seats(seller: &testkit::Client, id: &str) {
         )
         .await;
     assert_eq!(edit.status, 200, "{:?}", edit.body);
+}
+
+testkit::postgres_test! {
+    async fn a_reservation_that_waited_for_the_ticket_sees_the_cancellation_committed_meanwhile() {
+        let app = spawn_app(Backend::Postgres).await;
+        let alice = app.sign_in();
+        let ticket = Uuid::parse_str(&id_of(&app.list_ticket(&alice, "Concert", json!(20)).await))
+            .unwrap();
+        let order = Uuid::now_v7();
+        let store = app.ctx.store.clone();
+        // The order's cancellation holds the ticket's lock, its tombstone written, not committed.
+        let mut cancelling = store.begin().await.unwrap();
+        tickets::store::lock(&mut cancelling, Dialect::Postgres, ticket, order)
+            .await
+            .unwrap();
+        tickets::store::record_cancelled_order(&mut cancelling, order, ticket)
+            .await
+            .unwrap();
+        // The order's own order:created asks for the lock meanwhile, and waits for it.
+        let reserving = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let mut tx = store.begin().await.unwrap();
+                tickets::store::lock(&mut tx, Dialect::Postgres, ticket, order)
+                    .await
+                    .unwrap()
+            }
+        });
+        testkit::eventually("the reservation to wait for the lock", || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        })
+        .await;
+
+        cancelling.commit().await.unwrap();
+
+        let (_, cancelled) = reserving.await.unwrap().unwrap();
+        assert!(cancelled, "the reservation missed the cancellation it waited for");
+    }
 }

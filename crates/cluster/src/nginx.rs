@@ -55,7 +55,12 @@ http {{
                 "        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;"
             );
         }
-        let _ = writeln!(conf, "        keepalive 32;\n    }}");
+        // Idle connections are dropped well before the services' own 10 s header timeout closes
+        // them, so that a request never goes out on a connection the service is closing.
+        let _ = writeln!(
+            conf,
+            "        keepalive 32;\n        keepalive_timeout 5s;\n    }}"
+        );
     }
     let _ = writeln!(
         conf,

@@ -36,7 +36,9 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     pub body_limit: usize,
     /// How long a client may take to send a request's headers before its connection is
-    /// closed, so that slow clients cannot pin connections (slowloris).
+    /// closed, so that slow clients cannot pin connections (slowloris). Hyper counts the time a
+    /// kept-alive connection waits for its next request too, so clients and proxies must drop
+    /// idle connections sooner (ours do after 5 s).
     pub header_read_timeout: Duration,
 }
 
@@ -230,9 +232,6 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// Any error response that is not already JSON (a framework 405, a timeout, a limit) is given
-/// the one error shape, keeping its status and headers. An HTML error page (the web service's
-/// 404, 403 and 500 pages) was made for a person and is kept as it is.
 /// The routes with every error response they give in the one JSON shape, as the full stack
 /// gives them: for callers inside the process (the web pages in embedded mode) that go round
 /// the HTTP stack.
@@ -240,6 +239,9 @@ pub fn with_one_error_shape(routes: Router) -> Router {
     routes.layer(middleware::from_fn(one_error_shape))
 }
 
+/// Any error response that is not already JSON (a framework 405, a timeout, a limit) is given
+/// the one error shape, keeping its status and headers. An HTML error page (the web service's
+/// 404, 403 and 500 pages) was made for a person and is kept as it is.
 async fn one_error_shape(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();

@@ -132,6 +132,8 @@ impl Api {
             .timeout(request_timeout)
             .connect_timeout(request_timeout)
             .pool_max_idle_per_host(concurrency.max(1) * 2)
+            // Under Stubs' 10 s header timeout, which also closes idle connections.
+            .pool_idle_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()?;
         Ok(Self {

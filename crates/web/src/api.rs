@@ -88,6 +88,9 @@ impl ApiClient {
     pub fn http(base: &str) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            // Under the API's 10 s header timeout, which also closes idle connections: a request
+            // never goes out on a connection the API is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self::Http {

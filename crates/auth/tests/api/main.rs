@@ -142,7 +142,7 @@ async fn concurrent_sign_ups_with_one_email_create_one_account(backend: Backend)
     let app = spawn_app(backend).await;
     let attempts = (0..8).map(|i| {
         let client = app.server.client();
-        async move { sign_up(&client, "race@example.com", &format!("password {i}")).await }
+        async move { sign_up(&client, "race@example.com", &format!("correct horse {i}")).await }
     });
 
     let replies = futures::future::join_all(attempts).await;

@@ -195,11 +195,19 @@ impl Store {
 
     /// Begins a transaction that will write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail at once
-    /// with "database is locked" instead of waiting its turn.
+    /// with "database is locked" instead of waiting its turn. On PostgreSQL it is READ
+    /// COMMITTED whatever the server's default: the row locks the services take rely on each
+    /// statement seeing what was committed before it began (a cancellation's tombstone written
+    /// while a reservation waited for the ticket, say), which a snapshot held for the whole
+    /// transaction would hide.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.dialect {
             Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.writer.begin().await,
+            Dialect::Postgres => {
+                self.writer
+                    .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    .await
+            }
         }
     }
 

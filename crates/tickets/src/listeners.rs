@@ -43,7 +43,7 @@ impl Handler<OrderCreated> for ReserveTicket {
         let order = event.data;
         let ticket_id = order.ticket.id;
         let Some((ticket, order_cancelled)) =
-            store::lock(tx, self.dialect, ticket_id, order.id).await?
+            store::lock_for_order(tx, self.dialect, ticket_id, order.id).await?
         else {
             // Retried, then dead-lettered after the maximum deliveries: never lost in silence.
             return Err(HandleError::NotReady(format!(
@@ -100,7 +100,7 @@ impl Handler<OrderCancelled> for ReleaseTicket {
         let ticket_id = order.ticket.id;
         // Taken for its lock only: whatever the ticket holds is decided by the conditional
         // release below.
-        store::lock(tx, self.dialect, ticket_id, order.id).await?;
+        store::lock(tx, self.dialect, ticket_id).await?;
         store::record_cancelled_order(tx, order.id, ticket_id).await?;
         match store::release(tx, ticket_id, order.id).await? {
             Some(released) => {

@@ -161,9 +161,29 @@ pub async fn record_cancelled_order(
 }
 
 /// One ticket, locked until the end of the transaction so that the listeners deciding whether
-/// to reserve or release it take turns, and whether `order_id`'s cancellation has been applied
-/// already (its tombstone): what a reservation needs to know first.
+/// to reserve or release it take turns.
 pub async fn lock(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    id: Uuid,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {} FROM tickets WHERE id = $1{}",
+        columns!(),
+        dialect.for_update()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(ticket_from_row)
+        .transpose()
+}
+
+/// [`lock`], and whether `order_id`'s cancellation has been applied already (its tombstone):
+/// what a reservation needs to know first.
+pub async fn lock_for_order(
     conn: &mut AnyConnection,
     dialect: Dialect,
     id: Uuid,
@@ -194,15 +214,7 @@ pub async fn lock(
         // the cancellation was being committed would not see its tombstone, and would reserve
         // the ticket for an order already cancelled, holding it for good.
         Dialect::Postgres => {
-            let Some(row) = sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM tickets WHERE id = $1 FOR UPDATE"
-            ))
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?
-            else {
+            let Some(ticket) = lock(&mut *conn, dialect, id).await? else {
                 return Ok(None);
             };
             let tombstones: i64 =
@@ -210,7 +222,7 @@ pub async fn lock(
                     .bind(order_id.to_string())
                     .fetch_one(&mut *conn)
                     .await?;
-            Ok(Some((ticket_from_row(&row)?, tombstones > 0)))
+            Ok(Some((ticket, tombstones > 0)))
         }
     }
 }

@@ -229,7 +229,7 @@ testkit::postgres_test! {
         let store = app.ctx.store.clone();
         // The order's cancellation holds the ticket's lock, its tombstone written, not committed.
         let mut cancelling = store.begin().await.unwrap();
-        tickets::store::lock(&mut cancelling, Dialect::Postgres, ticket, order)
+        tickets::store::lock(&mut cancelling, Dialect::Postgres, ticket)
             .await
             .unwrap();
         tickets::store::record_cancelled_order(&mut cancelling, order, ticket)
@@ -240,7 +240,7 @@ testkit::postgres_test! {
             let store = store.clone();
             async move {
                 let mut tx = store.begin().await.unwrap();
-                tickets::store::lock(&mut tx, Dialect::Postgres, ticket, order)
+                tickets::store::lock_for_order(&mut tx, Dialect::Postgres, ticket, order)
                     .await
                     .unwrap()
             }

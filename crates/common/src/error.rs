@@ -4,8 +4,10 @@
 //! Client mistakes carry their own message; anything unexpected becomes a generic 500 (or 503 when
 //! a dependency is down) and its details go to the log, never to the client.
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -48,8 +50,12 @@ pub enum ApiError {
     /// 402: the card was declined; the message says why.
     #[error("{0}")]
     PaymentDeclined(String),
-    #[error("Too many requests")]
-    TooManyRequests,
+    /// 429: a limit was reached; the message says which, and `Retry-After` when it lifts.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// 503: the database or the bus did not answer.
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -73,7 +79,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PaymentDeclined(_) => StatusCode::PAYMENT_REQUIRED,
-            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,6 +110,20 @@ impl IntoResponse for ApiError {
             Self::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 error_response(status, "Something went wrong")
+            }
+            Self::TooManyRequests {
+                message,
+                retry_after,
+            } => {
+                let mut response = error_response(status, message);
+                if let Some(wait) = retry_after {
+                    // Whole seconds, rounded up: a client that waits as told is not refused again.
+                    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                }
+                response
             }
             other => error_response(status, other.to_string()),
         }
@@ -150,6 +170,23 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["errors"][0]["field"], "email");
         assert_eq!(body["errors"][1]["field"], "password");
+    }
+
+    #[tokio::test]
+    async fn a_limit_says_when_it_lifts_in_whole_seconds_rounded_up() {
+        let response = ApiError::TooManyRequests {
+            message: "Slow down".into(),
+            retry_after: Some(Duration::from_millis(2_001)),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let (_, body) = body_of(ApiError::TooManyRequests {
+            message: "Slow down".into(),
+            retry_after: None,
+        })
+        .await;
+        assert_eq!(body["errors"][0]["message"], "Slow down");
     }
 
     #[tokio::test]

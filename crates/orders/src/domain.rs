@@ -169,6 +169,87 @@ impl Order {
     }
 }
 
+/// Limits on one buyer's holds, so that a bot cannot take a sale off the market 15 minutes at a
+/// time (OWASP OAT-021, denial of inventory). Checked when an order is placed, against the
+/// buyer's orders in the database, so they hold however many replicas take the requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldLimits {
+    /// Live holds (orders neither paid nor ended) a buyer may have at once; 0: no cap.
+    pub max_live: u32,
+    /// How long a buyer who cancelled an order, or let it lapse, waits before holding that
+    /// ticket again, so that cancelling and ordering again cannot renew a hold; zero: no wait.
+    pub cooldown: Duration,
+    /// Orders a buyer may place in an hour, so that holds cannot be churned; 0: no limit.
+    pub max_per_hour: u32,
+}
+
+/// The span over which [`HoldLimits::max_per_hour`] counts orders.
+pub const ORDER_RATE_WINDOW: Duration = Duration::from_secs(60 * 60);
+
+impl Default for HoldLimits {
+    /// Well above what a person buying for a group does, well below a sale's worth of tickets.
+    fn default() -> Self {
+        Self {
+            max_live: 10,
+            cooldown: Duration::from_secs(5 * 60),
+            max_per_hour: 60,
+        }
+    }
+}
+
+/// What the limits need to know of a buyer about to hold a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BuyerActivity {
+    /// The buyer's live holds.
+    pub live_holds: i64,
+    /// When the buyer's last order on this ticket was cancelled or lapsed, if ever.
+    pub released_ticket_at: Option<OffsetDateTime>,
+    /// When the buyer placed the `max_per_hour`-th newest of their orders of the last hour;
+    /// `None` if they placed fewer.
+    pub oldest_counted_order_at: Option<OffsetDateTime>,
+}
+
+/// Why a buyer may not hold another ticket now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitRefusal {
+    /// The buyer holds as many tickets as they may.
+    TooManyHolds { max: u32 },
+    /// The buyer released this ticket too recently; they may hold it again after `wait`.
+    CoolingDown { wait: Duration },
+    /// The buyer placed as many orders as they may in an hour; the next is allowed after `wait`.
+    TooManyOrders { max: u32, wait: Duration },
+}
+
+impl HoldLimits {
+    /// Whether a buyer with this activity may hold another ticket at `now`.
+    pub fn check(&self, activity: &BuyerActivity, now: OffsetDateTime) -> Result<(), LimitRefusal> {
+        if self.max_live > 0 && activity.live_holds >= i64::from(self.max_live) {
+            return Err(LimitRefusal::TooManyHolds { max: self.max_live });
+        }
+        if let Some(released) = activity.released_ticket_at
+            && let Some(wait) = time_left(released, self.cooldown, now)
+        {
+            return Err(LimitRefusal::CoolingDown { wait });
+        }
+        if self.max_per_hour > 0
+            && let Some(oldest) = activity.oldest_counted_order_at
+            && let Some(wait) = time_left(oldest, ORDER_RATE_WINDOW, now)
+        {
+            return Err(LimitRefusal::TooManyOrders {
+                max: self.max_per_hour,
+                wait,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How long after `now` a span of `span` from `since` ends; `None` if it has ended.
+fn time_left(since: OffsetDateTime, span: Duration, now: OffsetDateTime) -> Option<Duration> {
+    let left = expires_at(since, span) - now;
+    Duration::try_from(left).ok().filter(|left| !left.is_zero())
+}
+
 /// When an order placed at `now` expires. Saturates rather than overflowing on an absurd window.
 pub fn expires_at(now: OffsetDateTime, window: Duration) -> OffsetDateTime {
     let window = time::Duration::try_from(window).unwrap_or(time::Duration::MAX);
@@ -488,5 +569,80 @@ mod tests {
             json!({"id": ticket.id.to_string(), "title": "Concert", "price": 15.5, "version": 3})
         );
         assert_eq!(json.as_object().unwrap().len(), 6);
+    }
+
+    #[test]
+    fn a_buyer_at_the_cap_may_not_hold_another_ticket_until_one_ends() {
+        let limits = HoldLimits::default();
+        let now = datetime!(2026-11-25 12:00 UTC);
+        let at_cap = BuyerActivity {
+            live_holds: 10,
+            ..BuyerActivity::default()
+        };
+        assert_eq!(
+            limits.check(&at_cap, now),
+            Err(LimitRefusal::TooManyHolds { max: 10 })
+        );
+        let below = BuyerActivity {
+            live_holds: 9,
+            ..at_cap
+        };
+        assert_eq!(limits.check(&below, now), Ok(()));
+        let off = HoldLimits {
+            max_live: 0,
+            ..limits
+        };
+        assert_eq!(off.check(&at_cap, now), Ok(()));
+    }
+
+    #[test]
+    fn a_released_ticket_cools_down_for_its_buyer_for_the_whole_wait() {
+        let limits = HoldLimits::default();
+        let released = datetime!(2026-11-25 12:00 UTC);
+        let activity = BuyerActivity {
+            released_ticket_at: Some(released),
+            ..BuyerActivity::default()
+        };
+        assert_eq!(
+            limits.check(&activity, released + time::Duration::seconds(60)),
+            Err(LimitRefusal::CoolingDown {
+                wait: Duration::from_secs(4 * 60)
+            })
+        );
+        assert_eq!(
+            limits.check(&activity, released + time::Duration::minutes(5)),
+            Ok(())
+        );
+        let off = HoldLimits {
+            cooldown: Duration::ZERO,
+            ..limits
+        };
+        assert_eq!(off.check(&activity, released), Ok(()));
+    }
+
+    #[test]
+    fn a_buyer_who_placed_the_hourly_number_waits_until_the_oldest_counted_leaves_the_hour() {
+        let limits = HoldLimits::default();
+        let oldest = datetime!(2026-11-25 12:00 UTC);
+        let activity = BuyerActivity {
+            oldest_counted_order_at: Some(oldest),
+            ..BuyerActivity::default()
+        };
+        assert_eq!(
+            limits.check(&activity, oldest + time::Duration::minutes(45)),
+            Err(LimitRefusal::TooManyOrders {
+                max: 60,
+                wait: Duration::from_secs(15 * 60)
+            })
+        );
+        assert_eq!(
+            limits.check(&activity, oldest + time::Duration::hours(1)),
+            Ok(())
+        );
+        let off = HoldLimits {
+            max_per_hour: 0,
+            ..limits
+        };
+        assert_eq!(off.check(&activity, oldest), Ok(()));
     }
 }

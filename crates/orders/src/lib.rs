@@ -39,6 +39,11 @@ pub const ORDERS_MIGRATIONS: Migrations = Migrations {
             name: "order snapshot",
             sql: include_str!("../migrations/sqlite/0101_order_snapshot.sql"),
         },
+        Migration {
+            version: 102,
+            name: "hold limits",
+            sql: include_str!("../migrations/sqlite/0102_hold_limits.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -51,6 +56,11 @@ pub const ORDERS_MIGRATIONS: Migrations = Migrations {
             name: "order snapshot",
             sql: include_str!("../migrations/postgres/0101_order_snapshot.sql"),
         },
+        Migration {
+            version: 102,
+            name: "hold limits",
+            sql: include_str!("../migrations/postgres/0102_hold_limits.sql"),
+        },
     ],
 };
 
@@ -62,12 +72,15 @@ pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &ORDERS_M
 pub struct Settings {
     /// How long a buyer has to pay: an order's `expiresAt` is its placing time plus this.
     pub order_expiration: Duration,
+    /// How many holds a buyer may have, and how often they may take them.
+    pub hold_limits: domain::HoldLimits,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             order_expiration: domain::DEFAULT_ORDER_EXPIRATION,
+            hold_limits: domain::HoldLimits::default(),
         }
     }
 }

@@ -15,7 +15,7 @@ use common::events::{
 };
 use common::listener::{HandleError, Handler};
 use common::outbox;
-use common::store::Dialect;
+use common::store::{Dialect, from_millis, now_millis};
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
@@ -195,7 +195,7 @@ async fn finish(
     order: &Order,
     status: OrderStatus,
 ) -> Result<Order, HandleError> {
-    store::finish_order(tx, order.id, status)
+    store::finish_order(tx, order.id, status, from_millis(now_millis()))
         .await?
         .ok_or_else(|| anyhow::anyhow!("order {} changed under its lock", order.id).into())
 }

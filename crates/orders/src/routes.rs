@@ -16,7 +16,9 @@ use common::validate::{Valid, parse_id};
 use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
 use uuid::Uuid;
 
-use crate::domain::{self, Order, OrderBody, OrderView, PlaceError, Transition, Trigger};
+use crate::domain::{
+    self, HoldLimits, LimitRefusal, Order, OrderBody, OrderView, PlaceError, Transition, Trigger,
+};
 use crate::store::{self, Placed};
 
 /// What the handlers share.
@@ -27,6 +29,7 @@ pub struct AppState {
     sessions: Sessions,
     arrivals: Arrivals,
     order_expiration: Duration,
+    hold_limits: HoldLimits,
 }
 
 impl AppState {
@@ -37,6 +40,7 @@ impl AppState {
             sessions: ctx.sessions.clone(),
             arrivals: ctx.arrivals.clone(),
             order_expiration: settings.order_expiration,
+            hold_limits: settings.hold_limits,
         }
     }
 
@@ -135,6 +139,15 @@ async fn create_order(
     let order = Order::place(user.id, &ticket, now, expires_at).map_err(|err| match err {
         PlaceError::OwnTicket => ApiError::BadRequest("You cannot buy your own ticket".into()),
     })?;
+    // The buyer's earlier orders, whichever replica placed them, are all counted: the buyer's
+    // placements take turns from here to the commit.
+    store::lock_buyer(&mut tx, state.dialect(), user.id).await?;
+    let activity =
+        store::buyer_activity(&mut tx, &state.hold_limits, user.id, ticket.id, now).await?;
+    state
+        .hold_limits
+        .check(&activity, now)
+        .map_err(limit_error)?;
     // The look above only turned away those who came too late; the unique index decides,
     // atomically, even between buyers whose transactions run at the same moment.
     match store::insert_order(&mut tx, &order).await? {
@@ -147,6 +160,40 @@ async fn create_order(
     state.outbox.commit(tx).await?;
     tracing::info!(order = %order.id, ticket = %ticket.id, "order placed");
     Ok((StatusCode::CREATED, Json(OrderView::new(&order))))
+}
+
+/// A hold limit's refusal in the one error shape: the cap is lifted by the buyer's own doing
+/// (paying or cancelling), the others by time, which `Retry-After` tells.
+fn limit_error(refusal: LimitRefusal) -> ApiError {
+    match refusal {
+        LimitRefusal::TooManyHolds { max } => ApiError::BadRequest(format!(
+            "You already hold {max} tickets: pay for or cancel one before holding another"
+        )),
+        LimitRefusal::CoolingDown { wait } => ApiError::TooManyRequests {
+            message: format!(
+                "You let this ticket go a moment ago: you can hold it again in {}",
+                in_words(wait)
+            ),
+            retry_after: Some(wait),
+        },
+        LimitRefusal::TooManyOrders { max, wait } => ApiError::TooManyRequests {
+            message: format!(
+                "You have placed {max} orders in the last hour: you can place another in {}",
+                in_words(wait)
+            ),
+            retry_after: Some(wait),
+        },
+    }
+}
+
+/// A wait as a person reads it, rounded up: "40 seconds", "5 minutes".
+fn in_words(wait: Duration) -> String {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    match seconds {
+        0..=1 => "1 second".into(),
+        2..=90 => format!("{seconds} seconds"),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
+    }
 }
 
 /// `DELETE /api/orders/{id}`: the owner cancels their order, announced (order:cancelled) in the
@@ -167,7 +214,7 @@ async fn cancel_order(
     }
     match domain::transition(order.status, Trigger::Cancel) {
         Transition::To(status) => {
-            let cancelled = store::finish_order(&mut tx, id, status)
+            let cancelled = store::finish_order(&mut tx, id, status, from_millis(now_millis()))
                 .await?
                 .ok_or_else(|| {
                     ApiError::internal(anyhow::anyhow!("order {id} changed under its lock"))

@@ -7,9 +7,10 @@ use common::money::Cents;
 use common::store::{Dialect, from_millis, is_unique_violation, millis};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{LIVE, Order, Ticket};
+use crate::domain::{BuyerActivity, HoldLimits, LIVE, ORDER_RATE_WINDOW, Order, Ticket};
 
 /// The columns an [`Order`] is read from, as a literal so statements stay `&'static str`.
 macro_rules! order_columns {
@@ -227,10 +228,11 @@ pub async fn finish_order(
     conn: &mut AnyConnection,
     id: Uuid,
     status: OrderStatus,
+    now: OffsetDateTime,
 ) -> Result<Option<Order>, sqlx::Error> {
     let [live_a, live_b] = LIVE;
     sqlx::query(concat!(
-        "UPDATE orders SET status = $2, version = version + 1 \
+        "UPDATE orders SET status = $2, version = version + 1, finished_at = $5 \
          WHERE id = $1 AND status IN ($3, $4) RETURNING ",
         order_columns!(),
         ""
@@ -239,11 +241,82 @@ pub async fn finish_order(
     .bind(status.as_str())
     .bind(live_a.as_str())
     .bind(live_b.as_str())
+    .bind(millis(now))
     .fetch_optional(conn)
     .await?
     .as_ref()
     .map(order_from_row)
     .transpose()
+}
+
+/// Makes a buyer's order placements take turns until the end of the transaction, so that the
+/// limits are checked against every order placed before, whichever replica placed it. SQLite's
+/// write transaction already keeps every other writer out; PostgreSQL takes a transaction-scoped
+/// advisory lock keyed by the buyer (two buyers sharing a key only wait for each other).
+pub async fn lock_buyer(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    buyer: Uuid,
+) -> Result<(), sqlx::Error> {
+    if dialect == Dialect::Postgres {
+        let (high, _) = buyer.as_u64_pair();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(high.cast_signed())
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the hold limits need to know of `buyer` about to hold `ticket_id` at `now`. Asks only
+/// what a limit that is on needs.
+pub async fn buyer_activity(
+    conn: &mut AnyConnection,
+    limits: &HoldLimits,
+    buyer: Uuid,
+    ticket_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<BuyerActivity, sqlx::Error> {
+    let mut activity = BuyerActivity::default();
+    if limits.max_live > 0 {
+        let [live_a, live_b] = LIVE;
+        activity.live_holds = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM orders WHERE user_id = $1 AND status IN ($2, $3)",
+        )
+        .bind(buyer.to_string())
+        .bind(live_a.as_str())
+        .bind(live_b.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    }
+    if !limits.cooldown.is_zero() {
+        let released: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(finished_at) FROM orders \
+             WHERE user_id = $1 AND ticket_id = $2 AND status = $3",
+        )
+        .bind(buyer.to_string())
+        .bind(ticket_id.to_string())
+        .bind(OrderStatus::Cancelled.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        activity.released_ticket_at = released.map(from_millis);
+    }
+    if limits.max_per_hour > 0 {
+        let since = now.saturating_sub(
+            time::Duration::try_from(ORDER_RATE_WINDOW).unwrap_or(time::Duration::MAX),
+        );
+        let counted: Option<i64> = sqlx::query_scalar(
+            "SELECT created_at FROM orders WHERE user_id = $1 AND created_at > $2 \
+             ORDER BY created_at DESC LIMIT 1 OFFSET $3",
+        )
+        .bind(buyer.to_string())
+        .bind(millis(since))
+        .bind(i64::from(limits.max_per_hour) - 1)
+        .fetch_optional(&mut *conn)
+        .await?;
+        activity.oldest_counted_order_at = counted.map(from_millis);
+    }
+    Ok(activity)
 }
 
 fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {

@@ -117,6 +117,16 @@ pub struct SharedArgs {
     /// How long a buyer has to pay before the ticket is released again.
     #[arg(long, env = "STUBS_ORDER_EXPIRATION", default_value = "15m", value_parser = parse_duration)]
     pub order_expiration: Duration,
+    /// Live holds one buyer may have at once (orders neither paid nor ended); 0 turns the cap off.
+    #[arg(long, env = "STUBS_MAX_HOLDS_PER_BUYER", default_value_t = orders::domain::HoldLimits::default().max_live)]
+    pub max_holds_per_buyer: u32,
+    /// How long a buyer who cancelled an order, or let it lapse, waits before holding that ticket
+    /// again; 0s turns it off.
+    #[arg(long, env = "STUBS_HOLD_COOLDOWN", default_value = "5m", value_parser = parse_duration)]
+    pub hold_cooldown: Duration,
+    /// Orders one buyer may place in an hour; 0 turns the limit off.
+    #[arg(long, env = "STUBS_MAX_ORDERS_PER_BUYER_PER_HOUR", default_value_t = orders::domain::HoldLimits::default().max_per_hour)]
+    pub max_orders_per_buyer_per_hour: u32,
     /// Stripe secret key. Without one, payments run in sandbox mode: Stripe's public test tokens
     /// (tok_visa succeeds, tok_chargeDeclined is declined) and nothing leaves the machine.
     #[arg(long, env = "STUBS_STRIPE_SECRET_KEY", hide_env_values = true)]
@@ -163,6 +173,11 @@ impl SharedArgs {
     pub fn orders_settings(&self) -> orders::Settings {
         orders::Settings {
             order_expiration: self.order_expiration,
+            hold_limits: orders::domain::HoldLimits {
+                max_live: self.max_holds_per_buyer,
+                cooldown: self.hold_cooldown,
+                max_per_hour: self.max_orders_per_buyer_per_hour,
+            },
         }
     }
 

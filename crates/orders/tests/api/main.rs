@@ -7,5 +7,6 @@
 mod concurrency;
 mod helpers;
 mod lifecycle;
+mod limits;
 mod orders;
 mod replica;

@@ -112,6 +112,7 @@ async fn placing_an_order_returns_201_with_the_order_and_announces_it(backend: B
 async fn the_payment_window_is_the_configured_one(backend: Backend) {
     let settings = orders::Settings {
         order_expiration: Duration::from_secs(5),
+        ..orders::Settings::default()
     };
     let app = spawn_app_with(backend, &settings, testkit::quick_listeners()).await;
     let (seller, buyer) = (app.sign_in(), app.sign_in());

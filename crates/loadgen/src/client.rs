@@ -200,6 +200,11 @@ impl Api {
         self.send(self.signed_in(request, buyer)).await
     }
 
+    pub async fn cancel_order(&self, buyer: &Session, id: &str) -> Call {
+        let request = self.http.delete(self.url(&format!("/api/orders/{id}")));
+        self.send(self.signed_in(request, buyer)).await
+    }
+
     pub async fn show_order(&self, buyer: &Session, id: &str) -> Call {
         let request = self.http.get(self.url(&format!("/api/orders/{id}")));
         self.send(self.signed_in(request, buyer)).await

@@ -116,6 +116,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
                 report
             }
             Scenario::Auth => scenarios::auth::run(&ctx).await,
+            Scenario::Hoard => {
+                let (report, hoarded) = scenarios::hoard::run(&ctx, &cast).await;
+                listed.extend(hoarded);
+                report
+            }
             Scenario::HoldExpiry => {
                 let (report, held) =
                     scenarios::hold_expiry::run(&ctx, &cast, &mut observations).await;

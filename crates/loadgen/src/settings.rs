@@ -27,7 +27,7 @@ pub struct Settings {
     )]
     pub metrics_urls: Vec<String>,
     /// Scenarios to run, repeatable; they always run in the order browse, flash-sale, auth,
-    /// hold-expiry.
+    /// hold-expiry, hoard. `all` is the load: every scenario but hoard, which is an attack.
     #[arg(long = "scenario", value_enum, default_value = "all")]
     pub scenarios: Vec<ScenarioChoice>,
     /// Buyers signed up before the scenarios (the flash-sale crowd; they also place the holds).
@@ -65,6 +65,9 @@ pub struct Settings {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
+    /// Tickets listed for the hoarding bot to try to hold.
+    #[arg(long, default_value_t = 100)]
+    pub hoard_tickets: usize,
     /// Holds placed by the hold-expiry scenario, each on a fresh ticket.
     #[arg(long, default_value_t = 1000)]
     pub holds: usize,
@@ -109,6 +112,7 @@ pub enum ScenarioChoice {
     FlashSale,
     Auth,
     HoldExpiry,
+    Hoard,
 }
 
 /// The scenarios a run executes, in the order they run.
@@ -118,11 +122,13 @@ pub enum Scenario {
     FlashSale,
     Auth,
     HoldExpiry,
+    Hoard,
 }
 
 impl Settings {
     /// The selected scenarios in running order: browse first, while the sale's tickets are
-    /// still for sale; hold expiry last, after the sale's unpaid orders had time to lapse.
+    /// still for sale; hold expiry after the sale's unpaid orders had time to lapse; the hoarding
+    /// bot last, so that its holds weigh on none of the measurements.
     pub fn planned(&self) -> Vec<Scenario> {
         let all = self.scenarios.contains(&ScenarioChoice::All);
         [
@@ -130,9 +136,12 @@ impl Settings {
             (ScenarioChoice::FlashSale, Scenario::FlashSale),
             (ScenarioChoice::Auth, Scenario::Auth),
             (ScenarioChoice::HoldExpiry, Scenario::HoldExpiry),
+            (ScenarioChoice::Hoard, Scenario::Hoard),
         ]
         .into_iter()
-        .filter(|(choice, _)| all || self.scenarios.contains(choice))
+        .filter(|(choice, scenario)| {
+            (all && *scenario != Scenario::Hoard) || self.scenarios.contains(choice)
+        })
         .map(|(_, scenario)| scenario)
         .collect()
     }
@@ -158,6 +167,9 @@ impl Settings {
         }
         if planned.contains(&Scenario::FlashSale) && self.buyers <= self.tickets {
             return Err("the flash sale needs more --buyers than --tickets".into());
+        }
+        if planned.contains(&Scenario::Hoard) && self.hoard_tickets == 0 {
+            return Err("hoarding needs at least one ticket (--hoard-tickets)".into());
         }
         if planned.contains(&Scenario::Browse) && self.tickets == 0 {
             return Err("browsing needs at least one ticket (--tickets)".into());
@@ -203,6 +215,9 @@ mod tests {
         );
         let all = Settings::parse_from(["loadgen"]);
         assert_eq!(all.planned().len(), 4);
+        assert!(!all.planned().contains(&Scenario::Hoard));
+        let attack = Settings::parse_from(["loadgen", "--scenario", "all", "--scenario", "hoard"]);
+        assert_eq!(attack.planned().last(), Some(&Scenario::Hoard));
     }
 
     #[test]

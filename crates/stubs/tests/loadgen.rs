@@ -73,3 +73,43 @@ async fn a_flash_sale_sells_every_ticket_exactly_once_and_every_hold_lapses() {
 
     assert!(marketplace.stop().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hoarding_bot_gets_no_more_than_the_limits_allow() {
+    let marketplace = Marketplace::embedded("5m");
+    let base = marketplace.base();
+    let settings = Settings::parse_from([
+        "loadgen",
+        "--url",
+        &base,
+        "--scenario",
+        "hoard",
+        "--buyers",
+        "1",
+        "--sellers",
+        "2",
+        "--hoard-tickets",
+        "80",
+        "--concurrency",
+        "16",
+    ]);
+
+    let report = loadgen::run(settings).await.expect("the run takes place");
+
+    let failed: Vec<_> = report.invariants.iter().filter(|v| !v.passed).collect();
+    assert!(failed.is_empty(), "invariants failed: {failed:#?}");
+    let hoard = report.scenario("hoard").expect("the bot ran");
+    let figure = |key: &str| hoard.figure(key).unwrap_or_else(|| panic!("no {key}"));
+    assert_eq!(figure("tickets"), 80.0, "{hoard:#?}");
+    // The default cap of 10 live holds, whatever the 80 requests at once.
+    assert_eq!(figure("held_at_once"), 10.0, "{hoard:#?}");
+    // A released ticket cools down for its buyer: no hold is renewed.
+    assert_eq!(figure("renewals_tried"), 10.0);
+    assert_eq!(figure("renewed"), 0.0, "{hoard:#?}");
+    // 60 orders an hour: 10 grabbed, then 50 held and let go, then a 429.
+    assert_eq!(figure("churned"), 50.0, "{hoard:#?}");
+    let churn = hoard.operation("POST /api/orders (churn)").unwrap();
+    assert_eq!(churn.statuses.get("429"), Some(&1), "{churn:?}");
+
+    assert!(marketplace.stop().await);
+}

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod browse;
 pub mod flash_sale;
+pub mod hoard;
 pub mod hold_expiry;
 
 use std::sync::Arc;

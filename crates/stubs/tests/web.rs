@@ -361,6 +361,47 @@ async fn a_form_posted_from_another_site_is_refused() {
 }
 
 #[tokio::test]
+async fn forms_that_cannot_be_read_show_a_page_that_says_why() {
+    let market = Marketplace::embedded("1m");
+    let browser = Browser::new(&market);
+    browser.sign_up("me@example.com").await;
+    let url = format!("{}/tickets/new", browser.base);
+    let from_our_page = || browser.http.post(&url).header("origin", &browser.base);
+    let long_title = "x".repeat(70 * 1024);
+
+    let too_large =
+        Browser::read(from_our_page().form(&[("title", long_title.as_str()), ("price", "1")]))
+            .await;
+    let not_a_form =
+        Browser::read(from_our_page().json(&json!({"title": "Concert", "price": 1}))).await;
+    let malformed = Browser::read(
+        from_our_page()
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("title=Concert&title=Again&price=1"),
+    )
+    .await;
+
+    for (page, status, heading) in [
+        (&too_large, 413, "Form too large"),
+        (&not_a_form, 415, "Form not accepted"),
+        (&malformed, 400, "Form not accepted"),
+    ] {
+        assert_eq!(page.status, status, "{}", page.body);
+        assert!(
+            page.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{:?}",
+            page.headers
+        );
+        page.assert_contains(heading);
+        page.assert_contains("Go back");
+    }
+    assert!(!browser.get("/").await.body.contains("Concert"));
+}
+
+#[tokio::test]
 async fn the_home_page_with_a_thousand_tickets_listed_renders_quickly() {
     let market = Marketplace::embedded("1m");
     let seller = market.user();

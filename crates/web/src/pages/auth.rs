@@ -2,14 +2,15 @@
 //! its `Set-Cookie` on to the browser.
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{FieldErrors, Layout, PageError, Visitor, redirect_with_cookies, render, safe_next};
+use super::{
+    FieldErrors, Layout, PageError, PageForm, Visitor, redirect_with_cookies, render, safe_next,
+};
 use crate::Web;
 
 #[derive(Template)]
@@ -67,7 +68,7 @@ fn show_form(visitor: &Visitor, signup: bool, next: Option<&str>) -> Response {
 pub async fn post_signup(
     State(web): State<Web>,
     visitor: Visitor,
-    Form(form): Form<Credentials>,
+    PageForm(form): PageForm<Credentials>,
 ) -> Result<Response, PageError> {
     submit(&web, &visitor, true, form).await
 }
@@ -76,7 +77,7 @@ pub async fn post_signup(
 pub async fn post_signin(
     State(web): State<Web>,
     visitor: Visitor,
-    Form(form): Form<Credentials>,
+    PageForm(form): PageForm<Credentials>,
 ) -> Result<Response, PageError> {
     submit(&web, &visitor, false, form).await
 }

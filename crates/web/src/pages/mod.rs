@@ -8,11 +8,13 @@ pub mod tickets;
 use std::net::SocketAddr;
 
 use askama::Template;
-use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri};
+use axum::Form;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -189,8 +191,31 @@ pub enum PageError {
     Forbidden,
     #[error("sign in first")]
     SignIn { next: String },
+    /// A form post that could not be read: too large (413), not a form (415), or with fields
+    /// missing or malformed (anything else, shown as 400).
+    #[error("form not readable ({0})")]
+    BadForm(StatusCode),
     #[error("{0}")]
     Internal(String),
+}
+
+/// A form post. One the framework cannot read is answered with a page that says why, like every
+/// other failure of a page, rather than the framework's plain text turned into JSON.
+pub struct PageForm<T>(pub T);
+
+impl<T, S> FromRequest<S> for PageForm<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, PageError> {
+        match Form::<T>::from_request(request, state).await {
+            Ok(Form(form)) => Ok(Self(form)),
+            Err(rejection) => Err(PageError::BadForm(rejection.status())),
+        }
+    }
 }
 
 impl From<ApiCallError> for PageError {
@@ -224,6 +249,21 @@ impl IntoResponse for PageError {
                 StatusCode::FORBIDDEN,
                 "Form refused",
                 "This form was sent from another site, so it was not accepted. Go back to Stubs and try again there.",
+            ),
+            Self::BadForm(StatusCode::PAYLOAD_TOO_LARGE) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Form too large",
+                "What you sent was too large to accept. Go back, shorten it and try again.",
+            ),
+            Self::BadForm(StatusCode::UNSUPPORTED_MEDIA_TYPE) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Form not accepted",
+                "This address takes a form sent from its page. Go back to the page and send it from there.",
+            ),
+            Self::BadForm(_) => (
+                StatusCode::BAD_REQUEST,
+                "Form not accepted",
+                "Part of the form was missing or could not be read. Go back, check every field and try again.",
             ),
             Self::Internal(reason) => {
                 tracing::error!(%reason, "a page failed");

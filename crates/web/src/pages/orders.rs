@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{FieldErrors, Layout, PageError, Visitor, parse_id, render};
+use super::{FieldErrors, Layout, PageError, PageForm, Visitor, parse_id, render};
 use crate::{Web, assets, card, format};
 
 /// Where an order stands, as the buyer sees it.
@@ -207,7 +206,7 @@ pub async fn post_payment(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,
-    Form(form): Form<PaymentFields>,
+    PageForm(form): PageForm<PaymentFields>,
 ) -> Result<Response, PageError> {
     let order_id = parse_id(&id)?;
     let here = format!("/orders/{order_id}");

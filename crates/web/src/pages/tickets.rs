@@ -1,14 +1,13 @@
 //! The tickets for sale, one ticket, selling and editing a ticket, and starting a purchase.
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FieldErrors, Layout, PageError, Visitor, parse_id, render};
+use super::{FieldErrors, Layout, PageError, PageForm, Visitor, parse_id, render};
 use crate::{Web, format};
 
 /// Tickets on one page of `/`.
@@ -245,7 +244,7 @@ fn price_json(text: &str) -> Value {
 pub async fn post_new_ticket(
     State(web): State<Web>,
     visitor: Visitor,
-    Form(form): Form<TicketFields>,
+    PageForm(form): PageForm<TicketFields>,
 ) -> Result<Response, PageError> {
     save_ticket(&web, &visitor, None, form).await
 }
@@ -285,7 +284,7 @@ pub async fn post_edit_ticket(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,
-    Form(form): Form<TicketFields>,
+    PageForm(form): PageForm<TicketFields>,
 ) -> Result<Response, PageError> {
     let id = parse_id(&id)?;
     save_ticket(&web, &visitor, Some(id.to_string()), form).await

@@ -86,6 +86,12 @@ impl ApiError {
     }
 }
 
+/// A wait in the whole seconds `Retry-After` carries: rounded up, so that a client that waits as
+/// told is not refused again, and at least one.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// Builds an error response in the one shape, for errors produced outside `ApiError`
 /// (rejections, middleware, fallbacks).
 pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
@@ -117,11 +123,10 @@ impl IntoResponse for ApiError {
             } => {
                 let mut response = error_response(status, message);
                 if let Some(wait) = retry_after {
-                    // Whole seconds, rounded up: a client that waits as told is not refused again.
-                    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(retry_after_seconds(wait)),
+                    );
                 }
                 response
             }

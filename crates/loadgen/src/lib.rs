@@ -117,8 +117,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
             }
             Scenario::Auth => scenarios::auth::run(&ctx).await,
             Scenario::Hoard => {
-                let (report, hoarded) = scenarios::hoard::run(&ctx, &cast).await;
+                let (report, hoarded, bot) = scenarios::hoard::run(&ctx, &cast).await;
                 listed.extend(hoarded);
+                Arc::make_mut(&mut cast).buyers.extend(bot);
                 report
             }
             Scenario::HoldExpiry => {

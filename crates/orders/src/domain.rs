@@ -174,7 +174,8 @@ impl Order {
 /// buyer's orders in the database, so they hold however many replicas take the requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HoldLimits {
-    /// Live holds (orders neither paid nor ended) a buyer may have at once; 0: no cap.
+    /// Live holds (orders not yet paid, cancelled or lapsed) a buyer may have at once; 0: no
+    /// cap.
     pub max_live: u32,
     /// How long a buyer who cancelled an order, or let it lapse, waits before holding that
     /// ticket again, so that cancelling and ordering again cannot renew a hold; zero: no wait.
@@ -221,6 +222,18 @@ pub enum LimitRefusal {
 }
 
 impl HoldLimits {
+    /// Whether every limit is off, so that nothing need be read or locked.
+    pub fn is_off(&self) -> bool {
+        self.max_live == 0 && self.cooldown.is_zero() && self.max_per_hour == 0
+    }
+
+    /// Orders placed after this time count towards [`HoldLimits::max_per_hour`].
+    pub fn counted_since(now: OffsetDateTime) -> OffsetDateTime {
+        now.saturating_sub(
+            time::Duration::try_from(ORDER_RATE_WINDOW).unwrap_or(time::Duration::MAX),
+        )
+    }
+
     /// Whether a buyer with this activity may hold another ticket at `now`.
     pub fn check(&self, activity: &BuyerActivity, now: OffsetDateTime) -> Result<(), LimitRefusal> {
         if self.max_live > 0 && activity.live_holds >= i64::from(self.max_live) {
@@ -246,14 +259,18 @@ impl HoldLimits {
 
 /// How long after `now` a span of `span` from `since` ends; `None` if it has ended.
 fn time_left(since: OffsetDateTime, span: Duration, now: OffsetDateTime) -> Option<Duration> {
-    let left = expires_at(since, span) - now;
+    let left = plus(since, span) - now;
     Duration::try_from(left).ok().filter(|left| !left.is_zero())
 }
 
-/// When an order placed at `now` expires. Saturates rather than overflowing on an absurd window.
+/// When an order placed at `now` expires.
 pub fn expires_at(now: OffsetDateTime, window: Duration) -> OffsetDateTime {
-    let window = time::Duration::try_from(window).unwrap_or(time::Duration::MAX);
-    now.saturating_add(window)
+    plus(now, window)
+}
+
+/// A time plus a span, saturating rather than overflowing on an absurd span.
+fn plus(at: OffsetDateTime, span: Duration) -> OffsetDateTime {
+    at.saturating_add(time::Duration::try_from(span).unwrap_or(time::Duration::MAX))
 }
 
 /// What happens to an order.

@@ -10,10 +10,12 @@ use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
 use common::arrivals::Arrivals;
+use common::error::retry_after_seconds;
 use common::outbox::{self, Outbox};
 use common::store::{Dialect, from_millis, millis, now_millis};
 use common::validate::{Valid, parse_id};
 use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
+use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -46,6 +48,19 @@ impl AppState {
 
     fn dialect(&self) -> Dialect {
         self.store.dialect()
+    }
+
+    /// Whether `buyer` may hold `ticket_id` now, by their orders as `conn` sees them.
+    async fn check_limits(
+        &self,
+        conn: &mut AnyConnection,
+        buyer: Uuid,
+        ticket_id: Uuid,
+    ) -> Result<(), ApiError> {
+        let now = from_millis(now_millis());
+        let activity =
+            store::buyer_activity(conn, &self.hold_limits, buyer, ticket_id, now).await?;
+        self.hold_limits.check(&activity, now).map_err(limit_error)
     }
 }
 
@@ -115,6 +130,15 @@ async fn create_order(
     if store::is_held(state.store.pool(), request.ticket_id).await? {
         return Err(ApiError::BadRequest("Ticket is already reserved".into()));
     }
+    // So is a buyer past a limit (a bot, mostly); the same check under the buyer's lock below
+    // is the one that decides.
+    let limited = !state.hold_limits.is_off();
+    if limited {
+        let mut conn = state.store.pool().acquire().await?;
+        state
+            .check_limits(&mut conn, user.id, request.ticket_id)
+            .await?;
+    }
     let now = from_millis(now_millis());
     let expires_at = from_millis(millis(domain::expires_at(now, state.order_expiration)));
     let mut tx = state.store.begin().await?;
@@ -139,16 +163,13 @@ async fn create_order(
     let order = Order::place(user.id, &ticket, now, expires_at).map_err(|err| match err {
         PlaceError::OwnTicket => ApiError::BadRequest("You cannot buy your own ticket".into()),
     })?;
-    // The buyer's earlier orders, whichever replica placed them, are all counted: the buyer's
-    // placements take turns from here to the commit.
-    store::lock_buyer(&mut tx, state.dialect(), user.id).await?;
-    let activity =
-        store::buyer_activity(&mut tx, &state.hold_limits, user.id, ticket.id, now).await?;
-    state
-        .hold_limits
-        .check(&activity, now)
-        .map_err(limit_error)?;
-    // The look above only turned away those who came too late; the unique index decides,
+    if limited {
+        // From here to the commit this buyer's placements take turns, so every earlier one,
+        // whichever replica placed it, is counted.
+        store::lock_buyer(&mut tx, state.dialect(), user.id).await?;
+        state.check_limits(&mut tx, user.id, ticket.id).await?;
+    }
+    // The reads before only turned away those who came too late; the unique index decides,
     // atomically, even between buyers whose transactions run at the same moment.
     match store::insert_order(&mut tx, &order).await? {
         Placed::Placed => {}
@@ -167,11 +188,12 @@ async fn create_order(
 fn limit_error(refusal: LimitRefusal) -> ApiError {
     match refusal {
         LimitRefusal::TooManyHolds { max } => ApiError::BadRequest(format!(
-            "You already hold {max} tickets: pay for or cancel one before holding another"
+            "You already hold as many tickets as you may at once ({max}): pay for or cancel \
+             one before holding another"
         )),
         LimitRefusal::CoolingDown { wait } => ApiError::TooManyRequests {
             message: format!(
-                "You let this ticket go a moment ago: you can hold it again in {}",
+                "You let this ticket go recently: you can hold it again in {}",
                 in_words(wait)
             ),
             retry_after: Some(wait),
@@ -186,13 +208,13 @@ fn limit_error(refusal: LimitRefusal) -> ApiError {
     }
 }
 
-/// A wait as a person reads it, rounded up: "40 seconds", "5 minutes".
+/// A wait as a person reads it, rounded up as `Retry-After` is: "40 seconds", "5 minutes".
 fn in_words(wait: Duration) -> String {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    match seconds {
-        0..=1 => "1 second".into(),
-        2..=90 => format!("{seconds} seconds"),
-        _ => format!("{} minutes", seconds.div_ceil(60)),
+    match retry_after_seconds(wait) {
+        1 => "1 second".into(),
+        seconds @ 2..=90 => format!("{seconds} seconds"),
+        seconds @ 91..=5400 => format!("{} minutes", seconds.div_ceil(60)),
+        seconds => format!("{} hours", seconds.div_ceil(3600)),
     }
 }
 
@@ -226,5 +248,18 @@ async fn cancel_order(
         }
         Transition::Unchanged => Ok(StatusCode::NO_CONTENT),
         Transition::Refused => Err(ApiError::BadRequest("Cannot cancel a paid order".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_reads_in_the_unit_a_person_expects_rounded_up() {
+        assert_eq!(in_words(Duration::from_millis(300)), "1 second");
+        assert_eq!(in_words(Duration::from_millis(40_200)), "41 seconds");
+        assert_eq!(in_words(Duration::from_secs(4 * 60 + 1)), "5 minutes");
+        assert_eq!(in_words(Duration::from_secs(24 * 60 * 60)), "24 hours");
     }
 }

@@ -1,6 +1,7 @@
 //! The orders service's SQL, and the only place it lives. One set of statements with `$1`
-//! placeholders serves SQLite and PostgreSQL; the one difference (row locks) is chosen by
-//! [`Dialect`]. Ids are UUID text, prices integer cents, times unix milliseconds.
+//! placeholders serves SQLite and PostgreSQL; the differences (row locks, the per-buyer advisory
+//! lock) are chosen by [`Dialect`]. Ids are UUID text, prices integer cents, times unix
+//! milliseconds.
 
 use common::events::OrderStatus;
 use common::money::Cents;
@@ -10,7 +11,7 @@ use sqlx::{Any, AnyConnection, Executor, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{BuyerActivity, HoldLimits, LIVE, ORDER_RATE_WINDOW, Order, Ticket};
+use crate::domain::{BuyerActivity, HoldLimits, LIVE, Order, Ticket};
 
 /// The columns an [`Order`] is read from, as a literal so statements stay `&'static str`.
 macro_rules! order_columns {
@@ -259,9 +260,10 @@ pub async fn lock_buyer(
     buyer: Uuid,
 ) -> Result<(), sqlx::Error> {
     if dialect == Dialect::Postgres {
-        let (high, _) = buyer.as_u64_pair();
+        // Both halves: the high one of a UUID v7 is mostly its creation time.
+        let (high, low) = buyer.as_u64_pair();
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(high.cast_signed())
+            .bind((high ^ low).cast_signed())
             .execute(conn)
             .await?;
     }
@@ -279,13 +281,12 @@ pub async fn buyer_activity(
 ) -> Result<BuyerActivity, sqlx::Error> {
     let mut activity = BuyerActivity::default();
     if limits.max_live > 0 {
-        let [live_a, live_b] = LIVE;
+        // The statuses written out, as in the partial index, so that the planner can use it.
         activity.live_holds = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM orders WHERE user_id = $1 AND status IN ($2, $3)",
+            "SELECT COUNT(*) FROM orders \
+             WHERE user_id = $1 AND status IN ('created', 'awaiting:payment')",
         )
         .bind(buyer.to_string())
-        .bind(live_a.as_str())
-        .bind(live_b.as_str())
         .fetch_one(&mut *conn)
         .await?;
     }
@@ -302,9 +303,7 @@ pub async fn buyer_activity(
         activity.released_ticket_at = released.map(from_millis);
     }
     if limits.max_per_hour > 0 {
-        let since = now.saturating_sub(
-            time::Duration::try_from(ORDER_RATE_WINDOW).unwrap_or(time::Duration::MAX),
-        );
+        let since = HoldLimits::counted_since(now);
         let counted: Option<i64> = sqlx::query_scalar(
             "SELECT created_at FROM orders WHERE user_id = $1 AND created_at > $2 \
              ORDER BY created_at DESC LIMIT 1 OFFSET $3",

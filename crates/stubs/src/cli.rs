@@ -117,7 +117,7 @@ pub struct SharedArgs {
     /// How long a buyer has to pay before the ticket is released again.
     #[arg(long, env = "STUBS_ORDER_EXPIRATION", default_value = "15m", value_parser = parse_duration)]
     pub order_expiration: Duration,
-    /// Live holds one buyer may have at once (orders neither paid nor ended); 0 turns the cap off.
+    /// Live holds one buyer may have at once (orders not yet paid, cancelled or lapsed); 0 turns the cap off.
     #[arg(long, env = "STUBS_MAX_HOLDS_PER_BUYER", default_value_t = orders::domain::HoldLimits::default().max_live)]
     pub max_holds_per_buyer: u32,
     /// How long a buyer who cancelled an order, or let it lapse, waits before holding that ticket

@@ -2,7 +2,8 @@
 //! market. It orders all of `--hoard-tickets` fresh tickets at once; then it renews each hold it
 //! got by cancelling it and ordering the same ticket again at once; then it churns, ordering and
 //! cancelling the tickets it never held, one after the other, until it is refused. The report
-//! says what got through. At the end the bot cancels what it still holds.
+//! says what got through. At the end the bot cancels what it still holds, and joins the buyers
+//! whose orders the invariant check reads.
 
 use std::time::Instant;
 
@@ -21,7 +22,8 @@ struct Requests {
     cancel: Operation,
 }
 
-pub async fn run(ctx: &Context, cast: &Cast) -> (ScenarioReport, Vec<Listing>) {
+/// Runs the bot; the report, the tickets it listed, and the bot if it could sign up.
+pub async fn run(ctx: &Context, cast: &Cast) -> (ScenarioReport, Vec<Listing>, Option<Session>) {
     let started = Instant::now();
     let mut report = ScenarioReport::new("hoard", "hoarding: one buyer tries to hold a sale");
     let signup = Operation::new("POST /api/users/signup", &[201]);
@@ -45,7 +47,7 @@ pub async fn run(ctx: &Context, cast: &Cast) -> (ScenarioReport, Vec<Listing>) {
     let Some(bot) = bot else {
         report.notes.push("the hoarder could not sign up".into());
         report.operations = vec![signup.summary()];
-        return (report, listings);
+        return (report, listings, None);
     };
 
     // Everything at once.
@@ -123,7 +125,7 @@ pub async fn run(ctx: &Context, cast: &Cast) -> (ScenarioReport, Vec<Listing>) {
         requests.churn.summary(),
         requests.cancel.summary(),
     ];
-    (report, listings)
+    (report, listings, Some(bot))
 }
 
 /// Orders a ticket for the bot; the order's and the ticket's ids if it was held.

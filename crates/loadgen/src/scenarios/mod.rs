@@ -34,7 +34,7 @@ pub struct Context {
 }
 
 /// The signed-in users of the run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Cast {
     pub buyers: Vec<Session>,
     pub sellers: Vec<Session>,

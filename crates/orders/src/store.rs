@@ -279,43 +279,30 @@ pub async fn buyer_activity(
     ticket_id: Uuid,
     now: OffsetDateTime,
 ) -> Result<BuyerActivity, sqlx::Error> {
-    let mut activity = BuyerActivity::default();
-    if limits.max_live > 0 {
-        // The statuses written out, as in the partial index, so that the planner can use it.
-        activity.live_holds = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM orders \
-             WHERE user_id = $1 AND status IN ('created', 'awaiting:payment')",
-        )
-        .bind(buyer.to_string())
-        .fetch_one(&mut *conn)
-        .await?;
-    }
-    if !limits.cooldown.is_zero() {
-        let released: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(finished_at) FROM orders \
-             WHERE user_id = $1 AND ticket_id = $2 AND status = $3",
-        )
-        .bind(buyer.to_string())
-        .bind(ticket_id.to_string())
-        .bind(OrderStatus::Cancelled.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
-        activity.released_ticket_at = released.map(from_millis);
-    }
-    if limits.max_per_hour > 0 {
-        let since = HoldLimits::counted_since(now);
-        let counted: Option<i64> = sqlx::query_scalar(
-            "SELECT created_at FROM orders WHERE user_id = $1 AND created_at > $2 \
-             ORDER BY created_at DESC LIMIT 1 OFFSET $3",
-        )
-        .bind(buyer.to_string())
-        .bind(millis(since))
-        .bind(i64::from(limits.max_per_hour) - 1)
-        .fetch_optional(&mut *conn)
-        .await?;
-        activity.oldest_counted_order_at = counted.map(from_millis);
-    }
-    Ok(activity)
+    // One statement, one round trip: under a flash sale the order path is bound by statements.
+    // The live statuses are written out, as in the partial index, so that the planner can use it.
+    let row = sqlx::query(
+        "SELECT \
+         (SELECT COUNT(*) FROM orders \
+          WHERE user_id = $1 AND status IN ('created', 'awaiting:payment')) AS live_holds, \
+         (SELECT MAX(finished_at) FROM orders \
+          WHERE user_id = $1 AND ticket_id = $2 AND status = 'cancelled') AS released_at, \
+         (SELECT created_at FROM orders WHERE user_id = $1 AND created_at > $3 \
+          ORDER BY created_at DESC LIMIT 1 OFFSET $4) AS counted_at",
+    )
+    .bind(buyer.to_string())
+    .bind(ticket_id.to_string())
+    .bind(millis(HoldLimits::counted_since(now)))
+    .bind(i64::from(limits.max_per_hour.saturating_sub(1)))
+    .fetch_one(conn)
+    .await?;
+    let released: Option<i64> = row.try_get("released_at")?;
+    let counted: Option<i64> = row.try_get("counted_at")?;
+    Ok(BuyerActivity {
+        live_holds: row.try_get("live_holds")?,
+        released_ticket_at: released.map(from_millis),
+        oldest_counted_order_at: counted.map(from_millis),
+    })
 }
 
 fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {

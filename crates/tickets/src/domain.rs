@@ -8,6 +8,7 @@ use common::money::{self, Cents};
 use common::validate::{FieldErrors, Validate, is_control_or_bidi, is_invisible};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 /// The longest title a ticket may have, in characters.
@@ -80,7 +81,8 @@ impl Ticket {
     }
 }
 
-/// A ticket title: trimmed, not empty, at most [`MAX_TITLE_CHARS`] characters.
+/// A ticket title: trimmed, in Unicode's composed form (NFC), not empty, at most
+/// [`MAX_TITLE_CHARS`] characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Title(String);
 
@@ -96,9 +98,11 @@ impl Title {
 
     /// Parses a title from text, trimming surrounding white space. A title must show something,
     /// and nothing in it may steer a terminal or the text's direction: a listing must read as
-    /// what it is.
+    /// what it is. Composed, so that one title typed two ways (é as one character or as e and
+    /// an accent) is stored, counted and searched as one.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let trimmed = text.trim();
+        let composed: String = text.nfc().collect();
+        let trimmed = composed.trim();
         if trimmed
             .chars()
             .all(|c| c.is_whitespace() || is_invisible(c))
@@ -231,6 +235,13 @@ mod tests {
         let ticket = body(json!({"title": "  Concert  ", "price": 19.99})).unwrap();
         assert_eq!(ticket.title.as_str(), "Concert");
         assert_eq!(ticket.price.get(), 1999);
+    }
+
+    #[test]
+    fn a_title_typed_composed_or_decomposed_is_one_title() {
+        let decomposed = Title::parse(" Beyonce\u{301} live ").unwrap();
+        assert_eq!(decomposed.as_str(), "Beyonc\u{e9} live");
+        assert_eq!(decomposed, Title::parse("Beyonc\u{e9} live").unwrap());
     }
 
     #[test]

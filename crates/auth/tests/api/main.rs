@@ -4,7 +4,10 @@
 use std::num::NonZeroU32;
 
 use common::http::{Dependency, platform_routes};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 use testkit::{Backend, BusKind, Client, TestBus, TestDatabase, TestServer, each_database, json};
+use unicode_normalization::UnicodeNormalization;
 
 struct TestApp {
     server: TestServer,
@@ -404,4 +407,71 @@ each_database!(
     behind_an_ingress_each_client_address_has_its_own_limit,
     malformed_requests_get_the_error_shape,
     a_database_that_is_down_gives_503_not_success,
+    any_email_or_password_signs_up_normalised_or_is_refused_on_its_field,
 );
+
+/// Text that reaches the interesting cases: anything at all, and short mixes of letters, an at
+/// sign, dots, combining accents, spaces, invisible characters, controls and direction overrides.
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[a-zA-Zé@.+\\x{301}\\x{200B}\\x{202E}\\x{0}\\x{1B} ]{0,16}",
+        "[a-z]{1,8}[\\x{301}\\x{200B}\\x{202E}\\x{0}]?@[a-z]{1,8}\\.[a-z]{2,3}",
+    ]
+}
+
+/// That an answer is a 400 in the error shape about `field` alone.
+fn refused_on(reply: &testkit::Reply, field: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(reply.status, 400, "{:?}", reply.body);
+    let errors = reply.body["errors"].as_array().cloned().unwrap_or_default();
+    prop_assert!(!errors.is_empty(), "{:?}", reply.body);
+    for error in errors {
+        prop_assert_eq!(error["field"].as_str(), Some(field), "{:?}", reply.body);
+    }
+    Ok(())
+}
+
+/// Random Unicode through the e-mail and the password: a sign-up succeeds, and then the same
+/// text signs in and the address reads back composed, trimmed and lower-cased; or it is refused
+/// on that field. Never a server error.
+async fn any_email_or_password_signs_up_normalised_or_is_refused_on_its_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let runtime = tokio::runtime::Handle::current();
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let outcome = tokio::task::block_in_place(|| {
+        runner.run(&(text(), text()), |(email, password)| {
+            runtime.block_on(async {
+                let client = app.server.client();
+                let reply = sign_up(&client, &email, "correct horse").await;
+                if reply.status == 201 {
+                    let stored = email.nfc().collect::<String>().trim().to_lowercase();
+                    prop_assert_eq!(reply.body["email"].as_str(), Some(stored.as_str()));
+                    let again = app.server.client();
+                    let body = json!({"email": email, "password": "correct horse"});
+                    let signed_in = again.post("/api/users/signin", body).await;
+                    prop_assert_eq!(signed_in.status, 200, "{:?}", signed_in.body);
+                } else {
+                    refused_on(&reply, "email")?;
+                }
+
+                let fresh = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+                let reply = sign_up(&client, &fresh, &password).await;
+                if reply.status == 201 {
+                    let body = json!({"email": fresh, "password": password});
+                    let signed_in = app.server.client().post("/api/users/signin", body).await;
+                    prop_assert_eq!(signed_in.status, 200, "{:?}", signed_in.body);
+                } else {
+                    refused_on(&reply, "password")?;
+                }
+                Ok(())
+            })
+        })
+    });
+    if let Err(failure) = outcome {
+        panic!("{failure}");
+    }
+}

@@ -6,4 +6,5 @@
 mod events;
 mod helpers;
 mod listeners;
+mod text;
 mod tickets;

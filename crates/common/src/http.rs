@@ -1,5 +1,5 @@
-//! The HTTP stack every service runs behind: request ids, tracing spans, metrics, a timeout, a
-//! body limit, panics caught, and every error (ours, the framework's, a middleware's) rendered
+//! The HTTP stack every service runs behind: request ids, tracing spans, metrics, a timeout,
+//! header and body limits, a cap on connections, panics caught, and every error (ours, the framework's, a middleware's) rendered
 //! in the one JSON shape. Also the platform endpoints `/healthz`, `/readyz` and `/metrics`.
 
 use std::future::Future;
@@ -18,6 +18,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -40,6 +41,12 @@ pub struct HttpSettings {
     /// kept-alive connection waits for its next request too, so clients and proxies must drop
     /// idle connections sooner (ours do after 5 s).
     pub header_read_timeout: Duration,
+    /// The most bytes a request's line and headers may take; more is a 400.
+    pub max_header_bytes: usize,
+    /// The most connections served at once. Past it the process stops accepting, and new
+    /// connections wait in the kernel's queue until one closes, rather than each taking memory
+    /// and a task.
+    pub max_connections: usize,
 }
 
 impl Default for HttpSettings {
@@ -48,9 +55,19 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(10),
             body_limit: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
+
+/// Connections one process serves at once unless the operator says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Hyper's read buffer: room for headers past [`HttpSettings::max_header_bytes`], so that those
+/// reach [`limit_headers`] and get the one error shape; only headers past this get hyper's own
+/// bare 431.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
 /// the connections' requests in flight to finish. Each request carries the client's address
@@ -65,10 +82,21 @@ pub async fn serve(
     let mut connections = http1::Builder::new();
     connections
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(READ_BUFFER_BYTES.max(settings.max_header_bytes * 2));
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // A place for the next connection first: at the cap, accepting waits.
+        let place = tokio::select! {
+            place = Arc::clone(&open).acquire_owned() => match place {
+                Ok(place) => place,
+                // Only a closed semaphore refuses, and this one is never closed.
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -92,6 +120,7 @@ pub async fn serve(
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, %peer, "connection ended with an error");
             }
+            drop(place);
         });
     }
     drop(listener);
@@ -209,7 +238,30 @@ pub fn serve_stack_with_fallback(
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::from_fn_with_state(
+            settings.max_header_bytes,
+            limit_headers,
+        ))
         .layer(middleware::from_fn(one_error_shape))
+}
+
+/// Refuses a request whose line and headers take more than `max` bytes, before any of it is
+/// looked at: a client cannot make a service hold and parse megabytes of cookies.
+async fn limit_headers(State(max): State<usize>, request: Request, next: Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    let size = target
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if size > max {
+        return error_response(StatusCode::BAD_REQUEST, "Request headers are too large");
+    }
+    next.run(request).await
 }
 
 async fn record_metrics(request: Request, next: Next) -> Response {

@@ -68,6 +68,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     crate::serve(
         args.listen,
+        args.shared.http_settings(),
         Running {
             routes: routes.merge(platform_routes(dependencies)),
             shutdown: shared.shutdown,
@@ -94,6 +95,7 @@ async fn run_web(args: ServeArgs) -> anyhow::Result<()> {
         web::ApiClient::http(api_url).context("cannot build the HTTP client for --api-url")?;
     crate::serve(
         args.listen,
+        args.shared.http_settings(),
         Running {
             routes: web::router(api, args.shared.web_settings()).merge(platform_routes(Vec::new())),
             shutdown: CancellationToken::new(),

@@ -82,6 +82,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     crate::serve(
         args.listen,
+        args.shared.http_settings(),
         Running {
             routes: routes.merge(pages).merge(platform_routes(dependencies)),
             shutdown: shared.shutdown,

@@ -54,7 +54,7 @@ struct Running {
 /// Serves until SIGTERM or Ctrl-C, then stops taking requests, lets in-flight ones finish, stops
 /// the listeners (each finishes and acks the event in hand), flushes the outbox relays and closes
 /// the databases.
-async fn serve(listen: SocketAddr, running: Running) -> anyhow::Result<()> {
+async fn serve(listen: SocketAddr, settings: HttpSettings, running: Running) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (--listen, STUBS_LISTEN)"))?;
@@ -63,7 +63,6 @@ async fn serve(listen: SocketAddr, running: Running) -> anyhow::Result<()> {
     // A line on stdout that scripts and tests can wait for.
     println!("listening on http://{address}");
 
-    let settings = HttpSettings::default();
     let app = match running.fallback {
         Some(fallback) => serve_stack_with_fallback(running.routes, &settings, fallback),
         None => serve_stack(running.routes, &settings),

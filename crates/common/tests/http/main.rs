@@ -169,3 +169,79 @@ async fn a_client_that_does_not_finish_its_headers_is_cut_off() {
     // Others are still served.
     assert_eq!(server.client().get("/fine/1").await.status, 200);
 }
+
+/// Sends one request on a fresh connection and reads the answer until the server closes it.
+async fn raw_request(server: &TestServer, request: &str, patience: Duration) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(patience, stream.read_to_end(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn headers_past_the_limit_get_400_in_the_error_shape() {
+    let settings = HttpSettings {
+        max_header_bytes: 2048,
+        ..HttpSettings::default()
+    };
+    let server = TestServer::start_with(routes(), &settings).await;
+    let cookie = "c".repeat(4096);
+
+    let large = raw_request(
+        &server,
+        &format!(
+            "GET /fine/1 HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        ),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("an answer");
+    let long_path = raw_request(
+        &server,
+        &format!("GET /fine/{cookie} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("an answer");
+
+    for answer in [&large, &long_path] {
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("application/json"), "{answer}");
+        assert!(
+            answer.contains(r#"{"errors":[{"message":"Request headers are too large"}]}"#),
+            "{answer}"
+        );
+    }
+    assert_eq!(server.client().get("/fine/1").await.status, 200);
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_client_waits_until_a_connection_closes() {
+    let settings = HttpSettings {
+        max_connections: 2,
+        ..HttpSettings::default()
+    };
+    let server = TestServer::start_with(routes(), &settings).await;
+    let first = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let _second = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let request = "GET /fine/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    let while_full = raw_request(&server, request, Duration::from_millis(500)).await;
+    assert_eq!(while_full, None, "a third connection was served");
+
+    drop(first);
+    let answer = raw_request(&server, request, Duration::from_secs(5))
+        .await
+        .expect("served once a place is free");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

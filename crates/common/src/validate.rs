@@ -47,45 +47,48 @@ impl FieldErrors {
     }
 }
 
-/// A JSON body that failed before validation: bad syntax, wrong content type, too large.
+/// A JSON body that failed before validation: wrong content type, bad syntax, too large, not an
+/// object, or an object whose values do not fit.
 #[derive(Debug)]
-pub struct BodyRejection(JsonRejection);
+pub enum BodyRejection {
+    Read(JsonRejection),
+    NotAnObject,
+    WrongShape(serde_json::Error),
+}
 
 impl IntoResponse for BodyRejection {
     fn into_response(self) -> Response {
-        match self.0 {
-            JsonRejection::MissingJsonContentType(_) => error_response(
+        match self {
+            Self::Read(JsonRejection::MissingJsonContentType(_)) => error_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Expected a JSON body with Content-Type: application/json",
             ),
-            JsonRejection::JsonSyntaxError(_) => {
+            Self::Read(JsonRejection::JsonSyntaxError(_)) => {
                 error_response(StatusCode::BAD_REQUEST, "Request body is not valid JSON")
             }
-            JsonRejection::JsonDataError(err) => {
-                error_response(StatusCode::BAD_REQUEST, wrong_shape(&err.body_text()))
-            }
-            JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Self::Read(JsonRejection::BytesRejection(err))
+                if err.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
             }
-            other => error_response(other.status(), other.body_text()),
+            Self::Read(other) => error_response(other.status(), other.body_text()),
+            Self::NotAnObject => error_response(
+                StatusCode::BAD_REQUEST,
+                "Request body must be a JSON object",
+            ),
+            // The parser's words about a value (`invalid type: string "x", expected u32`) speak
+            // of JSON, never of our types: the object itself was checked above.
+            Self::WrongShape(err) => error_response(
+                StatusCode::BAD_REQUEST,
+                format!("Request body has the wrong shape: {err}"),
+            ),
         }
     }
 }
 
-/// What to tell a client whose JSON did not fit the body's type, from the parser's account of
-/// it. Every body is an object, so a parser that expected a struct was given something else; its
-/// words would name one of our types, which mean nothing to the client.
-fn wrong_shape(parser_says: &str) -> String {
-    if parser_says.contains("expected struct") {
-        return "Request body must be a JSON object".into();
-    }
-    let detail = parser_says
-        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
-        .unwrap_or(parser_says);
-    format!("Request body has the wrong shape: {detail}")
-}
-
-/// A JSON body, parsed into `T` with our error shape for any rejection.
+/// A JSON body, parsed into `T` with our error shape for any rejection. Every body of the API is
+/// an object, checked as such before it is read into `T`: serde alone would also take a struct
+/// written as an array (`["Concert", 20]`), and its complaint about anything else names our type.
 pub struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
@@ -96,10 +99,15 @@ where
     type Rejection = BodyRejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::Json::<T>::from_request(req, state)
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
             .await
-            .map(|axum::Json(value)| Json(value))
-            .map_err(BodyRejection)
+            .map_err(BodyRejection::Read)?;
+        if !value.is_object() {
+            return Err(BodyRejection::NotAnObject);
+        }
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(BodyRejection::WrongShape)
     }
 }
 

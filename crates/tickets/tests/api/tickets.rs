@@ -163,7 +163,7 @@ async fn a_body_that_is_not_an_object_is_refused_without_naming_our_types(backen
     let app = spawn_app(backend).await;
     let alice = app.sign_in();
 
-    for body in ["\"Concert\"", "20", "true", "null"] {
+    for body in ["\"Concert\"", "20", "true", "null", "[\"Concert\", 20]"] {
         let reply = alice.post_raw_json("/api/tickets", body).await;
 
         assert_eq!(reply.status, 400, "{body}: {:?}", reply.body);

@@ -29,6 +29,29 @@ use tokio_util::task::TaskTracker;
 
 pub use serde_json::{Value, json};
 
+/// Checks a property whose check is async (it calls a running service): `cases` inputs drawn
+/// from `strategy`, and on a failure the smallest failing input found, in the panic. Runs on the
+/// test's own multi-thread runtime, which must be the caller's.
+pub fn check_property<S, F, Fut>(cases: u32, strategy: S, check: F)
+where
+    S: proptest::strategy::Strategy,
+    F: Fn(S::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<(), proptest::test_runner::TestCaseError>>,
+{
+    let runtime = tokio::runtime::Handle::current();
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    });
+    let outcome = tokio::task::block_in_place(|| {
+        runner.run(&strategy, |value| runtime.block_on(check(value)))
+    });
+    if let Err(failure) = outcome {
+        panic!("{failure}");
+    }
+}
+
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret";
 
 /// Which database a test runs against.

@@ -4,7 +4,6 @@
 //! store (it refuses a NUL), so both databases are tried.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use testkit::{Backend, Reply, json};
 use unicode_normalization::UnicodeNormalization;
 
@@ -44,36 +43,24 @@ fn check(reply: &Reply, sent: &str) -> Result<Option<String>, TestCaseError> {
 async fn any_title_is_stored_normalised_or_refused_on_the_title_field(backend: Backend) {
     let app = spawn_app(backend).await;
     let seller = app.sign_in();
-    let runtime = tokio::runtime::Handle::current();
-    let mut runner = TestRunner::new(Config {
-        cases: 64,
-        failure_persistence: None,
-        ..Config::default()
+    let (app, seller) = (&app, &seller);
+    testkit::check_property(64, (text(), text()), |(listed, edited)| async move {
+        let reply = seller
+            .post("/api/tickets", json!({"title": listed, "price": 10}))
+            .await;
+        let Some(stored) = check(&reply, &listed)? else {
+            return Ok(());
+        };
+        let id = reply.body["id"].as_str().unwrap_or_default().to_owned();
+        let shown = app.ticket(&id).await;
+        prop_assert_eq!(shown["title"].as_str(), Some(stored.as_str()));
+        let path = format!("/api/tickets/{id}");
+        let reply = seller
+            .put(&path, json!({"title": edited, "price": 10}))
+            .await;
+        let kept = check(&reply, &edited)?.unwrap_or(stored);
+        let shown = app.ticket(&id).await;
+        prop_assert_eq!(shown["title"].as_str(), Some(kept.as_str()));
+        Ok(())
     });
-    let outcome = tokio::task::block_in_place(|| {
-        runner.run(&(text(), text()), |(listed, edited)| {
-            runtime.block_on(async {
-                let reply = seller
-                    .post("/api/tickets", json!({"title": listed, "price": 10}))
-                    .await;
-                let Some(stored) = check(&reply, &listed)? else {
-                    return Ok(());
-                };
-                let id = reply.body["id"].as_str().unwrap_or_default().to_owned();
-                let shown = app.ticket(&id).await;
-                prop_assert_eq!(shown["title"].as_str(), Some(stored.as_str()));
-                let path = format!("/api/tickets/{id}");
-                let reply = seller
-                    .put(&path, json!({"title": edited, "price": 10}))
-                    .await;
-                let kept = check(&reply, &edited)?.unwrap_or(stored);
-                let shown = app.ticket(&id).await;
-                prop_assert_eq!(shown["title"].as_str(), Some(kept.as_str()));
-                Ok(())
-            })
-        })
-    });
-    if let Err(failure) = outcome {
-        panic!("{failure}");
-    }
 }

@@ -138,16 +138,61 @@ pub fn is_control_or_bidi(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Characters that show nothing: zero-width spaces and joiners, direction marks, word joiners
-/// and invisible operators, the byte-order mark, the soft hyphen.
+/// Characters that show nothing: Unicode's Default_Ignorable_Code_Point set (DerivedCoreProperties),
+/// which renderers draw as nothing. Besides zero-width spaces and joiners, direction marks, the
+/// byte-order mark and the soft hyphen, it holds the Hangul fillers and tag characters that make
+/// "blank" names, and the variation selectors. Text made only of these shows nothing; within
+/// text, some (a joiner or a selector inside an emoji) are part of what shows.
 pub fn is_invisible(c: char) -> bool {
     matches!(
         c,
-        '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
     )
 }
 
 /// Parses a path segment as an id. A malformed id names no resource, so it is a 404.
 pub fn parse_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::try_parse(raw).map_err(|_| ApiError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_renders_as_nothing_is_invisible_and_what_shows_is_not() {
+        for blank in [
+            '\u{200B}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{3164}',
+            '\u{115F}',
+            '\u{FFA0}',
+            '\u{061C}',
+            '\u{FE0F}',
+            '\u{E0041}',
+            '\u{2066}',
+        ] {
+            assert!(is_invisible(blank), "{:X}", u32::from(blank));
+        }
+        for shows in ['a', ' ', 'é', '\u{2764}', '\u{AC00}', '\u{1F600}'] {
+            assert!(!is_invisible(shows), "{:X}", u32::from(shows));
+        }
+    }
 }

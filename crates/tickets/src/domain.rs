@@ -263,6 +263,9 @@ mod tests {
             "\u{200B}\u{200B}",
             " \u{FEFF} \u{200D} ",
             "\u{00AD}\u{2060}",
+            "\u{3164}\u{3164}",
+            "\u{115F}\u{FFA0}",
+            "\u{E0041}\u{E0042}",
         ] {
             assert_eq!(
                 Title::parse(blank),
@@ -285,7 +288,12 @@ mod tests {
             );
         }
         // Letters of any script, and emoji joined by zero-width joiners, are text.
-        for fine in ["Жизель", "عرض", "Family show 👨\u{200D}👩\u{200D}👧"] {
+        for fine in [
+            "Жизель",
+            "عرض",
+            "Family show 👨\u{200D}👩\u{200D}👧",
+            "Love \u{2764}\u{FE0F} tour",
+        ] {
             assert!(Title::parse(fine).is_ok(), "{fine:?}");
         }
     }

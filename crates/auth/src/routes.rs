@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::Settings;
 use crate::client_address::ClientAddress;
-use crate::domain::{self, RawCredentials};
+use crate::domain::{self, RawCredentials, RawSignIn};
 use crate::password::Hasher;
 use crate::store::{self, Inserted};
 
@@ -90,7 +90,7 @@ async fn sign_up(
 async fn sign_in(
     State(state): State<AppState>,
     jar: CookieJar,
-    Valid(credentials): Valid<RawCredentials>,
+    Valid(credentials): Valid<RawSignIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let user = store::find_by_email(&state.store, &credentials.email).await?;
     let stored_hash = user.as_ref().map(|u| u.password_hash.clone());

@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -45,8 +46,11 @@ pub struct HttpSettings {
     pub max_header_bytes: usize,
     /// The most connections served at once. Past it the process stops accepting, and new
     /// connections wait in the kernel's queue until one closes, rather than each taking memory
-    /// and a task.
+    /// and a task. Health probes share the cap.
     pub max_connections: usize,
+    /// How long an answer may wait for a client that does not read it before the connection is
+    /// closed, so that a client cannot hold one of the capped places by never reading.
+    pub write_timeout: Duration,
 }
 
 impl Default for HttpSettings {
@@ -56,17 +60,18 @@ impl Default for HttpSettings {
             body_limit: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: usize::from(DEFAULT_MAX_CONNECTIONS),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
 
 /// Connections one process serves at once unless the operator says otherwise.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_MAX_CONNECTIONS: u16 = 1024;
 
 /// Hyper's read buffer: room for headers past [`HttpSettings::max_header_bytes`], so that those
-/// reach [`limit_headers`] and get the one error shape; only headers past this get hyper's own
-/// bare 431.
+/// reach [`limit_headers`] and get the one error shape; only headers past this (or more than
+/// 100 of them) get hyper's own bare 431.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
@@ -114,8 +119,10 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(request)
         });
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(settings.write_timeout));
         let connection =
-            graceful.watch(connections.serve_connection(TokioIo::new(stream), service));
+            graceful.watch(connections.serve_connection(TokioIo::new(Box::pin(stream)), service));
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, %peer, "connection ended with an error");
@@ -210,6 +217,10 @@ pub fn serve_stack_with_fallback(
         .route_layer(middleware::from_fn(record_metrics))
         .fallback_service(fallback)
         .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(middleware::from_fn_with_state(
+            settings.max_header_bytes,
+            limit_headers,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
@@ -238,15 +249,12 @@ pub fn serve_stack_with_fallback(
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(middleware::from_fn_with_state(
-            settings.max_header_bytes,
-            limit_headers,
-        ))
         .layer(middleware::from_fn(one_error_shape))
 }
 
-/// Refuses a request whose line and headers take more than `max` bytes, before any of it is
-/// looked at: a client cannot make a service hold and parse megabytes of cookies.
+/// Refuses a request whose target and headers take more than `max` bytes, before a handler
+/// reads them. Hyper has read them by then, into a buffer bounded by `READ_BUFFER_BYTES`; this
+/// keeps what a handler or a log line is given small, and says so in the error shape.
 async fn limit_headers(State(max): State<usize>, request: Request, next: Next) -> Response {
     let target = request
         .uri()

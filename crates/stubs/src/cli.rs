@@ -101,9 +101,10 @@ pub struct SharedArgs {
     /// rather than by the peer. Turn on only behind an ingress that sets the header.
     #[arg(long, env = "STUBS_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
-    /// Connections the process serves at once; past it new ones wait in the kernel's queue.
-    #[arg(long, env = "STUBS_MAX_CONNECTIONS", default_value_t = common::http::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(usize))]
-    pub max_connections: usize,
+    /// Connections the process serves at once (health probes included); past it new ones wait in
+    /// the kernel's queue. A client that does not read its answer for 30s loses its connection.
+    #[arg(long, env = "STUBS_MAX_CONNECTIONS", default_value_t = common::http::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_connections: u16,
     /// How long an event may stay unacknowledged (its consumer crashed, say) before the bus
     /// delivers it again. Longer than any handler takes.
     #[arg(long, env = "STUBS_EVENT_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
@@ -166,7 +167,7 @@ impl SharedArgs {
 
     pub fn http_settings(&self) -> common::http::HttpSettings {
         common::http::HttpSettings {
-            max_connections: self.max_connections,
+            max_connections: usize::from(self.max_connections),
             ..Default::default()
         }
     }

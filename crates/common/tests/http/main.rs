@@ -29,6 +29,7 @@ fn routes() -> Router {
             }),
         )
         .route("/fine/{id}", get(|| async { "fine" }))
+        .route("/large", get(|| async { vec![b'x'; 32 * 1024 * 1024] }))
         .merge(platform_routes(Vec::new()))
 }
 
@@ -244,4 +245,32 @@ async fn past_the_connection_cap_a_client_waits_until_a_connection_closes() {
         .await
         .expect("served once a place is free");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_answer_gives_its_place_back() {
+    let settings = HttpSettings {
+        max_connections: 1,
+        write_timeout: Duration::from_millis(300),
+        ..HttpSettings::default()
+    };
+    let server = TestServer::start_with(routes(), &settings).await;
+    // Asks for more than the socket buffers hold, and never reads a byte of it.
+    let mut stalled = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    let answer = raw_request(
+        &server,
+        "GET /fine/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("served once the stalled connection was closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(stalled);
 }

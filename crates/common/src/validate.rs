@@ -1,9 +1,10 @@
 //! Request bodies: a JSON extractor that answers malformed input in the one error shape, and a
 //! `Validate` step that turns a raw body into a domain value, reporting every failing field at once.
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -47,48 +48,69 @@ impl FieldErrors {
     }
 }
 
-/// A JSON body that failed before validation: wrong content type, bad syntax, too large, not an
+/// A JSON body that failed before validation: wrong content type, too large, bad syntax, not an
 /// object, or an object whose values do not fit.
 #[derive(Debug)]
 pub enum BodyRejection {
-    Read(JsonRejection),
+    NotJson,
+    Read(BytesRejection),
     NotAnObject,
-    WrongShape(serde_json::Error),
+    Parse(JsonRejection),
 }
 
 impl IntoResponse for BodyRejection {
     fn into_response(self) -> Response {
         match self {
-            Self::Read(JsonRejection::MissingJsonContentType(_)) => error_response(
+            Self::NotJson => error_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Expected a JSON body with Content-Type: application/json",
             ),
-            Self::Read(JsonRejection::JsonSyntaxError(_)) => {
-                error_response(StatusCode::BAD_REQUEST, "Request body is not valid JSON")
-            }
-            Self::Read(JsonRejection::BytesRejection(err))
-                if err.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
+            Self::Read(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
             }
-            Self::Read(other) => error_response(other.status(), other.body_text()),
+            Self::Read(err) => error_response(err.status(), err.body_text()),
             Self::NotAnObject => error_response(
                 StatusCode::BAD_REQUEST,
                 "Request body must be a JSON object",
             ),
-            // The parser's words about a value (`invalid type: string "x", expected u32`) speak
-            // of JSON, never of our types: the object itself was checked above.
-            Self::WrongShape(err) => error_response(
-                StatusCode::BAD_REQUEST,
-                format!("Request body has the wrong shape: {err}"),
-            ),
+            Self::Parse(JsonRejection::JsonDataError(err)) => {
+                error_response(StatusCode::BAD_REQUEST, wrong_shape(&err.body_text()))
+            }
+            Self::Parse(_) => {
+                error_response(StatusCode::BAD_REQUEST, "Request body is not valid JSON")
+            }
         }
     }
 }
 
+/// What to tell a client whose JSON object did not fit the body's type, from the parser's
+/// account of it, which names the field (`email: invalid type: integer 5, expected a string`).
+/// The object itself was checked first, so the account never names one of our types.
+fn wrong_shape(parser_says: &str) -> String {
+    let detail = parser_says
+        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+        .unwrap_or(parser_says);
+    format!("Request body has the wrong shape: {detail}")
+}
+
+/// Whether a request says its body is JSON (`application/json`, or a `+json` type).
+fn says_json(headers: &HeaderMap) -> bool {
+    let Some(essence) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+    else {
+        return false;
+    };
+    let essence = essence.trim().to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 /// A JSON body, parsed into `T` with our error shape for any rejection. Every body of the API is
 /// an object, checked as such before it is read into `T`: serde alone would also take a struct
-/// written as an array (`["Concert", 20]`), and its complaint about anything else names our type.
+/// written as an array (`["Concert", 20]`), and its complaint about anything else names our
+/// type. A key given twice is refused, as the parser refuses it.
 pub struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
@@ -99,15 +121,22 @@ where
     type Rejection = BodyRejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
+        if !says_json(req.headers()) {
+            return Err(BodyRejection::NotJson);
+        }
+        let bytes = Bytes::from_request(req, state)
             .await
             .map_err(BodyRejection::Read)?;
-        if !value.is_object() {
-            return Err(BodyRejection::NotAnObject);
+        let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+        if first.is_some_and(|byte| *byte != b'{') {
+            // Anything else that is JSON is not an object; what is not JSON says so below.
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+                return Err(BodyRejection::NotAnObject);
+            }
         }
-        serde_json::from_value(value)
-            .map(Json)
-            .map_err(BodyRejection::WrongShape)
+        axum::Json::<T>::from_bytes(&bytes)
+            .map(|axum::Json(value)| Json(value))
+            .map_err(BodyRejection::Parse)
     }
 }
 

@@ -12,6 +12,7 @@ testkit::each_database!(
     creating_a_ticket_reports_every_invalid_field_at_once,
     a_body_that_is_not_json_is_refused_in_the_error_shape,
     a_body_that_is_not_an_object_is_refused_without_naming_our_types,
+    a_key_given_twice_is_refused,
     a_title_that_shows_nothing_or_steers_the_text_is_refused_on_its_field,
     an_unknown_or_malformed_ticket_id_is_404,
     listing_shows_only_unreserved_tickets_newest_first,
@@ -174,6 +175,27 @@ async fn a_body_that_is_not_an_object_is_refused_without_naming_our_types(backen
             "{body}"
         );
     }
+}
+
+async fn a_key_given_twice_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+
+    let reply = alice
+        .post_raw_json(
+            "/api/tickets",
+            r#"{"title": "A", "title": "B", "price": 10}"#,
+        )
+        .await;
+
+    assert_eq!(reply.status, 400, "{:?}", reply.body);
+    reply.assert_error_shape();
+    assert!(
+        reply.error_messages()[0].contains("duplicate field `title`"),
+        "{:?}",
+        reply.body
+    );
+    assert!(app.listed_ids("").await.is_empty());
 }
 
 async fn an_unknown_or_malformed_ticket_id_is_404(backend: Backend) {

@@ -103,13 +103,13 @@ impl Title {
     pub fn parse(text: &str) -> Result<Self, String> {
         let composed: String = text.nfc().collect();
         let trimmed = composed.trim();
-        if trimmed
+        if trimmed.chars().any(is_control_or_bidi) {
+            Err("Title must not contain control or text-direction characters".into())
+        } else if trimmed
             .chars()
             .all(|c| c.is_whitespace() || is_invisible(c))
         {
             Err("Title is required".into())
-        } else if trimmed.chars().any(is_control_or_bidi) {
-            Err("Title must not contain control or text-direction characters".into())
         } else if trimmed.chars().count() > MAX_TITLE_CHARS {
             Err(format!(
                 "Title must be at most {MAX_TITLE_CHARS} characters"
@@ -280,6 +280,8 @@ mod tests {
             "Concert\u{7F}",
             "Concert \u{202E}llehS",
             "\u{2067}Concert",
+            "\u{202E}",
+            "\u{2066}\u{2069}",
         ] {
             assert_eq!(
                 Title::parse(steering),

@@ -270,8 +270,8 @@ pub async fn lock_buyer(
     Ok(())
 }
 
-/// What the hold limits need to know of `buyer` about to hold `ticket_id` at `now`. Asks only
-/// what a limit that is on needs.
+/// What the hold limits need to know of `buyer` about to hold `ticket_id` at `now`. All three
+/// figures in one statement; [`HoldLimits::check`] looks only at those of the limits that are on.
 pub async fn buyer_activity(
     conn: &mut AnyConnection,
     limits: &HoldLimits,

@@ -58,9 +58,10 @@ impl AppState {
         ticket_id: Uuid,
     ) -> Result<(), ApiError> {
         let now = from_millis(now_millis());
-        let activity =
-            store::buyer_activity(conn, &self.hold_limits, buyer, ticket_id, now).await?;
-        self.hold_limits.check(&activity, now).map_err(limit_error)
+        let outlook = store::outlook(conn, &self.hold_limits, buyer, ticket_id, now).await?;
+        self.hold_limits
+            .check(&outlook.activity, now)
+            .map_err(limit_error)
     }
 }
 
@@ -126,18 +127,29 @@ async fn create_order(
     // Stored times have millisecond precision; the answer shows what a later read will.
     // In a sale most buyers come for a ticket already held: they are answered from a read,
     // without taking a write transaction (on SQLite, the file's one writer) from those who can
-    // still win.
-    if store::is_held(state.store.pool(), request.ticket_id).await? {
-        return Err(ApiError::BadRequest("Ticket is already reserved".into()));
-    }
-    // So is a buyer past a limit (a bot, mostly); the same check under the buyer's lock below
-    // is the one that decides.
+    // still win. So is a buyer past a limit (a bot, mostly), in the same statement; the same
+    // check under the buyer's lock below is the one that decides.
     let limited = !state.hold_limits.is_off();
     if limited {
         let mut conn = state.store.pool().acquire().await?;
+        let now = from_millis(now_millis());
+        let outlook = store::outlook(
+            &mut conn,
+            &state.hold_limits,
+            user.id,
+            request.ticket_id,
+            now,
+        )
+        .await?;
+        if outlook.ticket_held {
+            return Err(ApiError::BadRequest("Ticket is already reserved".into()));
+        }
         state
-            .check_limits(&mut conn, user.id, request.ticket_id)
-            .await?;
+            .hold_limits
+            .check(&outlook.activity, now)
+            .map_err(limit_error)?;
+    } else if store::is_held(state.store.pool(), request.ticket_id).await? {
+        return Err(ApiError::BadRequest("Ticket is already reserved".into()));
     }
     let now = from_millis(now_millis());
     let expires_at = from_millis(millis(domain::expires_at(now, state.order_expiration)));

@@ -270,19 +270,30 @@ pub async fn lock_buyer(
     Ok(())
 }
 
-/// What the hold limits need to know of `buyer` about to hold `ticket_id` at `now`. All three
-/// figures in one statement; [`HoldLimits::check`] looks only at those of the limits that are on.
-pub async fn buyer_activity(
+/// What a buyer about to hold a ticket finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlook {
+    /// Whether an order that is not cancelled holds the ticket now (see [`is_held`]).
+    pub ticket_held: bool,
+    /// What the hold limits need to know of the buyer.
+    pub activity: BuyerActivity,
+}
+
+/// Whether `ticket_id` is held, and what the hold limits need to know of `buyer` at `now`: all
+/// in one statement, one round trip, since under a flash sale the order path is bound by
+/// statements. [`HoldLimits::check`] looks only at the figures of the limits that are on.
+pub async fn outlook(
     conn: &mut AnyConnection,
     limits: &HoldLimits,
     buyer: Uuid,
     ticket_id: Uuid,
     now: OffsetDateTime,
-) -> Result<BuyerActivity, sqlx::Error> {
-    // One statement, one round trip: under a flash sale the order path is bound by statements.
+) -> Result<Outlook, sqlx::Error> {
     // The live statuses are written out, as in the partial index, so that the planner can use it.
     let row = sqlx::query(
         "SELECT \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM orders \
+          WHERE ticket_id = $2 AND status <> 'cancelled' LIMIT 1) AS live) AS held, \
          (SELECT COUNT(*) FROM orders \
           WHERE user_id = $1 AND status IN ('created', 'awaiting:payment')) AS live_holds, \
          (SELECT MAX(finished_at) FROM orders \
@@ -296,12 +307,16 @@ pub async fn buyer_activity(
     .bind(i64::from(limits.max_per_hour.saturating_sub(1)))
     .fetch_one(conn)
     .await?;
+    let held: i64 = row.try_get("held")?;
     let released: Option<i64> = row.try_get("released_at")?;
     let counted: Option<i64> = row.try_get("counted_at")?;
-    Ok(BuyerActivity {
-        live_holds: row.try_get("live_holds")?,
-        released_ticket_at: released.map(from_millis),
-        oldest_counted_order_at: counted.map(from_millis),
+    Ok(Outlook {
+        ticket_held: held > 0,
+        activity: BuyerActivity {
+            live_holds: row.try_get("live_holds")?,
+            released_ticket_at: released.map(from_millis),
+            oldest_counted_order_at: counted.map(from_millis),
+        },
     })
 }
 

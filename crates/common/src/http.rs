@@ -303,8 +303,15 @@ pub fn with_one_error_shape(routes: Router) -> Router {
 /// the one error shape, keeping its status and headers. An HTML error page (the web service's
 /// 404, 403 and 500 pages) was made for a person and is kept as it is.
 async fn one_error_shape(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let status = response.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was never read, so the connection cannot carry another request;
+        // saying so keeps a pooled client from sending its next one on it.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let has_own_shape = response
         .headers()
         .get(header::CONTENT_TYPE)

@@ -354,16 +354,17 @@ async fn malformed_requests_get_the_error_shape(backend: Backend) {
         .send(client.http.post(&url).body("email=a@b.co"))
         .await;
     let wrong_shape = client.post("/api/users/signup", json!({"email": 5})).await;
-    let unknown_route = client.get("/api/users/nope").await;
-    let wrong_method = client.get("/api/users/signup").await;
-    // Last: the server closes a connection whose body it did not read, and a request sent on it
-    // meanwhile would find it closed.
     let huge = client
         .post(
             "/api/users/signup",
             json!({"email": "a@b.co", "password": "x".repeat(200_000)}),
         )
         .await;
+    // The server closes a connection whose body it did not read, and says so, so that the
+    // client's next request goes out on another.
+    assert_eq!(huge.headers["connection"], "close");
+    let unknown_route = client.get("/api/users/nope").await;
+    let wrong_method = client.get("/api/users/signup").await;
 
     for (reply, status) in [
         (&bad_json, 400),

@@ -385,7 +385,7 @@ pub async fn context(
 
 /// Waits for what the listeners bring that only their announcement can end within a test: a
 /// request that is not woken waits for an hour.
-pub fn announced_arrivals_only(service: &'static str) -> Arrivals {
+fn announced_arrivals_only(service: &'static str) -> Arrivals {
     Arrivals::new(
         service,
         ArrivalSettings {
@@ -622,6 +622,25 @@ impl TestService {
             backend,
             migrations,
             |ctx| ctx.listeners = listeners,
+            start,
+        )
+        .await
+    }
+
+    /// Like [`TestService::start`], but a request for something the service has not heard of
+    /// yet waits until a listener announces it, however long that takes: a test of the wake-up
+    /// that cannot pass by the wait running out.
+    pub async fn start_awaiting_arrivals(
+        name: &'static str,
+        backend: Backend,
+        migrations: &[&Migrations],
+        start: impl FnOnce(&ServiceContext) -> Router,
+    ) -> Self {
+        Self::start_shaped(
+            name,
+            backend,
+            migrations,
+            |ctx| ctx.arrivals = announced_arrivals_only(name),
             start,
         )
         .await

@@ -46,16 +46,9 @@ pub async fn spawn_app_with(
 pub async fn spawn_app_awaiting(backend: Backend) -> TestApp {
     let settings = orders::Settings::default();
     TestApp(
-        TestService::start_shaped(
-            orders::NAME,
-            backend,
-            &orders::MIGRATIONS,
-            |ctx| {
-                ctx.listeners = testkit::quick_listeners();
-                ctx.arrivals = testkit::announced_arrivals_only(orders::NAME);
-            },
-            |ctx| orders::start(ctx, &settings),
-        )
+        TestService::start_awaiting_arrivals(orders::NAME, backend, &orders::MIGRATIONS, |ctx| {
+            orders::start(ctx, &settings)
+        })
         .await,
     )
 }

@@ -71,14 +71,10 @@ pub async fn spawn_app_patient(backend: Backend) -> TestApp {
 pub async fn spawn_app_awaiting(backend: Backend) -> TestApp {
     let settings = sandbox_settings();
     TestApp(
-        TestService::start_shaped(
+        TestService::start_awaiting_arrivals(
             payments::NAME,
             backend,
             &payments::MIGRATIONS,
-            |ctx| {
-                ctx.listeners = testkit::quick_listeners();
-                ctx.arrivals = testkit::announced_arrivals_only(payments::NAME);
-            },
             |ctx| payments::start(ctx, &settings),
         )
         .await,

@@ -189,42 +189,19 @@ pub async fn lock_for_order(
     id: Uuid,
     order_id: Uuid,
 ) -> Result<Option<(Ticket, bool)>, sqlx::Error> {
-    match dialect {
-        // One statement: SQLite's write transaction shuts out every other writer from its start,
-        // so all it reads is current.
-        Dialect::Sqlite => {
-            let row = sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                ", (SELECT COUNT(*) FROM cancelled_orders WHERE order_id = $2) AS tombstones \
-                 FROM tickets WHERE id = $1"
-            ))
-            .bind(id.to_string())
+    // The lock first, then the tombstone, in a statement of its own: a PostgreSQL statement sees
+    // what was committed when it began, so a statement that waited for the lock while the
+    // cancellation was being committed would not see its tombstone, and would reserve the ticket
+    // for an order already cancelled, holding it for good.
+    let Some(ticket) = lock(&mut *conn, dialect, id).await? else {
+        return Ok(None);
+    };
+    let tombstones: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM cancelled_orders WHERE order_id = $1")
             .bind(order_id.to_string())
-            .fetch_optional(conn)
+            .fetch_one(&mut *conn)
             .await?;
-            row.map(|row| {
-                let cancelled = row.try_get::<i64, _>("tombstones")? > 0;
-                Ok((ticket_from_row(&row)?, cancelled))
-            })
-            .transpose()
-        }
-        // The lock first, then the tombstone, in a statement of its own: a PostgreSQL statement
-        // sees what was committed when it began, so a statement that waited for the lock while
-        // the cancellation was being committed would not see its tombstone, and would reserve
-        // the ticket for an order already cancelled, holding it for good.
-        Dialect::Postgres => {
-            let Some(ticket) = lock(&mut *conn, dialect, id).await? else {
-                return Ok(None);
-            };
-            let tombstones: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM cancelled_orders WHERE order_id = $1")
-                    .bind(order_id.to_string())
-                    .fetch_one(&mut *conn)
-                    .await?;
-            Ok(Some((ticket, tombstones > 0)))
-        }
-    }
+    Ok(Some((ticket, tombstones > 0)))
 }
 
 fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {

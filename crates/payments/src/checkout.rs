@@ -1,20 +1,25 @@
-//! Paying for an order: claim, charge, settle.
+//! Paying for an order: claim, prepare, confirm, settle.
 //!
 //! 1. **Claim** (one transaction, the order's replica row locked): check the order may be paid
 //!    and insert the payment as `pending`. The unique index on `payments.order_id` makes a second
 //!    claim for the same order fail, so a double click ends here, before any card is charged,
 //!    even with a processor that ignores idempotency keys. An order not heard of yet is waited
 //!    for, bounded, with no transaction open ([`Arrivals`]).
-//! 2. **Charge** (no transaction open): the processor charges the order's price with an
-//!    idempotency key derived from the order and the attempt number.
-//! 3. **Settle** (one transaction, the order's row locked again): if the order was cancelled
+//! 2. **Prepare** (no transaction open): the processor creates the charge's intent, unconfirmed,
+//!    with an idempotency key derived from the order and the attempt number; its id is recorded
+//!    on the claim. Nothing is charged yet.
+//! 3. **Confirm** (no transaction open): the money moves, or the card is declined.
+//! 4. **Settle** (one transaction, the order's row locked again): if the order was cancelled
 //!    while the card was being charged, the payment becomes `refund_due` and is refunded at once
 //!    (or by the refunder, if that fails); otherwise it becomes `succeeded` and payment:created is
 //!    written to the outbox in the same transaction.
 //!
 //! A decline deletes the claim and counts the attempt, so the buyer may try another card under a
-//! fresh key. A charge whose outcome is unknown (the processor did not answer) deletes the claim
-//! without counting it: the next try repeats the same key and learns the first outcome.
+//! fresh key. A request that dies, or loses the processor or the database, between claiming and
+//! settling leaves the claim pending: the reconciler ([`crate::reconciler`]) takes it up after
+//! the claim timeout and settles or releases it by asking the processor about the recorded
+//! intent. Since an intent is confirmed only once its id is recorded, a claim without one was
+//! never charged.
 
 use std::sync::Arc;
 
@@ -26,8 +31,8 @@ use common::{ApiError, ServiceContext, Store};
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::domain::{Claim, Currency, NewPayment, Payment, PaymentStatus, Refusal, check_payable};
-use crate::processor::{ChargeOutcome, ChargeRequest, PaymentProcessor, ProcessorError};
+use crate::domain::{Currency, NewPayment, Payment, PaymentStatus, Refusal, check_payable};
+use crate::processor::{ChargeOutcome, ChargeRequest, PaymentProcessor, Prepared, ProcessorError};
 use crate::refunds::Refunds;
 use crate::store;
 
@@ -116,42 +121,59 @@ impl Checkout {
             order_id: payment.order_id,
             payment_id: payment.id,
         };
-        let outcome = self.processor.charge(&charge).await;
         let processor = self.processor.name();
-        match outcome {
-            Ok(ChargeOutcome::Succeeded { stripe_id }) => {
-                count("charged", processor);
-                self.settle(&payment, &stripe_id).await
+        let intent_id = match self.processor.prepare(&charge).await {
+            Ok(Prepared::Intent { id }) => id,
+            Ok(Prepared::InvalidToken { message }) => {
+                count("invalid_token", processor);
+                self.release(&payment).await;
+                return Err(ApiError::field("token", &message));
             }
-            Ok(ChargeOutcome::Processing { stripe_id }) => {
+            Err(err) => {
+                count(failure(&err), processor);
+                // Nothing is confirmed without a recorded intent: the claim can go at once.
+                self.release(&payment).await;
+                return Err(processor_error(err));
+            }
+        };
+        if !self.record_intent(&payment, &intent_id).await? {
+            // The reconciler took this claim for abandoned and released it while the intent was
+            // being made: it is never confirmed.
+            self.cancel_quietly(&intent_id).await;
+            return Err(ApiError::Unavailable(anyhow::anyhow!(
+                "payment {} was released while it was being prepared",
+                payment.id
+            )));
+        }
+        match self.processor.confirm(&intent_id).await {
+            Ok(ChargeOutcome::Succeeded) => {
+                count("charged", processor);
+                self.settle(&payment, &intent_id).await
+            }
+            Ok(ChargeOutcome::Processing) => {
                 count("processing", processor);
-                let mut conn = self.store.writer().acquire().await?;
-                store::set_processing(&mut conn, payment.id, &stripe_id, now_millis()).await?;
-                tracing::info!(payment = %payment.id, %stripe_id, "charge processing; a webhook will settle it");
+                tracing::info!(payment = %payment.id, %intent_id, "charge processing; a webhook or the reconciler will settle it");
                 Ok(payment)
             }
             Ok(ChargeOutcome::Declined { message }) => {
                 count("declined", processor);
-                self.release(&payment, true).await;
+                self.release(&payment).await;
                 tracing::info!(payment = %payment.id, attempt = payment.attempt, "card declined");
                 Err(ApiError::PaymentDeclined(message))
             }
-            Ok(ChargeOutcome::InvalidToken { message }) => {
-                count("invalid_token", processor);
-                self.release(&payment, true).await;
-                Err(ApiError::field("token", &message))
+            Ok(ChargeOutcome::Canceled) => {
+                count("canceled", processor);
+                Err(ApiError::Unavailable(anyhow::anyhow!(
+                    "payment {} took too long and was cancelled before it was charged",
+                    payment.id
+                )))
             }
-            Err(ProcessorError::Unavailable(err)) => {
-                count("unknown", processor);
-                // Not counted as an attempt: the next try repeats this key and so learns whether
-                // this charge happened, instead of making a second one.
-                self.release(&payment, false).await;
-                Err(ApiError::Unavailable(err))
-            }
-            Err(ProcessorError::Refused(err)) => {
-                count("refused", processor);
-                self.release(&payment, true).await;
-                Err(ApiError::Internal(err))
+            Err(err) => {
+                count(failure(&err), processor);
+                // Charged or not, nobody can tell yet: the claim stays pending, and the
+                // reconciler asks the processor about its intent once the claim times out.
+                tracing::warn!(payment = %payment.id, %intent_id, error = %err, "charge outcome unknown; left to the reconciler");
+                Err(processor_error(err))
             }
         }
     }
@@ -177,34 +199,32 @@ impl Checkout {
         };
         let existing = store::payment_for_order(&mut tx, order_id).await?;
         let now_ms = now_millis();
-        let payment = match check_payable(&order, buyer, existing.as_ref(), from_millis(now_ms))? {
-            Claim::Fresh => {
-                let payment = Payment::claim(&order, &self.currency, now_ms);
-                match store::insert_claim(&mut tx, &payment).await {
-                    // The lock above already serialises claims; the index is the guarantee.
-                    Err(err) if is_unique_violation(&err) => {
-                        return Err(Refusal::AlreadyPaid.into());
-                    }
-                    other => other?,
-                }
-                payment
-            }
-            Claim::TakeOver(abandoned) => {
-                if !store::renew_claim(&mut tx, &abandoned, now_ms).await? {
-                    return Err(Refusal::AlreadyPaid.into());
-                }
-                tracing::warn!(payment = %abandoned.id, attempt = abandoned.attempt, "taking over an abandoned claim; repeating its idempotency key");
-                Payment {
-                    updated_at: now_ms,
-                    ..abandoned
-                }
-            }
-        };
+        check_payable(&order, buyer, existing.as_ref(), from_millis(now_ms))?;
+        let payment = Payment::claim(&order, &self.currency, now_ms);
+        match store::insert_claim(&mut tx, &payment).await {
+            // The lock above already serialises claims; the index is the guarantee.
+            Err(err) if is_unique_violation(&err) => return Err(Refusal::InProgress.into()),
+            other => other?,
+        }
         tx.commit().await?;
         Ok(payment)
     }
 
-    /// Step 3: records the successful charge and answers the buyer.
+    /// Step 2's record: notes the intent on the claim, unless the claim was released meanwhile.
+    async fn record_intent(&self, payment: &Payment, intent_id: &str) -> Result<bool, ApiError> {
+        let mut conn = self.store.writer().acquire().await?;
+        Ok(store::record_intent(&mut conn, payment.id, intent_id, now_millis()).await?)
+    }
+
+    /// Cancels an intent that must never be confirmed. A failure only leaves an unconfirmed
+    /// intent behind, which moves no money.
+    async fn cancel_quietly(&self, intent_id: &str) {
+        if let Err(err) = self.processor.cancel(intent_id).await {
+            tracing::warn!(%intent_id, error = %err, "cannot cancel an intent of a released claim");
+        }
+    }
+
+    /// Step 4: records the successful charge and answers the buyer.
     async fn settle(&self, payment: &Payment, stripe_id: &str) -> Result<Payment, ApiError> {
         let mut tx = self.store.begin().await?;
         let settlement = settle_charge(&mut tx, self.store.dialect(), payment, stripe_id).await?;
@@ -248,22 +268,36 @@ impl Checkout {
         }
     }
 
-    /// Deletes a claim whose charge did not go through, counting the attempt when its key may
-    /// not be used again.
-    async fn release(&self, payment: &Payment, count_attempt: bool) {
+    /// Deletes a claim whose charge did not go through, and counts the attempt, so the next one
+    /// gets a fresh idempotency key.
+    async fn release(&self, payment: &Payment) {
         let released = async {
             let mut tx = self.store.begin().await?;
             store::lock_order(&mut tx, self.store.dialect(), payment.order_id).await?;
             store::release_claim(&mut tx, payment.id).await?;
-            if count_attempt {
-                store::count_declined_attempt(&mut tx, payment.order_id).await?;
-            }
+            store::count_declined_attempt(&mut tx, payment.order_id).await?;
             tx.commit().await
         };
         if let Err(err) = released.await {
-            // The claim stays pending until it is old enough to be taken over by a new request.
+            // The claim stays pending until the reconciler takes it up.
             tracing::error!(payment = %payment.id, error = %err, "cannot release a claim");
         }
+    }
+}
+
+/// A processor's failure as the buyer is told of it.
+fn processor_error(err: ProcessorError) -> ApiError {
+    match err {
+        ProcessorError::Unavailable(err) => ApiError::Unavailable(err),
+        ProcessorError::Refused(err) => ApiError::Internal(err),
+    }
+}
+
+/// A processor's failure as the charge metrics count it.
+fn failure(err: &ProcessorError) -> &'static str {
+    match err {
+        ProcessorError::Unavailable(_) => "unknown",
+        ProcessorError::Refused(_) => "refused",
     }
 }
 

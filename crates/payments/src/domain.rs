@@ -8,6 +8,8 @@ use common::events::{OrderCreated, OrderStatus, PaymentCreated};
 use common::money::Cents;
 use common::store::{from_millis, millis};
 use common::validate::{FieldErrors, Validate};
+
+use crate::processor::IntentStatus;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -16,9 +18,11 @@ use uuid::Uuid;
 
 /// The longest card token accepted, in characters. Stripe's ids are far shorter.
 pub const MAX_TOKEN_CHARS: usize = 255;
-/// How long a claim may stay pending without a processor id before another request may take it
-/// over: longer than any charge call can take (the processor client gives up after 20 seconds).
-pub const CLAIM_TIMEOUT_MS: i64 = 60_000;
+/// How long a claim may stay pending before the reconciler takes it up, unless configured
+/// otherwise: longer than a charge takes (the Stripe client gives up on a call after 20 seconds),
+/// so that the reconciler seldom asks about a charge whose request is still waiting for it. Only
+/// promptness depends on it, not correctness: see [`reconcile_step`].
+pub const DEFAULT_CLAIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a refund may stay in flight before the refunder tries it again (with the same
 /// idempotency key, so the processor answers with the refund it already made, if it made one).
 pub const REFUND_TIMEOUT_MS: i64 = 60_000;
@@ -161,6 +165,9 @@ pub enum Refusal {
     NotOwner,
     Cancelled,
     AlreadyPaid,
+    /// A charge of the order is under way (a double click, or a charge whose outcome the
+    /// reconciler has yet to learn).
+    InProgress,
     Expired,
 }
 
@@ -170,19 +177,12 @@ impl From<Refusal> for ApiError {
             Refusal::NotOwner => ApiError::Unauthorized,
             Refusal::Cancelled => ApiError::BadRequest("Cannot pay for a cancelled order".into()),
             Refusal::AlreadyPaid => ApiError::BadRequest("Order already paid".into()),
+            Refusal::InProgress => {
+                ApiError::BadRequest("A payment for this order is already in progress".into())
+            }
             Refusal::Expired => ApiError::BadRequest("Order has expired".into()),
         }
     }
-}
-
-/// What a payment request may do with an order that passed the checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// No payment exists: insert a new claim.
-    Fresh,
-    /// A claim was abandoned (its request died between claiming and settling): take it over and
-    /// repeat its charge with the same idempotency key, so a charge it made is found, not repeated.
-    TakeOver(Payment),
 }
 
 /// Decides whether `buyer` may pay for `order` now, given the payment already recorded for it.
@@ -191,7 +191,7 @@ pub fn check_payable(
     buyer: Uuid,
     existing: Option<&Payment>,
     now: OffsetDateTime,
-) -> Result<Claim, Refusal> {
+) -> Result<(), Refusal> {
     if order.user_id != buyer {
         return Err(Refusal::NotOwner);
     }
@@ -200,18 +200,47 @@ pub fn check_payable(
         OrderStatus::Complete => return Err(Refusal::AlreadyPaid),
         OrderStatus::Created | OrderStatus::AwaitingPayment => {}
     }
-    let claim = match existing {
-        None => Claim::Fresh,
-        Some(payment) if payment.is_abandoned_claim(millis(now)) => {
-            Claim::TakeOver(payment.clone())
-        }
-        // Paid, being paid by a request in flight (a double click), or refunded.
+    match existing.map(|payment| payment.status) {
+        None => {}
+        // Settled by the reconciler or a webhook, or released so the buyer may try again.
+        Some(PaymentStatus::Pending) => return Err(Refusal::InProgress),
+        // Paid, or refunded.
         Some(_) => return Err(Refusal::AlreadyPaid),
-    };
+    }
     if order.has_expired(now) {
         return Err(Refusal::Expired);
     }
-    Ok(claim)
+    Ok(())
+}
+
+/// What the reconciler does with a claim left pending past its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconcileStep {
+    /// Nothing was charged, and nothing can be any more: delete the claim (counting the
+    /// attempt), so the buyer may pay again.
+    Release,
+    /// The intent exists and is not confirmed: cancel it, then decide again on what the
+    /// cancellation answers (it may have been confirmed a moment before).
+    Cancel,
+    /// Charged: settle it as the request would have (paid, or a refund owed if the order was
+    /// cancelled meanwhile).
+    Settle,
+    /// The outcome is not final yet: look again after another timeout.
+    Wait,
+}
+
+/// Decides on a stale claim from its intent's status, `None` when the claim has no intent. A
+/// claim without an intent was never confirmed, since a charge is confirmed only after its
+/// intent's id is recorded on the claim; and recording it fails once the claim is released.
+/// So a decision here never races a request into charging a released claim, however slow the
+/// request is.
+pub fn reconcile_step(intent: Option<IntentStatus>) -> ReconcileStep {
+    match intent {
+        None | Some(IntentStatus::Failed | IntentStatus::Canceled) => ReconcileStep::Release,
+        Some(IntentStatus::RequiresConfirmation) => ReconcileStep::Cancel,
+        Some(IntentStatus::Succeeded) => ReconcileStep::Settle,
+        Some(IntentStatus::Processing) => ReconcileStep::Wait,
+    }
 }
 
 /// Where a payment is in its life.
@@ -260,8 +289,8 @@ pub struct Payment {
     pub id: Uuid,
     pub order_id: Uuid,
     pub status: PaymentStatus,
-    /// The processor's id of the charge (`pi_…` at Stripe, `ch_sandbox_…` in the sandbox), once
-    /// known.
+    /// The processor's id of the charge's intent (`pi_…` at Stripe, `ch_sandbox_…` in the
+    /// sandbox), recorded before the intent is confirmed.
     pub stripe_id: Option<String>,
     pub amount: Cents,
     pub currency: String,
@@ -299,13 +328,6 @@ impl Payment {
     /// The Idempotency-Key of this payment's refund: one refund per payment.
     pub fn refund_key(&self) -> String {
         format!("refund-{}", self.id)
-    }
-
-    /// Whether this is a claim whose request died before it learnt the charge's outcome.
-    pub fn is_abandoned_claim(&self, now_ms: i64) -> bool {
-        self.status == PaymentStatus::Pending
-            && self.stripe_id.is_none()
-            && now_ms.saturating_sub(self.updated_at) > CLAIM_TIMEOUT_MS
     }
 
     /// The event announcing the payment succeeded.
@@ -675,7 +697,7 @@ mod tests {
         let buyer = Uuid::now_v7();
         let now = OffsetDateTime::now_utc();
         let live = order(buyer, OrderStatus::Created, time::Duration::minutes(15));
-        assert_eq!(check_payable(&live, buyer, None, now), Ok(Claim::Fresh));
+        assert_eq!(check_payable(&live, buyer, None, now), Ok(()));
         assert_eq!(
             check_payable(&live, Uuid::now_v7(), None, now),
             Err(Refusal::NotOwner)
@@ -698,7 +720,8 @@ mod tests {
             "paid comes before expired"
         );
 
-        let paid = Payment::claim(&live, &Currency::default(), millis(now));
+        let mut paid = Payment::claim(&live, &Currency::default(), millis(now));
+        paid.status = PaymentStatus::Succeeded;
         assert_eq!(
             check_payable(&live, buyer, Some(&paid), now),
             Err(Refusal::AlreadyPaid)
@@ -713,25 +736,53 @@ mod tests {
     }
 
     #[test]
-    fn only_an_old_claim_without_a_charge_id_may_be_taken_over() {
+    fn a_claim_under_way_is_in_progress_and_a_settled_one_is_paid() {
         let buyer = Uuid::now_v7();
         let live = order(buyer, OrderStatus::Created, time::Duration::minutes(15));
         let now = OffsetDateTime::now_utc();
-        let mut claim = Payment::claim(&live, &Currency::default(), millis(now) - 61_000);
+        let mut payment = Payment::claim(&live, &Currency::default(), millis(now));
         assert_eq!(
-            check_payable(&live, buyer, Some(&claim), now),
-            Ok(Claim::TakeOver(claim.clone()))
+            check_payable(&live, buyer, Some(&payment), now),
+            Err(Refusal::InProgress)
         );
-        claim.stripe_id = Some("pi_123".into());
+        for settled in [
+            PaymentStatus::Succeeded,
+            PaymentStatus::RefundDue,
+            PaymentStatus::Refunding,
+            PaymentStatus::Refunded,
+        ] {
+            payment.status = settled;
+            assert_eq!(
+                check_payable(&live, buyer, Some(&payment), now),
+                Err(Refusal::AlreadyPaid),
+                "{settled:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stale_claim_is_settled_only_when_charged_and_released_only_when_it_cannot_be() {
+        assert_eq!(reconcile_step(None), ReconcileStep::Release);
         assert_eq!(
-            check_payable(&live, buyer, Some(&claim), now),
-            Err(Refusal::AlreadyPaid)
+            reconcile_step(Some(IntentStatus::Failed)),
+            ReconcileStep::Release
         );
-        claim.stripe_id = None;
-        claim.updated_at = millis(now) - 1_000;
         assert_eq!(
-            check_payable(&live, buyer, Some(&claim), now),
-            Err(Refusal::AlreadyPaid)
+            reconcile_step(Some(IntentStatus::Canceled)),
+            ReconcileStep::Release
+        );
+        assert_eq!(
+            reconcile_step(Some(IntentStatus::RequiresConfirmation)),
+            ReconcileStep::Cancel,
+            "an intent that may still be confirmed is cancelled before anything is released"
+        );
+        assert_eq!(
+            reconcile_step(Some(IntentStatus::Succeeded)),
+            ReconcileStep::Settle
+        );
+        assert_eq!(
+            reconcile_step(Some(IntentStatus::Processing)),
+            ReconcileStep::Wait
         );
     }
 

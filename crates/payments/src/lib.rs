@@ -4,8 +4,8 @@
 //!
 //! A buyer pays for their order with a card token; the service claims the order in its database
 //! before charging the card, so a double click charges once; it announces a successful payment
-//! as payment:created through its transactional outbox; and it refunds any charge whose order was
-//! cancelled meanwhile. Money moves through Stripe when a secret key is
+//! as payment:created through its transactional outbox; it refunds any charge whose order was
+//! cancelled meanwhile; and it settles or releases every claim a crash left pending. Money moves through Stripe when a secret key is
 //! configured, and through a local sandbox that accepts Stripe's test tokens otherwise.
 //!
 //! [`start`] spawns the outbox relay, the refunder and the listeners and returns the HTTP routes;
@@ -16,12 +16,14 @@ pub mod checkout;
 pub mod domain;
 pub mod listeners;
 pub mod processor;
+pub mod reconciler;
 pub mod refunds;
 pub mod routes;
 pub mod store;
 pub mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use common::events::{OrderCancelled, OrderCompleted, OrderCreated};
@@ -43,16 +45,30 @@ pub const DEFAULT_CURRENCY: &str = "usd";
 /// The service's own tables: the order replica, payments, refunds, webhook events and the
 /// sandbox's charges.
 pub const PAYMENTS_MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 100,
-        name: "payments",
-        sql: include_str!("../migrations/sqlite/0100_payments.sql"),
-    }],
-    postgres: &[Migration {
-        version: 100,
-        name: "payments",
-        sql: include_str!("../migrations/postgres/0100_payments.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 100,
+            name: "payments",
+            sql: include_str!("../migrations/sqlite/0100_payments.sql"),
+        },
+        Migration {
+            version: 101,
+            name: "two-step charges",
+            sql: include_str!("../migrations/sqlite/0101_two_step_charges.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 100,
+            name: "payments",
+            sql: include_str!("../migrations/postgres/0100_payments.sql"),
+        },
+        Migration {
+            version: 101,
+            name: "two-step charges",
+            sql: include_str!("../migrations/postgres/0101_two_step_charges.sql"),
+        },
+    ],
 };
 
 /// Every migration a payments database needs: the platform outbox and inbox, then its own.
@@ -69,6 +85,8 @@ pub struct Settings {
     /// The signing secret of Stripe's webhook endpoint. Without it the webhook endpoint
     /// answers 404: an event that cannot be verified is never acted on.
     pub webhook_secret: Option<SecretString>,
+    /// How long a claim may stay pending before the reconciler settles or releases it.
+    pub claim_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -77,6 +95,7 @@ impl Default for Settings {
             stripe: None,
             currency: DEFAULT_CURRENCY.to_owned(),
             webhook_secret: None,
+            claim_timeout: domain::DEFAULT_CLAIM_TIMEOUT,
         }
     }
 }
@@ -144,7 +163,7 @@ impl Settings {
 }
 
 /// Starts the service's background work (the outbox relay, the relay of other replicas'
-/// arrivals, the refunder, and the listeners of order:created, order:cancelled and
+/// arrivals, the reconciler and refunder, and the listeners of order:created, order:cancelled and
 /// order:completed, all stopping on `ctx.shutdown`) and returns its routes with their state
 /// applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
@@ -168,7 +187,13 @@ pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     );
 
     let refunds = refunds::Refunds::new(ctx.store.clone(), processor.clone());
-    ctx.tasks.spawn(refunds.clone().run(ctx.shutdown.clone()));
+    let reconciler = reconciler::Reconciler::new(
+        ctx,
+        processor.clone(),
+        refunds.clone(),
+        settings.claim_timeout,
+    );
+    ctx.tasks.spawn(reconciler.run(ctx.shutdown.clone()));
 
     let dialect = ctx.store.dialect();
     listener::spawn::<OrderCreated, _>(ctx, listeners::RecordOrder);

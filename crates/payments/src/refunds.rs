@@ -10,21 +10,17 @@
 //! is retried until it goes through, and made once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::Store;
 use common::store::now_millis;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::REFUND_TIMEOUT_MS;
 use crate::processor::{PaymentProcessor, ProcessorError, RefundRequest};
 use crate::store::{self, RefundRecord};
 
-/// How often the refunder looks without being woken.
-const POLL: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How many owed refunds one pass makes at most.
 const BATCH: i64 = 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -133,35 +129,10 @@ impl Refunds {
         failure.map_or(Ok(refunded), Err)
     }
 
-    /// Refunds what is owed until shut down: at once when woken, every second otherwise, backing
-    /// off while the processor or the database is away.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let wake = self.wake.clone();
-            let woken = wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-
-            let pause = match self.refund_owed().await {
-                Ok(n) if n as i64 >= BATCH => continue,
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
-                    POLL
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in = ?backoff, "refunder cannot refund");
-                    let pause = backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    pause
-                }
-            };
-            tokio::select! {
-                () = &mut woken => {}
-                () = tokio::time::sleep(pause) => {}
-                () = shutdown.cancelled() => break,
-            }
-        }
+    /// Resolves when [`Refunds::wake`] is called.
+    /// A wake that came while nobody waited is kept for the next wait, so none is missed.
+    pub async fn woken(&self) {
+        self.wake.notified().await
     }
 
     fn count(&self, outcome: &'static str) {

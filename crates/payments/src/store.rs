@@ -191,25 +191,6 @@ pub async fn insert_claim(conn: &mut AnyConnection, payment: &Payment) -> Result
     Ok(())
 }
 
-/// Takes over an abandoned claim, only if nobody renewed it since it was read as `seen`.
-pub async fn renew_claim(
-    conn: &mut AnyConnection,
-    seen: &Payment,
-    now_ms: i64,
-) -> Result<bool, sqlx::Error> {
-    let renewed = sqlx::query(
-        "UPDATE payments SET updated_at = $3 WHERE id = $1 AND status = 'pending' \
-         AND stripe_id IS NULL AND updated_at = $2",
-    )
-    .bind(seen.id.to_string())
-    .bind(seen.updated_at)
-    .bind(now_ms)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(renewed == 1)
-}
-
 /// Deletes a claim whose charge did not happen, so the buyer may try again.
 pub async fn release_claim(conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     let deleted = sqlx::query("DELETE FROM payments WHERE id = $1 AND status = 'pending'")
@@ -220,23 +201,77 @@ pub async fn release_claim(conn: &mut AnyConnection, id: Uuid) -> Result<bool, s
     Ok(deleted == 1)
 }
 
-/// Notes the processor's id of a charge still processing; a webhook will settle it.
-pub async fn set_processing(
+/// Records the id of a claim's intent, before it is confirmed. `false` when the claim is no
+/// longer pending without one (the reconciler released it meanwhile): then the intent must not
+/// be confirmed.
+pub async fn record_intent(
     conn: &mut AnyConnection,
     id: Uuid,
-    stripe_id: &str,
+    intent_id: &str,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
-        "UPDATE payments SET stripe_id = $2, updated_at = $3 WHERE id = $1 AND status = 'pending'",
+        "UPDATE payments SET stripe_id = $2, updated_at = $3 \
+         WHERE id = $1 AND status = 'pending' AND stripe_id IS NULL",
     )
     .bind(id.to_string())
-    .bind(stripe_id)
+    .bind(intent_id)
     .bind(now_ms)
     .execute(conn)
     .await?
     .rows_affected();
     Ok(updated == 1)
+}
+
+/// Claims pending since before `stale_before_ms`, oldest first: the reconciler's work.
+pub async fn stale_claims(
+    pool: &AnyPool,
+    stale_before_ms: i64,
+    limit: i64,
+) -> Result<Vec<Payment>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE status = 'pending' AND updated_at < $1 ORDER BY updated_at LIMIT $2"
+    ))
+    .bind(stale_before_ms)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(payment_from_row).collect()
+}
+
+/// Deletes a claim the reconciler found could not have charged, only if it is still as the
+/// reconciler saw it (`seen`): pending, with the same intent or none, not renewed since.
+pub async fn release_stale_claim(
+    conn: &mut AnyConnection,
+    seen: &Payment,
+) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM payments WHERE id = $1 AND status = 'pending' AND updated_at = $2 \
+         AND COALESCE(stripe_id, '') = $3",
+    )
+    .bind(seen.id.to_string())
+    .bind(seen.updated_at)
+    .bind(seen.stripe_id.as_deref().unwrap_or_default())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(deleted == 1)
+}
+
+/// Puts off a pending claim's next look by the reconciler (its charge is still processing).
+pub async fn touch_claim(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE payments SET updated_at = $2 WHERE id = $1 AND status = 'pending'")
+        .bind(id.to_string())
+        .bind(now_ms)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Settles a pending payment as charged: `succeeded`, or `refund_due` when its order was
@@ -425,7 +460,7 @@ pub async fn record_webhook_event(
     Ok(inserted == 1)
 }
 
-/// A charge in the sandbox processor's books.
+/// A charge in the sandbox processor's books: an intent, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxCharge {
     pub id: String,
@@ -434,17 +469,21 @@ pub struct SandboxCharge {
     pub currency: String,
     pub token: String,
     pub order_id: Uuid,
+    /// Stripe's names: `requires_confirmation`, `succeeded`, `requires_payment_method`,
+    /// `canceled`.
+    pub status: String,
 }
 
-/// Makes a sandbox charge, or returns the one already made under the same idempotency key.
-pub async fn sandbox_charge(
+/// Creates a sandbox intent, unconfirmed, or returns the one already created under the same
+/// idempotency key.
+pub async fn sandbox_prepare(
     pool: &AnyPool,
     charge: &SandboxCharge,
     now_ms: i64,
 ) -> Result<SandboxCharge, sqlx::Error> {
     sqlx::query(
         "INSERT INTO sandbox_charges (id, idempotency_key, amount_cents, currency, token, \
-         order_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         order_id, created_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'requires_confirmation') \
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(&charge.id)
@@ -457,7 +496,7 @@ pub async fn sandbox_charge(
     .execute(pool)
     .await?;
     let row = sqlx::query(
-        "SELECT id, idempotency_key, amount_cents, currency, token, order_id \
+        "SELECT id, idempotency_key, amount_cents, currency, token, order_id, status \
          FROM sandbox_charges WHERE idempotency_key = $1",
     )
     .bind(&charge.idempotency_key)
@@ -470,11 +509,47 @@ pub async fn sandbox_charge(
         currency: row.try_get("currency")?,
         token: row.try_get("token")?,
         order_id: uuid_column(&row, "order_id")?,
+        status: row.try_get("status")?,
     })
 }
 
+/// The token and status of a sandbox intent; `None` when there is no such intent.
+pub async fn sandbox_intent(
+    pool: &AnyPool,
+    id: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    let row = sqlx::query("SELECT token, status FROM sandbox_charges WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.map(|row| Ok((row.try_get("token")?, row.try_get("status")?)))
+        .transpose()
+}
+
+/// Moves a sandbox intent that is still unconfirmed to `status` (confirmed one way or the other,
+/// or cancelled), in one conditional statement, so that a confirmation and a cancellation racing
+/// each other end one way. Returns the status it is in afterwards; `None` when there is no such
+/// intent.
+pub async fn sandbox_settle_intent(
+    pool: &AnyPool,
+    id: &str,
+    status: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query(
+        "UPDATE sandbox_charges SET status = $2 WHERE id = $1 AND status = 'requires_confirmation'",
+    )
+    .bind(id)
+    .bind(status)
+    .execute(pool)
+    .await?;
+    sqlx::query_scalar("SELECT status FROM sandbox_charges WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Refunds a sandbox charge in full, once: a second refund of the same charge returns the first
-/// refund's id. `None` when there is no such charge.
+/// refund's id. `None` when there is no such charge, or when it never went through.
 pub async fn sandbox_refund(
     pool: &AnyPool,
     charge_id: &str,
@@ -483,18 +558,19 @@ pub async fn sandbox_refund(
 ) -> Result<Option<String>, sqlx::Error> {
     sqlx::query(
         "UPDATE sandbox_charges SET refund_id = $2, refunded_at = $3 \
-         WHERE id = $1 AND refund_id IS NULL",
+         WHERE id = $1 AND refund_id IS NULL AND status = 'succeeded'",
     )
     .bind(charge_id)
     .bind(new_refund_id)
     .bind(now_ms)
     .execute(pool)
     .await?;
-    let refund_id: Option<Option<String>> =
-        sqlx::query_scalar("SELECT refund_id FROM sandbox_charges WHERE id = $1")
-            .bind(charge_id)
-            .fetch_optional(pool)
-            .await?;
+    let refund_id: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT refund_id FROM sandbox_charges WHERE id = $1 AND status = 'succeeded'",
+    )
+    .bind(charge_id)
+    .fetch_optional(pool)
+    .await?;
     Ok(refund_id.flatten())
 }
 

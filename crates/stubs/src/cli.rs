@@ -145,6 +145,10 @@ pub struct SharedArgs {
     /// test mode and takes Stripe's public test card numbers.
     #[arg(long, env = "STUBS_STRIPE_PUBLISHABLE_KEY")]
     pub stripe_publishable_key: Option<String>,
+    /// How long a payment may stay unsettled (its request crashed, or lost the processor or the
+    /// database) before it is settled or released by asking the processor what became of it.
+    #[arg(long, env = "STUBS_PAYMENT_CLAIM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub payment_claim_timeout: Duration,
     /// Currency every order is charged in (ISO code, two decimals).
     #[arg(long, env = "STUBS_CURRENCY", default_value = payments::DEFAULT_CURRENCY)]
     pub currency: String,
@@ -210,6 +214,7 @@ impl SharedArgs {
                 }),
             currency: self.currency.clone(),
             webhook_secret: self.stripe_webhook_secret.clone(),
+            claim_timeout: self.payment_claim_timeout,
         }
     }
 }

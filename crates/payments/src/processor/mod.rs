@@ -30,17 +30,44 @@ pub struct ChargeRequest {
     pub payment_id: Uuid,
 }
 
-/// What the processor did with a charge.
+/// What became of creating the intent of a charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChargeOutcome {
-    /// The money is taken; `stripe_id` names the charge (`pi_…` at Stripe).
-    Succeeded { stripe_id: String },
-    /// Accepted but not final (asynchronous payment methods); a webhook will tell the end.
-    Processing { stripe_id: String },
-    /// The card was declined; the message is the processor's, fit for the buyer.
-    Declined { message: String },
+pub enum Prepared {
+    /// The intent exists, unconfirmed: nothing is charged until it is confirmed.
+    Intent { id: String },
     /// The token names no card the processor knows.
     InvalidToken { message: String },
+}
+
+/// What the processor did when an intent was confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// The money is taken.
+    Succeeded,
+    /// Accepted but not final (asynchronous payment methods); a webhook, or the reconciler,
+    /// will tell the end.
+    Processing,
+    /// The card was declined; the message is the processor's, fit for the buyer.
+    Declined { message: String },
+    /// The intent was cancelled before it could be confirmed (by the reconciler, which took the
+    /// claim for abandoned): nothing is charged.
+    Canceled,
+}
+
+/// Where an intent is, as the reconciler needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentStatus {
+    /// Created and not confirmed (or waiting for an authentication that never comes): no money
+    /// has moved yet, and cancelling it makes sure none will.
+    RequiresConfirmation,
+    /// Confirmed, the outcome not final yet.
+    Processing,
+    /// Charged.
+    Succeeded,
+    /// Confirmed and declined: nothing charged.
+    Failed,
+    /// Cancelled: nothing charged, nothing ever will be.
+    Canceled,
 }
 
 /// A full refund of a charge.
@@ -70,14 +97,27 @@ pub enum ProcessorError {
     Refused(#[source] anyhow::Error),
 }
 
-/// Whoever moves the money.
+/// Whoever moves the money. A charge takes two calls: [`PaymentProcessor::prepare`] creates its
+/// intent, whose id the caller records on the claim, and only then [`PaymentProcessor::confirm`]
+/// moves the money. So a claim left pending by a crash either has no intent (nothing can have
+/// been charged) or names one that [`PaymentProcessor::look_up`] can ask about.
 #[async_trait]
 pub trait PaymentProcessor: Send + Sync + 'static {
     /// A short name for logs and metrics: `stripe` or `sandbox`.
     fn name(&self) -> &'static str;
 
-    /// Charges a card, once per idempotency key.
-    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError>;
+    /// Creates the intent of a charge, unconfirmed, once per idempotency key.
+    async fn prepare(&self, request: &ChargeRequest) -> Result<Prepared, ProcessorError>;
+
+    /// Confirms an intent: the money moves now, or the card is declined.
+    async fn confirm(&self, intent_id: &str) -> Result<ChargeOutcome, ProcessorError>;
+
+    /// Where an intent is now.
+    async fn look_up(&self, intent_id: &str) -> Result<IntentStatus, ProcessorError>;
+
+    /// Cancels an intent that is not confirmed yet, and answers where it is afterwards: cancelled,
+    /// or, if it was confirmed first, whatever its confirmation made it.
+    async fn cancel(&self, intent_id: &str) -> Result<IntentStatus, ProcessorError>;
 
     /// Refunds a charge in full, once per idempotency key.
     async fn refund(&self, request: &RefundRequest) -> Result<RefundReceipt, ProcessorError>;
@@ -101,17 +141,35 @@ pub struct Unconfigured {
     pub reason: String,
 }
 
+impl Unconfigured {
+    fn error(&self) -> ProcessorError {
+        ProcessorError::Refused(anyhow::anyhow!(
+            "payments are not configured: {}",
+            self.reason
+        ))
+    }
+}
+
 #[async_trait]
 impl PaymentProcessor for Unconfigured {
     fn name(&self) -> &'static str {
         "unconfigured"
     }
 
-    async fn charge(&self, _: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError> {
-        Err(ProcessorError::Refused(anyhow::anyhow!(
-            "payments are not configured: {}",
-            self.reason
-        )))
+    async fn prepare(&self, _: &ChargeRequest) -> Result<Prepared, ProcessorError> {
+        Err(self.error())
+    }
+
+    async fn confirm(&self, _: &str) -> Result<ChargeOutcome, ProcessorError> {
+        Err(self.error())
+    }
+
+    async fn look_up(&self, _: &str) -> Result<IntentStatus, ProcessorError> {
+        Err(self.error())
+    }
+
+    async fn cancel(&self, _: &str) -> Result<IntentStatus, ProcessorError> {
+        Err(self.error())
     }
 
     async fn refund(&self, _: &RefundRequest) -> Result<RefundReceipt, ProcessorError> {

@@ -1,15 +1,17 @@
 //! The sandbox processor, used when no Stripe key is configured (`stubs up` out of the box). It
 //! accepts Stripe's documented test tokens (`tok_visa` succeeds, `tok_chargeDeclined` is
 //! declined; see [`crate::domain::sandbox_card`]), keeps its books in the payments database
-//! (`sandbox_charges`) and never leaves the machine. Like Stripe, it answers a repeated
-//! idempotency key with the charge it made the first time.
+//! (`sandbox_charges`) and never leaves the machine. Like Stripe, it makes a charge in two steps
+//! (an intent, then its confirmation), answers a repeated idempotency key with the intent it
+//! created the first time, and can say where any intent is.
 
 use async_trait::async_trait;
 use common::Store;
 use common::store::{is_unavailable, now_millis};
 
 use super::{
-    ChargeOutcome, ChargeRequest, PaymentProcessor, ProcessorError, RefundReceipt, RefundRequest,
+    ChargeOutcome, ChargeRequest, IntentStatus, PaymentProcessor, Prepared, ProcessorError,
+    RefundReceipt, RefundRequest,
 };
 use crate::domain::{SandboxCard, UNKNOWN_SANDBOX_TOKEN, sandbox_card};
 use crate::store::{self, SandboxCharge};
@@ -24,6 +26,14 @@ impl Sandbox {
     pub fn new(store: Store) -> Self {
         Self { store }
     }
+
+    /// Moves an unconfirmed intent to `status`; answers where it is afterwards.
+    async fn settle_intent(&self, intent_id: &str, status: &str) -> Result<String, ProcessorError> {
+        store::sandbox_settle_intent(self.store.writer(), intent_id, status)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| no_such_intent(intent_id))
+    }
 }
 
 fn store_error(err: sqlx::Error) -> ProcessorError {
@@ -34,42 +44,97 @@ fn store_error(err: sqlx::Error) -> ProcessorError {
     }
 }
 
+fn no_such_intent(intent_id: &str) -> ProcessorError {
+    ProcessorError::Refused(anyhow::anyhow!("the sandbox has no intent {intent_id}"))
+}
+
+fn intent_status(status: &str) -> Result<IntentStatus, ProcessorError> {
+    match status {
+        "requires_confirmation" => Ok(IntentStatus::RequiresConfirmation),
+        "succeeded" => Ok(IntentStatus::Succeeded),
+        "requires_payment_method" => Ok(IntentStatus::Failed),
+        "canceled" => Ok(IntentStatus::Canceled),
+        other => Err(ProcessorError::Refused(anyhow::anyhow!(
+            "the sandbox does not know the intent status {other:?}"
+        ))),
+    }
+}
+
 #[async_trait]
 impl PaymentProcessor for Sandbox {
     fn name(&self) -> &'static str {
         "sandbox"
     }
 
-    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError> {
-        match sandbox_card(request.token.as_str()) {
-            None => Ok(ChargeOutcome::InvalidToken {
+    async fn prepare(&self, request: &ChargeRequest) -> Result<Prepared, ProcessorError> {
+        if sandbox_card(request.token.as_str()).is_none() {
+            return Ok(Prepared::InvalidToken {
                 message: UNKNOWN_SANDBOX_TOKEN.into(),
-            }),
-            Some(SandboxCard::Declined(message)) => Ok(ChargeOutcome::Declined {
-                message: message.into(),
-            }),
-            Some(SandboxCard::Approved) => {
-                let wanted = SandboxCharge {
-                    id: format!("ch_sandbox_{}", uuid::Uuid::now_v7().simple()),
-                    idempotency_key: request.idempotency_key.clone(),
-                    amount_cents: request.amount.get(),
-                    currency: request.currency.clone(),
-                    token: request.token.as_str().to_owned(),
-                    order_id: request.order_id,
-                };
-                let made = store::sandbox_charge(self.store.writer(), &wanted, now_millis())
-                    .await
-                    .map_err(store_error)?;
-                // Stripe refuses a key reused with other parameters; so does the sandbox.
-                if made.amount_cents != wanted.amount_cents || made.currency != wanted.currency {
-                    return Err(ProcessorError::Refused(anyhow::anyhow!(
-                        "idempotency key {} was used for another charge",
-                        wanted.idempotency_key
-                    )));
-                }
-                Ok(ChargeOutcome::Succeeded { stripe_id: made.id })
-            }
+            });
         }
+        let wanted = SandboxCharge {
+            id: format!("ch_sandbox_{}", uuid::Uuid::now_v7().simple()),
+            idempotency_key: request.idempotency_key.clone(),
+            amount_cents: request.amount.get(),
+            currency: request.currency.clone(),
+            token: request.token.as_str().to_owned(),
+            order_id: request.order_id,
+            status: "requires_confirmation".into(),
+        };
+        let made = store::sandbox_prepare(self.store.writer(), &wanted, now_millis())
+            .await
+            .map_err(store_error)?;
+        // Stripe refuses a key reused with other parameters; so does the sandbox.
+        if made.amount_cents != wanted.amount_cents
+            || made.currency != wanted.currency
+            || made.token != wanted.token
+        {
+            return Err(ProcessorError::Refused(anyhow::anyhow!(
+                "idempotency key {} was used for another charge",
+                wanted.idempotency_key
+            )));
+        }
+        Ok(Prepared::Intent { id: made.id })
+    }
+
+    async fn confirm(&self, intent_id: &str) -> Result<ChargeOutcome, ProcessorError> {
+        let (token, _) = store::sandbox_intent(self.store.pool(), intent_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| no_such_intent(intent_id))?;
+        let card = sandbox_card(&token);
+        let confirmed = match card {
+            Some(SandboxCard::Approved) => "succeeded",
+            Some(SandboxCard::Declined(_)) | None => "requires_payment_method",
+        };
+        let status = self.settle_intent(intent_id, confirmed).await?;
+        Ok(match intent_status(&status)? {
+            IntentStatus::Succeeded => ChargeOutcome::Succeeded,
+            IntentStatus::Canceled => ChargeOutcome::Canceled,
+            IntentStatus::Failed => ChargeOutcome::Declined {
+                message: match card {
+                    Some(SandboxCard::Declined(message)) => message.into(),
+                    _ => UNKNOWN_SANDBOX_TOKEN.into(),
+                },
+            },
+            IntentStatus::RequiresConfirmation | IntentStatus::Processing => {
+                return Err(ProcessorError::Refused(anyhow::anyhow!(
+                    "sandbox intent {intent_id} is {status} after confirmation"
+                )));
+            }
+        })
+    }
+
+    async fn look_up(&self, intent_id: &str) -> Result<IntentStatus, ProcessorError> {
+        let (_, status) = store::sandbox_intent(self.store.pool(), intent_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| no_such_intent(intent_id))?;
+        intent_status(&status)
+    }
+
+    async fn cancel(&self, intent_id: &str) -> Result<IntentStatus, ProcessorError> {
+        intent_status(&self.settle_intent(intent_id, "canceled").await?)
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<RefundReceipt, ProcessorError> {

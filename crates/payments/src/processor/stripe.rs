@@ -1,5 +1,6 @@
-//! A small client of Stripe's API: a confirmed PaymentIntent to charge, a refund of it, each with
-//! an `Idempotency-Key`. Only the fields Stripe's answer is used for are typed.
+//! A small client of Stripe's API: a PaymentIntent created, then confirmed, to charge; looked up
+//! or cancelled to reconcile; a refund of it. Every POST carries an `Idempotency-Key`. Only the
+//! fields Stripe's answer is used for are typed.
 //!
 //! How Stripe's answers map: a 402 or a `card_error` is a decline with Stripe's message (written
 //! for the buyer); a token Stripe does not know is refused as an invalid token; no answer, a
@@ -17,7 +18,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    ChargeOutcome, ChargeRequest, PaymentProcessor, ProcessorError, RefundReceipt, RefundRequest,
+    ChargeOutcome, ChargeRequest, IntentStatus, PaymentProcessor, Prepared, ProcessorError,
+    RefundReceipt, RefundRequest,
 };
 use crate::domain::TokenKind;
 use crate::{SettingsError, StripeSettings};
@@ -154,6 +156,13 @@ impl StripeClient {
         self.send(request).await
     }
 
+    /// An intent as Stripe holds it now.
+    async fn intent(&self, intent_id: &str) -> Result<PaymentIntent, ProcessorError> {
+        self.get(&intent_path(intent_id, "")?, &[])
+            .await
+            .map_err(|err| err.into_processor_error("looking up a payment intent"))
+    }
+
     async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -210,12 +219,11 @@ impl StripeClient {
     }
 }
 
-/// The form of a confirmed PaymentIntent for a charge.
+/// The form of an unconfirmed PaymentIntent for a charge.
 fn payment_intent_form(request: &ChargeRequest) -> Vec<(&'static str, String)> {
     let mut form = vec![
         ("amount", request.amount.get().to_string()),
         ("currency", request.currency.clone()),
-        ("confirm", "true".to_owned()),
         ("payment_method_types[]", "card".to_owned()),
         ("metadata[orderId]", request.order_id.to_string()),
         ("metadata[paymentId]", request.payment_id.to_string()),
@@ -239,13 +247,47 @@ fn payment_intent_form(request: &ChargeRequest) -> Vec<(&'static str, String)> {
 
 const DECLINED: &str = "Your card was declined.";
 
+/// `/v1/payment_intents/{id}{action}`, for an id that is one of Stripe's (letters, digits and
+/// underscores), so that it cannot reach another path.
+fn intent_path(intent_id: &str, action: &str) -> Result<String, ProcessorError> {
+    if intent_id.starts_with("pi_")
+        && intent_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        Ok(format!("/v1/payment_intents/{intent_id}{action}"))
+    } else {
+        Err(ProcessorError::Refused(anyhow::anyhow!(
+            "{intent_id:?} is not a payment intent id"
+        )))
+    }
+}
+
+/// Where an intent is, in the reconciler's terms.
+fn intent_status(intent: &PaymentIntent) -> Result<IntentStatus, ProcessorError> {
+    match intent.status.as_str() {
+        // An intent waiting for 3-D Secure waits for a browser this API never sends: like one
+        // never confirmed, it is cancelled.
+        "requires_confirmation" | "requires_action" => Ok(IntentStatus::RequiresConfirmation),
+        // Charges are captured at once; a capture still due is money on its way.
+        "processing" | "requires_capture" => Ok(IntentStatus::Processing),
+        "succeeded" => Ok(IntentStatus::Succeeded),
+        "requires_payment_method" => Ok(IntentStatus::Failed),
+        "canceled" => Ok(IntentStatus::Canceled),
+        other => Err(ProcessorError::Refused(anyhow::anyhow!(
+            "payment intent {} is {other}",
+            intent.id
+        ))),
+    }
+}
+
 #[async_trait]
 impl PaymentProcessor for StripeClient {
     fn name(&self) -> &'static str {
         "stripe"
     }
 
-    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProcessorError> {
+    async fn prepare(&self, request: &ChargeRequest) -> Result<Prepared, ProcessorError> {
         let answer = self
             .post::<PaymentIntent>(
                 "/v1/payment_intents",
@@ -254,13 +296,42 @@ impl PaymentProcessor for StripeClient {
             )
             .await;
         match answer {
+            Ok(intent) => Ok(Prepared::Intent { id: intent.id }),
+            // An unknown payment method: Stripe says resource_missing on a payment_method
+            // parameter; localstripe answers 404.
+            Err(CallError::Api { status, error })
+                if status == StatusCode::NOT_FOUND
+                    || error.code.as_deref() == Some("resource_missing")
+                    || error
+                        .param
+                        .as_deref()
+                        .is_some_and(|param| param.starts_with("payment_method")) =>
+            {
+                tracing::info!(
+                    code = error.code.as_deref().unwrap_or("-"),
+                    message = error.message.as_deref().unwrap_or("-"),
+                    "Stripe does not know the card token"
+                );
+                Ok(Prepared::InvalidToken {
+                    message: "Token is not a card the payment processor knows".to_owned(),
+                })
+            }
+            Err(err) => Err(err.into_processor_error("creating a payment intent")),
+        }
+    }
+
+    async fn confirm(&self, intent_id: &str) -> Result<ChargeOutcome, ProcessorError> {
+        let answer = self
+            .post::<PaymentIntent>(
+                &intent_path(intent_id, "/confirm")?,
+                &[],
+                &format!("confirm-{intent_id}"),
+            )
+            .await;
+        match answer {
             Ok(intent) => match intent.status.as_str() {
-                "succeeded" => Ok(ChargeOutcome::Succeeded {
-                    stripe_id: intent.id,
-                }),
-                "processing" => Ok(ChargeOutcome::Processing {
-                    stripe_id: intent.id,
-                }),
+                "succeeded" => Ok(ChargeOutcome::Succeeded),
+                "processing" => Ok(ChargeOutcome::Processing),
                 "requires_payment_method" => Ok(ChargeOutcome::Declined {
                     message: intent
                         .last_payment_error
@@ -287,26 +358,44 @@ impl PaymentProcessor for StripeClient {
                     message: error.message.unwrap_or_else(|| DECLINED.to_owned()),
                 })
             }
-            // An unknown payment method: Stripe says resource_missing on a payment_method
-            // parameter; localstripe answers 404.
-            Err(CallError::Api { status, error })
-                if status == StatusCode::NOT_FOUND
-                    || error.code.as_deref() == Some("resource_missing")
-                    || error
-                        .param
-                        .as_deref()
-                        .is_some_and(|param| param.starts_with("payment_method")) =>
-            {
-                tracing::info!(
-                    code = error.code.as_deref().unwrap_or("-"),
-                    message = error.message.as_deref().unwrap_or("-"),
-                    "Stripe does not know the card token"
-                );
-                Ok(ChargeOutcome::InvalidToken {
-                    message: "Token is not a card the payment processor knows".to_owned(),
-                })
+            // Stripe will not confirm an intent in the state it is in: cancelled by the
+            // reconciler, most likely, or confirmed already. Its state tells which.
+            Err(CallError::Api { status, .. }) if status == StatusCode::BAD_REQUEST => {
+                match intent_status(&self.intent(intent_id).await?)? {
+                    IntentStatus::Canceled => Ok(ChargeOutcome::Canceled),
+                    IntentStatus::Succeeded => Ok(ChargeOutcome::Succeeded),
+                    IntentStatus::Processing => Ok(ChargeOutcome::Processing),
+                    IntentStatus::Failed => Ok(ChargeOutcome::Declined {
+                        message: DECLINED.to_owned(),
+                    }),
+                    IntentStatus::RequiresConfirmation => Err(ProcessorError::Refused(
+                        anyhow::anyhow!("Stripe refused to confirm payment intent {intent_id}"),
+                    )),
+                }
             }
-            Err(err) => Err(err.into_processor_error("creating a payment intent")),
+            Err(err) => Err(err.into_processor_error("confirming a payment intent")),
+        }
+    }
+
+    async fn look_up(&self, intent_id: &str) -> Result<IntentStatus, ProcessorError> {
+        intent_status(&self.intent(intent_id).await?)
+    }
+
+    async fn cancel(&self, intent_id: &str) -> Result<IntentStatus, ProcessorError> {
+        let answer = self
+            .post::<PaymentIntent>(
+                &intent_path(intent_id, "/cancel")?,
+                &[],
+                &format!("cancel-{intent_id}"),
+            )
+            .await;
+        match answer {
+            Ok(intent) => intent_status(&intent),
+            // Past cancelling: confirmed meanwhile. Its state says how that ended.
+            Err(CallError::Api { status, .. }) if status == StatusCode::BAD_REQUEST => {
+                self.look_up(intent_id).await
+            }
+            Err(err) => Err(err.into_processor_error("cancelling a payment intent")),
         }
     }
 
@@ -372,7 +461,7 @@ mod tests {
         assert_eq!(value(&form, "payment_method_data[card][token]"), None);
         assert_eq!(value(&form, "amount"), Some("1999"));
         assert_eq!(value(&form, "currency"), Some("usd"));
-        assert_eq!(value(&form, "confirm"), Some("true"));
+        assert_eq!(value(&form, "confirm"), None, "confirmed in a second call");
         assert_eq!(value(&form, "payment_method_types[]"), Some("card"));
         assert_eq!(
             value(&form, "metadata[orderId]"),

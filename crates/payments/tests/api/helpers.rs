@@ -11,6 +11,8 @@ use common::listener::ListenerSettings;
 use common::money::Cents;
 use common::store::now_millis;
 use hmac::{Hmac, KeyInit, Mac};
+use payments::domain::{PaymentToken, charge_key};
+use payments::processor::{ChargeRequest, PaymentProcessor, Prepared};
 use payments::{Settings, StripeSettings};
 use secrecy::SecretString;
 use sha2::Sha256;
@@ -104,6 +106,17 @@ impl Deref for TestApp {
     fn deref(&self) -> &TestService {
         &self.0
     }
+}
+
+/// How far a request got before it died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// It claimed the order.
+    Claimed,
+    /// It also created the charge's intent and recorded it on the claim.
+    Prepared,
+    /// It also confirmed the intent: the money moved.
+    Confirmed,
 }
 
 /// A payment row as stored.
@@ -229,11 +242,11 @@ impl TestApp {
         payments.remove(0)
     }
 
-    /// The charges the sandbox made for an order.
+    /// The charges the sandbox made for an order: its intents that went through.
     pub async fn sandbox_charges_of(&self, order_id: Uuid) -> Vec<SandboxChargeRow> {
         sqlx::query(
             "SELECT id, idempotency_key, amount_cents, currency, refund_id FROM sandbox_charges \
-             WHERE order_id = $1 ORDER BY created_at",
+             WHERE order_id = $1 AND status = 'succeeded' ORDER BY created_at",
         )
         .bind(order_id.to_string())
         .fetch_all(self.ctx.store.pool())
@@ -282,8 +295,8 @@ impl TestApp {
         .await
     }
 
-    /// Leaves a pending claim as a request that died after claiming would have, last renewed
-    /// `age_ms` ago. Returns its id.
+    /// Leaves a pending claim (attempt 1) as a request that died after claiming would have, last
+    /// renewed `age_ms` ago. Returns its id.
     pub async fn insert_claim(&self, order_id: Uuid, cents: i64, age_ms: i64) -> Uuid {
         let id = Uuid::now_v7();
         let at = now_millis() - age_ms;
@@ -301,7 +314,8 @@ impl TestApp {
         id
     }
 
-    /// Notes the processor's id on a pending claim, as a charge still processing leaves it.
+    /// Notes the processor's id of its intent on a pending claim, as a request does before it
+    /// confirms the intent.
     pub async fn mark_processing(&self, payment_id: Uuid, stripe_id: &str) {
         sqlx::query("UPDATE payments SET stripe_id = $2 WHERE id = $1 AND status = 'pending'")
             .bind(payment_id.to_string())
@@ -309,6 +323,39 @@ impl TestApp {
             .execute(self.ctx.store.writer())
             .await
             .unwrap();
+    }
+
+    /// Leaves what a request that died at `stage` leaves behind: a pending claim (attempt 1) for
+    /// `cents`, then the intent `processor` made for it under the request's idempotency key,
+    /// then that intent confirmed with `token`. Returns the claim's id and the intent's.
+    pub async fn crash_while_paying(
+        &self,
+        processor: &dyn PaymentProcessor,
+        order_id: Uuid,
+        cents: i64,
+        token: &str,
+        stage: Stage,
+    ) -> (Uuid, Option<String>) {
+        let payment_id = self.insert_claim(order_id, cents, 0).await;
+        if stage == Stage::Claimed {
+            return (payment_id, None);
+        }
+        let request = ChargeRequest {
+            amount: Cents::new(cents).unwrap(),
+            currency: "usd".into(),
+            token: PaymentToken::parse(token).unwrap(),
+            idempotency_key: charge_key(order_id, 1),
+            order_id,
+            payment_id,
+        };
+        let Prepared::Intent { id: intent } = processor.prepare(&request).await.unwrap() else {
+            panic!("{token} is not a card the processor knows");
+        };
+        self.mark_processing(payment_id, &intent).await;
+        if stage == Stage::Confirmed {
+            processor.confirm(&intent).await.unwrap();
+        }
+        (payment_id, Some(intent))
     }
 
     /// Leaves a charge in the sandbox's books as if it had been made under `key`. Returns its id.

@@ -9,5 +9,6 @@ mod helpers;
 mod listeners;
 mod paying;
 mod races;
+mod reconciler;
 mod stripe;
 mod webhook;

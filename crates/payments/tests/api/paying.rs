@@ -25,7 +25,6 @@ testkit::each_database!(
     a_declined_card_returns_402_and_another_card_then_succeeds,
     an_unknown_test_token_is_refused_on_the_token_field,
     a_paid_order_cancelled_afterwards_is_refunded,
-    an_abandoned_claim_is_taken_over_without_charging_twice,
 );
 
 async fn paying_for_an_order_returns_201_and_announces_payment_created(backend: Backend) {
@@ -325,25 +324,4 @@ async fn a_paid_order_cancelled_afterwards_is_refunded(backend: Backend) {
         "the sandbox gave the money back"
     );
     assert_eq!(app.replica(order_id).await, Some(("cancelled".into(), 1)));
-}
-
-async fn an_abandoned_claim_is_taken_over_without_charging_twice(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let alice = app.sign_in();
-    let order_id = app.place_order(alice.id, 2000).await;
-    // A request claimed the order, charged the card and died before it heard the answer.
-    let abandoned = app.insert_claim(order_id, 2000, 120_000).await;
-    let charge = app
-        .insert_sandbox_charge(order_id, &format!("order-{order_id}-attempt-1"), 2000)
-        .await;
-
-    let reply = app.pay(&alice, order_id, "tok_visa").await;
-
-    assert_eq!(reply.status, 201, "{:?}", reply.body);
-    assert_eq!(id_of(&reply), abandoned.to_string());
-    let charges = app.sandbox_charges_of(order_id).await;
-    assert_eq!(charges.len(), 1, "charged once: {charges:?}");
-    let payment = app.payment_of(order_id).await;
-    assert_eq!(payment.status, "succeeded");
-    assert_eq!(payment.stripe_id, Some(charge));
 }

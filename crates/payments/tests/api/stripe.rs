@@ -3,12 +3,17 @@
 //! localstripe ignores `Idempotency-Key`, so the one-payment-per-order guarantee checked here is
 //! our database's alone.
 
+use std::time::Duration;
+
 use common::events::PaymentCreated;
 use futures::future::join_all;
+use payments::processor::stripe::StripeClient;
 use testkit::{Backend, Value};
 use uuid::Uuid;
 
-use crate::helpers::{STRIPE_TEST_KEY, spawn_app_with, stripe_api_base, stripe_settings};
+use crate::helpers::{
+    STRIPE_TEST_KEY, Stage, TestApp, spawn_app_with, stripe_api_base, stripe_settings,
+};
 
 /// Like `testkit::each_database!`, for tests that also need the Stripe-compatible server.
 macro_rules! each_database_with_stripe {
@@ -46,6 +51,8 @@ each_database_with_stripe!(
     an_unknown_payment_method_is_refused_on_the_token_field,
     a_charged_then_cancelled_order_is_refunded_at_stripe,
     a_double_click_creates_one_payment_intent,
+    a_charge_whose_request_died_is_settled_from_its_intent_at_stripe,
+    an_intent_never_confirmed_is_cancelled_at_stripe,
 );
 
 /// GET from the Stripe-compatible server.
@@ -193,4 +200,54 @@ async fn a_double_click_creates_one_payment_intent(backend: Backend) {
         app.payment_of(order_id).await.stripe_id.as_deref(),
         intents[0]["id"].as_str()
     );
+}
+
+/// A service that reconciles claims pending for more than a second, and a client of the same
+/// Stripe to play a request that died half-way.
+async fn spawn_reconciling(backend: Backend) -> (TestApp, StripeClient) {
+    let settings = payments::Settings {
+        claim_timeout: Duration::from_secs(1),
+        ..stripe_settings()
+    };
+    let stripe = StripeClient::new(settings.stripe.as_ref().unwrap()).unwrap();
+    (spawn_app_with(backend, settings).await, stripe)
+}
+
+async fn a_charge_whose_request_died_is_settled_from_its_intent_at_stripe(backend: Backend) {
+    let (app, stripe) = spawn_reconciling(backend).await;
+    let mut created = app.watch::<PaymentCreated>().await;
+    let alice = app.sign_in();
+    let order_id = app.place_order(alice.id, 2600).await;
+
+    let (payment_id, intent) = app
+        .crash_while_paying(&stripe, order_id, 2600, "pm_card_visa", Stage::Confirmed)
+        .await;
+
+    let event = created.next().await;
+    assert_eq!(event.data.id, payment_id);
+    assert_eq!(Some(event.data.stripe_id.clone()), intent);
+    assert_eq!(app.payment_of(order_id).await.status, "succeeded");
+    let at_stripe = stripe_get(&format!("/v1/payment_intents/{}", event.data.stripe_id)).await;
+    assert_eq!(at_stripe["status"], "succeeded");
+    assert_eq!(at_stripe["amount"], 2600);
+}
+
+async fn an_intent_never_confirmed_is_cancelled_at_stripe(backend: Backend) {
+    let (app, stripe) = spawn_reconciling(backend).await;
+    let alice = app.sign_in();
+    let order_id = app.place_order(alice.id, 2700).await;
+    let (_, intent) = app
+        .crash_while_paying(&stripe, order_id, 2700, "pm_card_visa", Stage::Prepared)
+        .await;
+
+    testkit::eventually("the stale claim released", || async {
+        app.payments_of(order_id).await.is_empty().then_some(())
+    })
+    .await;
+
+    let at_stripe = stripe_get(&format!("/v1/payment_intents/{}", intent.unwrap())).await;
+    assert_eq!(at_stripe["status"], "canceled");
+    let paid = app.pay(&alice, order_id, "pm_card_visa").await;
+    assert_eq!(paid.status, 201, "{:?}", paid.body);
+    assert_eq!(app.payment_of(order_id).await.attempt, 2);
 }

@@ -154,13 +154,16 @@ async fn a_processing_charge_that_fails_releases_its_claim(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.sign_in();
     let order_id = app.place_order(alice.id, 2000).await;
-    // Charged with an asynchronous method: accepted, not final, and no claim to take over.
-    let claim = app.insert_claim(order_id, 2000, 10 * 60_000).await;
+    // Charged with an asynchronous method: accepted, not final.
+    let claim = app.insert_claim(order_id, 2000, 0).await;
     let intent = format!("pi_{}", Uuid::now_v7().simple());
     app.mark_processing(claim, &intent).await;
     let meanwhile = app.pay(&alice, order_id, "tok_visa").await;
     assert_eq!(meanwhile.status, 400, "{:?}", meanwhile.body);
-    assert_eq!(meanwhile.error_messages(), ["Order already paid"]);
+    assert_eq!(
+        meanwhile.error_messages(),
+        ["A payment for this order is already in progress"]
+    );
     let body = event(
         "payment_intent.payment_failed",
         json!({"id": intent, "object": "payment_intent", "status": "requires_payment_method"}),

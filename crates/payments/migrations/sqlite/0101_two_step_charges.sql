@@ -1,0 +1,10 @@
+-- Charges are made in two steps: the intent is created and its id recorded on the claim before
+-- it is confirmed, so a claim left pending by a crash can always be looked up and settled or
+-- released. The sandbox keeps each intent's state as Stripe does; rows from before this
+-- migration were all charges that went through.
+ALTER TABLE sandbox_charges ADD COLUMN status TEXT NOT NULL DEFAULT 'succeeded' CHECK (
+    status IN ('requires_confirmation', 'succeeded', 'requires_payment_method', 'canceled')
+);
+
+-- The reconciler's work: claims left pending past their timeout.
+CREATE INDEX payments_pending_claims ON payments (updated_at) WHERE status = 'pending';

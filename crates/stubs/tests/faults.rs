@@ -16,7 +16,7 @@ use cluster::servers::{OwnNats, OwnPostgres};
 use cluster::{Cluster, InstanceId};
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use support::invariants::{assert_settled, assert_settled_but, refunded_races, violations};
+use support::invariants::{assert_settled, refunded_races, violations};
 use support::traffic::{Tally, Traffic};
 use tokio::time::sleep;
 
@@ -74,6 +74,8 @@ impl Rig {
                 ("STUBS_ORDER_EXPIRATION".into(), window.into()),
                 // What a crashed consumer held comes back within seconds.
                 ("STUBS_EVENT_ACK_WAIT".into(), "3s".into()),
+                // A charge whose request the faults cut short is settled within seconds.
+                ("STUBS_PAYMENT_CLAIM_TIMEOUT".into(), "3s".into()),
                 ("RUST_LOG".into(), "warn".into()),
             ],
         })
@@ -129,21 +131,9 @@ impl Rig {
     /// Stops the traffic, checks every promise, then stops the cluster as an orchestrator
     /// would and expects every process to exit cleanly.
     async fn finish(&mut self, traffic: Traffic) -> Tally {
-        self.finish_but(traffic, false).await
-    }
-
-    /// [`Rig::finish`], tolerating (and printing) charges stuck behind a payment that never left
-    /// `pending`, a known defect of a database outage in the middle of a charge.
-    async fn finish_but(&mut self, traffic: Traffic, tolerate_stuck_pending: bool) -> Tally {
         let tally = traffic.stop().await;
         eprintln!("{tally}");
-        assert_settled_but(
-            &self.databases,
-            &tally.paid_orders,
-            Duration::from_secs(60),
-            tolerate_stuck_pending,
-        )
-        .await;
+        assert_settled(&self.databases, &tally.paid_orders, Duration::from_secs(60)).await;
         eprintln!(
             "{} paid orders lost the race with their expiry and were refunded",
             refunded_races(&self.databases, &tally.paid_orders).await
@@ -257,9 +247,9 @@ testkit::distributed_test! {
         let after: Vec<Option<u32>> =
             rig.pids();
         assert_eq!(pids, after, "a service had to be restarted");
-        // A charge made just before the database went away can be left behind a payment that
-        // never left `pending`; nothing refunds it yet (see assert_settled_but).
-        let tally = rig.finish_but(traffic, true).await;
+        // A charge made just before the database went away is left behind a pending claim: the
+        // reconciler settles or refunds it once the claim times out.
+        let tally = rig.finish(traffic).await;
         assert!(tally.unavailable_in_shape > 0, "no 503 seen during the outage: {tally}");
     }
 }

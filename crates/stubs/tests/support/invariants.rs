@@ -19,39 +19,17 @@ pub async fn assert_settled(
     paid: &[String],
     within: Duration,
 ) {
-    assert_settled_but(databases, paid, within, false).await
-}
-
-/// Marks a kept charge whose payment never left `pending`: the card was charged, then the
-/// database went away before the payment was settled, and nothing takes up such a payment
-/// unless its buyer pays again. A known defect, not yet fixed: see [`assert_settled_but`].
-pub const STUCK_PENDING: &str = " (its payment is stuck pending)";
-
-/// [`assert_settled`], except that with `tolerate_stuck_pending` the known defect of a charge
-/// stuck behind a pending payment is printed instead of failing; every other violation fails.
-pub async fn assert_settled_but(
-    databases: &BTreeMap<String, String>,
-    paid: &[String],
-    within: Duration,
-    tolerate_stuck_pending: bool,
-) {
     let deadline = Instant::now() + within;
     loop {
-        let (stuck, violations): (Vec<String>, Vec<String>) = violations(databases, paid)
-            .await
-            .into_iter()
-            .partition(|violation| tolerate_stuck_pending && violation.ends_with(STUCK_PENDING));
-        if violations.is_empty() {
-            for known in &stuck {
-                eprintln!("known defect: {known}");
-            }
+        let found = violations(databases, paid).await;
+        if found.is_empty() {
             return;
         }
         if Instant::now() > deadline {
             panic!(
                 "{} invariant violations after {within:?}:\n{}",
-                violations.len(),
-                violations.join("\n")
+                found.len(),
+                found.join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -220,31 +198,21 @@ pub async fn violations(databases: &BTreeMap<String, String>, paid: &[String]) -
             ));
         }
     }
-    let kept_charges: Vec<String> =
-        sqlx::query_scalar("SELECT order_id FROM sandbox_charges WHERE refund_id IS NULL")
-            .fetch_all(&payments_db)
-            .await
-            .unwrap();
-    let pending: HashSet<String> =
-        sqlx::query_scalar("SELECT order_id FROM payments WHERE status = 'pending'")
-            .fetch_all(&payments_db)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+    // Every charge that went through and was not given back.
+    let kept_charges: Vec<String> = sqlx::query_scalar(
+        "SELECT order_id FROM sandbox_charges WHERE status = 'succeeded' AND refund_id IS NULL",
+    )
+    .fetch_all(&payments_db)
+    .await
+    .unwrap();
     let mut charged = HashSet::new();
     for id in &kept_charges {
         if !charged.insert(id.as_str()) {
             found.push(format!("order {id} was charged more than once"));
         }
         if !complete.contains(id.as_str()) {
-            let stuck = if pending.contains(id) {
-                STUCK_PENDING
-            } else {
-                ""
-            };
             found.push(format!(
-                "a charge for order {id} is kept but the order is not complete{stuck}"
+                "a charge for order {id} is kept but the order is not complete"
             ));
         }
     }

@@ -22,21 +22,30 @@ pub enum EventType {
     OrderCancelled,
     #[serde(rename = "order:completed")]
     OrderCompleted,
+    #[serde(rename = "order:updated")]
+    OrderUpdated,
     #[serde(rename = "expiration:complete")]
     ExpirationComplete,
+    #[serde(rename = "payment:requested")]
+    PaymentRequested,
     #[serde(rename = "payment:created")]
     PaymentCreated,
+    #[serde(rename = "payment:failed")]
+    PaymentFailed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 10] = [
         Self::TicketCreated,
         Self::TicketUpdated,
         Self::OrderCreated,
         Self::OrderCancelled,
         Self::OrderCompleted,
+        Self::OrderUpdated,
         Self::ExpirationComplete,
+        Self::PaymentRequested,
         Self::PaymentCreated,
+        Self::PaymentFailed,
     ];
 
     /// The name on the wire, such as `ticket:created`.
@@ -47,8 +56,11 @@ impl EventType {
             Self::OrderCreated => "order:created",
             Self::OrderCancelled => "order:cancelled",
             Self::OrderCompleted => "order:completed",
+            Self::OrderUpdated => "order:updated",
             Self::ExpirationComplete => "expiration:complete",
+            Self::PaymentRequested => "payment:requested",
             Self::PaymentCreated => "payment:created",
+            Self::PaymentFailed => "payment:failed",
         }
     }
 
@@ -249,6 +261,25 @@ impl EventData for OrderCompleted {
     const TYPE: EventType = EventType::OrderCompleted;
 }
 
+/// An order moved into or out of `awaiting:payment`: orders granted it to one payment
+/// (`paymentId`), which alone may now charge it, or took the grant back after that payment failed
+/// (status `created`, no `paymentId`). Announced, like every version bump, so that replicas stay
+/// in version step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderUpdated {
+    pub id: Uuid,
+    pub version: i64,
+    pub status: OrderStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<Uuid>,
+    pub ticket: TicketRef,
+}
+
+impl EventData for OrderUpdated {
+    const TYPE: EventType = EventType::OrderUpdated;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpirationComplete {
@@ -269,6 +300,36 @@ pub struct PaymentCreated {
 
 impl EventData for PaymentCreated {
     const TYPE: EventType = EventType::PaymentCreated;
+}
+
+/// A buyer asked to pay for an order: payments asks orders to grant the order to this payment,
+/// and charges nothing until it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequested {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    /// Which attempt at paying the order this is; each one after the first begins only once the
+    /// one before has ended, so a request of an older attempt arriving late is never granted.
+    pub attempt: i64,
+}
+
+impl EventData for PaymentRequested {
+    const TYPE: EventType = EventType::PaymentRequested;
+}
+
+/// A payment ended without a charge (declined, given up, or found uncharged by the reconciler):
+/// orders takes back the grant it gave the payment, so that the order can be paid again, or
+/// cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentFailed {
+    pub id: Uuid,
+    pub order_id: Uuid,
+}
+
+impl EventData for PaymentFailed {
+    const TYPE: EventType = EventType::PaymentFailed;
 }
 
 #[cfg(test)]

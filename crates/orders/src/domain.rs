@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::FieldError;
 use common::events::{
-    OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket, TicketCreated,
-    TicketRef, TicketUpdated,
+    OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket, OrderUpdated,
+    TicketCreated, TicketRef, TicketUpdated,
 };
 use common::money::{self, Cents};
 use common::validate::{FieldErrors, Validate};
@@ -95,6 +95,10 @@ pub struct Order {
     pub price: Cents,
     pub ticket_version: i64,
     pub status: OrderStatus,
+    /// While the order awaits payment: the one payment granted the right to charge it.
+    pub payment_id: Option<Uuid>,
+    /// The attempt of the last payment granted, kept after its grant ends.
+    pub payment_attempt: Option<i64>,
     pub expires_at: OffsetDateTime,
     /// 0 when placed; bumped on every change announced to other services.
     pub version: i64,
@@ -128,6 +132,8 @@ impl Order {
             price: ticket.price,
             ticket_version: ticket.version,
             status: OrderStatus::Created,
+            payment_id: None,
+            payment_attempt: None,
             expires_at,
             version: 0,
             created_at: now,
@@ -157,6 +163,22 @@ impl Order {
             version: self.version,
             ticket: TicketRef { id: self.ticket_id },
         }
+    }
+
+    /// The event announcing a grant to a payment, or its end, at the order's (bumped) version.
+    pub fn updated_event(&self) -> OrderUpdated {
+        OrderUpdated {
+            id: self.id,
+            version: self.version,
+            status: self.status,
+            payment_id: self.payment_id,
+            ticket: TicketRef { id: self.ticket_id },
+        }
+    }
+
+    /// Whether the payment window has passed at `now`, whether or not its expiry has arrived.
+    pub fn has_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at <= now
     }
 
     /// The event announcing a payment, at the order's (bumped) version.
@@ -296,12 +318,16 @@ pub enum Transition {
     Refused,
 }
 
-/// The order status rules, in one place.
+/// The order status rules for cancellations, expiries and payments, in one place.
 pub fn transition(status: OrderStatus, trigger: Trigger) -> Transition {
     use OrderStatus::{AwaitingPayment, Cancelled, Complete, Created};
     match (status, trigger) {
-        (Created | AwaitingPayment, Trigger::Cancel | Trigger::Expire) => Transition::To(Cancelled),
+        (Created, Trigger::Cancel | Trigger::Expire) => Transition::To(Cancelled),
         (Created | AwaitingPayment, Trigger::Pay) => Transition::To(Complete),
+        // Granted to a payment that may be charging the card right now: its owner may not
+        // cancel it, and its expiry waits for the payment's end (see [`reopen`]).
+        (AwaitingPayment, Trigger::Cancel) => Transition::Refused,
+        (AwaitingPayment, Trigger::Expire) => Transition::Unchanged,
         // Cancelling twice, or expiring an order its owner cancelled: done already. Emitting a
         // second order:cancelled could release a ticket that a newer order holds.
         (Cancelled, Trigger::Cancel | Trigger::Expire) => Transition::Unchanged,
@@ -310,6 +336,66 @@ pub fn transition(status: OrderStatus, trigger: Trigger) -> Transition {
         // The expiry job still fires for a paid order; a paid order keeps its ticket.
         (Complete, Trigger::Expire | Trigger::Pay) => Transition::Unchanged,
         (Complete, Trigger::Cancel) => Transition::Refused,
+    }
+}
+
+/// What orders does when payments asks to charge an order for a payment (payment:requested).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Move the order to `awaiting:payment`, granted to this payment, and announce it.
+    Grant,
+    /// Granted to this payment already (the request arrived twice): nothing to do.
+    Granted,
+    /// The payment window has passed: cancel the order instead, as its expiry would.
+    Expire,
+    /// The order is paid or cancelled: nothing to grant. Payments hears why from the
+    /// order:completed or order:cancelled already on its way, and refuses the payment.
+    Refuse,
+}
+
+/// Decides on a request to charge `order` for `payment`, its buyer's attempt number `attempt`,
+/// at `now`.
+pub fn grant(order: &Order, payment: Uuid, attempt: i64, now: OffsetDateTime) -> Grant {
+    let last = order.payment_attempt.unwrap_or(0);
+    if order.status == OrderStatus::AwaitingPayment && order.payment_id == Some(payment) {
+        return Grant::Granted;
+    }
+    if order.status.is_final() || attempt <= last {
+        // Paid or cancelled; or a request older than one granted already, arriving late.
+        return Grant::Refuse;
+    }
+    match order.status {
+        // An order awaiting another payment is not cancelled here: that payment's end decides
+        // (see [`reopen`]).
+        OrderStatus::AwaitingPayment if order.has_expired(now) => Grant::Refuse,
+        OrderStatus::Created if order.has_expired(now) => Grant::Expire,
+        // Payments asks for a later attempt only once the one before has ended without a
+        // charge; its payment:failed may simply not have arrived yet. So the later attempt takes
+        // the grant over, and the late failure finds it no longer matches.
+        _ => Grant::Grant,
+    }
+}
+
+/// What orders does when a payment ends without a charge (payment:failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reopen {
+    /// Back to `created`, no payment granted: the buyer may pay again, or cancel. Announced.
+    Reopen,
+    /// The payment window passed while the payment ran: cancel the order now, as its expiry
+    /// (which found it awaiting payment and left it) would have.
+    Expire,
+    /// Not this payment's order any more (a late or repeated failure): nothing to do.
+    Ignore,
+}
+
+/// Decides on the failure of `payment` for `order` at `now`.
+pub fn reopen(order: &Order, payment: Uuid, now: OffsetDateTime) -> Reopen {
+    if order.status != OrderStatus::AwaitingPayment || order.payment_id != Some(payment) {
+        Reopen::Ignore
+    } else if order.has_expired(now) {
+        Reopen::Expire
+    } else {
+        Reopen::Reopen
     }
 }
 
@@ -425,19 +511,119 @@ mod tests {
     }
 
     #[test]
-    fn live_orders_are_cancelled_by_their_owner_or_their_expiry_and_completed_by_payment() {
-        for live in LIVE {
+    fn a_created_order_is_cancelled_by_its_owner_or_its_expiry_and_completed_by_payment() {
+        let created = OrderStatus::Created;
+        assert_eq!(
+            transition(created, Trigger::Cancel),
+            Transition::To(OrderStatus::Cancelled)
+        );
+        assert_eq!(
+            transition(created, Trigger::Expire),
+            Transition::To(OrderStatus::Cancelled)
+        );
+        assert_eq!(
+            transition(created, Trigger::Pay),
+            Transition::To(OrderStatus::Complete)
+        );
+    }
+
+    #[test]
+    fn an_order_awaiting_payment_is_neither_cancelled_nor_expired_only_paid() {
+        let awaiting = OrderStatus::AwaitingPayment;
+        assert_eq!(transition(awaiting, Trigger::Cancel), Transition::Refused);
+        assert_eq!(transition(awaiting, Trigger::Expire), Transition::Unchanged);
+        assert_eq!(
+            transition(awaiting, Trigger::Pay),
+            Transition::To(OrderStatus::Complete)
+        );
+    }
+
+    fn order_in(
+        status: OrderStatus,
+        payment_id: Option<Uuid>,
+        expires_at: OffsetDateTime,
+    ) -> Order {
+        let now = datetime!(2026-11-25 12:00 UTC);
+        Order {
+            status,
+            payment_id,
+            payment_attempt: payment_id.map(|_| 1),
+            ..Order::place(Uuid::now_v7(), &ticket(Uuid::now_v7()), now, expires_at).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_live_order_is_granted_to_the_payment_that_asks_unless_its_window_passed() {
+        let now = datetime!(2026-11-25 12:05 UTC);
+        let later = datetime!(2026-11-25 12:15 UTC);
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(
+            grant(&order_in(OrderStatus::Created, None, later), first, 1, now),
+            Grant::Grant
+        );
+        let granted = order_in(OrderStatus::AwaitingPayment, Some(first), later);
+        assert_eq!(grant(&granted, first, 1, now), Grant::Granted);
+        assert_eq!(
+            grant(&granted, second, 2, now),
+            Grant::Grant,
+            "taken over by a later attempt"
+        );
+        assert_eq!(
+            grant(&granted, second, 1, now),
+            Grant::Refuse,
+            "never by an earlier one"
+        );
+        let reopened = Order {
+            payment_id: None,
+            status: OrderStatus::Created,
+            ..granted.clone()
+        };
+        assert_eq!(
+            grant(&reopened, first, 1, now),
+            Grant::Refuse,
+            "a late repeat of the spent one"
+        );
+        assert_eq!(grant(&reopened, second, 2, now), Grant::Grant);
+        assert_eq!(
+            grant(&order_in(OrderStatus::Created, None, now), first, 1, now),
+            Grant::Expire
+        );
+        assert_eq!(
+            grant(
+                &order_in(OrderStatus::AwaitingPayment, Some(first), now),
+                second,
+                2,
+                now
+            ),
+            Grant::Refuse,
+            "the payment under way decides an expired order's end"
+        );
+        for done in [OrderStatus::Cancelled, OrderStatus::Complete] {
             assert_eq!(
-                transition(live, Trigger::Cancel),
-                Transition::To(OrderStatus::Cancelled)
+                grant(&order_in(done, None, later), first, 1, now),
+                Grant::Refuse
             );
+        }
+    }
+
+    #[test]
+    fn only_the_granted_payments_failure_reopens_an_order_or_lets_it_expire() {
+        let now = datetime!(2026-11-25 12:05 UTC);
+        let later = datetime!(2026-11-25 12:15 UTC);
+        let (granted, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let awaiting = order_in(OrderStatus::AwaitingPayment, Some(granted), later);
+        assert_eq!(reopen(&awaiting, granted, now), Reopen::Reopen);
+        assert_eq!(reopen(&awaiting, other, now), Reopen::Ignore);
+        let lapsed = order_in(OrderStatus::AwaitingPayment, Some(granted), now);
+        assert_eq!(reopen(&lapsed, granted, now), Reopen::Expire);
+        for status in [
+            OrderStatus::Created,
+            OrderStatus::Cancelled,
+            OrderStatus::Complete,
+        ] {
             assert_eq!(
-                transition(live, Trigger::Expire),
-                Transition::To(OrderStatus::Cancelled)
-            );
-            assert_eq!(
-                transition(live, Trigger::Pay),
-                Transition::To(OrderStatus::Complete)
+                reopen(&order_in(status, None, later), granted, now),
+                Reopen::Ignore
             );
         }
     }

@@ -1,7 +1,8 @@
-//! The orders service. It owns the orders table (orders placed by buyers on tickets, cancelled by
-//! their owners or by their expiry, completed by their payment) and a replica of the tickets,
-//! kept from ticket:created and ticket:updated in version order. It announces every change of an
-//! order (order:created, order:cancelled, order:completed) through its transactional outbox.
+//! The orders service. It owns the orders table (orders placed by buyers on tickets, granted to
+//! one payment at a time, cancelled by their owners or by their expiry, completed by their
+//! payment) and a replica of the tickets, kept from ticket:created and ticket:updated in version
+//! order. It announces every change of an order (order:created, order:updated, order:cancelled,
+//! order:completed) through its transactional outbox.
 //!
 //! The double-sale guard is a unique index in its database: at most one order that is not
 //! cancelled per ticket, so of two buyers racing for one ticket exactly one gets it.
@@ -19,7 +20,10 @@ use std::time::Duration;
 
 use axum::Router;
 use common::ServiceContext;
-use common::events::{ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated};
+use common::events::{
+    ExpirationComplete, PaymentCreated, PaymentFailed, PaymentRequested, TicketCreated,
+    TicketUpdated,
+};
 use common::listener;
 use common::store::{Migration, Migrations};
 
@@ -44,6 +48,11 @@ pub const ORDERS_MIGRATIONS: Migrations = Migrations {
             name: "hold limits",
             sql: include_str!("../migrations/sqlite/0102_hold_limits.sql"),
         },
+        Migration {
+            version: 103,
+            name: "payment grant",
+            sql: include_str!("../migrations/sqlite/0103_payment_grant.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -60,6 +69,11 @@ pub const ORDERS_MIGRATIONS: Migrations = Migrations {
             version: 102,
             name: "hold limits",
             sql: include_str!("../migrations/postgres/0102_hold_limits.sql"),
+        },
+        Migration {
+            version: 103,
+            name: "payment grant",
+            sql: include_str!("../migrations/postgres/0103_payment_grant.sql"),
         },
     ],
 };
@@ -86,7 +100,8 @@ impl Default for Settings {
 }
 
 /// Starts the service's background work (the outbox relay, the relay of other replicas' arrivals
-/// and the ticket:created, ticket:updated, expiration:complete and payment:created listeners,
+/// and the ticket:created, ticket:updated, expiration:complete, payment:requested,
+/// payment:created and payment:failed listeners,
 /// all stopping on `ctx.shutdown`) and returns its routes with their state applied, without the
 /// HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
@@ -97,6 +112,8 @@ pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     listener::spawn::<TicketCreated, _>(ctx, listeners::RecordTicket);
     listener::spawn::<TicketUpdated, _>(ctx, listeners::UpdateTicket { dialect });
     listener::spawn::<ExpirationComplete, _>(ctx, listeners::ExpireOrder { dialect });
+    listener::spawn::<PaymentRequested, _>(ctx, listeners::GrantPayment { dialect });
     listener::spawn::<PaymentCreated, _>(ctx, listeners::CompleteOrder { dialect });
+    listener::spawn::<PaymentFailed, _>(ctx, listeners::ReopenOrder { dialect });
     routes::router(routes::AppState::new(ctx, settings))
 }

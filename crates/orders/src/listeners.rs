@@ -1,7 +1,9 @@
 //! What the orders service does when other services speak: ticket:created and ticket:updated
 //! keep the ticket replica, expiration:complete cancels an order whose payment window passed,
-//! payment:created completes a paid order. Every order change is announced (order:cancelled,
-//! order:completed) through the outbox in the listener's transaction.
+//! payment:requested grants a live order to the payment that asks (`awaiting:payment`),
+//! payment:failed takes the grant back, payment:created completes a paid order. Every order change
+//! is announced (order:updated, order:cancelled, order:completed) through the outbox in the
+//! listener's transaction.
 //!
 //! Events arrive more than once, late and out of order. So: the replica applies only the next
 //! version of a ticket; an order event for an order this service does not know yet is retried
@@ -11,7 +13,8 @@
 
 use async_trait::async_trait;
 use common::events::{
-    Envelope, ExpirationComplete, OrderStatus, PaymentCreated, TicketCreated, TicketUpdated,
+    Envelope, ExpirationComplete, OrderStatus, PaymentCreated, PaymentFailed, PaymentRequested,
+    TicketCreated, TicketUpdated,
 };
 use common::listener::{HandleError, Handler};
 use common::outbox;
@@ -19,7 +22,7 @@ use common::store::{Dialect, from_millis, now_millis};
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::domain::{self, Order, ReplicaStep, Ticket, Transition, Trigger};
+use crate::domain::{self, Grant, Order, Reopen, ReplicaStep, Ticket, Transition, Trigger};
 use crate::store;
 
 /// Adds a newly listed ticket to the replica.
@@ -132,6 +135,93 @@ impl Handler<ExpirationComplete> for ExpireOrder {
     }
 }
 
+/// Grants a live order to the payment that asks to charge it: from then on only that payment
+/// may charge it, its owner may not cancel it, and its expiry waits for the payment's end.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantPayment {
+    pub dialect: Dialect,
+}
+
+#[async_trait]
+impl Handler<PaymentRequested> for GrantPayment {
+    fn lock_key(&self, event: &PaymentRequested) -> Option<Uuid> {
+        Some(event.order_id)
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<PaymentRequested>,
+    ) -> Result<(), HandleError> {
+        let payment = event.data;
+        let order = locked_order(tx, self.dialect, payment.order_id).await?;
+        match domain::grant(
+            &order,
+            payment.id,
+            payment.attempt,
+            from_millis(now_millis()),
+        ) {
+            Grant::Grant => {
+                let granted = store::grant_order(tx, order.id, payment.id, payment.attempt)
+                    .await?
+                    .ok_or_else(|| changed_under_lock(&order))?;
+                outbox::enqueue(tx, granted.updated_event()).await?;
+                tracing::info!(order = %order.id, payment = %payment.id, version = granted.version, "order granted to a payment");
+            }
+            Grant::Expire => {
+                let cancelled = finish(tx, &order, OrderStatus::Cancelled).await?;
+                outbox::enqueue(tx, cancelled.cancelled_event()).await?;
+                tracing::info!(order = %order.id, payment = %payment.id, "payment asked for after the window; order expired");
+            }
+            Grant::Granted | Grant::Refuse => {
+                tracing::info!(order = %order.id, payment = %payment.id, status = order.status.as_str(), "payment request not granted");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Takes the grant back from a payment that ended without a charge: the order is its buyer's to
+/// pay again or cancel, or, if its window passed meanwhile, it is cancelled now.
+#[derive(Debug, Clone, Copy)]
+pub struct ReopenOrder {
+    pub dialect: Dialect,
+}
+
+#[async_trait]
+impl Handler<PaymentFailed> for ReopenOrder {
+    fn lock_key(&self, event: &PaymentFailed) -> Option<Uuid> {
+        Some(event.order_id)
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<PaymentFailed>,
+    ) -> Result<(), HandleError> {
+        let payment = event.data;
+        let order = locked_order(tx, self.dialect, payment.order_id).await?;
+        match domain::reopen(&order, payment.id, from_millis(now_millis())) {
+            Reopen::Reopen => {
+                let reopened = store::reopen_order(tx, order.id)
+                    .await?
+                    .ok_or_else(|| changed_under_lock(&order))?;
+                outbox::enqueue(tx, reopened.updated_event()).await?;
+                tracing::info!(order = %order.id, payment = %payment.id, version = reopened.version, "payment failed; order open again");
+            }
+            Reopen::Expire => {
+                let cancelled = finish(tx, &order, OrderStatus::Cancelled).await?;
+                outbox::enqueue(tx, cancelled.cancelled_event()).await?;
+                tracing::info!(order = %order.id, payment = %payment.id, "payment failed after the window; order expired");
+            }
+            Reopen::Ignore => {
+                tracing::debug!(order = %order.id, payment = %payment.id, "failure of a payment the order is not granted to");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Completes an order that was paid.
 #[derive(Debug, Clone, Copy)]
 pub struct CompleteOrder {
@@ -189,6 +279,10 @@ async fn locked_order(
         .ok_or_else(|| HandleError::NotReady(format!("unknown order {id}")))
 }
 
+fn changed_under_lock(order: &Order) -> HandleError {
+    anyhow::anyhow!("order {} changed under its lock", order.id).into()
+}
+
 /// Moves a locked live order to its final status.
 async fn finish(
     tx: &mut AnyConnection,
@@ -197,5 +291,5 @@ async fn finish(
 ) -> Result<Order, HandleError> {
     store::finish_order(tx, order.id, status, from_millis(now_millis()))
         .await?
-        .ok_or_else(|| anyhow::anyhow!("order {} changed under its lock", order.id).into())
+        .ok_or_else(|| changed_under_lock(order))
 }

@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use common::arrivals::Arrivals;
 use common::error::retry_after_seconds;
+use common::events::OrderStatus;
 use common::outbox::{self, Outbox};
 use common::store::{Dialect, from_millis, millis, now_millis};
 use common::validate::{Valid, parse_id};
@@ -231,7 +232,8 @@ fn in_words(wait: Duration) -> String {
 }
 
 /// `DELETE /api/orders/{id}`: the owner cancels their order, announced (order:cancelled) in the
-/// same transaction. Cancelling a cancelled order succeeds and announces nothing again.
+/// same transaction. Cancelling a cancelled order succeeds and announces nothing again; an order
+/// being paid (granted to a payment) or paid cannot be cancelled.
 async fn cancel_order(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
@@ -259,6 +261,9 @@ async fn cancel_order(
             Ok(StatusCode::NO_CONTENT)
         }
         Transition::Unchanged => Ok(StatusCode::NO_CONTENT),
+        Transition::Refused if order.status == OrderStatus::AwaitingPayment => Err(
+            ApiError::BadRequest("Cannot cancel an order while it is being paid".into()),
+        ),
         Transition::Refused => Err(ApiError::BadRequest("Cannot cancel a paid order".into())),
     }
 }

@@ -17,8 +17,8 @@ use crate::domain::{BuyerActivity, HoldLimits, LIVE, Order, Ticket};
 macro_rules! order_columns {
     () => {
         "orders.id, orders.user_id, orders.ticket_id, orders.title, orders.price_cents, \
-         orders.ticket_version, orders.status, orders.expires_at, orders.version, \
-         orders.created_at"
+         orders.ticket_version, orders.status, orders.payment_id, orders.payment_attempt, \
+         orders.expires_at, orders.version, orders.created_at"
     };
 }
 
@@ -250,6 +250,57 @@ pub async fn finish_order(
     .transpose()
 }
 
+/// Grants a live order to attempt `attempt` of paying it, by `payment` (`awaiting:payment`),
+/// and bumps its version, in one conditional statement: `None` when the order is no longer
+/// live.
+pub async fn grant_order(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    payment: Uuid,
+    attempt: i64,
+) -> Result<Option<Order>, sqlx::Error> {
+    let [live_a, live_b] = LIVE;
+    sqlx::query(concat!(
+        "UPDATE orders SET status = $2, payment_id = $3, payment_attempt = $4, \
+         version = version + 1 WHERE id = $1 AND status IN ($5, $6) RETURNING ",
+        order_columns!(),
+        ""
+    ))
+    .bind(id.to_string())
+    .bind(OrderStatus::AwaitingPayment.as_str())
+    .bind(payment.to_string())
+    .bind(attempt)
+    .bind(live_a.as_str())
+    .bind(live_b.as_str())
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(order_from_row)
+    .transpose()
+}
+
+/// Takes an order's grant back (`created`, no payment; the attempt is kept) and bumps its
+/// version: `None` when the order is not awaiting payment.
+pub async fn reopen_order(
+    conn: &mut AnyConnection,
+    id: Uuid,
+) -> Result<Option<Order>, sqlx::Error> {
+    sqlx::query(concat!(
+        "UPDATE orders SET status = $2, payment_id = NULL, version = version + 1 \
+         WHERE id = $1 AND status = $3 RETURNING ",
+        order_columns!(),
+        ""
+    ))
+    .bind(id.to_string())
+    .bind(OrderStatus::Created.as_str())
+    .bind(OrderStatus::AwaitingPayment.as_str())
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(order_from_row)
+    .transpose()
+}
+
 /// Makes a buyer's order placements take turns until the end of the transaction, so that the
 /// limits are checked against every order placed before, whichever replica placed it. SQLite's
 /// write transaction already keeps every other writer out; PostgreSQL takes a transaction-scoped
@@ -341,6 +392,13 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
         ticket_version: row.try_get("ticket_version")?,
         status: OrderStatus::parse(&status)
             .ok_or_else(|| decode_error("status", format!("unknown order status {status:?}")))?,
+        payment_id: row
+            .try_get::<Option<String>, _>("payment_id")?
+            .map(|raw| {
+                Uuid::try_parse(&raw).map_err(|err| decode_error("payment_id", err.to_string()))
+            })
+            .transpose()?,
+        payment_attempt: row.try_get("payment_attempt")?,
         expires_at: from_millis(row.try_get("expires_at")?),
         version: row.try_get("version")?,
         created_at: from_millis(row.try_get("created_at")?),

@@ -4,7 +4,10 @@
 
 use std::ops::Deref;
 
-use common::events::{Envelope, ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated};
+use common::events::{
+    Envelope, ExpirationComplete, PaymentCreated, PaymentFailed, PaymentRequested, TicketCreated,
+    TicketUpdated,
+};
 use common::listener::ListenerSettings;
 use common::money::Cents;
 use testkit::{Backend, Client, TestService, Value, json};
@@ -130,6 +133,28 @@ pub fn payment_created(order_id: Uuid) -> Envelope<PaymentCreated> {
         id: Uuid::now_v7(),
         order_id,
         stripe_id: format!("pi_{}", Uuid::new_v4().simple()),
+    })
+}
+
+/// A payment:requested as the payments service announces it: `payment`, the buyer's attempt
+/// number `attempt`, asks to charge the order.
+pub fn payment_requested(
+    order_id: Uuid,
+    payment: Uuid,
+    attempt: i64,
+) -> Envelope<PaymentRequested> {
+    Envelope::new(PaymentRequested {
+        id: payment,
+        order_id,
+        attempt,
+    })
+}
+
+/// A payment:failed as the payments service announces it: `payment` ended without a charge.
+pub fn payment_failed(order_id: Uuid, payment: Uuid) -> Envelope<PaymentFailed> {
+    Envelope::new(PaymentFailed {
+        id: payment,
+        order_id,
     })
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod concurrency;
+mod grants;
 mod helpers;
 mod lifecycle;
 mod limits;

@@ -1,21 +1,27 @@
-//! Paying for an order: claim, prepare, confirm, settle.
+//! Paying for an order: claim, grant, prepare, confirm, settle.
 //!
-//! 1. **Claim** (one transaction, the order's replica row locked): check the order may be paid
-//!    and insert the payment as `pending`. The unique index on `payments.order_id` makes a second
-//!    claim for the same order fail, so a double click ends here, before any card is charged,
-//!    even with a processor that ignores idempotency keys. An order not heard of yet is waited
-//!    for, bounded, with no transaction open ([`Arrivals`]).
-//! 2. **Prepare** (no transaction open): the processor creates the charge's intent, unconfirmed,
+//! 1. **Claim** (one transaction, the order's replica row locked): check the order may be paid,
+//!    insert the payment as `pending`, and ask orders to grant the order to it
+//!    (payment:requested, in the same transaction). The unique index on `payments.order_id`
+//!    makes a second claim for the same order fail, so a double click ends here. An order not
+//!    heard of yet is waited for, bounded, with no transaction open ([`Arrivals`]).
+//! 2. **Grant** (no transaction open): wait, bounded, for orders to move the order to
+//!    `awaiting:payment` for this payment (order:updated). Orders grants only a live order in its
+//!    window, and from then on refuses its owner's cancellation and holds back its expiry, so a
+//!    charge never races a cancellation. A cancelled or paid order withdraws the claim, and the
+//!    buyer is told why; a grant that does not come in time withdraws it too (503, try again).
+//! 3. **Prepare** (no transaction open): the processor creates the charge's intent, unconfirmed,
 //!    with an idempotency key derived from the order and the attempt number; its id is recorded
 //!    on the claim. Nothing is charged yet.
-//! 3. **Confirm** (no transaction open): the money moves, or the card is declined.
-//! 4. **Settle** (one transaction, the order's row locked again): if the order was cancelled
-//!    while the card was being charged, the payment becomes `refund_due` and is refunded at once
-//!    (or by the refunder, if that fails); otherwise it becomes `succeeded` and payment:created is
-//!    written to the outbox in the same transaction.
+//! 4. **Confirm** (no transaction open): the money moves, or the card is declined.
+//! 5. **Settle** (one transaction, the order's row locked again): the payment becomes
+//!    `succeeded` and payment:created is written to the outbox in the same transaction; should
+//!    the order be cancelled all the same (an old event, an operator), it becomes `refund_due`
+//!    and is refunded.
 //!
-//! A decline deletes the claim and counts the attempt, so the buyer may try another card under a
-//! fresh key. A request that dies, or loses the processor or the database, between claiming and
+//! A claim that ends without a charge (a decline, a withdrawal) is deleted, its attempt counted
+//! so the buyer's next try gets a fresh key, and payment:failed tells orders to take its grant
+//! back. A request that dies, or loses the processor or the database, between claiming and
 //! settling leaves the claim pending: the reconciler ([`crate::reconciler`]) takes it up after
 //! the claim timeout and settles or releases it by asking the processor about the recorded
 //! intent. Since an intent is confirmed only once its id is recorded, a claim without one was
@@ -88,6 +94,19 @@ pub async fn settle_charge(
     }
 }
 
+/// What follows the deletion of a claim that charged nothing, in the same transaction: its
+/// attempt is counted, so that the next one gets a fresh idempotency key, and payment:failed
+/// tells orders to take back the grant it gave the claim, so that the order may be paid again
+/// or cancelled (or expires, if its window passed meanwhile).
+pub async fn announce_release(
+    tx: &mut AnyConnection,
+    payment: &Payment,
+) -> Result<(), sqlx::Error> {
+    store::count_declined_attempt(tx, payment.order_id).await?;
+    outbox::enqueue(tx, payment.failed_event()).await?;
+    Ok(())
+}
+
 impl Checkout {
     pub fn new(
         ctx: &ServiceContext,
@@ -112,7 +131,8 @@ impl Checkout {
         buyer: Uuid,
         request: NewPayment,
     ) -> Result<Payment, ApiError> {
-        let payment = self.claim(buyer, request.order_id).await?;
+        let claim = self.claim(buyer, request.order_id).await?;
+        let payment = self.await_grant(buyer, claim).await?;
         let charge = ChargeRequest {
             amount: payment.amount,
             currency: payment.currency.clone(),
@@ -206,8 +226,63 @@ impl Checkout {
             Err(err) if is_unique_violation(&err) => return Err(Refusal::InProgress.into()),
             other => other?,
         }
-        tx.commit().await?;
+        outbox::enqueue(&mut tx, payment.requested_event()).await?;
+        self.outbox.commit(tx).await?;
         Ok(payment)
+    }
+
+    /// Step 2: waits for orders to grant the order to this claim. Woken by the listener that
+    /// applies the grant, the cancellation or the completion.
+    async fn await_grant(&self, buyer: Uuid, claim: Payment) -> Result<Payment, ApiError> {
+        let id = claim.id;
+        let look = || async move {
+            Ok::<_, sqlx::Error>(match store::find_payment(self.store.pool(), id).await? {
+                Some(payment) if payment.granted_at.is_some() => Some(Some(payment)),
+                Some(_) => None,
+                // Withdrawn: the order was cancelled or paid meanwhile.
+                None => Some(None),
+            })
+        };
+        match self.arrivals.look_for(claim.order_id, look).await? {
+            Some(Some(granted)) => Ok(granted),
+            Some(None) => Err(self.why_not_payable(buyer, claim.order_id).await),
+            None => self.withdraw(buyer, claim).await,
+        }
+    }
+
+    /// Gives up a claim whose grant did not come in time, unless it came at the last moment.
+    async fn withdraw(&self, buyer: Uuid, claim: Payment) -> Result<Payment, ApiError> {
+        let mut tx = self.store.begin().await?;
+        store::lock_order(&mut tx, self.store.dialect(), claim.order_id).await?;
+        if store::withdraw_claim(&mut tx, claim.id).await? {
+            announce_release(&mut tx, &claim).await?;
+            self.outbox.commit(tx).await?;
+            count("not_granted", self.processor.name());
+            return Err(ApiError::Unavailable(anyhow::anyhow!(
+                "order {} was not granted for payment in time",
+                claim.order_id
+            )));
+        }
+        drop(tx);
+        match store::find_payment(self.store.pool(), claim.id).await? {
+            Some(payment) if payment.granted_at.is_some() => Ok(payment),
+            _ => Err(self.why_not_payable(buyer, claim.order_id).await),
+        }
+    }
+
+    /// Why an order whose claim was withdrawn cannot be paid, as its replica now says.
+    async fn why_not_payable(&self, buyer: Uuid, order_id: Uuid) -> ApiError {
+        let order = match store::find_order(self.store.pool(), order_id).await {
+            Ok(Some(order)) => order,
+            Ok(None) => return ApiError::NotFound,
+            Err(err) => return err.into(),
+        };
+        match check_payable(&order, buyer, None, from_millis(now_millis())) {
+            Err(refusal) => refusal.into(),
+            Ok(()) => ApiError::Unavailable(anyhow::anyhow!(
+                "the claim on order {order_id} was withdrawn while the order is still payable"
+            )),
+        }
     }
 
     /// Step 2's record: notes the intent on the claim, unless the claim was released meanwhile.
@@ -268,15 +343,15 @@ impl Checkout {
         }
     }
 
-    /// Deletes a claim whose charge did not go through, and counts the attempt, so the next one
-    /// gets a fresh idempotency key.
+    /// Deletes a claim whose charge did not go through, and says so (see [`announce_release`]).
     async fn release(&self, payment: &Payment) {
         let released = async {
             let mut tx = self.store.begin().await?;
             store::lock_order(&mut tx, self.store.dialect(), payment.order_id).await?;
-            store::release_claim(&mut tx, payment.id).await?;
-            store::count_declined_attempt(&mut tx, payment.order_id).await?;
-            tx.commit().await
+            if store::release_claim(&mut tx, payment.id).await? {
+                announce_release(&mut tx, payment).await?;
+            }
+            self.outbox.commit(tx).await
         };
         if let Err(err) = released.await {
             // The claim stays pending until the reconciler takes it up.

@@ -4,7 +4,7 @@
 
 use common::ApiError;
 use common::FieldError;
-use common::events::{OrderCreated, OrderStatus, PaymentCreated};
+use common::events::{OrderCreated, OrderStatus, PaymentCreated, PaymentFailed, PaymentRequested};
 use common::money::Cents;
 use common::store::{from_millis, millis};
 use common::validate::{FieldErrors, Validate};
@@ -296,6 +296,9 @@ pub struct Payment {
     pub currency: String,
     /// Which attempt at paying the order this is: 1, then one more after each decline.
     pub attempt: i64,
+    /// When the orders service granted the order to this payment (unix milliseconds); until
+    /// then nothing is charged.
+    pub granted_at: Option<i64>,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds; a claim or a refund in flight is renewed here.
@@ -313,6 +316,7 @@ impl Payment {
             amount: order.price,
             currency: currency.as_str().to_owned(),
             attempt: order.declined_attempts + 1,
+            granted_at: None,
             created_at: now_ms,
             updated_at: now_ms,
         }
@@ -328,6 +332,23 @@ impl Payment {
     /// The Idempotency-Key of this payment's refund: one refund per payment.
     pub fn refund_key(&self) -> String {
         format!("refund-{}", self.id)
+    }
+
+    /// The event asking orders to grant the order to this payment.
+    pub fn requested_event(&self) -> PaymentRequested {
+        PaymentRequested {
+            id: self.id,
+            order_id: self.order_id,
+            attempt: self.attempt,
+        }
+    }
+
+    /// The event telling orders this payment ended without a charge.
+    pub fn failed_event(&self) -> PaymentFailed {
+        PaymentFailed {
+            id: self.id,
+            order_id: self.order_id,
+        }
     }
 
     /// The event announcing the payment succeeded.

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use common::events::{OrderCancelled, OrderCompleted, OrderCreated};
+use common::events::{OrderCancelled, OrderCompleted, OrderCreated, OrderUpdated};
 use common::listener;
 use common::store::{Migration, Migrations};
 use common::{ServiceContext, Store};
@@ -53,8 +53,8 @@ pub const PAYMENTS_MIGRATIONS: Migrations = Migrations {
         },
         Migration {
             version: 101,
-            name: "two-step charges",
-            sql: include_str!("../migrations/sqlite/0101_two_step_charges.sql"),
+            name: "grants and intents",
+            sql: include_str!("../migrations/sqlite/0101_grants_and_intents.sql"),
         },
     ],
     postgres: &[
@@ -65,8 +65,8 @@ pub const PAYMENTS_MIGRATIONS: Migrations = Migrations {
         },
         Migration {
             version: 101,
-            name: "two-step charges",
-            sql: include_str!("../migrations/postgres/0101_two_step_charges.sql"),
+            name: "grants and intents",
+            sql: include_str!("../migrations/postgres/0101_grants_and_intents.sql"),
         },
     ],
 };
@@ -132,6 +132,8 @@ pub enum SettingsError {
     HttpClient(#[source] reqwest::Error),
     #[error("--stripe-webhook-secret: must not be empty")]
     WebhookSecret,
+    #[error("--payment-claim-timeout: must be longer than zero")]
+    ClaimTimeout,
 }
 
 impl Settings {
@@ -149,6 +151,9 @@ impl Settings {
         {
             return Err(SettingsError::WebhookSecret);
         }
+        if self.claim_timeout.is_zero() {
+            return Err(SettingsError::ClaimTimeout);
+        }
         Ok(())
     }
 
@@ -163,8 +168,8 @@ impl Settings {
 }
 
 /// Starts the service's background work (the outbox relay, the relay of other replicas'
-/// arrivals, the reconciler and refunder, and the listeners of order:created, order:cancelled and
-/// order:completed, all stopping on `ctx.shutdown`) and returns its routes with their state
+/// arrivals, the reconciler and refunder, and the listeners of order:created, order:updated,
+/// order:cancelled and order:completed, all stopping on `ctx.shutdown`) and returns its routes with their state
 /// applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
@@ -197,10 +202,26 @@ pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
 
     let dialect = ctx.store.dialect();
     listener::spawn::<OrderCreated, _>(ctx, listeners::RecordOrder);
+    listener::spawn::<OrderUpdated, _>(ctx, listeners::UpdateOrder { dialect });
     listener::spawn::<OrderCancelled, _>(ctx, listeners::CancelOrder { dialect });
     listener::spawn::<OrderCompleted, _>(ctx, listeners::CompleteOrder { dialect });
 
     let checkout = checkout::Checkout::new(ctx, processor, refunds.clone(), currency);
     let webhooks = webhook::Webhooks::new(ctx, refunds, settings.webhook_secret.clone());
     routes::router(routes::AppState::new(ctx, checkout, webhooks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_timeout_of_zero_is_refused_at_start() {
+        assert!(Settings::default().validate().is_ok());
+        let zero = Settings {
+            claim_timeout: Duration::ZERO,
+            ..Settings::default()
+        };
+        assert!(matches!(zero.validate(), Err(SettingsError::ClaimTimeout)));
+    }
 }

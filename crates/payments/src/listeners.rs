@@ -1,5 +1,7 @@
-//! The payments service's replica of orders: order:created adds an order, order:cancelled and
-//! order:completed move it on, in version order. A change with version N applies only when the
+//! The payments service's replica of orders: order:created adds an order, order:updated,
+//! order:cancelled and order:completed move it on, in version order. order:updated also carries
+//! orders' grant of the order to one claim, which may then be charged; a cancellation or a
+//! completion withdraws any claim still waiting for a grant that will not come. A change with version N applies only when the
 //! replica holds N-1; one already applied (N or older) is acknowledged and dropped; one that
 //! arrives early (an unknown order, or a version gap) is not acknowledged and comes back later.
 //!
@@ -9,14 +11,18 @@
 //! outside any transaction and retries until the refund goes through.
 
 use async_trait::async_trait;
-use common::events::{Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus};
+use common::events::{
+    Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderUpdated,
+    PaymentFailed,
+};
 use common::listener::{HandleError, Handler};
+use common::outbox;
 use common::store::{Dialect, now_millis};
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::domain::{Order, VersionStep, version_step};
-use crate::store;
+use crate::store::{self, Granted};
 
 /// Adds a newly placed order to the replica.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +54,57 @@ impl Handler<OrderCreated> for RecordOrder {
     }
 }
 
+/// Moves an order of the replica into or out of `awaiting:payment`; a grant lets its claim be
+/// charged.
+#[derive(Debug, Clone, Copy)]
+pub struct UpdateOrder {
+    pub dialect: Dialect,
+}
+
+#[async_trait]
+impl Handler<OrderUpdated> for UpdateOrder {
+    // A buyer's request waits for this grant.
+    fn arrival(&self, event: &OrderUpdated) -> Option<Uuid> {
+        Some(event.id)
+    }
+
+    fn lock_key(&self, event: &OrderUpdated) -> Option<Uuid> {
+        Some(event.id)
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<OrderUpdated>,
+    ) -> Result<(), HandleError> {
+        let order = &event.data;
+        if !move_order(tx, self.dialect, order.id, order.status, order.version).await? {
+            return Ok(());
+        }
+        let (OrderStatus::AwaitingPayment, Some(payment_id)) = (order.status, order.payment_id)
+        else {
+            return Ok(());
+        };
+        match store::grant_claim(tx, payment_id, now_millis()).await? {
+            Granted::Granted | Granted::Already => {}
+            Granted::Gone => {
+                // The claim gave up waiting before the grant came: orders must take it back, or
+                // the order would wait for a payment that never comes.
+                tracing::info!(order = %order.id, payment = %payment_id, "grant for a claim that is gone; handing it back");
+                outbox::enqueue(
+                    tx,
+                    PaymentFailed {
+                        id: payment_id,
+                        order_id: order.id,
+                    },
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Cancels an order of the replica; its succeeded payment, if any, now owes a refund.
 #[derive(Debug, Clone, Copy)]
 pub struct CancelOrder {
@@ -56,6 +113,11 @@ pub struct CancelOrder {
 
 #[async_trait]
 impl Handler<OrderCancelled> for CancelOrder {
+    // A buyer's request may be waiting for a grant this makes impossible.
+    fn arrival(&self, event: &OrderCancelled) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     fn lock_key(&self, event: &OrderCancelled) -> Option<Uuid> {
         Some(event.id)
     }
@@ -66,7 +128,7 @@ impl Handler<OrderCancelled> for CancelOrder {
         event: Envelope<OrderCancelled>,
     ) -> Result<(), HandleError> {
         let order = &event.data;
-        if move_order(
+        if !move_order(
             tx,
             self.dialect,
             order.id,
@@ -74,8 +136,13 @@ impl Handler<OrderCancelled> for CancelOrder {
             order.version,
         )
         .await?
-            && store::mark_refund_due(tx, order.id, now_millis()).await?
         {
+            return Ok(());
+        }
+        store::withdraw_claims_of(tx, order.id).await?;
+        // Orders cancels no order granted to a payment; a charge kept for a cancelled order all
+        // the same (an event from before grants, an operator's doing) is given back.
+        if store::mark_refund_due(tx, order.id, now_millis()).await? {
             tracing::warn!(order = %order.id, "paid order cancelled; its payment will be refunded");
         }
         Ok(())
@@ -90,6 +157,11 @@ pub struct CompleteOrder {
 
 #[async_trait]
 impl Handler<OrderCompleted> for CompleteOrder {
+    // A buyer's request may be waiting for a grant this makes impossible.
+    fn arrival(&self, event: &OrderCompleted) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     fn lock_key(&self, event: &OrderCompleted) -> Option<Uuid> {
         Some(event.id)
     }
@@ -100,14 +172,17 @@ impl Handler<OrderCompleted> for CompleteOrder {
         event: Envelope<OrderCompleted>,
     ) -> Result<(), HandleError> {
         let order = &event.data;
-        move_order(
+        if move_order(
             tx,
             self.dialect,
             order.id,
             OrderStatus::Complete,
             order.version,
         )
-        .await?;
+        .await?
+        {
+            store::withdraw_claims_of(tx, order.id).await?;
+        }
         Ok(())
     }
 }

@@ -6,7 +6,8 @@
 //! decides with [`reconcile_step`]: a charge that went through is settled exactly as the request
 //! would have settled it (payment:created, or a refund owed if the order was cancelled
 //! meanwhile); an intent that was never confirmed is cancelled first; a claim that cannot have
-//! charged is released, so the buyer may pay again. Every write is conditional on the claim
+//! charged (never granted, never prepared, declined, cancelled) is released, and orders told
+//! (payment:failed), so the buyer may pay again or the order lapse. Every write is conditional on the claim
 //! being as the reconciler read it, so replicas reconciling side by side, a slow request and a
 //! webhook all end the claim one way.
 //!
@@ -21,7 +22,7 @@ use common::store::now_millis;
 use common::{ServiceContext, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkout::{Settlement, settle_charge};
+use crate::checkout::{Settlement, announce_release, settle_charge};
 use crate::domain::{Payment, ReconcileStep, reconcile_step};
 use crate::processor::{PaymentProcessor, ProcessorError};
 use crate::refunds::{RefundError, Refunds};
@@ -158,16 +159,16 @@ impl Reconciler {
         }
     }
 
-    /// Deletes a claim that cannot have charged and counts its attempt, so that the buyer's next
-    /// attempt gets a fresh idempotency key rather than the spent intent.
+    /// Deletes a claim that cannot have charged (counting its attempt, so that the buyer's next
+    /// one gets a fresh idempotency key rather than the spent intent) and tells orders.
     async fn release(&self, claim: &Payment) -> Result<Reconciled, ReconcileError> {
         let mut tx = self.store.begin().await?;
         store::lock_order(&mut tx, self.store.dialect(), claim.order_id).await?;
         if !store::release_stale_claim(&mut tx, claim).await? {
             return Ok(Reconciled::AlreadyEnded);
         }
-        store::count_declined_attempt(&mut tx, claim.order_id).await?;
-        tx.commit().await?;
+        announce_release(&mut tx, claim).await?;
+        self.outbox.commit(tx).await?;
         Ok(Reconciled::Released)
     }
 

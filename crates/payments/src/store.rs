@@ -22,7 +22,8 @@ macro_rules! order_columns {
 /// The columns a [`Payment`] is read from.
 macro_rules! payment_columns {
     () => {
-        "id, order_id, status, stripe_id, amount_cents, currency, attempt, created_at, updated_at"
+        "id, order_id, status, stripe_id, amount_cents, currency, attempt, granted_at, \
+         created_at, updated_at"
     };
 }
 
@@ -189,6 +190,71 @@ pub async fn insert_claim(conn: &mut AnyConnection, payment: &Payment) -> Result
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// What became of the grant of an order to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granted {
+    /// The claim may be charged now.
+    Granted,
+    /// It was granted before (the grant announced twice).
+    Already,
+    /// The claim is gone (withdrawn, released) or settled: it will charge nothing.
+    Gone,
+}
+
+/// Notes that orders granted the order to a pending claim, renewing the claim, so that the
+/// reconciler's timeout counts from the grant.
+pub async fn grant_claim(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    now_ms: i64,
+) -> Result<Granted, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE payments SET granted_at = $2, updated_at = $2 \
+         WHERE id = $1 AND status = 'pending' AND granted_at IS NULL",
+    )
+    .bind(id.to_string())
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 1 {
+        return Ok(Granted::Granted);
+    }
+    let claim = find_payment(&mut *conn, id).await?;
+    Ok(match claim {
+        Some(claim) if claim.status == PaymentStatus::Pending => Granted::Already,
+        _ => Granted::Gone,
+    })
+}
+
+/// Deletes a claim not granted yet, so that it never charges. `false` when it was granted
+/// meanwhile (or is gone already).
+pub async fn withdraw_claim(conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM payments WHERE id = $1 AND status = 'pending' AND granted_at IS NULL",
+    )
+    .bind(id.to_string())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(deleted == 1)
+}
+
+/// Deletes the claims of an order that orders will never grant (it is cancelled or paid), so
+/// that a request waiting for the grant learns it at once. Returns how many there were.
+pub async fn withdraw_claims_of(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM payments WHERE order_id = $1 AND status = 'pending' AND granted_at IS NULL",
+    )
+    .bind(order_id.to_string())
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// Deletes a claim whose charge did not happen, so the buyer may try again.
@@ -601,6 +667,7 @@ fn payment_from_row(row: &AnyRow) -> Result<Payment, sqlx::Error> {
             .map_err(|reason| decode_error("amount_cents", reason))?,
         currency: row.try_get("currency")?,
         attempt: row.try_get("attempt")?,
+        granted_at: row.try_get("granted_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::checkout::{Settlement, settle_charge};
+use crate::checkout::{Settlement, announce_release, settle_charge};
 use crate::domain::{Payment, PaymentStatus, SignatureError, verify_signature};
 use crate::refunds::Refunds;
 use crate::store::{self, RefundRecord};
@@ -174,8 +174,9 @@ impl Webhooks {
             return Ok(());
         };
         store::lock_order(tx, self.store.dialect(), payment.order_id).await?;
-        store::release_claim(tx, payment.id).await?;
-        store::count_declined_attempt(tx, payment.order_id).await?;
+        if store::release_claim(tx, payment.id).await? {
+            announce_release(tx, &payment).await?;
+        }
         tracing::info!(payment = %payment.id, intent = %intent.id, "charge failed; claim released");
         Ok(())
     }

@@ -8,3 +8,8 @@ ALTER TABLE sandbox_charges ADD COLUMN status TEXT NOT NULL DEFAULT 'succeeded' 
 
 -- The reconciler's work: claims left pending past their timeout.
 CREATE INDEX payments_pending_claims ON payments (updated_at) WHERE status = 'pending';
+
+-- When the orders service granted the order to this claim (order:updated, awaiting:payment). A
+-- claim is charged only once granted, so an order its buyer cancels, or that lapses, is never
+-- charged; a claim never granted is withdrawn.
+ALTER TABLE payments ADD COLUMN granted_at BIGINT;

@@ -3,9 +3,14 @@
 //! signer of Stripe webhooks, and read-only looks at what the service and its sandbox recorded.
 
 use std::ops::Deref;
+use std::time::Duration;
 
+use common::arrivals::{ArrivalSettings, Arrivals};
+use common::bus::Message;
+use common::events::EventType;
 use common::events::{
-    Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket, TicketRef,
+    Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket, OrderUpdated,
+    PaymentRequested, TicketRef,
 };
 use common::listener::ListenerSettings;
 use common::money::Cents;
@@ -59,18 +64,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, settings: Settings) -> TestApp {
-    spawn(backend, settings, testkit::quick_listeners().max_deliver).await
+    let app = spawn(backend, settings, testkit::quick_listeners().max_deliver).await;
+    app.grant_payments().await;
+    app
 }
 
-/// A service whose listeners retry an event for a few seconds before dead-lettering it, for
-/// tests that watch an event wait for the one it depends on.
-pub async fn spawn_app_patient(backend: Backend) -> TestApp {
-    spawn(backend, sandbox_settings(), 50).await
-}
-
-/// A service whose requests for an order it has not heard of wait until a listener announces
-/// it, however long that takes.
-pub async fn spawn_app_awaiting(backend: Backend) -> TestApp {
+/// A service on a bus where nobody plays orders: a payment waits for a grant until the test
+/// gives it (or a cancellation makes it impossible), however long that takes.
+pub async fn spawn_app_ungranted(backend: Backend) -> TestApp {
     let settings = sandbox_settings();
     TestApp(
         TestService::start_awaiting_arrivals(
@@ -81,6 +82,54 @@ pub async fn spawn_app_awaiting(backend: Backend) -> TestApp {
         )
         .await,
     )
+}
+
+/// A service on a bus where nobody plays orders, whose requests wait `wait` for a grant.
+pub async fn spawn_app_waiting(backend: Backend, wait: Duration) -> TestApp {
+    let settings = sandbox_settings();
+    TestApp(
+        TestService::start_shaped(
+            payments::NAME,
+            backend,
+            &payments::MIGRATIONS,
+            |ctx| {
+                ctx.arrivals = Arrivals::new(
+                    payments::NAME,
+                    ArrivalSettings {
+                        wait,
+                        ..ArrivalSettings::default()
+                    },
+                )
+            },
+            |ctx| payments::start(ctx, &settings),
+        )
+        .await,
+    )
+}
+
+/// A service whose listeners retry an event for a few seconds before dead-lettering it, for
+/// tests that watch an event wait for the one it depends on.
+pub async fn spawn_app_patient(backend: Backend) -> TestApp {
+    let app = spawn(backend, sandbox_settings(), 50).await;
+    app.grant_payments().await;
+    app
+}
+
+/// A service whose requests for an order it has not heard of wait until a listener announces
+/// it, however long that takes.
+pub async fn spawn_app_awaiting(backend: Backend) -> TestApp {
+    let settings = sandbox_settings();
+    let app = TestApp(
+        TestService::start_awaiting_arrivals(
+            payments::NAME,
+            backend,
+            &payments::MIGRATIONS,
+            |ctx| payments::start(ctx, &settings),
+        )
+        .await,
+    );
+    app.grant_payments().await;
+    app
 }
 
 async fn spawn(backend: Backend, settings: Settings, max_deliver: u32) -> TestApp {
@@ -148,6 +197,53 @@ pub struct RefundRow {
 }
 
 impl TestApp {
+    /// Plays the orders service's side of paying, until the service shuts down: every
+    /// payment:requested for an order the replica holds as live is granted (order:updated,
+    /// awaiting:payment, at the replica's next version), as orders grants a live order.
+    pub async fn grant_payments(&self) {
+        let mut requests = self.watch::<PaymentRequested>().await;
+        let bus = self.bus.bus.clone();
+        let store = self.ctx.store.clone();
+        let shutdown = self.ctx.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    request = requests.next_within(Duration::from_secs(3600)) => request,
+                    () = shutdown.cancelled() => return,
+                };
+                let Some(request) = request else { continue };
+                let order_id = request.data.order_id;
+                let Ok(Some(row)) = sqlx::query("SELECT status, version FROM orders WHERE id = $1")
+                    .bind(order_id.to_string())
+                    .fetch_optional(store.pool())
+                    .await
+                else {
+                    continue;
+                };
+                let status: String = row.get("status");
+                if status == "created" || status == "awaiting:payment" {
+                    let version: i64 = row.get("version");
+                    let grant = Envelope::new(OrderUpdated {
+                        id: order_id,
+                        version: version + 1,
+                        status: OrderStatus::AwaitingPayment,
+                        payment_id: Some(request.data.id),
+                        ticket: TicketRef { id: Uuid::nil() },
+                    });
+                    let message = Message {
+                        id: grant.id.to_string(),
+                        event_type: EventType::OrderUpdated,
+                        payload: grant.encode().unwrap().into(),
+                        headers: Default::default(),
+                    };
+                    if bus.publish(&message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
     /// `POST /api/payments` as `payer`.
     pub async fn pay(&self, payer: &Client, order_id: Uuid, token: &str) -> Reply {
         payer
@@ -189,6 +285,19 @@ impl TestApp {
         self.publish(&Envelope::new(OrderCancelled {
             id: order_id,
             version,
+            ticket: TicketRef { id: Uuid::nil() },
+        }))
+        .await
+    }
+
+    /// Grants an order to a payment as the orders service would (at `version`), without
+    /// waiting.
+    pub async fn grant(&self, order_id: Uuid, payment_id: Uuid, version: i64) -> Uuid {
+        self.publish(&Envelope::new(OrderUpdated {
+            id: order_id,
+            version,
+            status: OrderStatus::AwaitingPayment,
+            payment_id: Some(payment_id),
             ticket: TicketRef { id: Uuid::nil() },
         }))
         .await
@@ -295,14 +404,15 @@ impl TestApp {
         .await
     }
 
-    /// Leaves a pending claim (attempt 1) as a request that died after claiming would have, last
-    /// renewed `age_ms` ago. Returns its id.
+    /// Leaves a pending claim (attempt 1), granted by orders, as a request that died after the
+    /// grant would have, last renewed `age_ms` ago. Returns its id.
     pub async fn insert_claim(&self, order_id: Uuid, cents: i64, age_ms: i64) -> Uuid {
         let id = Uuid::now_v7();
         let at = now_millis() - age_ms;
         sqlx::query(
             "INSERT INTO payments (id, order_id, status, stripe_id, amount_cents, currency, \
-             attempt, created_at, updated_at) VALUES ($1, $2, 'pending', NULL, $3, 'usd', 1, $4, $4)",
+             attempt, granted_at, created_at, updated_at) \
+             VALUES ($1, $2, 'pending', NULL, $3, 'usd', 1, $4, $4, $4)",
         )
         .bind(id.to_string())
         .bind(order_id.to_string())

@@ -5,6 +5,7 @@
 //! `STUBS_TEST_STRIPE_API_BASE` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod grants;
 mod helpers;
 mod listeners;
 mod paying;

@@ -157,7 +157,8 @@ async fn a_charged_then_cancelled_order_is_refunded_at_stripe(backend: Backend) 
     let paid = app.pay(&alice, order_id, "pm_card_visa").await;
     assert_eq!(paid.status, 201, "{:?}", paid.body);
 
-    app.cancel_order(order_id, 1).await;
+    // After the grant (version 1).
+    app.cancel_order(order_id, 2).await;
 
     let payment = app.payment_with_status(order_id, "refunded").await;
     let intent = payment.stripe_id.clone().unwrap();

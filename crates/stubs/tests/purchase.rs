@@ -327,6 +327,83 @@ async fn a_buyer_who_acts_at_once_pays_what_they_ordered_at(market: Marketplace)
     assert!(market.stop().await, "a process did not stop cleanly");
 }
 
+/// A buyer who pays for an order and cancels it in the same moment is told one story: paid (201)
+/// and the cancellation refused, or cancelled (204) and the payment refused before any charge;
+/// never paid and cancelled.
+async fn paying_and_cancelling_at_once_end_one_way(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    buyer.sign_up(&email("buyer")).await;
+    let mut outcomes = Vec::new();
+    // The cancellation leaves later each round, to meet the payment at each of its steps.
+    for lag in [0, 0, 10, 30, 100, 300, 1000] {
+        let ticket = list_ticket(&seller, 20.0).await;
+        let (status, order) = place_order(&buyer, &ticket["id"]).await;
+        assert_eq!(status, 201, "{order}");
+        let path = format!("/api/orders/{}", order["id"].as_str().unwrap());
+
+        let ((paid, payment), (cancelled, cancellation)) =
+            tokio::join!(pay(&buyer, &order["id"], "tok_visa"), async {
+                sleep(Duration::from_millis(lag)).await;
+                buyer.delete(&path).await
+            });
+
+        let end = eventually("the order to settle", || async {
+            let status = order_status(&buyer, &order["id"]).await;
+            (status == "complete" || status == "cancelled").then_some(status)
+        })
+        .await;
+        if end == "complete" {
+            assert_eq!(paid, 201, "{payment}");
+            assert_eq!(cancelled, 400, "{cancellation}");
+            let message = cancellation["errors"][0]["message"].as_str().unwrap();
+            assert!(
+                message == "Cannot cancel an order while it is being paid"
+                    || message == "Cannot cancel a paid order",
+                "{message}"
+            );
+            wait_for_holder(&seller, &ticket["id"], &order["id"]).await;
+        } else {
+            assert_eq!(cancelled, 204, "{cancellation}");
+            // Refused outright, or given up while orders' cancellation was on its way.
+            assert!(paid == 400 || paid == 503, "{paid} {payment}");
+            assert!(payment["errors"][0]["message"].is_string(), "{payment}");
+            wait_for_holder(&seller, &ticket["id"], &Value::Null).await;
+        }
+        outcomes.push((lag, end, paid, cancelled));
+    }
+    eprintln!("(lag ms, end, payment, cancellation): {outcomes:?}");
+}
+
+/// A declined card gives the order back to its buyer, who may then cancel it, or pay with
+/// another card.
+async fn a_declined_card_gives_the_order_back(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    buyer.sign_up(&email("buyer")).await;
+    for then_pay in [false, true] {
+        let ticket = list_ticket(&seller, 15.0).await;
+        let (_, order) = place_order(&buyer, &ticket["id"]).await;
+
+        let (declined, body) = pay(&buyer, &order["id"], "tok_chargeDeclined").await;
+
+        assert_eq!(declined, 402, "{body}");
+        wait_for_order_status(&buyer, &order["id"], "created").await;
+        if then_pay {
+            let (paid, payment) = pay(&buyer, &order["id"], "tok_visa").await;
+            assert_eq!(paid, 201, "{payment}");
+            wait_for_order_status(&buyer, &order["id"], "complete").await;
+        } else {
+            let path = format!("/api/orders/{}", order["id"].as_str().unwrap());
+            let (cancelled, body) = buyer.delete(&path).await;
+            assert_eq!(cancelled, 204, "{body}");
+            wait_for_holder(&seller, &ticket["id"], &Value::Null).await;
+        }
+    }
+}
+
 macro_rules! in_both_modes {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -351,4 +428,6 @@ in_both_modes!(
     a_double_click_on_pay_charges_once,
     paying_as_the_order_expires_never_leaves_a_sold_ticket_unpaid,
     a_buyer_who_acts_at_once_pays_what_they_ordered_at,
+    paying_and_cancelling_at_once_end_one_way,
+    a_declined_card_gives_the_order_back,
 );

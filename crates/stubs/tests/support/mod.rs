@@ -72,6 +72,8 @@ pub struct Marketplace {
     elsewhere: Option<String>,
     _bus: Option<TestBus>,
     _databases: Vec<TestDatabase>,
+    /// Each service's database, in distributed mode.
+    database_urls: BTreeMap<String, String>,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -123,6 +125,7 @@ impl Marketplace {
             embedded: Some(process),
             _bus: None,
             _databases: Vec::new(),
+            database_urls: BTreeMap::new(),
             _data: data,
         }
     }
@@ -148,7 +151,7 @@ impl Marketplace {
             nginx: nginx(),
             dir: data.path().to_owned(),
             port: 0,
-            database_urls,
+            database_urls: database_urls.clone(),
             nats_url,
             nats_prefix: bus.nats_prefix.clone().unwrap(),
             jwt_secret: SECRET.to_owned(),
@@ -167,6 +170,7 @@ impl Marketplace {
             embedded: None,
             _bus: Some(bus),
             _databases: databases,
+            database_urls,
             _data: Some(data),
         }
     }
@@ -179,8 +183,14 @@ impl Marketplace {
             elsewhere: Some(base.to_owned()),
             _bus: None,
             _databases: Vec::new(),
+            database_urls: BTreeMap::new(),
             _data: None,
         }
+    }
+
+    /// Each service's database, by service, when the marketplace is the local cluster.
+    pub fn database_urls(&self) -> &BTreeMap<String, String> {
+        &self.database_urls
     }
 
     /// Where the marketplace answers: the process itself, or the cluster's ingress.

@@ -273,6 +273,18 @@ pub async fn post_payment(
             let page = order_page(&web, &visitor, order, card_number, errors);
             Ok(render(status, &page))
         }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            // The order could not be readied for payment in time, or the processor did not
+            // answer: either way paying again is safe, since an order is never charged twice.
+            let order = fetch_order(&web, &visitor, &id).await?;
+            let errors = FieldErrors::on(
+                "card_number",
+                "Payments are busy or unreachable just now. Please try again in a moment: \
+                 an order is never charged twice.",
+            );
+            let page = order_page(&web, &visitor, order, card_number, errors);
+            Ok(render(StatusCode::SERVICE_UNAVAILABLE, &page))
+        }
         status => Err(PageError::Internal(format!(
             "POST payment answered {status}"
         ))),

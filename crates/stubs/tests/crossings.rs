@@ -221,7 +221,7 @@ testkit::distributed_test! {
             if cancelled {
                 *tally.entry("cancelled by the buyer").or_default() += 1;
             }
-            if answers.payments.iter().any(|s| *s == 402) {
+            if answers.payments.contains(&402) {
                 *tally.entry("declined at least once").or_default() += 1;
             }
         }

@@ -118,16 +118,7 @@ pub async fn spawn_app_patient(backend: Backend) -> TestApp {
 /// A service whose requests for an order it has not heard of wait until a listener announces
 /// it, however long that takes.
 pub async fn spawn_app_awaiting(backend: Backend) -> TestApp {
-    let settings = sandbox_settings();
-    let app = TestApp(
-        TestService::start_awaiting_arrivals(
-            payments::NAME,
-            backend,
-            &payments::MIGRATIONS,
-            |ctx| payments::start(ctx, &settings),
-        )
-        .await,
-    );
+    let app = spawn_app_ungranted(backend).await;
     app.grant_payments().await;
     app
 }

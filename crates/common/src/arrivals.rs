@@ -74,7 +74,26 @@ impl Arrivals {
     /// Looks for the thing with this id using `look`; if it is not there, waits for a listener
     /// to announce the id and looks again, until it is found or the wait is over. `None` when it
     /// did not come, or at once when too many requests are waiting already.
-    pub async fn look_for<T, E, F, Fut>(&self, id: Uuid, mut look: F) -> Result<Option<T>, E>
+    pub async fn look_for<T, E, F, Fut>(&self, id: Uuid, look: F) -> Result<Option<T>, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        self.wait(id, look, true).await
+    }
+
+    /// Like [`Arrivals::look_for`], for the answer to something the request itself set going
+    /// (a payment waiting for orders' grant), and not counted against the cap: each such wait
+    /// needs a claim on one of the buyer's own orders, which the hold limits already bound.
+    pub async fn await_answer<T, E, F, Fut>(&self, id: Uuid, look: F) -> Result<Option<T>, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        self.wait(id, look, false).await
+    }
+
+    async fn wait<T, E, F, Fut>(&self, id: Uuid, mut look: F, capped: bool) -> Result<Option<T>, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
@@ -82,10 +101,15 @@ impl Arrivals {
         if let Some(found) = look().await? {
             return Ok(Some(found));
         }
-        let Ok(_turn) = self.turns.try_acquire() else {
-            metrics::counter!("stubs_arrival_waits_refused_total", "service" => self.service)
-                .increment(1);
-            return Ok(None);
+        let _turn = if capped {
+            let Ok(turn) = self.turns.try_acquire() else {
+                metrics::counter!("stubs_arrival_waits_refused_total", "service" => self.service)
+                    .increment(1);
+                return Ok(None);
+            };
+            Some(turn)
+        } else {
+            None
         };
         let bell = Awaiting::register(self, id);
         let deadline = Instant::now() + self.settings.wait;
@@ -405,6 +429,41 @@ mod tests {
         flag.store(true, Ordering::SeqCst);
         arrivals.announce(&[id]);
         assert_eq!(waiter.await.unwrap(), Ok(Some(())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_awaited_is_not_turned_away_by_the_cap() {
+        let arrivals = arrivals(1);
+        let flag = Arc::new(AtomicBool::new(false));
+        let unknown = tokio::spawn({
+            let (arrivals, flag) = (arrivals.clone(), flag.clone());
+            async move {
+                let looks = AtomicUsize::new(0);
+                arrivals
+                    .look_for(Uuid::now_v7(), || look(&flag, &looks))
+                    .await
+            }
+        });
+        while arrivals.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let (id, answered) = (Uuid::now_v7(), Arc::new(AtomicBool::new(false)));
+        let answer = tokio::spawn({
+            let (arrivals, answered) = (arrivals.clone(), answered.clone());
+            async move {
+                let looks = AtomicUsize::new(0);
+                arrivals.await_answer(id, || look(&answered, &looks)).await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!answer.is_finished(), "it waits, though the cap is reached");
+
+        answered.store(true, Ordering::SeqCst);
+        arrivals.announce(&[id]);
+
+        assert_eq!(answer.await.unwrap(), Ok(Some(())));
+        assert_eq!(arrivals.waiting(), 1, "only the capped wait holds a turn");
+        unknown.abort();
     }
 
     #[test]

@@ -19,8 +19,9 @@ use uuid::Uuid;
 /// How long a buyer has to pay unless the operator says otherwise.
 pub const DEFAULT_ORDER_EXPIRATION: Duration = Duration::from_secs(15 * 60);
 
-/// The statuses in which an order holds its ticket and may still be cancelled or paid. Only
-/// orders in these statuses ever change; `cancelled` and `complete` are final.
+/// The statuses in which an order holds its ticket and may still be paid (and, while no payment
+/// is granted it, cancelled). Only orders in these statuses ever change; `cancelled` and
+/// `complete` are final.
 pub const LIVE: [OrderStatus; 2] = [OrderStatus::Created, OrderStatus::AwaitingPayment];
 
 /// A ticket as the orders service knows it: a replica of the tickets service's ticket, written

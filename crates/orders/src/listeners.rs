@@ -125,6 +125,13 @@ impl Handler<ExpirationComplete> for ExpireOrder {
                 outbox::enqueue(tx, cancelled.cancelled_event()).await?;
                 tracing::info!(order = %order.id, version = cancelled.version, "order expired");
             }
+            Transition::Unchanged if order.status == OrderStatus::AwaitingPayment => {
+                // The payment granted the order decides its end. Should it fail, the order is
+                // cancelled then; the expiry is written down, so that holds whatever this
+                // service's clock says of the window (the expiration service's may run ahead).
+                store::note_expiry(tx, order.id, from_millis(now_millis())).await?;
+                tracing::info!(order = %order.id, "expiry of an order being paid; its payment decides");
+            }
             Transition::Unchanged | Transition::Refused => {
                 // Expiring a cancelled (or paid) order does nothing and announces nothing: a late
                 // expiry must never disturb what came after it.

@@ -301,6 +301,21 @@ pub async fn reopen_order(
     .transpose()
 }
 
+/// Notes that an order's expiry came at `now`, bringing its expiry forward to then if it lay
+/// later (the expiration service's clock ahead of this one's).
+pub async fn note_expiry(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET expires_at = $2 WHERE id = $1 AND expires_at > $2")
+        .bind(id.to_string())
+        .bind(millis(now))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Makes a buyer's order placements take turns until the end of the transaction, so that the
 /// limits are checked against every order placed before, whichever replica placed it. SQLite's
 /// write transaction already keeps every other writer out; PostgreSQL takes a transaction-scoped

@@ -89,7 +89,7 @@ async fn an_order_being_paid_cannot_be_cancelled_and_its_expiry_waits(backend: B
     let app = spawn_app(backend).await;
     let mut cancelled = app.watch::<OrderCancelled>().await;
     let (buyer, id, _) = placed_order(&app).await;
-    request(&app, id, 1).await;
+    let payment = request(&app, id, 1).await;
 
     let refused = buyer.delete(&format!("/api/orders/{id}")).await;
     let expiry = app.publish(&expiration_complete(id)).await;
@@ -106,6 +106,14 @@ async fn an_order_being_paid_cannot_be_cancelled_and_its_expiry_waits(backend: B
     assert_eq!(order["version"], 1);
     app.flushed().await;
     assert!(cancelled.rest().await.is_empty(), "no order:cancelled");
+
+    // The expiry came (by the expiration service's clock) well before the 15 minutes are up by
+    // this service's: the payment's failure ends the order all the same.
+    let failed = app.publish(&payment_failed(id, payment)).await;
+    app.handled(failed).await;
+
+    assert_eq!(app.order(&buyer, id).await["status"], "cancelled");
+    assert_eq!(cancelled.next().await.data.version, 2);
 }
 
 async fn the_granted_payments_failure_gives_the_order_back(backend: Backend) {

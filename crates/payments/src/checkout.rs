@@ -177,6 +177,9 @@ impl Checkout {
             }
             Ok(ChargeOutcome::Declined { message }) => {
                 count("declined", processor);
+                // An intent waiting for an authentication this API cannot give stays open at
+                // Stripe otherwise; a declined one is simply closed.
+                self.cancel_quietly(&intent_id).await;
                 self.release(&payment).await;
                 tracing::info!(payment = %payment.id, attempt = payment.attempt, "card declined");
                 Err(ApiError::PaymentDeclined(message))
@@ -243,7 +246,7 @@ impl Checkout {
                 None => Some(None),
             })
         };
-        match self.arrivals.look_for(claim.order_id, look).await? {
+        match self.arrivals.await_answer(claim.order_id, look).await? {
             Some(Some(granted)) => Ok(granted),
             Some(None) => Err(self.why_not_payable(buyer, claim.order_id).await),
             None => self.withdraw(buyer, claim).await,
@@ -285,21 +288,21 @@ impl Checkout {
         }
     }
 
-    /// Step 2's record: notes the intent on the claim, unless the claim was released meanwhile.
+    /// Step 3's record: notes the intent on the claim, unless the claim was released meanwhile.
     async fn record_intent(&self, payment: &Payment, intent_id: &str) -> Result<bool, ApiError> {
         let mut conn = self.store.writer().acquire().await?;
         Ok(store::record_intent(&mut conn, payment.id, intent_id, now_millis()).await?)
     }
 
-    /// Cancels an intent that must never be confirmed. A failure only leaves an unconfirmed
-    /// intent behind, which moves no money.
+    /// Cancels an intent that must never be confirmed, or was declined. A failure only leaves an
+    /// intent behind that moves no money.
     async fn cancel_quietly(&self, intent_id: &str) {
         if let Err(err) = self.processor.cancel(intent_id).await {
             tracing::warn!(%intent_id, error = %err, "cannot cancel an intent of a released claim");
         }
     }
 
-    /// Step 4: records the successful charge and answers the buyer.
+    /// Step 5: records the successful charge and answers the buyer.
     async fn settle(&self, payment: &Payment, stripe_id: &str) -> Result<Payment, ApiError> {
         let mut tx = self.store.begin().await?;
         let settlement = settle_charge(&mut tx, self.store.dialect(), payment, stripe_id).await?;

@@ -202,7 +202,7 @@ pub fn check_payable(
     }
     match existing.map(|payment| payment.status) {
         None => {}
-        // Settled by the reconciler or a webhook, or released so the buyer may try again.
+        // Under way: it ends paid, or released so the buyer may try again.
         Some(PaymentStatus::Pending) => return Err(Refusal::InProgress),
         // Paid, or refunded.
         Some(_) => return Err(Refusal::AlreadyPaid),
@@ -212,6 +212,12 @@ pub fn check_payable(
     }
     Ok(())
 }
+
+/// The `granted_at` of claims left pending by the one-step flow, before intents were recorded
+/// (set by the migration that brought them in; the code never writes it). Such a claim without
+/// an intent may have charged all the same, so the reconciler asks the processor for the charge
+/// made under its idempotency key before it decides.
+pub const LEGACY_CLAIM: i64 = 0;
 
 /// What the reconciler does with a claim left pending past its timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,6 +338,11 @@ impl Payment {
     /// The Idempotency-Key of this payment's refund: one refund per payment.
     pub fn refund_key(&self) -> String {
         format!("refund-{}", self.id)
+    }
+
+    /// Whether this claim comes from the one-step flow and has no intent recorded.
+    pub fn is_legacy_claim(&self) -> bool {
+        self.granted_at == Some(LEGACY_CLAIM) && self.stripe_id.is_none()
     }
 
     /// The event asking orders to grant the order to this payment.

@@ -2,13 +2,15 @@
 //! the orders it may be asked to charge, the ids of the Stripe webhook events it has processed,
 //! and, in sandbox mode, the sandbox processor's books.
 //!
-//! A buyer pays for their order with a card token; the service claims the order in its database
-//! before charging the card, so a double click charges once; it announces a successful payment
-//! as payment:created through its transactional outbox; it refunds any charge whose order was
-//! cancelled meanwhile; and it settles or releases every claim a crash left pending. Money moves through Stripe when a secret key is
-//! configured, and through a local sandbox that accepts Stripe's test tokens otherwise.
+//! A buyer pays for their order with a card token; the service claims the order in its database,
+//! so a double click charges once, and charges the card only once the orders service has granted
+//! it the order; it announces a successful payment as payment:created through its transactional
+//! outbox; it refunds any charge whose order was cancelled all the same; and its reconciler
+//! settles or releases every claim a crash left pending. Money moves through Stripe when a secret
+//! key is configured, and through a local sandbox that accepts Stripe's test tokens otherwise.
 //!
-//! [`start`] spawns the outbox relay, the refunder and the listeners and returns the HTTP routes;
+//! [`start`] spawns the outbox relay, the reconciler and refunder and the listeners and returns
+//! the HTTP routes;
 //! the caller wraps them in the HTTP stack (`common::http::serve_stack`), alone or merged with
 //! other services' routes.
 

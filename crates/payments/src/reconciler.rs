@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::arrivals::Arrivals;
 use common::outbox::Outbox;
 use common::store::now_millis;
 use common::{ServiceContext, Store};
@@ -76,6 +77,7 @@ pub struct Reconciler {
     outbox: Outbox,
     processor: Arc<dyn PaymentProcessor>,
     refunds: Refunds,
+    arrivals: Arrivals,
     claim_timeout: Duration,
 }
 
@@ -91,6 +93,7 @@ impl Reconciler {
             outbox: ctx.outbox.clone(),
             processor,
             refunds,
+            arrivals: ctx.arrivals.clone(),
             claim_timeout,
         }
     }
@@ -130,6 +133,10 @@ impl Reconciler {
     /// Ends one stale claim, as its intent's status says.
     #[tracing::instrument(name = "reconcile", skip_all, fields(payment = %claim.id))]
     pub async fn reconcile(&self, claim: &Payment) -> Result<Reconciled, ReconcileError> {
+        let claim = &match self.find_legacy_intent(claim).await? {
+            Some(found) => found,
+            None => return Ok(Reconciled::AlreadyEnded),
+        };
         let mut status = match &claim.stripe_id {
             Some(intent_id) => Some(self.processor.look_up(intent_id).await?),
             None => None,
@@ -159,6 +166,29 @@ impl Reconciler {
         }
     }
 
+    /// A claim from the one-step flow has no intent recorded, yet may have charged: the intent
+    /// made under its idempotency key, if the processor has one, is recorded on it first. `None`
+    /// when the claim changed meanwhile.
+    async fn find_legacy_intent(&self, claim: &Payment) -> Result<Option<Payment>, ReconcileError> {
+        if !claim.is_legacy_claim() {
+            return Ok(Some(claim.clone()));
+        }
+        let Some(intent_id) = self.processor.find_by_key(&claim.charge_key()).await? else {
+            // Never charged: released like any claim without an intent.
+            return Ok(Some(claim.clone()));
+        };
+        let now = now_millis();
+        let mut conn = self.store.writer().acquire().await?;
+        if !store::record_intent(&mut conn, claim.id, &intent_id, now).await? {
+            return Ok(None);
+        }
+        Ok(Some(Payment {
+            stripe_id: Some(intent_id),
+            updated_at: now,
+            ..claim.clone()
+        }))
+    }
+
     /// Deletes a claim that cannot have charged (counting its attempt, so that the buyer's next
     /// one gets a fresh idempotency key rather than the spent intent) and tells orders.
     async fn release(&self, claim: &Payment) -> Result<Reconciled, ReconcileError> {
@@ -168,7 +198,12 @@ impl Reconciler {
             return Ok(Reconciled::AlreadyEnded);
         }
         announce_release(&mut tx, claim).await?;
+        // A request still waiting for this claim's grant (a timeout shorter than its wait) is
+        // told at once, on whichever replica it waits.
+        let order = [claim.order_id];
+        Arrivals::announce_on_commit(&mut tx, self.store.dialect(), &order).await?;
         self.outbox.commit(tx).await?;
+        self.arrivals.announce(&order);
         Ok(Reconciled::Released)
     }
 

@@ -592,6 +592,17 @@ pub async fn sandbox_intent(
         .transpose()
 }
 
+/// The id of the sandbox intent made under an idempotency key, if any.
+pub async fn sandbox_intent_by_key(
+    pool: &AnyPool,
+    idempotency_key: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM sandbox_charges WHERE idempotency_key = $1")
+        .bind(idempotency_key)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Moves a sandbox intent that is still unconfirmed to `status` (confirmed one way or the other,
 /// or cancelled), in one conditional statement, so that a confirmation and a cancellation racing
 /// each other end one way. Returns the status it is in afterwards; `None` when there is no such

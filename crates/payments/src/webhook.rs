@@ -9,8 +9,9 @@
 //! processing, or whose request died before it heard the answer) exactly as the request would
 //! have; `payment_intent.payment_failed` releases such a claim, so the buyer may try again;
 //! `charge.refunded` records refunds made at Stripe (the dashboard, say). Every other event is
-//! acknowledged and ignored. A payment is found by its intent's id or, before the request that
-//! charged learnt that id, by the `paymentId` the intent carries in its metadata.
+//! acknowledged and ignored. A payment is found by its intent's id or, in the moment between
+//! creating the intent and recording its id on the claim, by the `paymentId` the intent carries in
+//! its metadata.
 
 use std::collections::HashMap;
 

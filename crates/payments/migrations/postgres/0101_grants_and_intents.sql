@@ -13,3 +13,8 @@ CREATE INDEX payments_pending_claims ON payments (updated_at) WHERE status = 'pe
 -- claim is charged only once granted, so an order its buyer cancels, or that lapses, is never
 -- charged; a claim never granted is withdrawn.
 ALTER TABLE payments ADD COLUMN granted_at BIGINT;
+
+-- Claims left pending by the one-step flow may have charged with no intent recorded: they are
+-- marked (granted at 0, a time the code never writes), and the reconciler asks the processor
+-- for the charge made under their idempotency key instead.
+UPDATE payments SET granted_at = 0 WHERE status = 'pending' AND stripe_id IS NULL;

@@ -2,8 +2,8 @@
 //!
 //! A processor is an outside system: it is never called while a database transaction is open
 //! (the sandbox writes its books in the same database, and a network call must not hold locks).
-//! Every call carries an idempotency key, so repeating a call whose outcome was lost returns the
-//! first outcome instead of moving money twice.
+//! Every call that moves money carries an idempotency key, so repeating a call whose outcome was
+//! lost returns the first outcome instead of moving money twice.
 
 pub mod sandbox;
 pub mod stripe;
@@ -121,6 +121,10 @@ pub trait PaymentProcessor: Send + Sync + 'static {
 
     /// Refunds a charge in full, once per idempotency key.
     async fn refund(&self, request: &RefundRequest) -> Result<RefundReceipt, ProcessorError>;
+
+    /// The intent made under an idempotency key, if any: for a claim from before intents were
+    /// recorded on claims. `Refused` by a processor that cannot be asked so.
+    async fn find_by_key(&self, idempotency_key: &str) -> Result<Option<String>, ProcessorError>;
 }
 
 /// The processor the settings ask for: Stripe with a key, the sandbox without one.
@@ -177,5 +181,9 @@ impl PaymentProcessor for Unconfigured {
             "payments are not configured: {}",
             self.reason
         )))
+    }
+
+    async fn find_by_key(&self, _: &str) -> Result<Option<String>, ProcessorError> {
+        Err(self.error())
     }
 }

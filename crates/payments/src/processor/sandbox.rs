@@ -137,6 +137,12 @@ impl PaymentProcessor for Sandbox {
         intent_status(&self.settle_intent(intent_id, "canceled").await?)
     }
 
+    async fn find_by_key(&self, idempotency_key: &str) -> Result<Option<String>, ProcessorError> {
+        store::sandbox_intent_by_key(self.store.pool(), idempotency_key)
+            .await
+            .map_err(store_error)
+    }
+
     async fn refund(&self, request: &RefundRequest) -> Result<RefundReceipt, ProcessorError> {
         let new_id = format!("re_sandbox_{}", uuid::Uuid::now_v7().simple());
         let refund_id = store::sandbox_refund(

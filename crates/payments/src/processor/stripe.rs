@@ -5,8 +5,8 @@
 //! How Stripe's answers map: a 402 or a `card_error` is a decline with Stripe's message (written
 //! for the buyer); a token Stripe does not know is refused as an invalid token; no answer, a
 //! timeout, a 409 (the same key in flight), a 429 or a 5xx leave the outcome unknown
-//! ([`ProcessorError::Unavailable`]), to be learnt by repeating the call with the same key;
-//! anything else (a bad key, a request Stripe will not take) is [`ProcessorError::Refused`].
+//! ([`ProcessorError::Unavailable`]), to be learnt from the intent by the reconciler; anything
+//! else (a bad key, a request Stripe will not take) is [`ProcessorError::Refused`].
 //! The secret key never reaches a log: it is a `SecretString` and goes out as a sensitive header.
 
 use std::time::Duration;
@@ -27,7 +27,7 @@ use crate::{SettingsError, StripeSettings};
 /// How long to wait for Stripe to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a whole answer. A charge still running in Stripe when this passes is
-/// learnt on the next attempt with the same idempotency key, or from its webhook.
+/// learnt from its webhook, or by the reconciler from its intent.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Stripe's API, or a server that speaks it (localstripe in tests).
@@ -146,13 +146,15 @@ impl StripeClient {
         &self,
         path: &str,
         form: &[(&str, String)],
-        idempotency_key: &str,
+        idempotency_key: Option<&str>,
     ) -> Result<T, CallError> {
-        let request = self
+        let mut request = self
             .http
             .post(format!("{}{path}", self.api_base))
-            .header("Idempotency-Key", idempotency_key)
             .form(form);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
         self.send(request).await
     }
 
@@ -292,7 +294,7 @@ impl PaymentProcessor for StripeClient {
             .post::<PaymentIntent>(
                 "/v1/payment_intents",
                 &payment_intent_form(request),
-                &request.idempotency_key,
+                Some(&request.idempotency_key),
             )
             .await;
         match answer {
@@ -325,7 +327,7 @@ impl PaymentProcessor for StripeClient {
             .post::<PaymentIntent>(
                 &intent_path(intent_id, "/confirm")?,
                 &[],
-                &format!("confirm-{intent_id}"),
+                Some(&format!("confirm-{intent_id}")),
             )
             .await;
         match answer {
@@ -383,11 +385,9 @@ impl PaymentProcessor for StripeClient {
 
     async fn cancel(&self, intent_id: &str) -> Result<IntentStatus, ProcessorError> {
         let answer = self
-            .post::<PaymentIntent>(
-                &intent_path(intent_id, "/cancel")?,
-                &[],
-                &format!("cancel-{intent_id}"),
-            )
+            // No key: cancelling twice is harmless, and Stripe would answer a repeated key with
+            // the first answer for a day, even a failure.
+            .post::<PaymentIntent>(&intent_path(intent_id, "/cancel")?, &[], None)
             .await;
         match answer {
             Ok(intent) => intent_status(&intent),
@@ -399,6 +399,15 @@ impl PaymentProcessor for StripeClient {
         }
     }
 
+    // Stripe finds no object by the key it was made under; a claim from before intents were
+    // recorded is left for an operator, who finds its charge by `metadata[paymentId]`.
+    async fn find_by_key(&self, idempotency_key: &str) -> Result<Option<String>, ProcessorError> {
+        Err(ProcessorError::Refused(anyhow::anyhow!(
+            "Stripe cannot be asked for the intent made under {idempotency_key}; \
+             settle that payment by hand"
+        )))
+    }
+
     async fn refund(&self, request: &RefundRequest) -> Result<RefundReceipt, ProcessorError> {
         let form = [
             ("payment_intent", request.stripe_id.clone()),
@@ -406,7 +415,7 @@ impl PaymentProcessor for StripeClient {
             ("metadata[paymentId]", request.payment_id.to_string()),
         ];
         match self
-            .post::<Refund>("/v1/refunds", &form, &request.idempotency_key)
+            .post::<Refund>("/v1/refunds", &form, Some(&request.idempotency_key))
             .await
         {
             Ok(refund) if matches!(refund.status.as_deref(), Some("failed" | "canceled")) => {

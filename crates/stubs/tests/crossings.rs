@@ -203,7 +203,12 @@ testkit::distributed_test! {
             let cancelled = answers.cancellations.contains(&204);
             match end.as_str() {
                 "complete" => {
-                    assert_eq!(paid, 1, "order {id} is complete: {answers:?}");
+                    // A 201, or a 503 whose charge the reconciler settled after the request
+                    // lost the processor's answer.
+                    assert!(
+                        paid == 1 || (paid == 0 && answers.payments.contains(&503)),
+                        "order {id} is complete: {answers:?}"
+                    );
                     assert!(!cancelled, "order {id} was paid and cancelled: {answers:?}");
                     assert_eq!(
                         charges.get(id).map(Vec::as_slice),

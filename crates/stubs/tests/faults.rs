@@ -16,7 +16,7 @@ use cluster::servers::{OwnNats, OwnPostgres};
 use cluster::{Cluster, InstanceId};
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use support::invariants::{assert_settled, refunded_races, violations};
+use support::invariants::{assert_settled, violations};
 use support::traffic::{Tally, Traffic};
 use tokio::time::sleep;
 
@@ -134,10 +134,6 @@ impl Rig {
         let tally = traffic.stop().await;
         eprintln!("{tally}");
         assert_settled(&self.databases, &tally.paid_orders, Duration::from_secs(60)).await;
-        eprintln!(
-            "{} paid orders lost the race with their expiry and were refunded",
-            refunded_races(&self.databases, &tally.paid_orders).await
-        );
         let cluster = self.cluster.take().expect("the cluster is running");
         for (instance, status) in cluster.stop().await.unwrap() {
             assert!(

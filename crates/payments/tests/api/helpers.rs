@@ -415,6 +415,19 @@ impl TestApp {
         id
     }
 
+    /// Leaves a pending claim as the one-step flow left one whose request died after charging
+    /// (or before): no intent recorded, marked by the upgrade. Returns its id.
+    pub async fn insert_legacy_claim(&self, order_id: Uuid, cents: i64) -> Uuid {
+        let id = self.insert_claim(order_id, cents, 120_000).await;
+        sqlx::query("UPDATE payments SET granted_at = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(payments::domain::LEGACY_CLAIM)
+            .execute(self.ctx.store.writer())
+            .await
+            .unwrap();
+        id
+    }
+
     /// Notes the processor's id of its intent on a pending claim, as a request does before it
     /// confirms the intent.
     pub async fn mark_processing(&self, payment_id: Uuid, stripe_id: &str) {

@@ -61,10 +61,15 @@ async fn a_payment_racing_its_cancellation_is_refused_before_any_charge(backend:
     // Each round pays for an order while its cancellation arrives, at the same moment: the
     // cancellation comes before the claim, or while the claim waits for its grant.
     for order_id in &orders {
-        let (reply, _) = tokio::join!(
-            app.pay(&alice, *order_id, "tok_visa"),
-            app.cancel_order(*order_id, 1)
-        );
+        let both = async {
+            tokio::join!(
+                app.pay(&alice, *order_id, "tok_visa"),
+                app.cancel_order(*order_id, 1)
+            )
+        };
+        let (reply, _) = tokio::time::timeout(Duration::from_secs(20), both)
+            .await
+            .expect("the cancellation wakes the payment waiting for its grant");
         assert_eq!(reply.status, 400, "{:?}", reply.body);
         reply.assert_error_shape();
         assert_eq!(reply.error_messages(), ["Cannot pay for a cancelled order"]);

@@ -17,6 +17,8 @@ testkit::each_database!(
     a_charge_whose_order_was_cancelled_meanwhile_is_refunded,
     a_claim_that_never_reached_the_processor_is_released_and_paid_again,
     an_intent_never_confirmed_is_cancelled_and_its_late_confirmation_charges_nothing,
+    a_claim_from_the_one_step_flow_is_settled_by_the_charge_under_its_key,
+    a_claim_from_the_one_step_flow_that_never_charged_is_released,
 );
 
 /// Long enough that a buyer's retry right after the crash still finds the claim pending.
@@ -136,6 +138,50 @@ async fn an_intent_never_confirmed_is_cancelled_and_its_late_confirmation_charge
         sandbox.confirm(&intent).await.unwrap(),
         ChargeOutcome::Canceled
     );
+    assert!(app.sandbox_charges_of(order_id).await.is_empty());
+    let paid = app.pay(&alice, order_id, "tok_visa").await;
+    assert_eq!(paid.status, 201, "{:?}", paid.body);
+    assert_eq!(app.payment_of(order_id).await.attempt, 2);
+}
+
+async fn a_claim_from_the_one_step_flow_is_settled_by_the_charge_under_its_key(backend: Backend) {
+    let (app, _) = spawn_reconciling(backend).await;
+    let mut created = app.watch::<PaymentCreated>().await;
+    let alice = app.sign_in();
+    let order_id = app.place_order(alice.id, 1900).await;
+    // Charged in one step under the claim's key, then the request died: no intent on the claim.
+    let claim = app.insert_legacy_claim(order_id, 1900).await;
+    let charge = app
+        .insert_sandbox_charge(order_id, &format!("order-{order_id}-attempt-1"), 1900)
+        .await;
+
+    let event = created.next().await;
+
+    assert_eq!(
+        (event.data.id, event.data.stripe_id),
+        (claim, charge.clone())
+    );
+    let payment = app.payment_of(order_id).await;
+    assert_eq!(payment.status, "succeeded");
+    assert_eq!(payment.stripe_id, Some(charge));
+    assert_eq!(
+        app.sandbox_charges_of(order_id).await.len(),
+        1,
+        "charged once"
+    );
+}
+
+async fn a_claim_from_the_one_step_flow_that_never_charged_is_released(backend: Backend) {
+    let (app, _) = spawn_reconciling(backend).await;
+    let alice = app.sign_in();
+    let order_id = app.place_order(alice.id, 1900).await;
+    app.insert_legacy_claim(order_id, 1900).await;
+
+    testkit::eventually("the stale claim released", || async {
+        app.payments_of(order_id).await.is_empty().then_some(())
+    })
+    .await;
+
     assert!(app.sandbox_charges_of(order_id).await.is_empty());
     let paid = app.pay(&alice, order_id, "tok_visa").await;
     assert_eq!(paid.status, 201, "{:?}", paid.body);

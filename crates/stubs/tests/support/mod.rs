@@ -159,6 +159,8 @@ impl Marketplace {
             env: vec![
                 ("STUBS_AUTH_ATTEMPTS_PER_MINUTE".into(), "0".into()),
                 ("STUBS_ORDER_EXPIRATION".into(), order_expiration.into()),
+                // A charge whose request lost its answer is settled within the tests' waits.
+                ("STUBS_PAYMENT_CLAIM_TIMEOUT".into(), "3s".into()),
                 ("RUST_LOG".into(), "warn".into()),
             ],
         })

@@ -1,6 +1,7 @@
 //! The only place with SQL for the auth service.
 
 use common::Store;
+use common::store::uuid_column;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -45,9 +46,8 @@ pub async fn find_by_email(store: &Store, email: &Email) -> Result<Option<User>,
         .fetch_optional(store.pool())
         .await?;
     row.map(|row| {
-        let id: String = row.try_get("id")?;
         Ok(User {
-            id: Uuid::try_parse(&id).map_err(|err| sqlx::Error::Decode(Box::new(err)))?,
+            id: uuid_column(&row, "id")?,
             email: row.try_get("email")?,
             password_hash: row.try_get("password_hash")?,
         })

@@ -332,9 +332,45 @@ impl EventData for PaymentFailed {
     const TYPE: EventType = EventType::PaymentFailed;
 }
 
+/// What a replica does with another service's change that carries a version, given the version
+/// it holds of that thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionStep {
+    /// The very next version: apply it.
+    Apply,
+    /// This version or a later one is applied already: a duplicate or an old change, dropped.
+    Stale,
+    /// The thing, or a version before this one, has not arrived yet: ask for the event again
+    /// later.
+    Early,
+}
+
+/// Decides whether a change at version `incoming` applies to a replica holding `held` (`None`:
+/// the replica does not have the thing yet). Only the very next version applies, so a replica
+/// passes through every version in order, whatever order the events arrive in; this is why
+/// every version bump is announced.
+pub fn version_step(held: Option<i64>, incoming: i64) -> VersionStep {
+    match held {
+        Some(held) if held >= incoming => VersionStep::Stale,
+        Some(held) if held == incoming - 1 => VersionStep::Apply,
+        _ => VersionStep::Early,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_applies_only_the_next_version() {
+        assert_eq!(version_step(Some(0), 1), VersionStep::Apply);
+        assert_eq!(version_step(Some(4), 5), VersionStep::Apply);
+        assert_eq!(version_step(Some(1), 1), VersionStep::Stale);
+        assert_eq!(version_step(Some(2), 1), VersionStep::Stale);
+        assert_eq!(version_step(Some(0), 2), VersionStep::Early);
+        assert_eq!(version_step(None, 1), VersionStep::Early);
+        assert_eq!(version_step(None, 0), VersionStep::Early);
+    }
 
     #[test]
     fn the_envelope_has_the_documented_shape() {

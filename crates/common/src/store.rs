@@ -9,9 +9,13 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use sqlx::any::AnyRow;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration as SqlxMigration, MigrationSource, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Executor, SqlSafeStr, Transaction};
+use sqlx::{Any, AnyPool, Executor, Row, SqlSafeStr, Transaction};
+use uuid::Uuid;
+
+use crate::money::Cents;
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +350,36 @@ impl Params {
             .map(|_| format!("({})", self.take(width)))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// A UUID the store keeps as text in `column`.
+pub fn uuid_column(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
+    parse_uuid(column, &row.try_get::<String, _>(column)?)
+}
+
+/// A UUID the store keeps as text in `column`, or NULL.
+pub fn optional_uuid_column(row: &AnyRow, column: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    row.try_get::<Option<String>, _>(column)?
+        .map(|raw| parse_uuid(column, &raw))
+        .transpose()
+}
+
+/// Text read from `column` (by a scalar query, say) as a UUID.
+pub fn parse_uuid(column: &str, raw: &str) -> Result<Uuid, sqlx::Error> {
+    Uuid::try_parse(raw).map_err(|err| decode_error(column, err.to_string()))
+}
+
+/// An amount the store keeps as integer cents in `column`.
+pub fn cents_column(row: &AnyRow, column: &str) -> Result<Cents, sqlx::Error> {
+    Cents::new(row.try_get(column)?).map_err(|reason| decode_error(column, reason))
+}
+
+/// A value in `column` that is not what it must be (a status no version knows, say).
+pub fn decode_error(column: &str, reason: String) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: reason.into(),
     }
 }
 

@@ -1,9 +1,11 @@
 //! Request bodies: a JSON extractor that answers malformed input in the one error shape, and a
 //! `Validate` step that turns a raw body into a domain value, reporting every failing field at once.
+//! Ids: the one in a path ([`PathId`]) and one in a body field ([`id_field`]).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -200,9 +202,63 @@ pub fn parse_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::try_parse(raw).map_err(|_| ApiError::NotFound)
 }
 
+/// The id in a path such as `/api/tickets/{id}`. A malformed id names nothing, so it is a 404
+/// like an unknown one.
+pub struct PathId(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound)?;
+        parse_id(&raw).map(Self)
+    }
+}
+
+/// The id a body names in a field (`ticketId`, `orderId`), as a client sends it (any JSON value,
+/// or nothing); `what` names it in the messages ("Ticket id").
+pub fn id_field(value: Option<&serde_json::Value>, what: &str) -> Result<uuid::Uuid, String> {
+    match value {
+        Some(serde_json::Value::String(text)) if !text.trim().is_empty() => {
+            uuid::Uuid::try_parse(text.trim()).map_err(|_| format!("{what} must be a valid id"))
+        }
+        None | Some(serde_json::Value::Null | serde_json::Value::String(_)) => {
+            Err(format!("{what} is required"))
+        }
+        Some(_) => Err(format!("{what} must be a valid id")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_field_is_required_and_must_be_a_uuid() {
+        let id = uuid::Uuid::now_v7();
+        let field = |value: serde_json::Value| id_field(Some(&value), "Order id");
+        assert_eq!(field(serde_json::json!(format!(" {id} "))), Ok(id));
+        assert_eq!(
+            id_field(None, "Order id"),
+            Err("Order id is required".into())
+        );
+        for missing in [
+            serde_json::json!(null),
+            serde_json::json!(""),
+            serde_json::json!("  "),
+        ] {
+            assert_eq!(field(missing), Err("Order id is required".into()));
+        }
+        for wrong in [
+            serde_json::json!("not-an-id"),
+            serde_json::json!(5),
+            serde_json::json!({}),
+        ] {
+            assert_eq!(field(wrong), Err("Order id must be a valid id".into()));
+        }
+    }
 
     #[test]
     fn what_renders_as_nothing_is_invisible_and_what_shows_is_not() {

@@ -3,7 +3,7 @@
 //! apart (row and advisory locks on PostgreSQL, the single writer of `BEGIN IMMEDIATE` on SQLite),
 //! chosen by [`Dialect`]. Order ids are UUID text, times unix milliseconds.
 
-use common::store::{Dialect, Store, now_millis};
+use common::store::{Dialect, Store, now_millis, uuid_column};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
@@ -161,13 +161,8 @@ pub async fn claim_due(
     let mut jobs = rows
         .iter()
         .map(|row| {
-            let raw: String = row.try_get("order_id")?;
-            let order_id = Uuid::try_parse(&raw).map_err(|err| sqlx::Error::ColumnDecode {
-                index: "order_id".to_owned(),
-                source: err.into(),
-            })?;
             Ok(DueJob {
-                order_id,
+                order_id: uuid_column(row, "order_id")?,
                 due_at: row.try_get("due_at")?,
             })
         })

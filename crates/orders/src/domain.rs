@@ -1,6 +1,6 @@
 //! The orders domain: what an order and a replicated ticket are, what a client sends to place an
 //! order, how an order shows on the wire, and the rules: which status an order moves to on a
-//! cancellation, an expiry or a payment, and when a ticket:updated may be applied to the replica.
+//! cancellation, an expiry, a payment's request, failure or success.
 //! Pure rules, no I/O.
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use common::events::{
     TicketCreated, TicketRef, TicketUpdated,
 };
 use common::money::{self, Cents};
-use common::validate::{FieldErrors, Validate};
+use common::validate::{FieldErrors, Validate, id_field};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -58,28 +58,6 @@ impl Ticket {
             user_id: event.user_id,
             version: event.version,
         }
-    }
-}
-
-/// What the replica does with a ticket:updated, given the version it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicaStep {
-    /// The next version: apply it.
-    Apply,
-    /// This version or a later one is applied already: a duplicate or an old event, dropped.
-    Stale,
-    /// The ticket or an earlier version has not arrived yet: ask for the event again later.
-    NotReady,
-}
-
-/// Decides whether a ticket:updated at version `incoming` applies to a replica holding `held`
-/// (`None`: the ticket is unknown). Only the very next version applies, so the replica passes
-/// through every version in order, whatever order the events arrive in.
-pub fn replica_step(held: Option<i64>, incoming: i64) -> ReplicaStep {
-    match held {
-        Some(held) if held >= incoming => ReplicaStep::Stale,
-        Some(held) if held == incoming - 1 => ReplicaStep::Apply,
-        _ => ReplicaStep::NotReady,
     }
 }
 
@@ -463,19 +441,8 @@ impl Validate for OrderBody {
 
     fn validate(self) -> Result<NewOrder, Vec<FieldError>> {
         let mut errors = FieldErrors::new();
-        let ticket_id = errors.check("ticketId", parse_ticket_id(self.ticket_id.as_ref()));
+        let ticket_id = errors.check("ticketId", id_field(self.ticket_id.as_ref(), "Ticket id"));
         errors.into_result(ticket_id.map(|ticket_id| NewOrder { ticket_id }))
-    }
-}
-
-fn parse_ticket_id(value: Option<&serde_json::Value>) -> Result<Uuid, String> {
-    match value {
-        None | Some(serde_json::Value::Null) => Err("Ticket id is required".into()),
-        Some(serde_json::Value::String(text)) if !text.trim().is_empty() => {
-            Uuid::try_parse(text.trim()).map_err(|_| "Ticket id must be a valid id".into())
-        }
-        Some(serde_json::Value::String(_)) => Err("Ticket id is required".into()),
-        Some(_) => Err("Ticket id must be a valid id".into()),
     }
 }
 
@@ -666,17 +633,6 @@ mod tests {
         for status in ALL {
             assert_eq!(LIVE.contains(&status), !status.is_final(), "{status:?}");
         }
-    }
-
-    #[test]
-    fn the_replica_applies_only_the_next_version() {
-        assert_eq!(replica_step(Some(0), 1), ReplicaStep::Apply);
-        assert_eq!(replica_step(Some(4), 5), ReplicaStep::Apply);
-        assert_eq!(replica_step(Some(1), 1), ReplicaStep::Stale);
-        assert_eq!(replica_step(Some(2), 1), ReplicaStep::Stale);
-        assert_eq!(replica_step(Some(0), 2), ReplicaStep::NotReady);
-        assert_eq!(replica_step(None, 1), ReplicaStep::NotReady);
-        assert_eq!(replica_step(None, 0), ReplicaStep::NotReady);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use async_trait::async_trait;
 use common::events::{
     Envelope, ExpirationComplete, OrderStatus, PaymentCreated, PaymentFailed, PaymentRequested,
-    TicketCreated, TicketUpdated,
+    TicketCreated, TicketUpdated, VersionStep, version_step,
 };
 use common::listener::{HandleError, Handler};
 use common::outbox;
@@ -22,7 +22,7 @@ use common::store::{Dialect, from_millis, now_millis};
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::domain::{self, Grant, Order, Reopen, ReplicaStep, Ticket, Transition, Trigger};
+use crate::domain::{self, Grant, Order, Reopen, Ticket, Transition, Trigger};
 use crate::store;
 
 /// Adds a newly listed ticket to the replica.
@@ -77,8 +77,8 @@ impl Handler<TicketUpdated> for UpdateTicket {
         let held = store::lock_ticket(tx, self.dialect, ticket.id)
             .await?
             .map(|held| held.version);
-        match domain::replica_step(held, ticket.version) {
-            ReplicaStep::Apply => {
+        match version_step(held, ticket.version) {
+            VersionStep::Apply => {
                 if !store::update_ticket(tx, &ticket).await? {
                     return Err(
                         anyhow::anyhow!("ticket {} changed under its lock", ticket.id).into(),
@@ -87,13 +87,13 @@ impl Handler<TicketUpdated> for UpdateTicket {
                 tracing::info!(ticket = %ticket.id, version = ticket.version, "ticket replica updated");
                 Ok(())
             }
-            ReplicaStep::Stale => {
+            VersionStep::Stale => {
                 tracing::debug!(ticket = %ticket.id, version = ticket.version, ?held, "old ticket version dropped");
                 Ok(())
             }
             // Not acknowledged: the bus brings it back once the versions before it had a chance
             // to arrive, and dead-letters it if they never do.
-            ReplicaStep::NotReady => Err(HandleError::NotReady(format!(
+            VersionStep::Early => Err(HandleError::NotReady(format!(
                 "ticket {} version {} arrived while the replica holds {held:?}",
                 ticket.id, ticket.version
             ))),

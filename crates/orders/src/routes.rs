@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
 use common::arrivals::Arrivals;
@@ -14,7 +13,7 @@ use common::error::retry_after_seconds;
 use common::events::OrderStatus;
 use common::outbox::{self, Outbox};
 use common::store::{Dialect, from_millis, millis, now_millis};
-use common::validate::{Valid, parse_id};
+use common::validate::{PathId, Valid};
 use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
 use sqlx::AnyConnection;
 use uuid::Uuid;
@@ -80,20 +79,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The order id in the path. A malformed id names no order, so it is a 404 like an unknown one.
-pub struct OrderId(pub Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for OrderId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound)?;
-        parse_id(&raw).map(Self)
-    }
-}
-
 /// `GET /api/orders`: the signed-in user's orders with their tickets as ordered, newest first.
 async fn list_orders(
     State(state): State<AppState>,
@@ -107,7 +92,7 @@ async fn list_orders(
 async fn show_order(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
-    OrderId(id): OrderId,
+    PathId(id): PathId,
 ) -> Result<Json<OrderView>, ApiError> {
     let order = store::find_order(state.store.pool(), id)
         .await?
@@ -237,7 +222,7 @@ fn in_words(wait: Duration) -> String {
 async fn cancel_order(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
-    OrderId(id): OrderId,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = state.store.begin().await?;
     // Locked, so that an expiry or a payment of this order waits for this decision (and then

@@ -4,8 +4,10 @@
 //! milliseconds.
 
 use common::events::OrderStatus;
-use common::money::Cents;
-use common::store::{Dialect, from_millis, is_unique_violation, millis};
+use common::store::{
+    Dialect, cents_column, decode_error, from_millis, is_unique_violation, millis,
+    optional_uuid_column, uuid_column,
+};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};
 use time::OffsetDateTime;
@@ -63,15 +65,15 @@ pub async fn lock_ticket(
     dialect: Dialect,
     id: Uuid,
 ) -> Result<Option<Ticket>, sqlx::Error> {
-    let sql = match dialect {
-        Dialect::Postgres => concat!(
+    let sql = format!(
+        concat!(
             "SELECT ",
             ticket_columns!(),
-            " FROM tickets WHERE id = $1 FOR UPDATE"
+            " FROM tickets WHERE id = $1{}"
         ),
-        Dialect::Sqlite => concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE id = $1"),
-    };
-    sqlx::query(sql)
+        dialect.for_update()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .fetch_optional(conn)
         .await?
@@ -205,15 +207,11 @@ pub async fn lock_order(
     dialect: Dialect,
     id: Uuid,
 ) -> Result<Option<Order>, sqlx::Error> {
-    let sql = match dialect {
-        Dialect::Postgres => concat!(
-            "SELECT ",
-            order_columns!(),
-            " FROM orders WHERE id = $1 FOR UPDATE"
-        ),
-        Dialect::Sqlite => concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1"),
-    };
-    sqlx::query(sql)
+    let sql = format!(
+        concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1{}"),
+        dialect.for_update()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .fetch_optional(conn)
         .await?
@@ -407,31 +405,10 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
         ticket_version: row.try_get("ticket_version")?,
         status: OrderStatus::parse(&status)
             .ok_or_else(|| decode_error("status", format!("unknown order status {status:?}")))?,
-        payment_id: row
-            .try_get::<Option<String>, _>("payment_id")?
-            .map(|raw| {
-                Uuid::try_parse(&raw).map_err(|err| decode_error("payment_id", err.to_string()))
-            })
-            .transpose()?,
+        payment_id: optional_uuid_column(row, "payment_id")?,
         payment_attempt: row.try_get("payment_attempt")?,
         expires_at: from_millis(row.try_get("expires_at")?),
         version: row.try_get("version")?,
         created_at: from_millis(row.try_get("created_at")?),
     })
-}
-
-fn cents_column(row: &AnyRow, column: &str) -> Result<Cents, sqlx::Error> {
-    Cents::new(row.try_get(column)?).map_err(|reason| decode_error(column, reason))
-}
-
-fn uuid_column(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
-    let raw: String = row.try_get(column)?;
-    Uuid::try_parse(&raw).map_err(|err| decode_error(column, err.to_string()))
-}
-
-fn decode_error(column: &str, reason: String) -> sqlx::Error {
-    sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: reason.into(),
-    }
 }

@@ -7,7 +7,7 @@ use common::FieldError;
 use common::events::{OrderCreated, OrderStatus, PaymentCreated, PaymentFailed, PaymentRequested};
 use common::money::Cents;
 use common::store::{from_millis, millis};
-use common::validate::{FieldErrors, Validate};
+use common::validate::{FieldErrors, Validate, id_field};
 
 use crate::processor::IntentStatus;
 use hmac::{Hmac, KeyInit, Mac};
@@ -103,24 +103,11 @@ impl Validate for PaymentBody {
     fn validate(self) -> Result<NewPayment, Vec<FieldError>> {
         let mut errors = FieldErrors::new();
         let token = errors.check("token", PaymentToken::from_json(self.token.as_ref()));
-        let order_id = errors.check("orderId", parse_order_id(self.order_id.as_ref()));
+        let order_id = errors.check("orderId", id_field(self.order_id.as_ref(), "Order id"));
         let valid = token
             .zip(order_id)
             .map(|(token, order_id)| NewPayment { token, order_id });
         errors.into_result(valid)
-    }
-}
-
-fn parse_order_id(value: Option<&serde_json::Value>) -> Result<Uuid, String> {
-    match value {
-        None | Some(serde_json::Value::Null) => Err("Order id is required".into()),
-        Some(serde_json::Value::String(text)) if text.trim().is_empty() => {
-            Err("Order id is required".into())
-        }
-        Some(serde_json::Value::String(text)) => {
-            Uuid::try_parse(text.trim()).map_err(|_| "Order id must be a valid id".to_string())
-        }
-        Some(_) => Err("Order id must be a valid id".into()),
     }
 }
 
@@ -412,27 +399,6 @@ impl Currency {
 impl Default for Currency {
     fn default() -> Self {
         Self("usd".into())
-    }
-}
-
-/// How an order's replica takes an event carrying version `incoming` while it holds `held`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VersionStep {
-    /// The next version: apply it.
-    Apply,
-    /// Already applied (or older): acknowledge and drop.
-    Stale,
-    /// A version in between has not arrived: try again later.
-    Early,
-}
-
-pub fn version_step(held: i64, incoming: i64) -> VersionStep {
-    if incoming <= held {
-        VersionStep::Stale
-    } else if incoming == held + 1 {
-        VersionStep::Apply
-    } else {
-        VersionStep::Early
     }
 }
 
@@ -832,14 +798,6 @@ mod tests {
         assert_eq!(third.attempt, 3);
         assert_eq!(third.amount.get(), 1999);
         assert_ne!(first.refund_key(), third.refund_key());
-    }
-
-    #[test]
-    fn replicas_apply_the_next_version_only() {
-        assert_eq!(version_step(0, 1), VersionStep::Apply);
-        assert_eq!(version_step(1, 1), VersionStep::Stale);
-        assert_eq!(version_step(2, 1), VersionStep::Stale);
-        assert_eq!(version_step(0, 2), VersionStep::Early);
     }
 
     #[test]

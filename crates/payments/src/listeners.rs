@@ -13,7 +13,7 @@
 use async_trait::async_trait;
 use common::events::{
     Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderUpdated,
-    PaymentFailed,
+    PaymentFailed, VersionStep, version_step,
 };
 use common::listener::{HandleError, Handler};
 use common::outbox;
@@ -21,7 +21,7 @@ use common::store::{Dialect, now_millis};
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::domain::{Order, VersionStep, version_step};
+use crate::domain::Order;
 use crate::store::{self, Granted};
 
 /// Adds a newly placed order to the replica.
@@ -201,7 +201,7 @@ async fn move_order(
             "order {id} is not in the replica yet"
         )));
     };
-    match version_step(order.version, version) {
+    match version_step(Some(order.version), version) {
         VersionStep::Apply => {
             store::set_order_status(tx, id, status, version).await?;
             tracing::info!(order = %id, version, status = status.as_str(), "order updated");

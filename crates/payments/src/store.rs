@@ -4,8 +4,9 @@
 //! text, amounts integer cents, times unix milliseconds.
 
 use common::events::OrderStatus;
-use common::money::Cents;
-use common::store::{Dialect, from_millis, millis};
+use common::store::{
+    Dialect, cents_column, decode_error, from_millis, millis, parse_uuid, uuid_column,
+};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use uuid::Uuid;
@@ -73,15 +74,11 @@ pub async fn lock_order(
     dialect: Dialect,
     id: Uuid,
 ) -> Result<Option<Order>, sqlx::Error> {
-    let sql = match dialect {
-        Dialect::Postgres => concat!(
-            "SELECT ",
-            order_columns!(),
-            " FROM orders WHERE id = $1 FOR UPDATE"
-        ),
-        Dialect::Sqlite => concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1"),
-    };
-    sqlx::query(sql)
+    let sql = format!(
+        concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1{}"),
+        dialect.for_update()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .fetch_optional(conn)
         .await?
@@ -658,8 +655,7 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
         user_id: uuid_column(row, "user_id")?,
         status: OrderStatus::parse(&status)
             .ok_or_else(|| decode_error("status", format!("unknown order status {status}")))?,
-        price: Cents::new(row.try_get("price_cents")?)
-            .map_err(|reason| decode_error("price_cents", reason))?,
+        price: cents_column(row, "price_cents")?,
         expires_at: from_millis(row.try_get("expires_at")?),
         version: row.try_get("version")?,
         declined_attempts: row.try_get("declined_attempts")?,
@@ -674,27 +670,11 @@ fn payment_from_row(row: &AnyRow) -> Result<Payment, sqlx::Error> {
         status: PaymentStatus::parse(&status)
             .ok_or_else(|| decode_error("status", format!("unknown payment status {status}")))?,
         stripe_id: row.try_get("stripe_id")?,
-        amount: Cents::new(row.try_get("amount_cents")?)
-            .map_err(|reason| decode_error("amount_cents", reason))?,
+        amount: cents_column(row, "amount_cents")?,
         currency: row.try_get("currency")?,
         attempt: row.try_get("attempt")?,
         granted_at: row.try_get("granted_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
-}
-
-fn uuid_column(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
-    parse_uuid(column, &row.try_get::<String, _>(column)?)
-}
-
-fn parse_uuid(column: &str, raw: &str) -> Result<Uuid, sqlx::Error> {
-    Uuid::try_parse(raw).map_err(|err| decode_error(column, err.to_string()))
-}
-
-fn decode_error(column: &str, reason: String) -> sqlx::Error {
-    sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: reason.into(),
-    }
 }

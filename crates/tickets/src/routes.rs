@@ -2,14 +2,13 @@
 //! validate, call the store inside a transaction, answer the ticket or an error in the one shape.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
 use common::outbox::{self, Outbox};
 use common::store::{from_millis, now_millis};
-use common::validate::{Valid, Validate, parse_id};
+use common::validate::{PathId, Valid, Validate};
 use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
 use uuid::Uuid;
 
@@ -48,20 +47,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The ticket id in the path. A malformed id names no ticket, so it is a 404 like an unknown one.
-pub struct TicketId(pub Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for TicketId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound)?;
-        parse_id(&raw).map(Self)
-    }
-}
-
 /// `GET /api/tickets?limit=&offset=`: tickets for sale, newest first.
 async fn list_tickets(
     State(state): State<AppState>,
@@ -75,7 +60,7 @@ async fn list_tickets(
 /// `GET /api/tickets/{id}`.
 async fn show_ticket(
     State(state): State<AppState>,
-    TicketId(id): TicketId,
+    PathId(id): PathId,
 ) -> Result<Json<Ticket>, ApiError> {
     store::find(state.store.pool(), id)
         .await?
@@ -105,7 +90,7 @@ async fn create_ticket(
 async fn update_ticket(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
-    TicketId(id): TicketId,
+    PathId(id): PathId,
     Valid(changes): Valid<TicketBody>,
 ) -> Result<Json<Ticket>, ApiError> {
     let mut tx = state.store.begin().await?;

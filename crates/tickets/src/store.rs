@@ -3,8 +3,9 @@
 //! [`Dialect`]. Ids are UUID text, prices integer cents, times unix milliseconds.
 
 use common::events::OrderTicket;
-use common::money::Cents;
-use common::store::{Dialect, from_millis, millis, now_millis};
+use common::store::{
+    Dialect, cents_column, from_millis, millis, now_millis, parse_uuid, uuid_column,
+};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use uuid::Uuid;
@@ -209,8 +210,7 @@ fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
     Ok(Ticket {
         id: uuid_column(row, "id")?,
         title: row.try_get("title")?,
-        price: Cents::new(row.try_get("price_cents")?)
-            .map_err(|reason| decode_error("price_cents", reason))?,
+        price: cents_column(row, "price_cents")?,
         user_id: uuid_column(row, "user_id")?,
         version: row.try_get("version")?,
         order_id: order_id
@@ -218,19 +218,4 @@ fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
             .transpose()?,
         created_at: from_millis(row.try_get("created_at")?),
     })
-}
-
-fn uuid_column(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
-    parse_uuid(column, &row.try_get::<String, _>(column)?)
-}
-
-fn parse_uuid(column: &str, raw: &str) -> Result<Uuid, sqlx::Error> {
-    Uuid::try_parse(raw).map_err(|err| decode_error(column, err.to_string()))
-}
-
-fn decode_error(column: &str, reason: String) -> sqlx::Error {
-    sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: reason.into(),
-    }
 }

@@ -5,6 +5,7 @@
 //! A service crate builds on these and adds only its own domain, SQL and routes.
 
 pub mod arrivals;
+pub mod background;
 pub mod bus;
 pub mod config;
 pub mod error;

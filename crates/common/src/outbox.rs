@@ -18,6 +18,7 @@ use sqlx::{Any, AnyConnection, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::background::{Next, run_passes};
 use crate::bus::{Bus, BusError, Headers, Message};
 use crate::events::{Envelope, EventData, EventType};
 use crate::store::{Dialect, Migration, Migrations, Params, Store, now_millis};
@@ -65,7 +66,6 @@ const BATCH: i64 = 256;
 /// How often the relay looks without being woken, to pick up rows left by a crash or written by
 /// another replica.
 const POLL: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Writes an event into the outbox inside the caller's transaction, with the trace context of
 /// the current span (the request or the event being handled), so the trace goes on through
@@ -238,36 +238,19 @@ impl Outbox {
     /// Publishes until shut down: at once when woken, every second otherwise, backing off while
     /// the bus or the database is away. On shutdown it makes one last attempt to empty the table.
     pub async fn run_relay(self, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let wake = self.wake.clone();
-            let woken = wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-
-            let pause = match self.relay_once(bus.as_ref()).await {
-                Ok(n) if n as i64 >= BATCH => continue,
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
-                    POLL
-                }
-                Err(err) => {
-                    tracing::warn!(service = self.service, error = %err, retry_in = ?backoff, "outbox relay cannot publish");
-                    let pause = backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    pause
-                }
-            };
+        let task = format!("{} outbox relay", self.service);
+        run_passes(&task, &self.wake, &shutdown, || async {
+            let relayed = self.relay_once(bus.as_ref()).await;
+            if matches!(relayed, Ok(n) if n as i64 >= BATCH) {
+                return Ok(Next::Again);
+            }
             if let Ok(backlog) = self.backlog().await {
                 metrics::gauge!("stubs_outbox_backlog", "service" => self.service)
                     .set(backlog as f64);
             }
-            tokio::select! {
-                () = &mut woken => {}
-                () = tokio::time::sleep(pause) => {}
-                () = shutdown.cancelled() => break,
-            }
-        }
+            relayed.map(|_| Next::Pause(POLL))
+        })
+        .await;
         while let Ok(n) = self.relay_once(bus.as_ref()).await {
             if n == 0 {
                 break;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use common::ServiceContext;
+use common::background::{Next, run_passes};
 use common::events::ExpirationComplete;
 use common::outbox;
 use common::store::now_millis;
@@ -27,9 +28,6 @@ const BATCH: i64 = 100;
 /// wait until this replica's next due job, however far off. So this is a safety net for the
 /// replicas, not a poll: on its own, the scheduler wakes exactly when a job is due.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How the order:created listener wakes the scheduler when a job is earlier than its alarm.
 #[derive(Debug)]
@@ -78,40 +76,24 @@ struct Round {
 
 /// Fires due jobs until `ctx.shutdown`, backing off while the database is away.
 pub async fn run(ctx: ServiceContext, wakeup: std::sync::Arc<Wakeup>) {
-    let mut backoff = MIN_BACKOFF;
-    while !ctx.shutdown.is_cancelled() {
-        // Listen before looking, so that a job written while this round looks is not missed.
-        let woken = wakeup.notify.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        wakeup.awake();
-
-        let pause = match fire_due(&ctx).await {
-            Ok(round) => {
-                backoff = MIN_BACKOFF;
-                if round.claimed as i64 >= BATCH {
-                    continue;
-                }
-                pause_until(round.next_due, now_millis())
+    run_passes(
+        "expiration scheduler",
+        &wakeup.notify,
+        &ctx.shutdown,
+        || async {
+            // Awake before looking, so that a job written while this pass looks leaves a wake-up.
+            wakeup.awake();
+            let round = fire_due(&ctx).await?;
+            if round.claimed as i64 >= BATCH {
+                return Ok::<_, sqlx::Error>(Next::Again);
             }
-            Err(err) => {
-                tracing::warn!(error = %err, retry_in = ?backoff, "cannot fire due expirations");
-                let pause = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                pause
-            }
-        };
-        if pause.is_zero() {
-            continue;
-        }
-        let pause_ms = i64::try_from(pause.as_millis()).unwrap_or(i64::MAX);
-        wakeup.sleeping_until(now_millis().saturating_add(pause_ms));
-        tokio::select! {
-            () = &mut woken => {}
-            () = tokio::time::sleep(pause) => {}
-            () = ctx.shutdown.cancelled() => {}
-        }
-    }
+            let pause = pause_until(round.next_due, now_millis());
+            let pause_ms = i64::try_from(pause.as_millis()).unwrap_or(i64::MAX);
+            wakeup.sleeping_until(now_millis().saturating_add(pause_ms));
+            Ok(Next::Pause(pause))
+        },
+    )
+    .await
 }
 
 /// How long to sleep when the next job is due at `next_due` (or there is none) and it is `now`.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::arrivals::Arrivals;
+use common::background::{Next, run_passes};
 use common::outbox::Outbox;
 use common::store::now_millis;
 use common::{ServiceContext, Store};
@@ -31,7 +32,6 @@ use crate::store;
 
 /// How often the reconciler and the refunder look without being woken.
 const POLL: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const BATCH: i64 = 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -225,35 +225,22 @@ impl Reconciler {
     /// asked for, every second otherwise, backing off while the processor or the database is
     /// away.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let woken = self.refunds.woken();
-            tokio::pin!(woken);
-
-            let pass = async {
+        run_passes(
+            "payments reconciler",
+            self.refunds.wake_signal(),
+            &shutdown,
+            || async {
                 let reconciled = self.reconcile_stale().await;
                 let refunded = self.refunds.refund_owed().await;
-                Ok::<_, ReconcileError>(reconciled? + refunded?)
-            };
-            let pause = match pass.await {
-                Ok(n) if n as i64 >= BATCH => continue,
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
-                    POLL
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in = ?backoff, "cannot reconcile or refund");
-                    let pause = backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    pause
-                }
-            };
-            tokio::select! {
-                () = &mut woken => {}
-                () = tokio::time::sleep(pause) => {}
-                () = shutdown.cancelled() => break,
-            }
-        }
+                let done = reconciled? + refunded?;
+                Ok::<_, ReconcileError>(if done as i64 >= BATCH {
+                    Next::Again
+                } else {
+                    Next::Pause(POLL)
+                })
+            },
+        )
+        .await
     }
 
     fn count(&self, done: Reconciled) {

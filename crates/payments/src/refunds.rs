@@ -129,10 +129,9 @@ impl Refunds {
         failure.map_or(Ok(refunded), Err)
     }
 
-    /// Resolves when [`Refunds::wake`] is called.
-    /// A wake that came while nobody waited is kept for the next wait, so none is missed.
-    pub async fn woken(&self) {
-        self.wake.notified().await
+    /// What [`Refunds::wake`] signals, for the task that makes the refunds to wait on.
+    pub fn wake_signal(&self) -> &Notify {
+        &self.wake
     }
 
     fn count(&self, outcome: &'static str) {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 
 use crate::nginx::{self, Route};
-use crate::process::{log_tail, signal};
+use crate::process::{log_tail, signal, signal_group};
 use crate::{SERVICES, has_database};
 
 /// How to run a cluster.
@@ -172,6 +172,11 @@ impl Cluster {
             .map(Child::id)
     }
 
+    /// The process id of the ingress, which is also its process group's.
+    pub fn nginx_pid(&self) -> Option<u32> {
+        self.nginx.as_ref().map(Child::id)
+    }
+
     /// The address of one instance itself, bypassing the ingress (for `/metrics`).
     pub fn instance_url(&self, id: InstanceId) -> Option<String> {
         let index = self.find(id).ok()?;
@@ -236,10 +241,13 @@ impl Cluster {
         // The services are gone, so there is nothing left to drain: a graceful quit would only
         // wait for clients' idle keep-alive connections.
         if let Some(nginx) = self.nginx.take() {
-            signal(nginx.id(), "TERM")?;
+            let group = nginx.id();
+            signal(group, "TERM")?;
             wait_with_timeout(nginx, Duration::from_secs(10))
                 .await
                 .context("nginx did not stop")?;
+            // Its workers go with it; any that did not are ended rather than left behind.
+            let _ = signal_group(group, "KILL");
         }
         Ok(statuses)
     }
@@ -431,8 +439,10 @@ impl Drop for Cluster {
                 let _ = child.wait();
             }
         }
+        // nginx runs in a process group of its own: killing the master alone would leave its
+        // workers running.
         if let Some(mut nginx) = self.nginx.take() {
-            let _ = nginx.kill();
+            let _ = signal_group(nginx.id(), "KILL");
             let _ = nginx.wait();
         }
     }

@@ -15,7 +15,7 @@ pub use cluster::{
     Cluster, InstanceId, ProcessState, Settings, State, create_databases, drop_database,
     with_database,
 };
-pub use process::{pid_alive, signal};
+pub use process::{group_members, pid_alive, signal, signal_group};
 
 /// The services a cluster runs, in the order they start, and the path prefix the ingress sends to
 /// each (`None`: no public routes).

@@ -17,6 +17,42 @@ pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends a signal by name to every process of a process group, such as nginx's master and its
+/// workers, which outlive a master that is killed alone.
+pub fn signal_group(pgid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), "--".to_owned(), format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run kill")?;
+    if !status.success() {
+        bail!("kill -{name} -- -{pgid} failed: no such process group?");
+    }
+    Ok(())
+}
+
+/// The processes still running in a process group (zombies do not count).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // After the command name: state, parent, group.
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    let (state, group) = (fields.first()?, fields.get(2)?);
+                    Some(*state != "Z" && *state != "X" && group.parse::<u32>().ok()? == pgid)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// Whether a process runs (a zombie, exited but not yet reaped, does not count).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

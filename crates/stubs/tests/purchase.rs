@@ -431,3 +431,25 @@ in_both_modes!(
     paying_and_cancelling_at_once_end_one_way,
     a_declined_card_gives_the_order_back,
 );
+
+testkit::distributed_test! {
+    async fn a_cluster_leaves_no_ingress_process_behind() {
+        for graceful in [true, false] {
+            let market = Marketplace::distributed(WINDOW).await;
+            let group = market.nginx_pid().unwrap();
+            let running = cluster::group_members(group);
+            assert!(running.len() >= 2, "the ingress's master and workers: {running:?}");
+
+            if graceful {
+                assert!(market.stop().await, "a process did not stop cleanly");
+            } else {
+                drop(market);
+            }
+
+            eventually("the ingress's processes to end", || async {
+                cluster::group_members(group).is_empty().then_some(())
+            })
+            .await;
+        }
+    }
+}

@@ -190,6 +190,11 @@ impl Marketplace {
         }
     }
 
+    /// The ingress's process id (and process group), when the marketplace is the local cluster.
+    pub fn nginx_pid(&self) -> Option<u32> {
+        self.cluster.as_ref().and_then(Cluster::nginx_pid)
+    }
+
     /// Each service's database, by service, when the marketplace is the local cluster.
     pub fn database_urls(&self) -> &BTreeMap<String, String> {
         &self.database_urls

@@ -30,7 +30,7 @@ pub async fn insert_user(
     .bind(id.to_string())
     .bind(email.as_str())
     .bind(password_hash)
-    .bind(common::store::now_millis())
+    .bind(common::clock::now_millis())
     .execute(store.writer())
     .await;
     match result {

@@ -7,6 +7,7 @@
 pub mod arrivals;
 pub mod background;
 pub mod bus;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -33,9 +33,10 @@ use uuid::Uuid;
 
 use crate::arrivals::Arrivals;
 use crate::bus::{Batch, ConsumerConfig, Delivery};
+use crate::clock::now_millis;
 use crate::events::{Envelope, EventData};
 use crate::service::ServiceContext;
-use crate::store::{Dialect, Params, is_unavailable, now_millis};
+use crate::store::{Dialect, Params, is_unavailable};
 use crate::telemetry;
 
 /// Applies one type of event inside the transaction the listener opened.

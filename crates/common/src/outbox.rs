@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::background::{Next, run_passes};
 use crate::bus::{Bus, BusError, Headers, Message};
+use crate::clock::now_millis;
 use crate::events::{Envelope, EventData, EventType};
-use crate::store::{Dialect, Migration, Migrations, Params, Store, now_millis};
+use crate::store::{Dialect, Migration, Migrations, Params, Store};
 use crate::telemetry;
 
 /// The platform tables every service database has: outbox and inbox.

@@ -19,7 +19,8 @@
 use std::time::Duration;
 
 use crate::ServiceContext;
-use crate::store::{DELETE_CHUNK, Dialect, Store, delete_in_chunks, now_millis};
+use crate::clock::now_millis;
+use crate::store::{DELETE_CHUNK, Dialect, Store, delete_in_chunks};
 
 /// How often old rows are deleted.
 const PERIOD: Duration = Duration::from_secs(60);

@@ -383,20 +383,6 @@ pub fn decode_error(column: &str, reason: String) -> sqlx::Error {
     }
 }
 
-/// Now, as the unix milliseconds that the store keeps times in.
-pub fn now_millis() -> i64 {
-    millis(time::OffsetDateTime::now_utc())
-}
-
-pub fn millis(at: time::OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-pub fn from_millis(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-}
-
 /// A database URL with its password replaced, safe to print.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -433,11 +419,5 @@ mod tests {
         assert_eq!(sqlite.take(1), "?");
         assert_eq!(sqlite.rows(2, 2), "(?, ?), (?, ?)");
         assert_eq!(sqlite.take(0), "");
-    }
-
-    #[test]
-    fn times_round_trip_through_millis() {
-        let at = time::macros::datetime!(2026-11-25 12:34:56.789 UTC);
-        assert_eq!(from_millis(millis(at)), at);
     }
 }

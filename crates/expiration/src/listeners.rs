@@ -10,9 +10,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use common::clock::millis;
 use common::events::{Envelope, OrderCancelled, OrderCompleted, OrderCreated};
 use common::listener::{HandleError, Handler};
-use common::store::{Dialect, millis};
+use common::store::Dialect;
 use sqlx::AnyConnection;
 use uuid::Uuid;
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use common::ServiceContext;
 use common::background::{Next, run_passes};
+use common::clock::now_millis;
 use common::events::ExpirationComplete;
 use common::outbox;
-use common::store::now_millis;
 use tokio::sync::Notify;
 
 use crate::store::{self, Finish};

@@ -3,7 +3,8 @@
 //! apart (row and advisory locks on PostgreSQL, the single writer of `BEGIN IMMEDIATE` on SQLite),
 //! chosen by [`Dialect`]. Order ids are UUID text, times unix milliseconds.
 
-use common::store::{Dialect, Store, now_millis, uuid_column};
+use common::clock::now_millis;
+use common::store::{Dialect, Store, uuid_column};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 

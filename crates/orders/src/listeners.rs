@@ -12,13 +12,14 @@
 //! take turns and exactly one of them changes it.
 
 use async_trait::async_trait;
+use common::clock::{from_millis, now_millis};
 use common::events::{
     Envelope, ExpirationComplete, OrderStatus, PaymentCreated, PaymentFailed, PaymentRequested,
     TicketCreated, TicketUpdated, VersionStep, version_step,
 };
 use common::listener::{HandleError, Handler};
 use common::outbox;
-use common::store::{Dialect, from_millis, now_millis};
+use common::store::Dialect;
 use sqlx::AnyConnection;
 use uuid::Uuid;
 

@@ -3,10 +3,10 @@
 //! lock) are chosen by [`Dialect`]. Ids are UUID text, prices integer cents, times unix
 //! milliseconds.
 
+use common::clock::{from_millis, millis};
 use common::events::OrderStatus;
 use common::store::{
-    Dialect, cents_column, decode_error, from_millis, is_unique_violation, millis,
-    optional_uuid_column, uuid_column,
+    Dialect, cents_column, decode_error, is_unique_violation, optional_uuid_column, uuid_column,
 };
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};

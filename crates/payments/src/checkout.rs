@@ -30,9 +30,10 @@
 use std::sync::Arc;
 
 use common::arrivals::Arrivals;
+use common::clock::{from_millis, now_millis};
 use common::events::OrderStatus;
 use common::outbox::{self, Outbox};
-use common::store::{Dialect, from_millis, is_unique_violation, now_millis};
+use common::store::{Dialect, is_unique_violation};
 use common::{ApiError, ServiceContext, Store};
 use sqlx::AnyConnection;
 use uuid::Uuid;

@@ -4,9 +4,9 @@
 
 use common::ApiError;
 use common::FieldError;
+use common::clock::{from_millis, millis};
 use common::events::{OrderCreated, OrderStatus, PaymentCreated, PaymentFailed, PaymentRequested};
 use common::money::Cents;
-use common::store::{from_millis, millis};
 use common::validate::{FieldErrors, Validate, id_field};
 
 use crate::processor::IntentStatus;

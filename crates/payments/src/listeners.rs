@@ -11,13 +11,14 @@
 //! outside any transaction and retries until the refund goes through.
 
 use async_trait::async_trait;
+use common::clock::now_millis;
 use common::events::{
     Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderUpdated,
     PaymentFailed, VersionStep, version_step,
 };
 use common::listener::{HandleError, Handler};
 use common::outbox;
-use common::store::{Dialect, now_millis};
+use common::store::Dialect;
 use sqlx::AnyConnection;
 use uuid::Uuid;
 

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use common::arrivals::Arrivals;
 use common::background::{Next, run_passes};
+use common::clock::now_millis;
 use common::outbox::Outbox;
-use common::store::now_millis;
 use common::{ServiceContext, Store};
 use tokio_util::sync::CancellationToken;
 

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use common::Store;
-use common::store::now_millis;
+use common::clock::now_millis;
 use tokio::sync::Notify;
 use uuid::Uuid;
 

@@ -3,10 +3,9 @@
 //! placeholders serves SQLite and PostgreSQL; row locks are chosen by [`Dialect`]. Ids are UUID
 //! text, amounts integer cents, times unix milliseconds.
 
+use common::clock::{from_millis, millis};
 use common::events::OrderStatus;
-use common::store::{
-    Dialect, cents_column, decode_error, from_millis, millis, parse_uuid, uuid_column,
-};
+use common::store::{Dialect, cents_column, decode_error, parse_uuid, uuid_column};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use uuid::Uuid;

@@ -15,8 +15,8 @@
 
 use std::collections::HashMap;
 
+use common::clock::now_millis;
 use common::outbox::Outbox;
-use common::store::now_millis;
 use common::{ApiError, ServiceContext, Store};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

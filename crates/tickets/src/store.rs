@@ -2,10 +2,9 @@
 //! placeholders serves SQLite and PostgreSQL; the one difference (row locks) is chosen by
 //! [`Dialect`]. Ids are UUID text, prices integer cents, times unix milliseconds.
 
+use common::clock::{from_millis, millis, now_millis};
 use common::events::OrderTicket;
-use common::store::{
-    Dialect, cents_column, from_millis, millis, now_millis, parse_uuid, uuid_column,
-};
+use common::store::{Dialect, cents_column, parse_uuid, uuid_column};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use uuid::Uuid;

@@ -32,10 +32,9 @@ use super::{
     Acker, Batch, BatchAcker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Headers,
     Message, Subscription,
 };
+use crate::clock::now_millis;
 use crate::events::EventType;
-use crate::store::{
-    DELETE_CHUNK, Dialect, Migration, Migrations, Params, Store, delete_in_chunks, now_millis,
-};
+use crate::store::{DELETE_CHUNK, Dialect, Migration, Migrations, Params, Store, delete_in_chunks};
 
 const MIGRATIONS: Migrations = Migrations {
     sqlite: &[

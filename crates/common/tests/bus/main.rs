@@ -12,8 +12,8 @@ use common::bus::embedded::EmbeddedBus;
 use common::bus::{
     Batch, Bus, ConsumerConfig, DEDUPLICATION_WINDOW, Delivery, Headers, Message, Subscription,
 };
+use common::clock::now_millis;
 use common::events::EventType;
-use common::store::now_millis;
 use testkit::{BusKind, TestBus, eventually};
 use tokio::time::Instant;
 

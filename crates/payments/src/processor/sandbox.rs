@@ -7,7 +7,8 @@
 
 use async_trait::async_trait;
 use common::Store;
-use common::store::{is_unavailable, now_millis};
+use common::clock::now_millis;
+use common::store::is_unavailable;
 
 use super::{
     ChargeOutcome, ChargeRequest, IntentStatus, PaymentProcessor, Prepared, ProcessorError,

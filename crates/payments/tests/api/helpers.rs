@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::arrivals::{ArrivalSettings, Arrivals};
 use common::bus::Message;
+use common::clock::now_millis;
 use common::events::EventType;
 use common::events::{
     Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket, OrderUpdated,
@@ -14,7 +15,6 @@ use common::events::{
 };
 use common::listener::ListenerSettings;
 use common::money::Cents;
-use common::store::now_millis;
 use hmac::{Hmac, KeyInit, Mac};
 use payments::domain::{PaymentToken, charge_key};
 use payments::processor::{ChargeRequest, PaymentProcessor, Prepared};

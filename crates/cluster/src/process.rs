@@ -6,27 +6,24 @@ use std::process::{Command, Stdio};
 
 /// Sends a signal by name (`TERM`, `KILL`, `INT`, `STOP`, `CONT`) to a process.
 pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .args([format!("-{name}"), pid.to_string()])
-        .stderr(Stdio::null())
-        .status()
-        .context("cannot run kill")?;
-    if !status.success() {
-        bail!("kill -{name} {pid} failed: no such process?");
-    }
-    Ok(())
+    kill(name, &pid.to_string())
 }
 
 /// Sends a signal by name to every process of a process group, such as nginx's master and its
 /// workers, which outlive a master that is killed alone.
 pub fn signal_group(pgid: u32, name: &str) -> anyhow::Result<()> {
+    kill(name, &format!("-{pgid}"))
+}
+
+/// `kill -<name> -- <target>`: a process id, or a group's as `-<pgid>`.
+fn kill(name: &str, target: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")
-        .args([format!("-{name}"), "--".to_owned(), format!("-{pgid}")])
+        .args([&format!("-{name}"), "--", target])
         .stderr(Stdio::null())
         .status()
         .context("cannot run kill")?;
     if !status.success() {
-        bail!("kill -{name} -- -{pgid} failed: no such process group?");
+        bail!("kill -{name} -- {target} failed: no such process?");
     }
     Ok(())
 }

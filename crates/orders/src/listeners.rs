@@ -122,8 +122,7 @@ impl Handler<ExpirationComplete> for ExpireOrder {
         let order = locked_order(tx, self.dialect, event.data.order_id).await?;
         match domain::transition(order.status, Trigger::Expire) {
             Transition::To(status) => {
-                let cancelled = finish(tx, &order, status).await?;
-                outbox::enqueue(tx, cancelled.cancelled_event()).await?;
+                let cancelled = cancel(tx, &order, status).await?;
                 tracing::info!(order = %order.id, version = cancelled.version, "order expired");
             }
             Transition::Unchanged if order.status == OrderStatus::AwaitingPayment => {
@@ -177,8 +176,7 @@ impl Handler<PaymentRequested> for GrantPayment {
                 tracing::info!(order = %order.id, payment = %payment.id, version = granted.version, "order granted to a payment");
             }
             Grant::Expire => {
-                let cancelled = finish(tx, &order, OrderStatus::Cancelled).await?;
-                outbox::enqueue(tx, cancelled.cancelled_event()).await?;
+                cancel(tx, &order, OrderStatus::Cancelled).await?;
                 tracing::info!(order = %order.id, payment = %payment.id, "payment asked for after the window; order expired");
             }
             Grant::Granted | Grant::Refuse => {
@@ -218,8 +216,7 @@ impl Handler<PaymentFailed> for ReopenOrder {
                 tracing::info!(order = %order.id, payment = %payment.id, version = reopened.version, "payment failed; order open again");
             }
             Reopen::Expire => {
-                let cancelled = finish(tx, &order, OrderStatus::Cancelled).await?;
-                outbox::enqueue(tx, cancelled.cancelled_event()).await?;
+                cancel(tx, &order, OrderStatus::Cancelled).await?;
                 tracing::info!(order = %order.id, payment = %payment.id, "payment failed after the window; order expired");
             }
             Reopen::Ignore => {
@@ -289,6 +286,17 @@ async fn locked_order(
 
 fn changed_under_lock(order: &Order) -> HandleError {
     anyhow::anyhow!("order {} changed under its lock", order.id).into()
+}
+
+/// Cancels a locked live order (`status` is the transition's, cancelled) and announces it.
+async fn cancel(
+    tx: &mut AnyConnection,
+    order: &Order,
+    status: OrderStatus,
+) -> Result<Order, HandleError> {
+    let cancelled = finish(tx, order, status).await?;
+    outbox::enqueue(tx, cancelled.cancelled_event()).await?;
+    Ok(cancelled)
 }
 
 /// Moves a locked live order to its final status.

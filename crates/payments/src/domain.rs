@@ -222,17 +222,15 @@ pub enum ReconcileStep {
     Wait,
 }
 
-/// Decides on a stale claim from its intent's status, `None` when the claim has no intent. A
-/// claim without an intent was never confirmed, since a charge is confirmed only after its
-/// intent's id is recorded on the claim; and recording it fails once the claim is released.
-/// So a decision here never races a request into charging a released claim, however slow the
-/// request is.
-pub fn reconcile_step(intent: Option<IntentStatus>) -> ReconcileStep {
+/// Decides on a stale claim from its intent's status. (A claim without an intent is released:
+/// a charge is confirmed only after its intent's id is recorded on the claim, and recording it
+/// fails once the claim is released, so no request, however slow, charges a released claim.)
+pub fn reconcile_step(intent: IntentStatus) -> ReconcileStep {
     match intent {
-        None | Some(IntentStatus::Failed | IntentStatus::Canceled) => ReconcileStep::Release,
-        Some(IntentStatus::RequiresConfirmation) => ReconcileStep::Cancel,
-        Some(IntentStatus::Succeeded) => ReconcileStep::Settle,
-        Some(IntentStatus::Processing) => ReconcileStep::Wait,
+        IntentStatus::Failed | IntentStatus::Canceled => ReconcileStep::Release,
+        IntentStatus::RequiresConfirmation => ReconcileStep::Cancel,
+        IntentStatus::Succeeded => ReconcileStep::Settle,
+        IntentStatus::Processing => ReconcileStep::Wait,
     }
 }
 
@@ -760,26 +758,22 @@ mod tests {
 
     #[test]
     fn a_stale_claim_is_settled_only_when_charged_and_released_only_when_it_cannot_be() {
-        assert_eq!(reconcile_step(None), ReconcileStep::Release);
+        assert_eq!(reconcile_step(IntentStatus::Failed), ReconcileStep::Release);
         assert_eq!(
-            reconcile_step(Some(IntentStatus::Failed)),
+            reconcile_step(IntentStatus::Canceled),
             ReconcileStep::Release
         );
         assert_eq!(
-            reconcile_step(Some(IntentStatus::Canceled)),
-            ReconcileStep::Release
-        );
-        assert_eq!(
-            reconcile_step(Some(IntentStatus::RequiresConfirmation)),
+            reconcile_step(IntentStatus::RequiresConfirmation),
             ReconcileStep::Cancel,
             "an intent that may still be confirmed is cancelled before anything is released"
         );
         assert_eq!(
-            reconcile_step(Some(IntentStatus::Succeeded)),
+            reconcile_step(IntentStatus::Succeeded),
             ReconcileStep::Settle
         );
         assert_eq!(
-            reconcile_step(Some(IntentStatus::Processing)),
+            reconcile_step(IntentStatus::Processing),
             ReconcileStep::Wait
         );
     }

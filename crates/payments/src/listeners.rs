@@ -23,7 +23,7 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::domain::Order;
-use crate::store::{self, Granted};
+use crate::store;
 
 /// Adds a newly placed order to the replica.
 #[derive(Debug, Clone, Copy)]
@@ -86,21 +86,18 @@ impl Handler<OrderUpdated> for UpdateOrder {
         else {
             return Ok(());
         };
-        match store::grant_claim(tx, payment_id, now_millis()).await? {
-            Granted::Granted | Granted::Already => {}
-            Granted::Gone => {
-                // The claim gave up waiting before the grant came: orders must take it back, or
-                // the order would wait for a payment that never comes.
-                tracing::info!(order = %order.id, payment = %payment_id, "grant for a claim that is gone; handing it back");
-                outbox::enqueue(
-                    tx,
-                    PaymentFailed {
-                        id: payment_id,
-                        order_id: order.id,
-                    },
-                )
-                .await?;
-            }
+        if !store::grant_claim(tx, payment_id, now_millis()).await? {
+            // The claim gave up waiting before the grant came: orders must take it back, or
+            // the order would wait for a payment that never comes.
+            tracing::info!(order = %order.id, payment = %payment_id, "grant for a claim that is gone; handing it back");
+            outbox::enqueue(
+                tx,
+                PaymentFailed {
+                    id: payment_id,
+                    order_id: order.id,
+                },
+            )
+            .await?;
         }
         Ok(())
     }

@@ -137,32 +137,24 @@ impl Reconciler {
             Some(found) => found,
             None => return Ok(Reconciled::AlreadyEnded),
         };
-        let mut status = match &claim.stripe_id {
-            Some(intent_id) => Some(self.processor.look_up(intent_id).await?),
-            None => None,
+        let Some(intent_id) = claim.stripe_id.as_deref() else {
+            // An intent is confirmed only once its id is recorded: this claim never charged.
+            return self.release(claim).await;
         };
-        let mut cancelled = false;
-        loop {
-            match (reconcile_step(status), &claim.stripe_id) {
-                (ReconcileStep::Release, _) => return self.release(claim).await,
-                (ReconcileStep::Cancel, Some(intent_id)) if !cancelled => {
-                    status = Some(self.processor.cancel(intent_id).await?);
-                    cancelled = true;
-                }
-                (ReconcileStep::Settle, Some(intent_id)) => {
-                    return self.settle(claim, intent_id).await;
-                }
-                (ReconcileStep::Wait, _) => {
-                    let mut conn = self.store.writer().acquire().await?;
-                    store::touch_claim(&mut conn, claim.id, now_millis()).await?;
-                    return Ok(Reconciled::Waiting);
-                }
-                (_, intent_id) => {
-                    return Err(ReconcileError::NotCancelled(
-                        intent_id.clone().unwrap_or_default(),
-                    ));
-                }
+        let mut status = self.processor.look_up(intent_id).await?;
+        if reconcile_step(status) == ReconcileStep::Cancel {
+            // It may have been confirmed a moment before: the cancellation's answer says.
+            status = self.processor.cancel(intent_id).await?;
+        }
+        match reconcile_step(status) {
+            ReconcileStep::Release => self.release(claim).await,
+            ReconcileStep::Settle => self.settle(claim, intent_id).await,
+            ReconcileStep::Wait => {
+                let mut conn = self.store.writer().acquire().await?;
+                store::touch_claim(&mut conn, claim.id, now_millis()).await?;
+                Ok(Reconciled::Waiting)
             }
+            ReconcileStep::Cancel => Err(ReconcileError::NotCancelled(intent_id.to_owned())),
         }
     }
 

@@ -188,41 +188,25 @@ pub async fn insert_claim(conn: &mut AnyConnection, payment: &Payment) -> Result
     Ok(())
 }
 
-/// What became of the grant of an order to a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Granted {
-    /// The claim may be charged now.
-    Granted,
-    /// It was granted before (the grant announced twice).
-    Already,
-    /// The claim is gone (withdrawn, released) or settled: it will charge nothing.
-    Gone,
-}
-
 /// Notes that orders granted the order to a pending claim, renewing the claim, so that the
-/// reconciler's timeout counts from the grant.
+/// reconciler's timeout counts from the grant. `false` when the claim is gone (withdrawn,
+/// released) or settled: it will charge nothing.
 pub async fn grant_claim(
     conn: &mut AnyConnection,
     id: Uuid,
     now_ms: i64,
-) -> Result<Granted, sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
+    // COALESCE: a grant heard twice keeps the first time, and still finds the claim.
     let updated = sqlx::query(
-        "UPDATE payments SET granted_at = $2, updated_at = $2 \
-         WHERE id = $1 AND status = 'pending' AND granted_at IS NULL",
+        "UPDATE payments SET granted_at = COALESCE(granted_at, $2), updated_at = $2 \
+         WHERE id = $1 AND status = 'pending'",
     )
     .bind(id.to_string())
     .bind(now_ms)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?
     .rows_affected();
-    if updated == 1 {
-        return Ok(Granted::Granted);
-    }
-    let claim = find_payment(&mut *conn, id).await?;
-    Ok(match claim {
-        Some(claim) if claim.status == PaymentStatus::Pending => Granted::Already,
-        _ => Granted::Gone,
-    })
+    Ok(updated == 1)
 }
 
 /// Deletes a claim not granted yet, so that it never charges. `false` when it was granted

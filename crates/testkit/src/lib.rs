@@ -252,6 +252,21 @@ impl Drop for TestDatabase {
     }
 }
 
+/// Publishes an event on `bus` as another service's relay would, from a task that holds the bus
+/// itself rather than the [`TestBus`].
+pub async fn publish_on<E: EventData>(
+    bus: &dyn Bus,
+    envelope: &Envelope<E>,
+) -> Result<(), common::bus::BusError> {
+    bus.publish(&Message {
+        id: envelope.id.to_string(),
+        event_type: E::TYPE,
+        payload: envelope.encode().unwrap().into(),
+        headers: Default::default(),
+    })
+    .await
+}
+
 /// A bus that exists for one test: an embedded log in a temporary folder, or a JetStream stream
 /// under a random prefix, deleted when this value is dropped.
 pub struct TestBus {
@@ -298,15 +313,7 @@ impl TestBus {
 
     /// Publishes an event as another service's relay would; returns its envelope id.
     pub async fn publish<E: EventData>(&self, envelope: &Envelope<E>) -> uuid::Uuid {
-        self.bus
-            .publish(&Message {
-                id: envelope.id.to_string(),
-                event_type: E::TYPE,
-                payload: envelope.encode().unwrap().into(),
-                headers: Default::default(),
-            })
-            .await
-            .unwrap();
+        publish_on(self.bus.as_ref(), envelope).await.unwrap();
         envelope.id
     }
 

@@ -6,9 +6,7 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use common::arrivals::{ArrivalSettings, Arrivals};
-use common::bus::Message;
 use common::clock::now_millis;
-use common::events::EventType;
 use common::events::{
     Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket, OrderUpdated,
     PaymentRequested, TicketRef,
@@ -221,13 +219,7 @@ impl TestApp {
                         payment_id: Some(request.data.id),
                         ticket: TicketRef { id: Uuid::nil() },
                     });
-                    let message = Message {
-                        id: grant.id.to_string(),
-                        event_type: EventType::OrderUpdated,
-                        payload: grant.encode().unwrap().into(),
-                        headers: Default::default(),
-                    };
-                    if bus.publish(&message).await.is_err() {
+                    if testkit::publish_on(bus.as_ref(), &grant).await.is_err() {
                         return;
                     }
                 }

@@ -1,5 +1,6 @@
 //! The auth service: it owns users (e-mail and argon2id password hash) and issues the session
-//! token every other service verifies on its own. It publishes no events.
+//! token every other service verifies on its own. It announces only the end of sessions
+//! (`session:revoked` on sign-out, `sessions:revoked` on signing out everywhere).
 
 mod client_address;
 mod domain;
@@ -11,28 +12,43 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::Router;
+use common::ServiceContext;
 use common::store::{Migration, Migrations};
-use common::{Sessions, Store};
 
 pub use domain::{Credentials, Email};
 
 pub const NAME: &str = "auth";
 
 const AUTH_MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 100,
-        name: "users",
-        sql: include_str!("../migrations/sqlite/0100_users.sql"),
-    }],
-    postgres: &[Migration {
-        version: 100,
-        name: "users",
-        sql: include_str!("../migrations/postgres/0100_users.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 100,
+            name: "users",
+            sql: include_str!("../migrations/sqlite/0100_users.sql"),
+        },
+        Migration {
+            version: 101,
+            name: "session generation",
+            sql: include_str!("../migrations/sqlite/0101_session_generation.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 100,
+            name: "users",
+            sql: include_str!("../migrations/postgres/0100_users.sql"),
+        },
+        Migration {
+            version: 101,
+            name: "session generation",
+            sql: include_str!("../migrations/postgres/0101_session_generation.sql"),
+        },
+    ],
 };
 
-/// Every migration of the auth database.
-pub const MIGRATIONS: [&Migrations; 1] = [&AUTH_MIGRATIONS];
+/// Every migration of the auth database: the platform outbox, inbox and revoked sessions, then
+/// its own.
+pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &AUTH_MIGRATIONS];
 
 /// Settings of the auth service.
 #[derive(Debug, Clone)]
@@ -54,12 +70,16 @@ impl Default for Settings {
     }
 }
 
-/// Starts the auth service and returns its routes (without the HTTP stack). It needs no bus:
-/// nothing else has to hear about users.
-pub fn start(store: Store, sessions: Sessions, settings: &Settings) -> Router {
+/// Starts the service's background work (the outbox relay and the keeper of its revoked
+/// sessions, stopping on `ctx.shutdown`) and returns its routes with their state applied,
+/// without the HTTP stack.
+pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
+    ctx.spawn_relay();
+    ctx.spawn_revocation_keeper();
     let state = routes::AppState {
-        store,
-        sessions,
+        store: ctx.store.clone(),
+        outbox: ctx.outbox.clone(),
+        sessions: ctx.sessions.clone(),
         hasher: Arc::new(password::Hasher::new()),
     };
     routes::router(state, settings)

@@ -9,9 +9,11 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
+use common::outbox::Outbox;
+use common::session::Claims;
 use common::validate::Valid;
-use common::{ApiError, CurrentUser, Sessions, Store};
-use serde_json::json;
+use common::{ApiError, CurrentUser, Sessions, SignedIn, Store};
+use serde::Serialize;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use uuid::Uuid;
@@ -25,6 +27,7 @@ use crate::store::{self, Inserted};
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub outbox: Outbox,
     pub sessions: Sessions,
     pub hasher: Arc<Hasher>,
 }
@@ -55,10 +58,48 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
     }
     Router::new()
         .route("/api/users/signout", post(sign_out))
+        .route("/api/users/signout/everywhere", post(sign_out_everywhere))
         .route("/api/users/currentuser", get(current_user))
         .merge(guarded)
         .with_state(state)
 }
+
+/// A user, as sign-up and sign-in answer.
+#[derive(Serialize)]
+struct UserBody {
+    id: Uuid,
+    email: String,
+}
+
+/// The signed-in user as `currentuser` shows it: what the token says, less its session keys.
+#[derive(Serialize)]
+struct SessionBody {
+    id: Uuid,
+    email: String,
+    iat: i64,
+    exp: i64,
+}
+
+impl From<Claims> for SessionBody {
+    fn from(claims: Claims) -> Self {
+        Self {
+            id: claims.id,
+            email: claims.email,
+            iat: claims.iat,
+            exp: claims.exp,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CurrentUserBody {
+    current_user: Option<SessionBody>,
+}
+
+/// The empty object sign-out answers.
+#[derive(Serialize)]
+struct Empty {}
 
 #[tracing::instrument(skip_all)]
 async fn sign_up(
@@ -74,14 +115,10 @@ async fn sign_up(
     match store::insert_user(&state.store, id, &credentials.email, &hash).await? {
         Inserted::EmailTaken => Err(ApiError::field("email", "Email in use")),
         Inserted::Created => {
-            let email = credentials.email.as_str();
-            let (token, _) = state.sessions.issue(id, email)?;
+            let email = credentials.email.as_str().to_owned();
+            let (token, _) = state.sessions.issue(id, &email, 0)?;
             let jar = jar.add(state.sessions.cookie(token));
-            Ok((
-                StatusCode::CREATED,
-                jar,
-                Json(json!({"id": id, "email": email})),
-            ))
+            Ok((StatusCode::CREATED, jar, Json(UserBody { id, email })))
         }
     }
 }
@@ -100,19 +137,54 @@ async fn sign_in(
         .await?;
     match user {
         Some(user) if verified => {
-            let (token, _) = state.sessions.issue(user.id, &user.email)?;
+            let (token, _) = state
+                .sessions
+                .issue(user.id, &user.email, user.session_generation)?;
             let jar = jar.add(state.sessions.cookie(token));
-            Ok((jar, Json(json!({"id": user.id, "email": user.email}))))
+            let body = UserBody {
+                id: user.id,
+                email: user.email,
+            };
+            Ok((jar, Json(body)))
         }
         // One answer for an unknown e-mail and a wrong password: no account enumeration.
         _ => Err(ApiError::BadRequest("Invalid credentials".into())),
     }
 }
 
-async fn sign_out(State(state): State<AppState>, jar: CookieJar) -> impl IntoResponse {
-    (jar.add(state.sessions.removal_cookie()), Json(json!({})))
+/// Ends the session the request carries, if it carries a live one, in every service.
+#[tracing::instrument(skip_all)]
+async fn sign_out(
+    State(state): State<AppState>,
+    CurrentUser(claims): CurrentUser,
+    jar: CookieJar,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(claims) = claims {
+        let revocation = store::revoke_session(&state.store, &state.outbox, &claims).await?;
+        state.sessions.revocations().add(revocation);
+    }
+    Ok((jar.add(state.sessions.removal_cookie()), Json(Empty {})))
 }
 
-async fn current_user(CurrentUser(claims): CurrentUser) -> impl IntoResponse {
-    Json(json!({ "currentUser": claims }))
+/// Ends every session of the signed-in user, this one included, in every service.
+#[tracing::instrument(skip_all)]
+async fn sign_out_everywhere(
+    State(state): State<AppState>,
+    SignedIn(claims): SignedIn,
+    jar: CookieJar,
+) -> Result<impl IntoResponse, ApiError> {
+    // The longest any session begun until now can live.
+    let last_expiry = time::OffsetDateTime::now_utc() + state.sessions.lifetime();
+    let revocation =
+        store::revoke_all_sessions(&state.store, &state.outbox, claims.id, last_expiry)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+    state.sessions.revocations().add(revocation);
+    Ok((jar.add(state.sessions.removal_cookie()), Json(Empty {})))
+}
+
+async fn current_user(CurrentUser(claims): CurrentUser) -> Json<CurrentUserBody> {
+    Json(CurrentUserBody {
+        current_user: claims.map(SessionBody::from),
+    })
 }

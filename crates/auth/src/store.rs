@@ -1,8 +1,14 @@
 //! The only place with SQL for the auth service.
 
 use common::Store;
+use common::clock::{from_millis, millis};
+use common::events::{SessionRevoked, SessionsRevoked};
+use common::outbox::{self, Outbox};
+use common::revocation::{self, Revocation};
+use common::session::Claims;
 use common::store::uuid_column;
 use sqlx::Row;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::Email;
@@ -11,6 +17,8 @@ pub struct User {
     pub id: Uuid,
     pub email: String,
     pub password_hash: String,
+    /// Sessions begun now carry this; signing out everywhere raises it.
+    pub session_generation: i64,
 }
 
 pub enum Inserted {
@@ -41,16 +49,85 @@ pub async fn insert_user(
 }
 
 pub async fn find_by_email(store: &Store, email: &Email) -> Result<Option<User>, sqlx::Error> {
-    let row = sqlx::query("SELECT id, email, password_hash FROM users WHERE email = $1")
-        .bind(email.as_str())
-        .fetch_optional(store.pool())
-        .await?;
+    let row = sqlx::query(
+        "SELECT id, email, password_hash, session_generation FROM users WHERE email = $1",
+    )
+    .bind(email.as_str())
+    .fetch_optional(store.pool())
+    .await?;
     row.map(|row| {
         Ok(User {
             id: uuid_column(&row, "id")?,
             email: row.try_get("email")?,
             password_hash: row.try_get("password_hash")?,
+            session_generation: row.try_get("session_generation")?,
         })
     })
     .transpose()
+}
+
+/// Ends the session these claims describe: recorded here and announced, in one transaction.
+pub async fn revoke_session(
+    store: &Store,
+    outbox: &Outbox,
+    claims: &Claims,
+) -> Result<Revocation, sqlx::Error> {
+    let expires_at = claims.exp.saturating_mul(1000);
+    let revocation = Revocation::Session {
+        session_id: claims.sid,
+        user_id: claims.id,
+        expires_at,
+    };
+    let mut tx = store.begin().await?;
+    revocation::record(&mut tx, store.dialect(), revocation).await?;
+    outbox::enqueue(
+        &mut tx,
+        SessionRevoked {
+            id: claims.sid,
+            user_id: claims.id,
+            expires_at: from_millis(expires_at),
+        },
+    )
+    .await?;
+    outbox.commit(tx).await?;
+    Ok(revocation)
+}
+
+/// Ends every session of a user begun so far by raising their session generation: recorded here
+/// and announced, in one transaction. `last_expiry` is when the last of those tokens expires.
+/// `None` if there is no such user.
+pub async fn revoke_all_sessions(
+    store: &Store,
+    outbox: &Outbox,
+    user_id: Uuid,
+    last_expiry: OffsetDateTime,
+) -> Result<Option<Revocation>, sqlx::Error> {
+    let mut tx = store.begin().await?;
+    let raised: Option<i64> = sqlx::query_scalar(
+        "UPDATE users SET session_generation = session_generation + 1 WHERE id = $1 \
+         RETURNING session_generation",
+    )
+    .bind(user_id.to_string())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(generation) = raised else {
+        return Ok(None);
+    };
+    let revocation = Revocation::Generation {
+        user_id,
+        below: generation,
+        expires_at: millis(last_expiry),
+    };
+    revocation::record(&mut tx, store.dialect(), revocation).await?;
+    outbox::enqueue(
+        &mut tx,
+        SessionsRevoked {
+            user_id,
+            generation,
+            expires_at: last_expiry,
+        },
+    )
+    .await?;
+    outbox.commit(tx).await?;
+    Ok(Some(revocation))
 }

@@ -46,7 +46,7 @@ fn sessions() -> Sessions {
 
 fn token(sessions: &Sessions) -> String {
     sessions
-        .issue(Uuid::now_v7(), "buyer@example.com")
+        .issue(Uuid::now_v7(), "buyer@example.com", 0)
         .expect("a token can be signed")
         .0
 }

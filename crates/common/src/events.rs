@@ -32,10 +32,14 @@ pub enum EventType {
     PaymentCreated,
     #[serde(rename = "payment:failed")]
     PaymentFailed,
+    #[serde(rename = "session:revoked")]
+    SessionRevoked,
+    #[serde(rename = "sessions:revoked")]
+    SessionsRevoked,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 12] = [
         Self::TicketCreated,
         Self::TicketUpdated,
         Self::OrderCreated,
@@ -46,6 +50,8 @@ impl EventType {
         Self::PaymentRequested,
         Self::PaymentCreated,
         Self::PaymentFailed,
+        Self::SessionRevoked,
+        Self::SessionsRevoked,
     ];
 
     /// The name on the wire, such as `ticket:created`.
@@ -61,6 +67,8 @@ impl EventType {
             Self::PaymentRequested => "payment:requested",
             Self::PaymentCreated => "payment:created",
             Self::PaymentFailed => "payment:failed",
+            Self::SessionRevoked => "session:revoked",
+            Self::SessionsRevoked => "sessions:revoked",
         }
     }
 
@@ -330,6 +338,36 @@ pub struct PaymentFailed {
 
 impl EventData for PaymentFailed {
     const TYPE: EventType = EventType::PaymentFailed;
+}
+
+/// A user signed out: the session `id` is over, and its token is refused until it expires at
+/// `expiresAt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRevoked {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl EventData for SessionRevoked {
+    const TYPE: EventType = EventType::SessionRevoked;
+}
+
+/// A user signed out everywhere: every session of theirs begun under a generation below
+/// `generation` is over. The last of those tokens expires by `expiresAt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionsRevoked {
+    pub user_id: Uuid,
+    pub generation: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl EventData for SessionsRevoked {
+    const TYPE: EventType = EventType::SessionsRevoked;
 }
 
 /// What a replica does with another service's change that carries a version, given the version

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod money;
 pub mod outbox;
 pub mod retention;
+pub mod revocation;
 pub mod service;
 pub mod session;
 pub mod store;

@@ -25,7 +25,7 @@ use crate::events::{Envelope, EventData, EventType};
 use crate::store::{Dialect, Migration, Migrations, Params, Store};
 use crate::telemetry;
 
-/// The platform tables every service database has: outbox and inbox.
+/// The platform tables every service database has: outbox, inbox and revoked sessions.
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -43,6 +43,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "inbox by age",
             sql: include_str!("../migrations/platform/sqlite/0003_inbox_by_age.sql"),
         },
+        Migration {
+            version: 4,
+            name: "revoked sessions",
+            sql: include_str!("../migrations/platform/sqlite/0004_revocations.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -59,6 +64,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 3,
             name: "inbox by age",
             sql: include_str!("../migrations/platform/postgres/0003_inbox_by_age.sql"),
+        },
+        Migration {
+            version: 4,
+            name: "revoked sessions",
+            sql: include_str!("../migrations/platform/postgres/0004_revocations.sql"),
         },
     ],
 };

@@ -8,8 +8,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::arrivals::{ArrivalSettings, Arrivals};
 use crate::bus::Bus;
+use crate::events::{SessionRevoked, SessionsRevoked};
+use crate::listener;
 use crate::listener::ListenerSettings;
 use crate::outbox::Outbox;
+use crate::revocation::{self, RecordRevocation};
 use crate::session::Sessions;
 use crate::store::Store;
 
@@ -19,6 +22,7 @@ pub struct ServiceContext {
     pub name: &'static str,
     pub store: Store,
     pub bus: Arc<dyn Bus>,
+    /// Verifies tokens, refusing the sessions this service has heard were revoked.
     pub sessions: Sessions,
     pub outbox: Outbox,
     pub listeners: ListenerSettings,
@@ -44,7 +48,7 @@ impl ServiceContext {
             outbox: Outbox::new(store.clone(), name),
             store,
             bus,
-            sessions,
+            sessions: sessions.with_own_revocations(),
             listeners: ListenerSettings::default(),
             arrivals: Arrivals::new(name, ArrivalSettings::default()),
             shutdown,
@@ -68,6 +72,28 @@ impl ServiceContext {
             self.tasks
                 .spawn(arrivals.relay_announcements(url.clone(), shutdown));
         }
+    }
+
+    /// Makes this service refuse revoked sessions: it records the revocations it hears of
+    /// (`session:revoked`, `sessions:revoked`) and keeps its verifier in step with them.
+    pub fn spawn_revocation_listeners(&self) {
+        let handler = RecordRevocation {
+            dialect: self.store.dialect(),
+            revocations: self.sessions.revocations().clone(),
+        };
+        listener::spawn::<SessionRevoked, _>(self, handler.clone());
+        listener::spawn::<SessionsRevoked, _>(self, handler);
+        self.spawn_revocation_keeper();
+    }
+
+    /// Keeps this process's verifier in step with the revocations in the service's database
+    /// (for auth, which records its own rather than hearing of them).
+    pub fn spawn_revocation_keeper(&self) {
+        self.tasks.spawn(revocation::keep(
+            self.store.clone(),
+            self.sessions.revocations().clone(),
+            self.shutdown.clone(),
+        ));
     }
 
     /// Starts the outbox relay; it stops on shutdown after a last attempt to publish.

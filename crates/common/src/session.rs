@@ -1,6 +1,7 @@
-//! Sessions: an HS256 JWT holding `id`, `email`, `iat` and `exp`, carried in an HttpOnly,
-//! SameSite=Lax cookie named `session` or as `Authorization: Bearer`. Every service verifies the
-//! token itself with the shared key; nothing calls the auth service.
+//! Sessions: an HS256 JWT holding `id`, `email`, `sid`, `gen`, `iat` and `exp`, carried in an
+//! HttpOnly, SameSite=Lax cookie named `session` or as `Authorization: Bearer`. Every service
+//! verifies the token itself with the shared key, and refuses one its own database says was
+//! revoked ([`crate::revocation`]); nothing calls the auth service.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::revocation::Revocations;
 
 pub const COOKIE_NAME: &str = "session";
 
@@ -23,15 +25,24 @@ pub const COOKIE_NAME: &str = "session";
 pub struct Claims {
     pub id: Uuid,
     pub email: String,
+    /// The session, which sign-out revokes.
+    pub sid: Uuid,
+    /// The user's session generation at sign-in; signing out everywhere revokes every session of
+    /// a lower one.
+    #[serde(rename = "gen")]
+    pub generation: i64,
     pub iat: i64,
     pub exp: i64,
 }
 
-/// Issues and verifies session tokens. Cheap to clone.
+/// Issues and verifies session tokens. Cheap to clone; clones share the revocations heard of.
 #[derive(Clone)]
-pub struct Sessions(Arc<Inner>);
+pub struct Sessions {
+    keys: Arc<Keys>,
+    revoked: Revocations,
+}
 
-struct Inner {
+struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -45,45 +56,77 @@ impl Sessions {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "iat"]);
-        Self(Arc::new(Inner {
-            encoding: EncodingKey::from_secret(key),
-            decoding: DecodingKey::from_secret(key),
-            validation,
-            lifetime,
-            cookie_secure,
-        }))
+        Self {
+            keys: Arc::new(Keys {
+                encoding: EncodingKey::from_secret(key),
+                decoding: DecodingKey::from_secret(key),
+                validation,
+                lifetime,
+                cookie_secure,
+            }),
+            revoked: Revocations::default(),
+        }
     }
 
-    /// Signs a token for a user, valid from now for the configured lifetime.
-    pub fn issue(&self, id: Uuid, email: &str) -> Result<(String, Claims), ApiError> {
+    /// The same keys with revocations of its own: each service refuses what its own database
+    /// says was revoked, even when services share a process.
+    pub fn with_own_revocations(&self) -> Self {
+        Self {
+            keys: self.keys.clone(),
+            revoked: Revocations::default(),
+        }
+    }
+
+    /// The revocations this verifier refuses.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revoked
+    }
+
+    /// How long a token lives.
+    pub fn lifetime(&self) -> Duration {
+        self.keys.lifetime
+    }
+
+    /// Signs a token for a new session of a user, valid from now for the configured lifetime.
+    pub fn issue(
+        &self,
+        id: Uuid,
+        email: &str,
+        generation: i64,
+    ) -> Result<(String, Claims), ApiError> {
         let iat = time::OffsetDateTime::now_utc().unix_timestamp();
-        let lifetime = i64::try_from(self.0.lifetime.as_secs()).unwrap_or(i64::MAX / 2);
+        let lifetime = i64::try_from(self.keys.lifetime.as_secs()).unwrap_or(i64::MAX / 2);
         let claims = Claims {
             id,
             email: email.to_owned(),
+            sid: Uuid::new_v4(),
+            generation,
             iat,
             exp: iat.saturating_add(lifetime),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
-            .map_err(ApiError::internal)?;
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.keys.encoding)
+                .map_err(ApiError::internal)?;
         Ok((token, claims))
     }
 
-    /// The claims of a valid, unexpired token signed with our key; `None` for anything else.
+    /// The claims of a valid, unexpired, unrevoked token signed with our key; `None` for
+    /// anything else.
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.0.decoding, &self.0.validation)
+        jsonwebtoken::decode::<Claims>(token, &self.keys.decoding, &self.keys.validation)
             .ok()
             .map(|data| data.claims)
+            .filter(|claims| !self.revoked.covers(claims))
     }
 
     /// The cookie that carries a freshly issued token.
     pub fn cookie(&self, token: String) -> Cookie<'static> {
-        let max_age = time::Duration::try_from(self.0.lifetime).unwrap_or(time::Duration::DAY);
+        let max_age = time::Duration::try_from(self.keys.lifetime).unwrap_or(time::Duration::DAY);
         Cookie::build((COOKIE_NAME, token))
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
-            .secure(self.0.cookie_secure)
+            .secure(self.keys.cookie_secure)
             .max_age(max_age)
             .build()
     }
@@ -94,7 +137,7 @@ impl Sessions {
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
-            .secure(self.0.cookie_secure)
+            .secure(self.keys.cookie_secure)
             .max_age(time::Duration::ZERO)
             .build()
     }
@@ -163,7 +206,7 @@ mod tests {
         let ours = sessions("one secret of enough length", Duration::from_secs(3600));
         let theirs = sessions("another secret entirely!!", Duration::from_secs(3600));
         let id = Uuid::now_v7();
-        let (token, claims) = ours.issue(id, "a@b.co").unwrap();
+        let (token, claims) = ours.issue(id, "a@b.co", 0).unwrap();
         assert_eq!(ours.verify(&token), Some(claims));
         assert_eq!(theirs.verify(&token), None);
         assert_eq!(ours.verify("not.a.token"), None);
@@ -172,7 +215,7 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused() {
         let short = sessions("one secret of enough length", Duration::ZERO);
-        let (token, _) = short.issue(Uuid::now_v7(), "a@b.co").unwrap();
+        let (token, _) = short.issue(Uuid::now_v7(), "a@b.co", 0).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(short.verify(&token), None);
     }

@@ -106,6 +106,7 @@ impl Default for Settings {
 /// HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
+    ctx.spawn_revocation_listeners();
     ctx.spawn_retention(&[]);
     ctx.spawn_arrival_relay();
     let dialect = ctx.store.dialect();

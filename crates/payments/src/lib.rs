@@ -175,6 +175,7 @@ impl Settings {
 /// applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
+    ctx.spawn_revocation_listeners();
     ctx.spawn_arrival_relay();
     ctx.spawn_retention(&[]);
     let (processor, currency) = settings.processor(&ctx.store).unwrap_or_else(|err| {

@@ -57,9 +57,9 @@ impl Service {
         }
     }
 
-    /// Auth and the pages talk to nobody on the bus; every other service publishes or listens.
+    /// The pages talk to nobody on the bus; every other service publishes or listens.
     pub fn needs_bus(self) -> bool {
-        !matches!(self, Self::Auth | Self::Web)
+        self != Self::Web
     }
 }
 
@@ -106,11 +106,7 @@ pub fn start(
         Ok(context)
     };
     Ok(match service {
-        Service::Auth => auth::start(
-            store.clone(),
-            shared.sessions.clone(),
-            &args.auth_settings(),
-        ),
+        Service::Auth => auth::start(&context()?, &args.auth_settings()),
         Service::Tickets => tickets::start(&context()?),
         Service::Orders => orders::start(&context()?, &args.orders_settings()),
         Service::Expiration => expiration::start(&context()?),

@@ -685,7 +685,7 @@ impl TestService {
         let (token, _) = self
             .ctx
             .sessions
-            .issue(id, &format!("{}@example.com", id.simple()))
+            .issue(id, &format!("{}@example.com", id.simple()), 0)
             .unwrap();
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(

@@ -43,6 +43,7 @@ pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &TICKETS_
 /// state applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext) -> Router {
     ctx.spawn_relay();
+    ctx.spawn_revocation_listeners();
     // Its tombstones of cancelled orders are kept for good: reserving is the one effect that an
     // order:created replayed or delayed past any retention could not undo.
     ctx.spawn_retention(&[]);

@@ -5,17 +5,13 @@ use std::num::NonZeroU32;
 
 use common::http::{Dependency, platform_routes};
 use proptest::prelude::*;
-use testkit::{Backend, BusKind, Client, TestBus, TestDatabase, TestServer, each_database, json};
+use testkit::{
+    Backend, BusKind, Client, TestBus, TestDatabase, TestServer, TestService, each_database,
+    eventually, json, postgres_test,
+};
 use unicode_normalization::UnicodeNormalization;
 
-struct TestApp {
-    server: TestServer,
-    ctx: common::ServiceContext,
-    _db: TestDatabase,
-    _bus: TestBus,
-}
-
-async fn spawn_app(backend: Backend) -> TestApp {
+async fn spawn_app(backend: Backend) -> TestService {
     spawn_app_with(
         backend,
         auth::Settings {
@@ -26,19 +22,14 @@ async fn spawn_app(backend: Backend) -> TestApp {
     .await
 }
 
-async fn spawn_app_with(backend: Backend, settings: auth::Settings) -> TestApp {
-    let db = TestDatabase::create(backend).await;
-    let bus = TestBus::create(BusKind::Embedded).await;
-    let ctx = testkit::context(auth::NAME, &db, bus.bus.clone(), &auth::MIGRATIONS).await;
-    let routes = auth::start(ctx.store.clone(), ctx.sessions.clone(), &settings).merge(
-        platform_routes(vec![Dependency::Database(auth::NAME, ctx.store.clone())]),
-    );
-    TestApp {
-        server: TestServer::start(routes).await,
-        ctx,
-        _db: db,
-        _bus: bus,
-    }
+async fn spawn_app_with(backend: Backend, settings: auth::Settings) -> TestService {
+    TestService::start(auth::NAME, backend, &auth::MIGRATIONS, |ctx| {
+        auth::start(ctx, &settings).merge(platform_routes(vec![Dependency::Database(
+            auth::NAME,
+            ctx.store.clone(),
+        )]))
+    })
+    .await
 }
 
 async fn sign_up(client: &Client, email: &str, password: &str) -> testkit::Reply {
@@ -236,10 +227,171 @@ async fn signing_out_clears_the_session(backend: Backend) {
     );
 }
 
+/// The session token a sign-up or sign-in set in its cookie.
+fn session_token(reply: &testkit::Reply) -> String {
+    let cookie = set_cookie(reply);
+    let token = cookie
+        .strip_prefix("session=")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_default();
+    assert!(!token.is_empty(), "no session cookie in {cookie}");
+    token.to_owned()
+}
+
+async fn sign_in_token(app: &TestService, email: &str) -> String {
+    let body = json!({"email": email, "password": "correct horse"});
+    let reply = app.server.client().post("/api/users/signin", body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    session_token(&reply)
+}
+
+async fn current_user_of(app: &TestService, token: &str) -> serde_json::Value {
+    let client = app.server.client();
+    let url = app.server.url("/api/users/currentuser");
+    client
+        .send(client.http.get(&url).bearer_auth(token))
+        .await
+        .body["currentUser"]
+        .clone()
+}
+
+async fn signing_out_revokes_that_session_and_no_other(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let email = "ada@example.com";
+    sign_up(&app.server.client(), email, "correct horse").await;
+    let (laptop, phone) = (
+        sign_in_token(&app, email).await,
+        sign_in_token(&app, email).await,
+    );
+
+    let client = app.server.client();
+    let url = app.server.url("/api/users/signout");
+    let reply = client
+        .send(client.http.post(&url).bearer_auth(&laptop))
+        .await;
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // Kept by a client that ignores the cleared cookie, the token is refused all the same.
+    assert_eq!(
+        current_user_of(&app, &laptop).await,
+        serde_json::Value::Null
+    );
+    assert_eq!(current_user_of(&app, &phone).await["email"], email);
+    let again = client
+        .send(client.http.post(&url).bearer_auth(&laptop))
+        .await;
+    assert_eq!(again.status, 200, "signing out twice is no error");
+}
+
+async fn signing_out_everywhere_revokes_every_session_begun_before(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (email, other) = ("ada@example.com", "bob@example.com");
+    sign_up(&app.server.client(), email, "correct horse").await;
+    sign_up(&app.server.client(), other, "correct horse").await;
+    let (laptop, phone) = (
+        sign_in_token(&app, email).await,
+        sign_in_token(&app, email).await,
+    );
+    let someone_else = sign_in_token(&app, other).await;
+
+    let client = app.server.client();
+    let url = app.server.url("/api/users/signout/everywhere");
+    let reply = client
+        .send(client.http.post(&url).bearer_auth(&phone))
+        .await;
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, json!({}));
+    assert!(set_cookie(&reply).contains("Max-Age=0"));
+    assert_eq!(
+        current_user_of(&app, &laptop).await,
+        serde_json::Value::Null
+    );
+    assert_eq!(current_user_of(&app, &phone).await, serde_json::Value::Null);
+    assert_eq!(current_user_of(&app, &someone_else).await["email"], other);
+    let fresh = sign_in_token(&app, email).await;
+    assert_eq!(current_user_of(&app, &fresh).await["email"], email);
+    let revoked = client
+        .send(client.http.post(&url).bearer_auth(&phone))
+        .await;
+    assert_eq!(
+        revoked.status, 401,
+        "a revoked session cannot sign out everywhere"
+    );
+    let anonymous = app
+        .server
+        .client()
+        .post("/api/users/signout/everywhere", json!({}))
+        .await;
+    assert_eq!(anonymous.status, 401);
+}
+
+/// An auth replica on a database another replica uses too.
+async fn replica(db: &TestDatabase, bus: &TestBus) -> TestServer {
+    let ctx = testkit::context(auth::NAME, db, bus.bus.clone(), &auth::MIGRATIONS).await;
+    TestServer::start(auth::start(&ctx, &auth::Settings::default())).await
+}
+
+async fn is_refused_by(server: &TestServer, token: &str) -> bool {
+    let client = server.client();
+    let url = server.url("/api/users/currentuser");
+    let reply = client.send(client.http.get(&url).bearer_auth(token)).await;
+    reply.body["currentUser"].is_null()
+}
+
+async fn a_revocation_survives_a_restart(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let bus = TestBus::create(BusKind::Embedded).await;
+    let first = replica(&db, &bus).await;
+    let reply = sign_up(&first.client(), "ada@example.com", "correct horse").await;
+    let token = session_token(&reply);
+    let client = first.client();
+    let signed_out = client
+        .send(
+            client
+                .http
+                .post(first.url("/api/users/signout"))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_eq!(signed_out.status, 200);
+    drop(first);
+
+    let restarted = replica(&db, &bus).await;
+    // A process starting reads what was revoked before it; nothing else could tell it.
+    eventually("the restarted replica to refuse the token", || async {
+        is_refused_by(&restarted, &token).await.then_some(())
+    })
+    .await;
+}
+
+postgres_test! {
+    async fn another_replica_refuses_a_revoked_session_once_it_commits() {
+        let db = TestDatabase::create(Backend::Postgres).await;
+        let bus = TestBus::create(BusKind::Embedded).await;
+        let (one, other) = (replica(&db, &bus).await, replica(&db, &bus).await);
+        let reply = sign_up(&one.client(), "ada@example.com", "correct horse").await;
+        let token = session_token(&reply);
+        assert!(!is_refused_by(&other, &token).await);
+        // Both replicas have read the tables and listen by now; a refusal within the test's
+        // bound, well inside the minute between reads, comes from the notification.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+        let client = one.client();
+        let url = one.url("/api/users/signout/everywhere");
+        assert_eq!(client.send(client.http.post(url).bearer_auth(&token)).await.status, 200);
+
+        eventually("the other replica to refuse the token", || async {
+            is_refused_by(&other, &token).await.then_some(())
+        })
+        .await;
+    }
+}
+
 async fn the_current_user_comes_from_a_valid_cookie_or_bearer_token_only(backend: Backend) {
     let app = spawn_app(backend).await;
     let id = uuid::Uuid::now_v7();
-    let (token, claims) = app.ctx.sessions.issue(id, "ada@example.com").unwrap();
+    let (token, claims) = app.ctx.sessions.issue(id, "ada@example.com", 0).unwrap();
     let client = app.server.client();
     let url = app.server.url("/api/users/currentuser");
 
@@ -253,7 +405,7 @@ async fn the_current_user_comes_from_a_valid_cookie_or_bearer_token_only(backend
         std::time::Duration::from_secs(60),
         false,
     );
-    let (forged, _) = other_key.issue(id, "ada@example.com").unwrap();
+    let (forged, _) = other_key.issue(id, "ada@example.com", 0).unwrap();
     let forged_cookie = client
         .send(
             client
@@ -404,6 +556,9 @@ each_database!(
     signing_in_returns_200_and_a_session,
     a_wrong_password_and_an_unknown_email_get_the_same_answer,
     signing_out_clears_the_session,
+    signing_out_revokes_that_session_and_no_other,
+    signing_out_everywhere_revokes_every_session_begun_before,
+    a_revocation_survives_a_restart,
     the_current_user_comes_from_a_valid_cookie_or_bearer_token_only,
     too_many_attempts_from_one_address_get_429,
     behind_an_ingress_each_client_address_has_its_own_limit,

@@ -326,6 +326,58 @@ async fn pages_that_need_a_session_send_you_to_sign_in_and_back() {
 }
 
 #[tokio::test]
+async fn signing_out_everywhere_ends_the_session_in_every_browser() {
+    let market = Marketplace::embedded("1m");
+    let (laptop, phone) = (Browser::new(&market), Browser::new(&market));
+    laptop.sign_up("me@example.com").await;
+    let signed_in = phone
+        .post(
+            "/auth/signin",
+            &[
+                ("email", "me@example.com"),
+                ("password", "correct horse"),
+                ("next", "/orders"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.body
+    );
+    let orders = phone.get("/orders").await;
+    orders.assert_contains(r#"<form method="post" action="/auth/signout/everywhere""#);
+    assert_eq!(laptop.get("/orders").await.status, StatusCode::OK);
+
+    let signed_out = phone.post("/auth/signout/everywhere", &[]).await;
+
+    assert_eq!(
+        signed_out.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_out.body
+    );
+    assert_eq!(signed_out.location(), "/");
+    // The laptop still holds its cookie; the session in it is over all the same.
+    let laptop_orders = laptop.get("/orders").await;
+    assert_eq!(laptop_orders.status, StatusCode::SEE_OTHER);
+    assert!(
+        laptop_orders.location().starts_with("/auth/signin"),
+        "{}",
+        laptop_orders.location()
+    );
+    assert_eq!(phone.get("/orders").await.status, StatusCode::SEE_OTHER);
+    let again = laptop.post("/auth/signout/everywhere", &[]).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    assert!(
+        again.location().starts_with("/auth/signin"),
+        "{}",
+        again.location()
+    );
+}
+
+#[tokio::test]
 async fn a_form_posted_from_another_site_is_refused() {
     let market = Marketplace::embedded("1m");
     let browser = Browser::new(&market);

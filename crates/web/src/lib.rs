@@ -69,6 +69,10 @@ pub fn router(api: ApiClient, settings: WebSettings) -> Router {
         )
         .route("/auth/signout", post(auth::post_signout))
         .route(
+            "/auth/signout/everywhere",
+            post(auth::post_signout_everywhere),
+        )
+        .route(
             "/tickets/new",
             get(tickets::get_new_ticket).post(tickets::post_new_ticket),
         )

@@ -120,8 +120,32 @@ async fn submit(
 
 /// `POST /auth/signout` (the header's button).
 pub async fn post_signout(State(web): State<Web>, visitor: Visitor) -> Result<Response, PageError> {
-    let reply = visitor
-        .call(&web, Method::POST, "/api/users/signout", None)
-        .await?;
+    sign_out_through(&web, &visitor, "/api/users/signout").await
+}
+
+/// `POST /auth/signout/everywhere` (the button on the orders page): ends every session of the
+/// account, on every device.
+pub async fn post_signout_everywhere(
+    State(web): State<Web>,
+    visitor: Visitor,
+) -> Result<Response, PageError> {
+    sign_out_through(&web, &visitor, "/api/users/signout/everywhere").await
+}
+
+/// Signs out through the API. A sign-out the API could not record is shown as the failure it
+/// is, never as done: the session would still work.
+async fn sign_out_through(web: &Web, visitor: &Visitor, path: &str) -> Result<Response, PageError> {
+    let reply = visitor.call(web, Method::POST, path, None).await?;
+    if reply.status == StatusCode::UNAUTHORIZED {
+        return Err(PageError::SignIn {
+            next: "/orders".into(),
+        });
+    }
+    if !reply.status.is_success() {
+        return Err(PageError::Internal(format!(
+            "signing out answered {}",
+            reply.status
+        )));
+    }
     Ok(redirect_with_cookies("/", reply.set_cookies))
 }

@@ -13,7 +13,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use common::ServiceContext;
+use common::background::{Next, run_passes};
 use common::store::{Migration, Migrations};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 pub use domain::{Credentials, Email};
 
@@ -70,12 +73,16 @@ impl Default for Settings {
     }
 }
 
-/// Starts the service's background work (the outbox relay and the keeper of its revoked
-/// sessions, stopping on `ctx.shutdown`) and returns its routes with their state applied,
+/// Starts the service's background work (the outbox relay, the keeper of its revoked sessions
+/// and one pass over e-mails stored before they were composed, stopping on `ctx.shutdown`) and returns its routes with their state applied,
 /// without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
     ctx.spawn_revocation_keeper();
+    ctx.tasks.spawn(compose_stored_emails(
+        ctx.store.clone(),
+        ctx.shutdown.clone(),
+    ));
     let state = routes::AppState {
         store: ctx.store.clone(),
         outbox: ctx.outbox.clone(),
@@ -83,4 +90,31 @@ pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
         hasher: Arc::new(password::Hasher::new()),
     };
     routes::router(state, settings)
+}
+
+/// Composes the e-mails stored before addresses were composed (NFC), once per start, so that
+/// their accounts sign in as typed today; retried while the database is away. An address whose
+/// composed form another account has is left for the operator, named in a warning.
+async fn compose_stored_emails(store: common::Store, shutdown: CancellationToken) {
+    let done = shutdown.child_token();
+    let never = Notify::new();
+    run_passes("compose stored e-mails", &never, &done, || async {
+        let composed = store::compose_stored_emails(&store).await?;
+        if composed.rewritten > 0 {
+            tracing::info!(
+                rewritten = composed.rewritten,
+                "e-mails stored before composing are composed"
+            );
+        }
+        for (user, email) in composed.clashes {
+            tracing::warn!(
+                %user,
+                email,
+                "this account's e-mail, composed, is another account's; left as stored, it cannot be signed in to"
+            );
+        }
+        done.cancel();
+        Ok::<_, sqlx::Error>(Next::Again)
+    })
+    .await;
 }

@@ -6,7 +6,7 @@ use common::events::{SessionRevoked, SessionsRevoked};
 use common::outbox::{self, Outbox};
 use common::revocation::{self, Revocation};
 use common::session::Claims;
-use common::store::uuid_column;
+use common::store::{Dialect, is_unique_violation, uuid_column};
 use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -43,7 +43,7 @@ pub async fn insert_user(
     .await;
     match result {
         Ok(_) => Ok(Inserted::Created),
-        Err(err) if common::store::is_unique_violation(&err) => Ok(Inserted::EmailTaken),
+        Err(err) if is_unique_violation(&err) => Ok(Inserted::EmailTaken),
         Err(err) => Err(err),
     }
 }
@@ -130,4 +130,46 @@ pub async fn revoke_all_sessions(
     .await?;
     outbox.commit(tx).await?;
     Ok(Some(revocation))
+}
+
+/// What composing the stored e-mails did.
+#[derive(Debug, Default)]
+pub struct Composed {
+    pub rewritten: u64,
+    /// Accounts whose address, composed, is another account's: left as stored.
+    pub clashes: Vec<(Uuid, String)>,
+}
+
+/// Rewrites addresses stored before e-mails were composed (NFC) into the form sign-in looks up
+/// now. Only addresses with a character outside printable ASCII can differ, so only those are
+/// read.
+pub async fn compose_stored_emails(store: &Store) -> Result<Composed, sqlx::Error> {
+    let beyond_ascii = match store.dialect() {
+        Dialect::Sqlite => "SELECT id, email FROM users WHERE email GLOB '*[^ -~]*'",
+        Dialect::Postgres => "SELECT id, email FROM users WHERE email ~ '[^ -~]'",
+    };
+    let rows = sqlx::query(beyond_ascii).fetch_all(store.pool()).await?;
+    let mut composed = Composed::default();
+    for row in rows {
+        let id = uuid_column(&row, "id")?;
+        let stored: String = row.try_get("email")?;
+        let Ok(email) = Email::for_sign_in(&stored) else {
+            continue;
+        };
+        if email.as_str() == stored {
+            continue;
+        }
+        let result = sqlx::query("UPDATE users SET email = $1 WHERE id = $2 AND email = $3")
+            .bind(email.as_str())
+            .bind(id.to_string())
+            .bind(&stored)
+            .execute(store.writer())
+            .await;
+        match result {
+            Ok(done) => composed.rewritten += done.rows_affected(),
+            Err(err) if is_unique_violation(&err) => composed.clashes.push((id, stored)),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(composed)
 }

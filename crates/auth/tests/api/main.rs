@@ -388,6 +388,65 @@ postgres_test! {
     }
 }
 
+async fn emails_stored_before_composing_are_composed_at_start(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let bus = TestBus::create(BusKind::Embedded).await;
+    let first = replica(&db, &bus).await;
+    let (composed, decomposed) = ("jos\u{e9}@example.com", "jose\u{301}@example.com");
+    let (taken, clashing) = ("ren\u{e9}@example.com", "rene\u{301}@example.com");
+    for email in [composed, taken] {
+        assert_eq!(
+            sign_up(&first.client(), email, "correct horse")
+                .await
+                .status,
+            201
+        );
+    }
+    // Stored as an earlier version stored them: trimmed and lower-cased, but not composed. The
+    // second is another account whose address, composed, is the first's.
+    let store = db.store(&auth::MIGRATIONS).await;
+    sqlx::query("UPDATE users SET email = $1 WHERE email = $2")
+        .bind(decomposed)
+        .bind(composed)
+        .execute(store.writer())
+        .await
+        .unwrap();
+    let clash_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, created_at) \
+         SELECT $1, $2, password_hash, created_at FROM users WHERE email = $3",
+    )
+    .bind(clash_id.to_string())
+    .bind(clashing)
+    .bind(taken)
+    .execute(store.writer())
+    .await
+    .unwrap();
+    let sign_in = |server: &TestServer, email: &str| {
+        let (client, body) = (
+            server.client(),
+            json!({"email": email, "password": "correct horse"}),
+        );
+        async move { client.post("/api/users/signin", body).await.status }
+    };
+    assert_eq!(sign_in(&first, composed).await, 400, "not found as stored");
+
+    let restarted = replica(&db, &bus).await;
+
+    eventually("the stored address to be composed", || async {
+        (sign_in(&restarted, decomposed).await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(sign_in(&restarted, composed).await, 200);
+    let left: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(clash_id.to_string())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, clashing, "a clash is left for the operator");
+    assert_eq!(sign_in(&restarted, taken).await, 200);
+}
+
 async fn the_current_user_comes_from_a_valid_cookie_or_bearer_token_only(backend: Backend) {
     let app = spawn_app(backend).await;
     let id = uuid::Uuid::now_v7();
@@ -559,6 +618,7 @@ each_database!(
     signing_out_revokes_that_session_and_no_other,
     signing_out_everywhere_revokes_every_session_begun_before,
     a_revocation_survives_a_restart,
+    emails_stored_before_composing_are_composed_at_start,
     the_current_user_comes_from_a_valid_cookie_or_bearer_token_only,
     too_many_attempts_from_one_address_get_429,
     behind_an_ingress_each_client_address_has_its_own_limit,

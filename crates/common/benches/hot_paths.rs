@@ -15,6 +15,7 @@ use axum::http::{Request, request::Parts};
 use common::FieldError;
 use common::events::{Envelope, OrderCreated, OrderStatus, OrderTicket, TicketUpdated};
 use common::money::Cents;
+use common::revocation::Revocation;
 use common::session::Sessions;
 use common::validate::{FieldErrors, Valid, Validate};
 use divan::counter::BytesCount;
@@ -72,6 +73,47 @@ mod session {
         let sessions = sessions();
         let token = token(&sessions);
         assert!(sessions.verify(&token).is_some());
+        bencher.bench_local(|| black_box(&sessions).verify(black_box(&token)));
+    }
+
+    /// A genuine token checked against a service that has heard of 100,000 sign-outs and
+    /// 10,000 sign-outs everywhere, none of them this session's: the revocation check's cost.
+    #[divan::bench]
+    fn verify_valid_among_revocations(bencher: Bencher<'_, '_>) {
+        let sessions = sessions();
+        let far = i64::MAX;
+        for _ in 0..100_000 {
+            sessions.revocations().add(Revocation::Session {
+                session_id: Uuid::new_v4(),
+                user_id: Uuid::new_v4(),
+                expires_at: far,
+            });
+        }
+        for _ in 0..10_000 {
+            sessions.revocations().add(Revocation::Generation {
+                user_id: Uuid::new_v4(),
+                below: 1,
+                expires_at: far,
+            });
+        }
+        let token = token(&sessions);
+        assert!(sessions.verify(&token).is_some());
+        bencher.bench_local(|| black_box(&sessions).verify(black_box(&token)));
+    }
+
+    /// A token signed out: verified in full, then refused by the revocation check.
+    #[divan::bench]
+    fn verify_revoked(bencher: Bencher<'_, '_>) {
+        let sessions = sessions();
+        let (token, claims) = sessions
+            .issue(Uuid::now_v7(), "buyer@example.com", 0)
+            .expect("a token can be signed");
+        sessions.revocations().add(Revocation::Session {
+            session_id: claims.sid,
+            user_id: claims.id,
+            expires_at: i64::MAX,
+        });
+        assert!(sessions.verify(&token).is_none());
         bencher.bench_local(|| black_box(&sessions).verify(black_box(&token)));
     }
 

@@ -101,9 +101,8 @@ impl Default for Settings {
 
 /// Starts the service's background work (the outbox relay, the relay of other replicas' arrivals
 /// and the ticket:created, ticket:updated, expiration:complete, payment:requested,
-/// payment:created and payment:failed listeners,
-/// all stopping on `ctx.shutdown`) and returns its routes with their state applied, without the
-/// HTTP stack.
+/// payment:created and payment:failed listeners, and the record of revoked sessions, all stopping
+/// on `ctx.shutdown`) and returns its routes with their state applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
     ctx.spawn_revocation_listeners();

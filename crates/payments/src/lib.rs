@@ -171,8 +171,8 @@ impl Settings {
 
 /// Starts the service's background work (the outbox relay, the relay of other replicas'
 /// arrivals, the reconciler and refunder, and the listeners of order:created, order:updated,
-/// order:cancelled and order:completed, all stopping on `ctx.shutdown`) and returns its routes with their state
-/// applied, without the HTTP stack.
+/// order:cancelled and order:completed, and the record of revoked sessions, all stopping on
+/// `ctx.shutdown`) and returns its routes with their state applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
     ctx.spawn_revocation_listeners();

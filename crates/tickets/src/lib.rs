@@ -39,8 +39,8 @@ pub const TICKETS_MIGRATIONS: Migrations = Migrations {
 pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &TICKETS_MIGRATIONS];
 
 /// Starts the service's background work (the outbox relay, the order:created and
-/// order:cancelled listeners, all stopping on `ctx.shutdown`) and returns its routes with their
-/// state applied, without the HTTP stack.
+/// order:cancelled listeners, and the record of revoked sessions, all stopping on
+/// `ctx.shutdown`) and returns its routes with their state applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext) -> Router {
     ctx.spawn_relay();
     ctx.spawn_revocation_listeners();

@@ -9,6 +9,8 @@ use unicode_normalization::UnicodeNormalization;
 
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 128;
+/// zxcvbn's score 2: a password that takes a guesser at least a million tries.
+const MIN_PASSWORD_SCORE: zxcvbn::Score = zxcvbn::Score::Two;
 
 /// An e-mail address, trimmed, in Unicode's composed form (NFC) and lower-cased, so that one
 /// address typed two ways (é as one character or as e and an accent) is one account.
@@ -185,30 +187,32 @@ const COMMON_PASSWORDS: &[&str] = &[
 
 /// Why a new password would be easy to guess, if it would: one that is only spaces, one or two
 /// characters over and over, a run (`12345678`, `abcdefgh`), one of the most common passwords,
-/// or one that starts with the account's own e-mail name (NIST SP 800-63B, 5.1.1.2). Checked when an
-/// account is made, never at sign-in, so that nothing tells a guesser which rule a password
-/// broke.
-pub fn guessable(password: &str, email: &Email) -> Option<&'static str> {
+/// one that starts with the account's own e-mail name, or one a guesser's model (zxcvbn) finds
+/// in fewer than a million guesses, such as a common password with a digit or year added (NIST SP
+/// 800-63B, 5.1.1.2). Checked when an account is made, never at sign-in, so that nothing tells a
+/// guesser which rule a password broke. Up to a few milliseconds for a long password: call it off
+/// the request's thread.
+pub fn guessable(password: &str, email: &Email) -> Option<String> {
     let folded = password.to_lowercase();
     let chars: Vec<char> = folded.chars().filter(|c| !c.is_whitespace()).collect();
     if chars.is_empty() {
-        return Some("Password must not be only spaces");
+        return Some("Password must not be only spaces".into());
     }
     let distinct: std::collections::HashSet<&char> = chars.iter().collect();
     if distinct.len() <= 2 {
-        return Some("Password must not repeat one or two characters");
+        return Some("Password must not repeat one or two characters".into());
     }
     let steps: Vec<i64> = chars
         .windows(2)
         .map(|pair| i64::from(u32::from(pair[1])) - i64::from(u32::from(pair[0])))
         .collect();
     if steps.iter().all(|&step| step == 1) || steps.iter().all(|&step| step == -1) {
-        return Some("Password must not be a run of characters such as 12345678");
+        return Some("Password must not be a run of characters such as 12345678".into());
     }
     // Compared without its spaces, so that " password" is as common as "password".
     let compact: String = chars.iter().collect();
     if COMMON_PASSWORDS.contains(&compact.as_str()) {
-        return Some("Password is one of the most common; choose another");
+        return Some("Password is one of the most common; choose another".into());
     }
     // The address's own name at the start ("adalovelace1"), not anywhere: "anna" may well use
     // "savannah-2024".
@@ -217,7 +221,15 @@ pub fn guessable(password: &str, email: &Email) -> Option<&'static str> {
         .split_once('@')
         .unwrap_or((email.as_str(), ""));
     if local.chars().count() >= 4 && compact.starts_with(local) {
-        return Some("Password must not start with your e-mail address");
+        return Some("Password must not start with your e-mail address".into());
+    }
+    let estimate = zxcvbn::zxcvbn(password, &[local, "stubs"]);
+    if estimate.score() < MIN_PASSWORD_SCORE {
+        let why = estimate
+            .feedback()
+            .and_then(zxcvbn::feedback::Feedback::warning)
+            .map_or_else(|| "Add another word or two.".to_owned(), |w| w.to_string());
+        return Some(format!("Password is too easy to guess. {why}"));
     }
     None
 }
@@ -343,10 +355,13 @@ mod tests {
             (" password ", "most common"),
             ("1234567890", "most common"),
             ("adalovelace1", "e-mail address"),
+            ("password1234", "This is a very common password"),
+            ("sunshine88", "similar to a commonly used password"),
+            ("12345679", "too easy to guess"),
         ] {
             let named = guessable(password, &email);
             assert!(
-                named.is_some_and(|why| why.contains(reason)),
+                named.as_deref().is_some_and(|why| why.contains(reason)),
                 "{password:?}: {named:?}"
             );
         }
@@ -358,8 +373,8 @@ mod tests {
         for password in [
             "correct horse",
             "load-generator-password",
-            "12345679",
             "adalbert99",
+            "Summer2024!",
         ] {
             assert_eq!(guessable(password, &email), None, "{password:?}");
         }

@@ -107,8 +107,12 @@ async fn sign_up(
     jar: CookieJar,
     Valid(credentials): Valid<RawCredentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if let Some(why) = domain::guessable(&credentials.password, &credentials.email) {
-        return Err(ApiError::field("password", why));
+    let (password, email) = (credentials.password.clone(), credentials.email.clone());
+    let guessable = tokio::task::spawn_blocking(move || domain::guessable(&password, &email))
+        .await
+        .map_err(ApiError::internal)?;
+    if let Some(why) = guessable {
+        return Err(ApiError::field("password", &why));
     }
     let hash = state.hasher.hash(credentials.password).await?;
     let id = Uuid::now_v7();

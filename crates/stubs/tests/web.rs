@@ -86,6 +86,16 @@ impl Browser {
         assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     }
 
+    /// Posts the sign-in form for `email` with the right password, to go on to `next`.
+    async fn sign_in(&self, email: &str, next: &str) -> Page {
+        let form = [
+            ("email", email),
+            ("password", "correct horse"),
+            ("next", next),
+        ];
+        self.post("/auth/signin", &form).await
+    }
+
     /// Lists a ticket through the form and returns its page's path.
     async fn sell(&self, title: &str, price: &str) -> String {
         let page = self
@@ -286,26 +296,8 @@ async fn pages_that_need_a_session_send_you_to_sign_in_and_back() {
     let orders = browser.get("/orders").await;
     let sell = browser.get("/tickets/new").await;
     let signin = browser.get(orders.location()).await;
-    let signed_in = browser
-        .post(
-            "/auth/signin",
-            &[
-                ("email", "me@example.com"),
-                ("password", "correct horse"),
-                ("next", "/orders"),
-            ],
-        )
-        .await;
-    let elsewhere = browser
-        .post(
-            "/auth/signin",
-            &[
-                ("email", "me@example.com"),
-                ("password", "correct horse"),
-                ("next", "//evil.example"),
-            ],
-        )
-        .await;
+    let signed_in = browser.sign_in("me@example.com", "/orders").await;
+    let elsewhere = browser.sign_in("me@example.com", "//evil.example").await;
     let wrong = browser
         .post(
             "/auth/signin",
@@ -330,16 +322,7 @@ async fn signing_out_everywhere_ends_the_session_in_every_browser() {
     let market = Marketplace::embedded("1m");
     let (laptop, phone) = (Browser::new(&market), Browser::new(&market));
     laptop.sign_up("me@example.com").await;
-    let signed_in = phone
-        .post(
-            "/auth/signin",
-            &[
-                ("email", "me@example.com"),
-                ("password", "correct horse"),
-                ("next", "/orders"),
-            ],
-        )
-        .await;
+    let signed_in = phone.sign_in("me@example.com", "/orders").await;
     assert_eq!(
         signed_in.status,
         StatusCode::SEE_OTHER,

@@ -74,8 +74,8 @@ impl Default for Settings {
 }
 
 /// Starts the service's background work (the outbox relay, the keeper of its revoked sessions
-/// and one pass over e-mails stored before they were composed, stopping on `ctx.shutdown`) and returns its routes with their state applied,
-/// without the HTTP stack.
+/// and one pass over e-mails stored before they were composed, stopping on `ctx.shutdown`) and
+/// returns its routes with their state applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
     ctx.spawn_revocation_keeper();
@@ -106,11 +106,12 @@ async fn compose_stored_emails(store: common::Store, shutdown: CancellationToken
                 "e-mails stored before composing are composed"
             );
         }
-        for (user, email) in composed.clashes {
+        for user in composed.clashes {
+            // The user's id only: the address is theirs to keep out of the logs.
             tracing::warn!(
                 %user,
-                email,
-                "this account's e-mail, composed, is another account's; left as stored, it cannot be signed in to"
+                "this account's e-mail, composed, is another account's: left as stored, it \
+                 cannot be signed in to until an operator settles it"
             );
         }
         done.cancel();

@@ -137,7 +137,7 @@ pub async fn revoke_all_sessions(
 pub struct Composed {
     pub rewritten: u64,
     /// Accounts whose address, composed, is another account's: left as stored.
-    pub clashes: Vec<(Uuid, String)>,
+    pub clashes: Vec<Uuid>,
 }
 
 /// Rewrites addresses stored before e-mails were composed (NFC) into the form sign-in looks up
@@ -167,7 +167,7 @@ pub async fn compose_stored_emails(store: &Store) -> Result<Composed, sqlx::Erro
             .await;
         match result {
             Ok(done) => composed.rewritten += done.rows_affected(),
-            Err(err) if is_unique_violation(&err) => composed.clashes.push((id, stored)),
+            Err(err) if is_unique_violation(&err) => composed.clashes.push(id),
             Err(err) => return Err(err),
         }
     }

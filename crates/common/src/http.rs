@@ -314,8 +314,8 @@ pub fn with_one_error_shape(routes: Router) -> Router {
 }
 
 /// Any error response that is not already JSON (a framework 405, a timeout, a limit) is given
-/// the one error shape, keeping its headers. The statuses the contract does not use (a wrong
-/// method, a body too large or not JSON) become 400, with a message that says which. An HTML
+/// the one error shape, keeping its headers. The statuses the contract does not use become 400
+/// (a wrong method, a body too large or not JSON, with a message that says which) or 500. An HTML
 /// error page (the web service's 404, 403 and 500 pages) was made for a person and is kept as it
 /// is.
 async fn one_error_shape(request: Request, next: Next) -> Response {
@@ -344,8 +344,11 @@ async fn one_error_shape(request: Request, next: Next) -> Response {
         StatusCode::SERVICE_UNAVAILABLE => {
             (status, "Service temporarily unavailable, please retry")
         }
-        s if s.is_server_error() => (status, "Something went wrong"),
-        _ => (status, "Bad request"),
+        s if s.is_server_error() => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
+        StatusCode::UNAUTHORIZED | StatusCode::PAYMENT_REQUIRED | StatusCode::CONFLICT => {
+            (status, "Bad request")
+        }
+        _ => (StatusCode::BAD_REQUEST, "Bad request"),
     };
     let (mut parts, _) = response.into_parts();
     parts.status = status;

@@ -10,9 +10,11 @@
 //! transaction notifies every replica of that database when it commits; and the tables are read
 //! whole at start, every minute, and whenever the notification connection was lost (listening
 //! first, so that nothing committed in between is missed). So once a service has heard of a
-//! revocation, all of its replicas refuse the token within a notification's trip.
+//! revocation, all of its replicas refuse the token within a notification's trip, or within the
+//! minute if a replica cannot listen. Until a replica has read its tables once, requests that
+//! carry a session wait for it ([`Revocations::read`]).
 //!
-//! Rows and entries are forgotten once the tokens they revoke have expired anyway.
+//! Rows and entries are forgotten a minute after the tokens they revoke have expired anyway.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -22,7 +24,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -37,6 +39,11 @@ use crate::store::{Dialect, Heard, Store, listen, uuid_column};
 const CHANNEL: &str = "revocations";
 /// How often the tables are read whole and expired revocations forgotten.
 const REFRESH: Duration = Duration::from_secs(60);
+/// How long a revocation is kept after the tokens it revokes expire. A token's `exp` is in whole
+/// seconds and holds through that second; a sign-in that crossed a sign-out everywhere may have
+/// issued a token of the old generation that outlives the expiry recorded; and the clocks of
+/// auth and the other services may differ. A minute covers all three.
+const KEEP_PAST_EXPIRY: Duration = Duration::from_secs(60);
 
 /// One revocation, as recorded, held and notified. Times are unix milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,8 +87,16 @@ impl From<&SessionsRevoked> for Revocation {
 
 /// The revocations one service has heard of, shared by its verifier and whatever records them.
 /// Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct Revocations(Arc<RwLock<Known>>);
+#[derive(Debug, Clone)]
+pub struct Revocations(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    known: RwLock<Known>,
+    /// Whether the service's tables have been read once: until then a session cannot be told
+    /// from a revoked one.
+    read: watch::Sender<bool>,
+}
 
 #[derive(Debug, Default)]
 struct Known {
@@ -92,10 +107,40 @@ struct Known {
     generations: HashMap<Uuid, (i64, i64)>,
 }
 
+impl Default for Revocations {
+    /// Revocations with no database to read, such as a verifier's in a test or benchmark.
+    fn default() -> Self {
+        Self::with_tables_read(true)
+    }
+}
+
 impl Revocations {
+    /// Revocations still to be read from a service's tables ([`keep`]).
+    pub fn unread() -> Self {
+        Self::with_tables_read(false)
+    }
+
+    fn with_tables_read(read: bool) -> Self {
+        Self(Arc::new(Shared {
+            known: RwLock::new(Known::default()),
+            read: watch::Sender::new(read),
+        }))
+    }
+
+    /// Waits until the service's tables have been read once, so that a session is not taken on
+    /// the word of a replica that has just started. At once ever after.
+    pub async fn read(&self) {
+        if *self.0.read.borrow() {
+            return;
+        }
+        let mut read = self.0.read.subscribe();
+        // The sender lives as long as `self`, so the wait ends only when the tables are read.
+        let _ = read.wait_for(|read| *read).await;
+    }
+
     /// Whether the session these claims describe was revoked.
     pub fn covers(&self, claims: &Claims) -> bool {
-        let known = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let known = self.known();
         known.sessions.contains_key(&claims.sid)
             || known
                 .generations
@@ -104,7 +149,7 @@ impl Revocations {
     }
 
     pub fn add(&self, revocation: Revocation) {
-        let mut known = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let mut known = self.0.known.write().unwrap_or_else(PoisonError::into_inner);
         match revocation {
             Revocation::Session {
                 session_id,
@@ -130,7 +175,7 @@ impl Revocations {
 
     /// How many revocations are held.
     pub fn len(&self) -> usize {
-        let known = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let known = self.known();
         known.sessions.len() + known.generations.len()
     }
 
@@ -138,12 +183,23 @@ impl Revocations {
         self.len() == 0
     }
 
-    fn forget_expired(&self, now: i64) {
-        let mut known = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        known.sessions.retain(|_, expires_at| *expires_at > now);
+    fn known(&self) -> std::sync::RwLockReadGuard<'_, Known> {
+        self.0.known.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets what expired before `horizon` (unix milliseconds).
+    fn forget_expired(&self, horizon: i64) {
+        let mut known = self.0.known.write().unwrap_or_else(PoisonError::into_inner);
+        known.sessions.retain(|_, expires_at| *expires_at > horizon);
         known
             .generations
-            .retain(|_, (_, expires_at)| *expires_at > now);
+            .retain(|_, (_, expires_at)| *expires_at > horizon);
+    }
+
+    fn tables_read(&self) {
+        self.0
+            .read
+            .send_if_modified(|read| !std::mem::replace(read, true));
     }
 }
 
@@ -232,6 +288,10 @@ impl RecordRevocation {
 
 #[async_trait]
 impl Handler<SessionRevoked> for RecordRevocation {
+    fn lock_key(&self, event: &SessionRevoked) -> Option<Uuid> {
+        Some(event.id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,
@@ -243,6 +303,11 @@ impl Handler<SessionRevoked> for RecordRevocation {
 
 #[async_trait]
 impl Handler<SessionsRevoked> for RecordRevocation {
+    /// The user's row: two batches raising one user's generation side by side take it in turn.
+    fn lock_key(&self, event: &SessionsRevoked) -> Option<Uuid> {
+        Some(event.user_id)
+    }
+
     async fn handle(
         &self,
         tx: &mut AnyConnection,
@@ -275,22 +340,22 @@ pub async fn keep(store: Store, revocations: Revocations, shutdown: Cancellation
     }
 }
 
-/// Forgets what has expired and reads every live revocation.
+/// Forgets what expired longer ago than [`KEEP_PAST_EXPIRY`] and reads every revocation kept.
 async fn refresh(store: &Store, revocations: &Revocations) -> Result<(), sqlx::Error> {
-    let now = now_millis();
+    let horizon = now_millis().saturating_sub(millis_of(KEEP_PAST_EXPIRY));
     for table in ["revoked_sessions", "revoked_generations"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE expires_at <= $1"
         )))
-        .bind(now)
+        .bind(horizon)
         .execute(store.writer())
         .await?;
     }
-    revocations.forget_expired(now);
+    revocations.forget_expired(horizon);
     let sessions = sqlx::query(
         "SELECT session_id, user_id, expires_at FROM revoked_sessions WHERE expires_at > $1",
     )
-    .bind(now)
+    .bind(horizon)
     .fetch_all(store.pool())
     .await?;
     for row in sessions {
@@ -303,7 +368,7 @@ async fn refresh(store: &Store, revocations: &Revocations) -> Result<(), sqlx::E
     let generations = sqlx::query(
         "SELECT user_id, below, expires_at FROM revoked_generations WHERE expires_at > $1",
     )
-    .bind(now)
+    .bind(horizon)
     .fetch_all(store.pool())
     .await?;
     for row in generations {
@@ -313,7 +378,12 @@ async fn refresh(store: &Store, revocations: &Revocations) -> Result<(), sqlx::E
             expires_at: row.try_get("expires_at")?,
         });
     }
+    revocations.tables_read();
     Ok(())
+}
+
+fn millis_of(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Adds the revocations other replicas of this database record, as they commit. The tables are
@@ -415,16 +485,54 @@ mod tests {
     }
 
     #[test]
-    fn a_notice_reads_back_as_written() {
+    fn a_notice_has_one_wire_form_that_replicas_of_any_version_read() {
+        let user = Uuid::new_v4();
         let revocation = Revocation::Generation {
-            user_id: Uuid::new_v4(),
+            user_id: user,
             below: 7,
             expires_at: 1_700_000_000_000,
         };
         let text = serde_json::to_string(&revocation).unwrap();
         assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            serde_json::json!({
+                "kind": "generation",
+                "userId": user,
+                "below": 7,
+                "expiresAt": 1_700_000_000_000_i64,
+            })
+        );
+        assert_eq!(
             serde_json::from_str::<Revocation>(&text).unwrap(),
             revocation
         );
+        let session = serde_json::json!({
+            "kind": "session",
+            "sessionId": user,
+            "userId": user,
+            "expiresAt": 5,
+        });
+        assert_eq!(
+            serde_json::from_value::<Revocation>(session).unwrap(),
+            Revocation::Session {
+                session_id: user,
+                user_id: user,
+                expires_at: 5,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_waits_for_the_tables_to_be_read_once() {
+        let revocations = Revocations::unread();
+        let waiting = tokio::spawn({
+            let revocations = revocations.clone();
+            async move { revocations.read().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "nothing read yet");
+        revocations.tables_read();
+        waiting.await.unwrap();
+        Revocations::default().read().await;
     }
 }

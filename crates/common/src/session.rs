@@ -68,12 +68,13 @@ impl Sessions {
         }
     }
 
-    /// The same keys with revocations of its own: each service refuses what its own database
-    /// says was revoked, even when services share a process.
+    /// The same keys with revocations of its own, still to be read from the service's tables:
+    /// each service refuses what its own database says was revoked, even when services share a
+    /// process.
     pub fn with_own_revocations(&self) -> Self {
         Self {
             keys: self.keys.clone(),
-            revoked: Revocations::default(),
+            revoked: Revocations::unread(),
         }
     }
 
@@ -142,19 +143,25 @@ impl Sessions {
             .build()
     }
 
-    /// Reads the token from the bearer header, else the cookie, and verifies it.
-    pub fn from_parts(&self, parts: &Parts) -> Option<Claims> {
+    /// The claims of the session a request carries, if it carries a valid one: the token is read
+    /// from the bearer header, else the cookie. A request with a token waits, the first time,
+    /// until the service has read its revocations.
+    pub async fn from_parts(&self, parts: &Parts) -> Option<Claims> {
         let bearer = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
-        if let Some(token) = bearer {
-            return self.verify(token.trim());
-        }
-        let jar = CookieJar::from_headers(&parts.headers);
-        jar.get(COOKIE_NAME)
-            .and_then(|cookie| self.verify(cookie.value()))
+        let jar;
+        let token = match bearer {
+            Some(token) => token.trim(),
+            None => {
+                jar = CookieJar::from_headers(&parts.headers);
+                jar.get(COOKIE_NAME)?.value()
+            }
+        };
+        self.revoked.read().await;
+        self.verify(token)
     }
 }
 
@@ -170,7 +177,7 @@ where
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(Sessions::from_ref(state).from_parts(parts)))
+        Ok(Self(Sessions::from_ref(state).from_parts(parts).await))
     }
 }
 
@@ -188,6 +195,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Sessions::from_ref(state)
             .from_parts(parts)
+            .await
             .map(Self)
             .ok_or(ApiError::Unauthorized)
     }

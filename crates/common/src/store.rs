@@ -383,6 +383,9 @@ pub async fn listen<F, Fut>(
     loop {
         let listened = async {
             let mut listener = PgListener::connect(url.expose_secret()).await?;
+            // After a lost connection, listen again before saying so: then whatever `heard`
+            // reads on `Missed` cannot miss a notice of what commits next.
+            listener.eager_reconnect(true);
             listener.listen(channel).await?;
             heard(Heard::Listening).await?;
             loop {
@@ -390,7 +393,7 @@ pub async fn listen<F, Fut>(
                     Some(notification) => {
                         heard(Heard::Notice(notification.payload().to_owned())).await?;
                     }
-                    // The next receive makes a new connection.
+                    // Connected and listening again already (eagerly, as set above).
                     None => heard(Heard::Missed).await?,
                 }
             }

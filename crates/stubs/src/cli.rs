@@ -70,7 +70,7 @@ pub struct ServeArgs {
     /// Where `web` reaches the public API, e.g. http://ingress (web only).
     #[arg(long, env = "STUBS_API_URL")]
     pub api_url: Option<String>,
-    /// NATS with JetStream, e.g. nats://nats:4222 (not needed by auth).
+    /// NATS with JetStream, e.g. nats://nats:4222 (not needed by web).
     #[arg(long, env = "STUBS_NATS_URL")]
     pub nats_url: Option<String>,
     /// Names the stream and prefixes the subjects, so deployments can share one NATS server.

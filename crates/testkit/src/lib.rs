@@ -558,6 +558,15 @@ impl Client {
     }
 }
 
+/// The session token a `Set-Cookie` value sets, if it sets the session cookie.
+pub fn session_token(set_cookie: &str) -> Option<String> {
+    let token = set_cookie
+        .strip_prefix(&format!("{}=", common::session::COOKIE_NAME))?
+        .split(';')
+        .next()?;
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
 /// Polls `check` until it returns `Some`, for effects that travel through the bus.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

@@ -243,12 +243,7 @@ async fn signing_out_clears_the_session(backend: Backend) {
 /// The session token a sign-up or sign-in set in its cookie.
 fn session_token(reply: &testkit::Reply) -> String {
     let cookie = set_cookie(reply);
-    let token = cookie
-        .strip_prefix("session=")
-        .and_then(|rest| rest.split(';').next())
-        .unwrap_or_default();
-    assert!(!token.is_empty(), "no session cookie in {cookie}");
-    token.to_owned()
+    testkit::session_token(&cookie).unwrap_or_else(|| panic!("no session cookie in {cookie}"))
 }
 
 async fn sign_in_token(app: &TestService, email: &str) -> String {

@@ -214,6 +214,20 @@ impl Marketplace {
         format!("{}{path}", self.base())
     }
 
+    /// Where each replica of a service answers by itself: the cluster's instances of it, or the
+    /// one process that runs everything.
+    pub fn replica_bases(&self, service: &str) -> Vec<String> {
+        match &self.cluster {
+            Some(cluster) => cluster
+                .instances()
+                .into_iter()
+                .filter(|id| id.service == service)
+                .filter_map(|id| cluster.instance_url(id))
+                .collect(),
+            None => vec![self.base()],
+        }
+    }
+
     pub fn user(&self) -> User<'_> {
         User {
             market: self,

@@ -384,3 +384,18 @@ fn count(outcome: &'static str, processor: &'static str) {
     metrics::counter!("stubs_payment_charges_total", "outcome" => outcome, "processor" => processor)
         .increment(1);
 }
+
+/// Why an order cannot be paid, as the buyer is told.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotOwner => ApiError::Unauthorized,
+            Refusal::Cancelled => ApiError::BadRequest("Cannot pay for a cancelled order".into()),
+            Refusal::AlreadyPaid => ApiError::BadRequest("Order already paid".into()),
+            Refusal::InProgress => {
+                ApiError::BadRequest("A payment for this order is already in progress".into())
+            }
+            Refusal::Expired => ApiError::BadRequest("Order has expired".into()),
+        }
+    }
+}

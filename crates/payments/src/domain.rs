@@ -1,8 +1,7 @@
 //! The payments domain: what a client may send to pay, when an order may be paid, what a payment
-//! and its replica of the order are, the idempotency keys sent to the processor, the sandbox's
-//! table of Stripe test tokens and the check of a Stripe webhook signature. Pure rules, no I/O.
+//! and its replica of the order are, and the idempotency keys sent to the processor. Pure rules,
+//! no I/O.
 
-use common::ApiError;
 use common::FieldError;
 use common::clock::{from_millis, millis};
 use common::events::{OrderCreated, OrderStatus, PaymentCreated, PaymentFailed, PaymentRequested};
@@ -10,9 +9,7 @@ use common::money::Cents;
 use common::validate::{FieldErrors, Validate, id_field};
 
 use crate::processor::IntentStatus;
-use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -26,8 +23,6 @@ pub const DEFAULT_CLAIM_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// How long a refund may stay in flight before the refunder tries it again (with the same
 /// idempotency key, so the processor answers with the refund it already made, if it made one).
 pub const REFUND_TIMEOUT_MS: i64 = 60_000;
-/// How far a webhook's signed timestamp may be from now, in seconds (Stripe's default).
-pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
 
 /// A card token as Stripe's clients make them: `tok_…` (a token from Stripe.js or a test token)
 /// or the id of a payment method (`pm_…`, also `card_…` and `src_…`).
@@ -158,20 +153,6 @@ pub enum Refusal {
     Expired,
 }
 
-impl From<Refusal> for ApiError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::NotOwner => ApiError::Unauthorized,
-            Refusal::Cancelled => ApiError::BadRequest("Cannot pay for a cancelled order".into()),
-            Refusal::AlreadyPaid => ApiError::BadRequest("Order already paid".into()),
-            Refusal::InProgress => {
-                ApiError::BadRequest("A payment for this order is already in progress".into())
-            }
-            Refusal::Expired => ApiError::BadRequest("Order has expired".into()),
-        }
-    }
-}
-
 /// Decides whether `buyer` may pay for `order` now, given the payment already recorded for it.
 pub fn check_payable(
     order: &Order,
@@ -284,7 +265,7 @@ pub struct Payment {
     /// sandbox), recorded before the intent is confirmed.
     pub stripe_id: Option<String>,
     pub amount: Cents,
-    pub currency: String,
+    pub currency: Currency,
     /// Which attempt at paying the order this is: 1, then one more after each decline.
     pub attempt: i64,
     /// When the orders service granted the order to this payment (unix milliseconds); until
@@ -305,7 +286,7 @@ impl Payment {
             status: PaymentStatus::Pending,
             stripe_id: None,
             amount: order.price,
-            currency: currency.as_str().to_owned(),
+            currency: currency.clone(),
             attempt: order.declined_attempts + 1,
             granted_at: None,
             created_at: now_ms,
@@ -396,162 +377,8 @@ impl Currency {
 
 impl Default for Currency {
     fn default() -> Self {
-        Self("usd".into())
+        Self(crate::DEFAULT_CURRENCY.into())
     }
-}
-
-/// What the sandbox processor does with one of Stripe's test tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SandboxCard {
-    Approved,
-    /// Declined, with Stripe's message for that test card.
-    Declined(&'static str),
-}
-
-const DECLINED: &str = "Your card was declined.";
-
-/// Stripe's documented test tokens and payment methods the sandbox knows, and what each does.
-const SANDBOX_CARDS: [(&str, SandboxCard); 22] = [
-    ("tok_visa", SandboxCard::Approved),
-    ("tok_visa_debit", SandboxCard::Approved),
-    ("tok_mastercard", SandboxCard::Approved),
-    ("tok_mastercard_debit", SandboxCard::Approved),
-    ("tok_amex", SandboxCard::Approved),
-    ("tok_discover", SandboxCard::Approved),
-    ("pm_card_visa", SandboxCard::Approved),
-    ("pm_card_visa_debit", SandboxCard::Approved),
-    ("pm_card_mastercard", SandboxCard::Approved),
-    ("pm_card_amex", SandboxCard::Approved),
-    ("pm_card_discover", SandboxCard::Approved),
-    ("tok_chargeDeclined", SandboxCard::Declined(DECLINED)),
-    ("pm_card_chargeDeclined", SandboxCard::Declined(DECLINED)),
-    (
-        "pm_card_visa_chargeDeclined",
-        SandboxCard::Declined(DECLINED),
-    ),
-    (
-        "pm_card_chargeCustomerFail",
-        SandboxCard::Declined(DECLINED),
-    ),
-    (
-        "tok_chargeDeclinedInsufficientFunds",
-        SandboxCard::Declined("Your card has insufficient funds."),
-    ),
-    (
-        "pm_card_chargeDeclinedInsufficientFunds",
-        SandboxCard::Declined("Your card has insufficient funds."),
-    ),
-    (
-        "tok_chargeDeclinedExpiredCard",
-        SandboxCard::Declined("Your card has expired."),
-    ),
-    (
-        "pm_card_chargeDeclinedExpiredCard",
-        SandboxCard::Declined("Your card has expired."),
-    ),
-    (
-        "tok_chargeDeclinedIncorrectCvc",
-        SandboxCard::Declined("Your card's security code is incorrect."),
-    ),
-    (
-        "pm_card_chargeDeclinedIncorrectCvc",
-        SandboxCard::Declined("Your card's security code is incorrect."),
-    ),
-    (
-        "tok_chargeDeclinedProcessingError",
-        SandboxCard::Declined("An error occurred while processing your card. Try again."),
-    ),
-];
-
-/// What the sandbox does with a token; `None` for a token it does not know.
-pub fn sandbox_card(token: &str) -> Option<SandboxCard> {
-    SANDBOX_CARDS
-        .iter()
-        .find(|(known, _)| *known == token)
-        .map(|(_, card)| *card)
-}
-
-/// The answer to a token the sandbox does not know.
-pub const UNKNOWN_SANDBOX_TOKEN: &str = "Unknown test card: without a Stripe key, payments accept Stripe's test tokens such as \
-     tok_visa or pm_card_visa (and tok_chargeDeclined to see a decline)";
-
-/// Why a webhook's `Stripe-Signature` was refused. The messages go to the caller: they say what
-/// is wrong with the request, never anything about the secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    #[error("Missing Stripe-Signature header")]
-    Missing,
-    #[error("Malformed Stripe-Signature header")]
-    Malformed,
-    #[error("Webhook timestamp is outside the tolerance")]
-    OutsideTolerance,
-    #[error("No webhook signature matches")]
-    NoMatch,
-}
-
-/// Checks a `Stripe-Signature` header (`t=<unix seconds>,v1=<hex>[,v1=<hex>…]`) against the raw
-/// body: one `v1` must be the HMAC-SHA256 of `"{t}.{body}"` under `secret`, and `t` must be
-/// within [`SIGNATURE_TOLERANCE_SECS`] of `now` (an old, replayed delivery is refused). Several
-/// `v1` entries are allowed, as Stripe sends while a secret is being rolled.
-pub fn verify_signature(
-    header: &str,
-    body: &[u8],
-    secret: &[u8],
-    now_unix: i64,
-) -> Result<(), SignatureError> {
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for part in header.split(',') {
-        let Some((key, value)) = part.trim().split_once('=') else {
-            return Err(SignatureError::Malformed);
-        };
-        match key {
-            "t" => {
-                let parsed = value
-                    .parse::<i64>()
-                    .map_err(|_| SignatureError::Malformed)?;
-                timestamp = Some((value, parsed));
-            }
-            "v1" => signatures.push(decode_hex(value).ok_or(SignatureError::Malformed)?),
-            // v0 and future schemes are not ours to check.
-            _ => {}
-        }
-    }
-    let Some((timestamp_text, timestamp)) = timestamp else {
-        return Err(SignatureError::Malformed);
-    };
-    if signatures.is_empty() {
-        return Err(SignatureError::Malformed);
-    }
-    if now_unix.saturating_sub(timestamp).abs() > SIGNATURE_TOLERANCE_SECS {
-        return Err(SignatureError::OutsideTolerance);
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::NoMatch)?;
-    mac.update(timestamp_text.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let matches = signatures
-        .iter()
-        // `verify_slice` compares in constant time.
-        .any(|signature| mac.clone().verify_slice(signature).is_ok());
-    if matches {
-        Ok(())
-    } else {
-        Err(SignatureError::NoMatch)
-    }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.is_empty() || !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -585,16 +412,6 @@ mod tests {
                 title: Some("Concert".into()),
             },
         })
-    }
-
-    fn sign(secret: &str, timestamp: i64, body: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(format!("{timestamp}.{body}").as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
     }
 
     #[test]
@@ -643,49 +460,6 @@ mod tests {
             PaymentToken::parse("pm_card_visa").unwrap().kind(),
             TokenKind::PaymentMethod
         );
-    }
-
-    #[test]
-    fn the_sandbox_knows_stripes_test_tokens() {
-        for approved in [
-            "tok_visa",
-            "tok_mastercard",
-            "tok_amex",
-            "pm_card_visa",
-            "pm_card_mastercard",
-            "pm_card_amex",
-        ] {
-            assert_eq!(
-                sandbox_card(approved),
-                Some(SandboxCard::Approved),
-                "{approved}"
-            );
-        }
-        for declined in [
-            "tok_chargeDeclined",
-            "pm_card_chargeDeclined",
-            "pm_card_visa_chargeDeclined",
-            "pm_card_chargeCustomerFail",
-        ] {
-            assert_eq!(
-                sandbox_card(declined),
-                Some(SandboxCard::Declined("Your card was declined.")),
-                "{declined}"
-            );
-        }
-        assert_eq!(
-            sandbox_card("tok_chargeDeclinedInsufficientFunds"),
-            Some(SandboxCard::Declined("Your card has insufficient funds."))
-        );
-        for unknown in [
-            "tok_unknown",
-            "TOK_VISA",
-            "tok_visa ",
-            "4242424242424242",
-            "",
-        ] {
-            assert_eq!(sandbox_card(unknown), None, "{unknown:?}");
-        }
     }
 
     #[test]
@@ -800,79 +574,6 @@ mod tests {
         assert_eq!(Currency::parse(" eur ").unwrap().as_str(), "eur");
         for bad in ["", "us", "dollars", "u$d", "jpy", "KWD"] {
             assert!(Currency::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_signature_made_with_the_secret_verifies() {
-        let body = r#"{"id":"evt_1","type":"charge.refunded"}"#;
-        let now = 1_800_000_000;
-        let header = format!("t={now},v1={}", sign("whsec_test", now, body));
-        assert_eq!(
-            verify_signature(&header, body.as_bytes(), b"whsec_test", now),
-            Ok(())
-        );
-        // Within the tolerance either way.
-        assert_eq!(
-            verify_signature(&header, body.as_bytes(), b"whsec_test", now + 300),
-            Ok(())
-        );
-        // One matching v1 among several (a secret being rolled), and other schemes ignored.
-        let rolled = format!(
-            "t={now},v1={},v1={},v0=abcd",
-            sign("whsec_old", now, body),
-            sign("whsec_test", now, body)
-        );
-        assert_eq!(
-            verify_signature(&rolled, body.as_bytes(), b"whsec_test", now),
-            Ok(())
-        );
-    }
-
-    #[test]
-    fn a_wrong_secret_body_or_timestamp_is_refused() {
-        let body = r#"{"id":"evt_1"}"#;
-        let now = 1_800_000_000;
-        let header = format!("t={now},v1={}", sign("whsec_test", now, body));
-        assert_eq!(
-            verify_signature(&header, body.as_bytes(), b"whsec_other", now),
-            Err(SignatureError::NoMatch)
-        );
-        assert_eq!(
-            verify_signature(&header, br#"{"id":"evt_2"}"#, b"whsec_test", now),
-            Err(SignatureError::NoMatch)
-        );
-        // The signed timestamp is part of the signature: it cannot be swapped for a fresh one.
-        let swapped = header.replace(&format!("t={now}"), &format!("t={}", now + 1));
-        assert_eq!(
-            verify_signature(&swapped, body.as_bytes(), b"whsec_test", now),
-            Err(SignatureError::NoMatch)
-        );
-        assert_eq!(
-            verify_signature(&header, body.as_bytes(), b"whsec_test", now + 301),
-            Err(SignatureError::OutsideTolerance)
-        );
-    }
-
-    #[test]
-    fn a_malformed_header_is_refused() {
-        let now = 1_800_000_000;
-        for header in [
-            "",
-            "garbage",
-            "t=,v1=00",
-            "t=abc,v1=00",
-            "v1=00",
-            &format!("t={now}"),
-            &format!("t={now},v1=zz"),
-            &format!("t={now},v1=abc"),
-            &format!("t={now},v0=00"),
-        ] {
-            assert_eq!(
-                verify_signature(header, b"{}", b"whsec_test", now),
-                Err(SignatureError::Malformed),
-                "{header:?}"
-            );
         }
     }
 }

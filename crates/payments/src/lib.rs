@@ -34,7 +34,7 @@ use common::store::{Migration, Migrations};
 use common::{ServiceContext, Store};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::domain::Currency;
+pub use crate::domain::Currency;
 use crate::processor::PaymentProcessor;
 
 /// The service's name, which also names its consumer groups.
@@ -81,9 +81,8 @@ pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &PAYMENTS
 pub struct Settings {
     /// Stripe, when a secret key is configured; the sandbox otherwise.
     pub stripe: Option<StripeSettings>,
-    /// The ISO code of the currency every order is charged in (`usd` by default); a currency
-    /// with two decimals, since prices are cents.
-    pub currency: String,
+    /// The currency every order is charged in (`usd` by default).
+    pub currency: Currency,
     /// The signing secret of Stripe's webhook endpoint. Without it the webhook endpoint
     /// answers 404: an event that cannot be verified is never acted on.
     pub webhook_secret: Option<SecretString>,
@@ -95,7 +94,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             stripe: None,
-            currency: DEFAULT_CURRENCY.to_owned(),
+            currency: Currency::default(),
             webhook_secret: None,
             claim_timeout: domain::DEFAULT_CLAIM_TIMEOUT,
         }
@@ -124,8 +123,6 @@ impl StripeSettings {
 /// A setting the service cannot work with. Each message names the setting by its `stubs` flag.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("--currency: {0}")]
-    Currency(String),
     #[error("--stripe-secret-key: expected a Stripe secret key (sk_… or rk_…)")]
     StripeSecretKey,
     #[error("--stripe-api-base: expected an http(s) URL, not {0:?}")]
@@ -142,7 +139,6 @@ impl Settings {
     /// Checks every setting, so that a program can refuse to start with one clear line instead
     /// of failing at the first payment. [`start`] assumes this passed.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        Currency::parse(&self.currency).map_err(SettingsError::Currency)?;
         if let Some(stripe) = &self.stripe {
             processor::stripe::StripeClient::new(stripe)?;
         }
@@ -164,8 +160,10 @@ impl Settings {
         store: &Store,
     ) -> Result<(Arc<dyn PaymentProcessor>, Currency), SettingsError> {
         self.validate()?;
-        let currency = Currency::parse(&self.currency).map_err(SettingsError::Currency)?;
-        Ok((processor::from_settings(self, store)?, currency))
+        Ok((
+            processor::from_settings(self, store)?,
+            self.currency.clone(),
+        ))
     }
 }
 

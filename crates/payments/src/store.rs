@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use uuid::Uuid;
 
-use crate::domain::{Order, Payment, PaymentStatus};
+use crate::domain::{Currency, Order, Payment, PaymentStatus};
 
 /// The columns an [`Order`] is read from.
 macro_rules! order_columns {
@@ -179,7 +179,7 @@ pub async fn insert_claim(conn: &mut AnyConnection, payment: &Payment) -> Result
     .bind(payment.order_id.to_string())
     .bind(PaymentStatus::Pending.as_str())
     .bind(payment.amount.get())
-    .bind(&payment.currency)
+    .bind(payment.currency.as_str())
     .bind(payment.attempt)
     .bind(payment.created_at)
     .bind(payment.updated_at)
@@ -654,10 +654,15 @@ fn payment_from_row(row: &AnyRow) -> Result<Payment, sqlx::Error> {
             .ok_or_else(|| decode_error("status", format!("unknown payment status {status}")))?,
         stripe_id: row.try_get("stripe_id")?,
         amount: cents_column(row, "amount_cents")?,
-        currency: row.try_get("currency")?,
+        currency: currency_column(row)?,
         attempt: row.try_get("attempt")?,
         granted_at: row.try_get("granted_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+fn currency_column(row: &AnyRow) -> Result<Currency, sqlx::Error> {
+    let code: String = row.try_get("currency")?;
+    Currency::parse(&code).map_err(|why| decode_error("currency", why))
 }

@@ -1,7 +1,7 @@
 //! Stripe's webhook: `POST /api/payments/webhook`.
 //!
 //! The `Stripe-Signature` header is checked against the raw body first (see
-//! [`crate::domain::verify_signature`]); anything unsigned, signed with another secret or signed
+//! [`verify_signature`]); anything unsigned, signed with another secret or signed
 //! too long ago is refused with 400. Stripe delivers at least once, so each event id is recorded
 //! in the same transaction as its effect, and an event seen before is answered 200 with no effect.
 //!
@@ -18,13 +18,15 @@ use std::collections::HashMap;
 use common::clock::now_millis;
 use common::outbox::Outbox;
 use common::{ApiError, ServiceContext, Store};
+use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use sha2::Sha256;
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::checkout::{Settlement, announce_release, settle_charge};
-use crate::domain::{Payment, PaymentStatus, SignatureError, verify_signature};
+use crate::domain::{Payment, PaymentStatus};
 use crate::refunds::Refunds;
 use crate::store::{self, RefundRecord};
 
@@ -35,6 +37,26 @@ pub struct Event {
     #[serde(rename = "type")]
     pub kind: String,
     pub data: EventData,
+}
+
+/// The kinds of event the webhook acts on. Every other kind is acknowledged and ignored, its name
+/// kept as Stripe sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    PaymentSucceeded,
+    PaymentFailed,
+    ChargeRefunded,
+}
+
+impl Handled {
+    fn of(kind: &str) -> Option<Self> {
+        match kind {
+            "payment_intent.succeeded" => Some(Self::PaymentSucceeded),
+            "payment_intent.payment_failed" => Some(Self::PaymentFailed),
+            "charge.refunded" => Some(Self::ChargeRefunded),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,20 +150,20 @@ impl Webhooks {
             return Ok(Receipt::Duplicate);
         }
         let mut refund_due = false;
-        match event.kind.as_str() {
-            "payment_intent.succeeded" => {
+        match Handled::of(&event.kind) {
+            Some(Handled::PaymentSucceeded) => {
                 let intent: PaymentIntentObject = object(event.data.object)?;
                 refund_due = self.payment_succeeded(&mut tx, &intent).await?;
             }
-            "payment_intent.payment_failed" => {
+            Some(Handled::PaymentFailed) => {
                 let intent: PaymentIntentObject = object(event.data.object)?;
                 self.payment_failed(&mut tx, &intent).await?;
             }
-            "charge.refunded" => {
+            Some(Handled::ChargeRefunded) => {
                 let charge: ChargeObject = object(event.data.object)?;
                 charge_refunded(&mut tx, &event.id, &charge).await?;
             }
-            _ => tracing::debug!("webhook event not handled"),
+            None => tracing::debug!("webhook event not handled"),
         }
         self.outbox.commit(tx).await?;
         if refund_due {
@@ -259,4 +281,176 @@ async fn charge_refunded(
 fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_json::from_value(value)
         .map_err(|_| ApiError::BadRequest("Malformed webhook event".into()))
+}
+
+/// How far a webhook's signed timestamp may be from now, in seconds (Stripe's default).
+pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
+
+/// Why a webhook's `Stripe-Signature` was refused. The messages go to the caller: they say what
+/// is wrong with the request, never anything about the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("Missing Stripe-Signature header")]
+    Missing,
+    #[error("Malformed Stripe-Signature header")]
+    Malformed,
+    #[error("Webhook timestamp is outside the tolerance")]
+    OutsideTolerance,
+    #[error("No webhook signature matches")]
+    NoMatch,
+}
+
+/// Checks a `Stripe-Signature` header (`t=<unix seconds>,v1=<hex>[,v1=<hex>…]`) against the raw
+/// body: one `v1` must be the HMAC-SHA256 of `"{t}.{body}"` under `secret`, and `t` must be
+/// within [`SIGNATURE_TOLERANCE_SECS`] of `now` (an old, replayed delivery is refused). Several
+/// `v1` entries are allowed, as Stripe sends while a secret is being rolled.
+pub fn verify_signature(
+    header: &str,
+    body: &[u8],
+    secret: &[u8],
+    now_unix: i64,
+) -> Result<(), SignatureError> {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        let Some((key, value)) = part.trim().split_once('=') else {
+            return Err(SignatureError::Malformed);
+        };
+        match key {
+            "t" => {
+                let parsed = value
+                    .parse::<i64>()
+                    .map_err(|_| SignatureError::Malformed)?;
+                timestamp = Some((value, parsed));
+            }
+            "v1" => signatures.push(decode_hex(value).ok_or(SignatureError::Malformed)?),
+            // v0 and future schemes are not ours to check.
+            _ => {}
+        }
+    }
+    let Some((timestamp_text, timestamp)) = timestamp else {
+        return Err(SignatureError::Malformed);
+    };
+    if signatures.is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    if now_unix.saturating_sub(timestamp).abs() > SIGNATURE_TOLERANCE_SECS {
+        return Err(SignatureError::OutsideTolerance);
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::NoMatch)?;
+    mac.update(timestamp_text.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let matches = signatures
+        .iter()
+        // `verify_slice` compares in constant time.
+        .any(|signature| mac.clone().verify_slice(signature).is_ok());
+    if matches {
+        Ok(())
+    } else {
+        Err(SignatureError::NoMatch)
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.is_empty() || !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn sign(secret: &str, timestamp: i64, body: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}.{body}").as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn a_signature_made_with_the_secret_verifies() {
+        let body = r#"{"id":"evt_1","type":"charge.refunded"}"#;
+        let now = 1_800_000_000;
+        let header = format!("t={now},v1={}", sign("whsec_test", now, body));
+        assert_eq!(
+            verify_signature(&header, body.as_bytes(), b"whsec_test", now),
+            Ok(())
+        );
+        // Within the tolerance either way.
+        assert_eq!(
+            verify_signature(&header, body.as_bytes(), b"whsec_test", now + 300),
+            Ok(())
+        );
+        // One matching v1 among several (a secret being rolled), and other schemes ignored.
+        let rolled = format!(
+            "t={now},v1={},v1={},v0=abcd",
+            sign("whsec_old", now, body),
+            sign("whsec_test", now, body)
+        );
+        assert_eq!(
+            verify_signature(&rolled, body.as_bytes(), b"whsec_test", now),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_wrong_secret_body_or_timestamp_is_refused() {
+        let body = r#"{"id":"evt_1"}"#;
+        let now = 1_800_000_000;
+        let header = format!("t={now},v1={}", sign("whsec_test", now, body));
+        assert_eq!(
+            verify_signature(&header, body.as_bytes(), b"whsec_other", now),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            verify_signature(&header, br#"{"id":"evt_2"}"#, b"whsec_test", now),
+            Err(SignatureError::NoMatch)
+        );
+        // The signed timestamp is part of the signature: it cannot be swapped for a fresh one.
+        let swapped = header.replace(&format!("t={now}"), &format!("t={}", now + 1));
+        assert_eq!(
+            verify_signature(&swapped, body.as_bytes(), b"whsec_test", now),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            verify_signature(&header, body.as_bytes(), b"whsec_test", now + 301),
+            Err(SignatureError::OutsideTolerance)
+        );
+    }
+
+    #[test]
+    fn a_malformed_header_is_refused() {
+        let now = 1_800_000_000;
+        for header in [
+            "",
+            "garbage",
+            "t=,v1=00",
+            "t=abc,v1=00",
+            "v1=00",
+            &format!("t={now}"),
+            &format!("t={now},v1=zz"),
+            &format!("t={now},v1=abc"),
+            &format!("t={now},v0=00"),
+        ] {
+            assert_eq!(
+                verify_signature(header, b"{}", b"whsec_test", now),
+                Err(SignatureError::Malformed),
+                "{header:?}"
+            );
+        }
+    }
 }

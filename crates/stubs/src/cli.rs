@@ -150,8 +150,8 @@ pub struct SharedArgs {
     #[arg(long, env = "STUBS_PAYMENT_CLAIM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub payment_claim_timeout: Duration,
     /// Currency every order is charged in (ISO code, two decimals).
-    #[arg(long, env = "STUBS_CURRENCY", default_value = payments::DEFAULT_CURRENCY)]
-    pub currency: String,
+    #[arg(long, env = "STUBS_CURRENCY", default_value = payments::DEFAULT_CURRENCY, value_parser = payments::Currency::parse)]
+    pub currency: payments::Currency,
     /// Log lines as text or JSON.
     #[arg(long, env = "STUBS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -199,7 +199,7 @@ impl SharedArgs {
     pub fn web_settings(&self) -> web::WebSettings {
         web::WebSettings {
             stripe_publishable_key: self.stripe_publishable_key.clone(),
-            currency: self.currency.clone(),
+            currency: self.currency.as_str().to_owned(),
         }
     }
 

@@ -79,7 +79,7 @@ pub fn check_settings(args: &SharedArgs) -> anyhow::Result<()> {
         .context("--inbox-retention (STUBS_INBOX_RETENTION) is too short for --event-ack-wait")?;
     args.payments_settings()
         .validate()
-        .context("invalid payments settings (--currency, --stripe-*)")
+        .context("invalid payments settings (--stripe-*, --payment-claim-timeout)")
 }
 
 /// Starts a service's background work and returns its routes.

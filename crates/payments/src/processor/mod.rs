@@ -15,14 +15,14 @@ use common::Store;
 use common::money::Cents;
 use uuid::Uuid;
 
-use crate::domain::PaymentToken;
+use crate::domain::{Currency, PaymentToken};
 use crate::{Settings, SettingsError};
 
 /// A charge to make.
 #[derive(Debug, Clone)]
 pub struct ChargeRequest {
     pub amount: Cents,
-    pub currency: String,
+    pub currency: Currency,
     pub token: PaymentToken,
     pub idempotency_key: String,
     /// Sent along as metadata, so a charge can be traced back to its order and payment.

@@ -1,6 +1,6 @@
 //! The sandbox processor, used when no Stripe key is configured (`stubs up` out of the box). It
 //! accepts Stripe's documented test tokens (`tok_visa` succeeds, `tok_chargeDeclined` is
-//! declined; see [`crate::domain::sandbox_card`]), keeps its books in the payments database
+//! declined; see [`sandbox_card`]), keeps its books in the payments database
 //! (`sandbox_charges`) and never leaves the machine. Like Stripe, it makes a charge in two steps
 //! (an intent, then its confirmation), answers a repeated idempotency key with the intent it
 //! created the first time, and can say where any intent is.
@@ -14,8 +14,82 @@ use super::{
     ChargeOutcome, ChargeRequest, IntentStatus, PaymentProcessor, Prepared, ProcessorError,
     RefundReceipt, RefundRequest,
 };
-use crate::domain::{SandboxCard, UNKNOWN_SANDBOX_TOKEN, sandbox_card};
 use crate::store::{self, SandboxCharge};
+
+/// What the sandbox processor does with one of Stripe's test tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxCard {
+    Approved,
+    /// Declined, with Stripe's message for that test card.
+    Declined(&'static str),
+}
+
+const DECLINED: &str = "Your card was declined.";
+
+/// Stripe's documented test tokens and payment methods the sandbox knows, and what each does.
+const SANDBOX_CARDS: [(&str, SandboxCard); 22] = [
+    ("tok_visa", SandboxCard::Approved),
+    ("tok_visa_debit", SandboxCard::Approved),
+    ("tok_mastercard", SandboxCard::Approved),
+    ("tok_mastercard_debit", SandboxCard::Approved),
+    ("tok_amex", SandboxCard::Approved),
+    ("tok_discover", SandboxCard::Approved),
+    ("pm_card_visa", SandboxCard::Approved),
+    ("pm_card_visa_debit", SandboxCard::Approved),
+    ("pm_card_mastercard", SandboxCard::Approved),
+    ("pm_card_amex", SandboxCard::Approved),
+    ("pm_card_discover", SandboxCard::Approved),
+    ("tok_chargeDeclined", SandboxCard::Declined(DECLINED)),
+    ("pm_card_chargeDeclined", SandboxCard::Declined(DECLINED)),
+    (
+        "pm_card_visa_chargeDeclined",
+        SandboxCard::Declined(DECLINED),
+    ),
+    (
+        "pm_card_chargeCustomerFail",
+        SandboxCard::Declined(DECLINED),
+    ),
+    (
+        "tok_chargeDeclinedInsufficientFunds",
+        SandboxCard::Declined("Your card has insufficient funds."),
+    ),
+    (
+        "pm_card_chargeDeclinedInsufficientFunds",
+        SandboxCard::Declined("Your card has insufficient funds."),
+    ),
+    (
+        "tok_chargeDeclinedExpiredCard",
+        SandboxCard::Declined("Your card has expired."),
+    ),
+    (
+        "pm_card_chargeDeclinedExpiredCard",
+        SandboxCard::Declined("Your card has expired."),
+    ),
+    (
+        "tok_chargeDeclinedIncorrectCvc",
+        SandboxCard::Declined("Your card's security code is incorrect."),
+    ),
+    (
+        "pm_card_chargeDeclinedIncorrectCvc",
+        SandboxCard::Declined("Your card's security code is incorrect."),
+    ),
+    (
+        "tok_chargeDeclinedProcessingError",
+        SandboxCard::Declined("An error occurred while processing your card. Try again."),
+    ),
+];
+
+/// What the sandbox does with a token; `None` for a token it does not know.
+pub fn sandbox_card(token: &str) -> Option<SandboxCard> {
+    SANDBOX_CARDS
+        .iter()
+        .find(|(known, _)| *known == token)
+        .map(|(_, card)| *card)
+}
+
+/// The answer to a token the sandbox does not know.
+pub const UNKNOWN_SANDBOX_TOKEN: &str = "Unknown test card: without a Stripe key, payments accept Stripe's test tokens such as \
+     tok_visa or pm_card_visa (and tok_chargeDeclined to see a decline)";
 
 /// The sandbox processor.
 #[derive(Debug, Clone)]
@@ -77,7 +151,7 @@ impl PaymentProcessor for Sandbox {
             id: format!("ch_sandbox_{}", uuid::Uuid::now_v7().simple()),
             idempotency_key: request.idempotency_key.clone(),
             amount_cents: request.amount.get(),
-            currency: request.currency.clone(),
+            currency: request.currency.as_str().to_owned(),
             token: request.token.as_str().to_owned(),
             order_id: request.order_id,
             status: "requires_confirmation".into(),
@@ -160,5 +234,53 @@ impl PaymentProcessor for Sandbox {
                 request.stripe_id
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandbox_knows_stripes_test_tokens() {
+        for approved in [
+            "tok_visa",
+            "tok_mastercard",
+            "tok_amex",
+            "pm_card_visa",
+            "pm_card_mastercard",
+            "pm_card_amex",
+        ] {
+            assert_eq!(
+                sandbox_card(approved),
+                Some(SandboxCard::Approved),
+                "{approved}"
+            );
+        }
+        for declined in [
+            "tok_chargeDeclined",
+            "pm_card_chargeDeclined",
+            "pm_card_visa_chargeDeclined",
+            "pm_card_chargeCustomerFail",
+        ] {
+            assert_eq!(
+                sandbox_card(declined),
+                Some(SandboxCard::Declined("Your card was declined.")),
+                "{declined}"
+            );
+        }
+        assert_eq!(
+            sandbox_card("tok_chargeDeclinedInsufficientFunds"),
+            Some(SandboxCard::Declined("Your card has insufficient funds."))
+        );
+        for unknown in [
+            "tok_unknown",
+            "TOK_VISA",
+            "tok_visa ",
+            "4242424242424242",
+            "",
+        ] {
+            assert_eq!(sandbox_card(unknown), None, "{unknown:?}");
+        }
     }
 }

@@ -225,7 +225,7 @@ impl StripeClient {
 fn payment_intent_form(request: &ChargeRequest) -> Vec<(&'static str, String)> {
     let mut form = vec![
         ("amount", request.amount.get().to_string()),
-        ("currency", request.currency.clone()),
+        ("currency", request.currency.as_str().to_owned()),
         ("payment_method_types[]", "card".to_owned()),
         ("metadata[orderId]", request.order_id.to_string()),
         ("metadata[paymentId]", request.payment_id.to_string()),
@@ -449,7 +449,7 @@ mod tests {
     fn request(token: &str) -> ChargeRequest {
         ChargeRequest {
             amount: Cents::new(1999).unwrap(),
-            currency: "usd".into(),
+            currency: crate::Currency::default(),
             token: PaymentToken::parse(token).unwrap(),
             idempotency_key: "order-x-attempt-1".into(),
             order_id: Uuid::nil(),

@@ -1,9 +1,6 @@
 //! Starting, killing, restarting and stopping the processes of a local cluster.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -11,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use sqlx::Connection;
 
 use crate::nginx::{self, Route};
-use crate::process::{log_tail, signal, signal_group};
+use crate::ports::free_ports;
+use crate::process::{append, log_tail, running_as_root, signal, signal_group, wait_with_timeout};
 use crate::{SERVICES, has_database};
 
 /// How to run a cluster.
@@ -448,141 +445,9 @@ impl Drop for Cluster {
     }
 }
 
-/// Creates (if missing) a database per service named `<prefix>_<service>` on the server behind
-/// `admin_url`, and returns each service's URL.
-pub async fn create_databases(
-    admin_url: &str,
-    prefix: &str,
-) -> anyhow::Result<BTreeMap<String, String>> {
-    check_name(prefix)?;
-    let mut admin = sqlx::PgConnection::connect(admin_url)
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {admin_url}"))?;
-    let mut urls = BTreeMap::new();
-    for (service, _) in SERVICES.iter().filter(|(s, _)| has_database(s)) {
-        let name = format!("{prefix}_{service}");
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                .bind(&name)
-                .fetch_optional(&mut admin)
-                .await?;
-        if exists.is_none() {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut admin)
-                .await
-                .with_context(|| format!("cannot create database {name}"))?;
-        }
-        urls.insert((*service).to_owned(), with_database(admin_url, &name)?);
-    }
-    Ok(urls)
-}
-
-/// Drops one database, given its URL.
-pub async fn drop_database(url: &str) -> anyhow::Result<()> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("not a database URL: {url}"))?;
-    let name = parsed.path().trim_start_matches('/');
-    check_name(name)?;
-    let mut admin = sqlx::PgConnection::connect(&with_database(url, "postgres")?)
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL for {name}"))?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
-    Ok(())
-}
-
-/// The same server URL with another database name.
-pub fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
-    let mut parsed =
-        reqwest::Url::parse(url).with_context(|| format!("not a database URL: {url}"))?;
-    parsed.set_path(&format!("/{database}"));
-    Ok(parsed.to_string())
-}
-
-/// Names end up unquoted in SQL and as a NATS stream name: keep them plain.
-pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
-    let plain = !name.is_empty()
-        && name.len() <= 40
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !plain {
-        bail!("the cluster name must be lower-case letters, digits and _, got {name:?}");
-    }
-    Ok(())
-}
-
-/// `count` different free ports: all are held open together, so none is handed out twice.
-fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").context("no free port on 127.0.0.1"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|listener| Ok(listener.local_addr()?.port()))
-        .collect()
-}
-
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("no free port on 127.0.0.1")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn append(path: &Path) -> anyhow::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))
-}
-
-/// `/proc/self` belongs to the user the process runs as.
-pub(crate) fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
-}
-
-async fn wait_with_timeout(mut child: Child, timeout: Duration) -> anyhow::Result<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("still running after {timeout:?}; killed");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_database_url_keeps_everything_but_the_name() {
-        assert_eq!(
-            with_database(
-                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
-                "c_orders"
-            )
-            .unwrap(),
-            "postgres://postgres@127.0.0.1:5432/c_orders?sslmode=disable"
-        );
-    }
-
-    #[test]
-    fn cluster_names_are_plain() {
-        assert!(check_name("stubs").is_ok());
-        assert!(check_name("c_1a").is_ok());
-        for bad in ["", "Stubs", "1a", "a-b", "a;drop", &"a".repeat(41)] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn the_purchase_path_runs_two_replicas() {

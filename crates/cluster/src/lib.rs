@@ -7,14 +7,14 @@
 //! own ([`servers`]) so that stopping those never touches anyone else's.
 
 mod cluster;
+mod database;
 mod nginx;
+mod ports;
 mod process;
 pub mod servers;
 
-pub use cluster::{
-    Cluster, InstanceId, ProcessState, Settings, State, create_databases, drop_database,
-    with_database,
-};
+pub use cluster::{Cluster, InstanceId, ProcessState, Settings, State};
+pub use database::{create_databases, drop_database, with_database};
 pub use process::{group_members, pid_alive, signal, signal_group};
 
 /// The services a cluster runs, in the order they start, and the path prefix the ingress sends to

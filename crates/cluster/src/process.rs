@@ -1,8 +1,14 @@
-//! Processes by id: signals through `kill(1)` and liveness from `/proc`, so that `stop` can end
-//! processes an earlier `start` left running.
+//! Processes: signals by id through `kill(1)` and liveness from `/proc`, so that `stop` can end
+//! processes an earlier `start` left running; waiting for one with a deadline; the log files they
+//! append to; and whether we run as root.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use std::process::{Command, Stdio};
 
 /// Sends a signal by name (`TERM`, `KILL`, `INT`, `STOP`, `CONT`) to a process.
 pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
@@ -67,4 +73,35 @@ pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+pub(crate) fn append(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// `/proc/self` belongs to the user the process runs as.
+pub(crate) fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+pub(crate) async fn wait_with_timeout(
+    mut child: Child,
+    timeout: Duration,
+) -> anyhow::Result<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("still running after {timeout:?}; killed");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::cluster::{free_port, running_as_root};
+use crate::ports::free_port;
 use crate::process::log_tail;
+use crate::process::running_as_root;
 
 /// A PostgreSQL server made with `initdb` in `dir`, managed with `pg_ctl`.
 pub struct OwnPostgres {

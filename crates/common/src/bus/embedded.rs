@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -322,13 +322,38 @@ impl EmbeddedSubscription {
         if !work {
             return Ok(Fetched::WaitUntil(next_due));
         }
-        let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
         let ack_wait = i64::try_from(self.config.ack_wait.as_millis()).unwrap_or(i64::MAX / 4);
         let due_at = now.saturating_add(ack_wait);
         let mut tx = self.bus.store.begin().await?;
-        let mut taken = Vec::new();
+        let mut taken = self.redeliveries(&mut tx, now, due_at, max).await?;
+        let room = max.saturating_sub(taken.len());
+        if room > 0 {
+            taken.extend(self.fresh(&mut tx, due_at, room).await?);
+        }
+        if taken.is_empty() {
+            let next_due: Option<i64> =
+                sqlx::query_scalar("SELECT MIN(due_at) FROM pending WHERE consumer = $1")
+                    .bind(&self.name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            return Ok(Fetched::WaitUntil(next_due));
+        }
+        tx.commit().await?;
+        Ok(Fetched::Batch(self.batch(taken)))
+    }
 
-        // First anything due again: unacked past its ack wait, or nak'ed and its delay over.
+    /// Up to `max` deliveries due again (unacked past their ack wait, or nak'ed and their delay
+    /// over), each counted as one more attempt and due again at `due_at`; those past the maximum
+    /// number of deliveries go to the dead letters instead.
+    async fn redeliveries(
+        &self,
+        tx: &mut AnyConnection,
+        now: i64,
+        due_at: i64,
+        max: usize,
+    ) -> Result<Vec<Taken>, BusError> {
+        let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
         let due = sqlx::query(
             "SELECT p.seq, p.attempts, m.id, m.payload, m.headers FROM pending p \
              JOIN messages m ON m.seq = p.seq \
@@ -339,11 +364,12 @@ impl EmbeddedSubscription {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
+        let mut taken = Vec::new();
         for row in &due {
             let seq: i64 = row.try_get("seq")?;
             let attempts: i64 = row.try_get("attempts")?;
             if attempts >= i64::from(self.config.max_deliver) {
-                move_to_dead_letters(&mut tx, &self.name, seq, "maximum deliveries reached")
+                move_to_dead_letters(&mut *tx, &self.name, seq, "maximum deliveries reached")
                     .await?;
                 metrics::counter!(
                     "stubs_bus_dead_letters_total",
@@ -372,60 +398,55 @@ impl EmbeddedSubscription {
             }
             again.execute(&mut *tx).await?;
         }
+        Ok(taken)
+    }
 
-        // Then what is new past the cursor, all of it claimed by one insert.
-        let room = max.saturating_sub(taken.len());
-        if room > 0 {
-            let cursor: i64 = sqlx::query_scalar("SELECT cursor FROM consumers WHERE name = $1")
-                .bind(&self.name)
-                .fetch_one(&mut *tx)
-                .await?;
-            let fresh = sqlx::query(
-                "SELECT seq, id, payload, headers FROM messages \
-                 WHERE subject = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    /// Up to `room` messages new past the consumer's cursor, all claimed by one insert (due at
+    /// `due_at`) and the cursor moved past them.
+    async fn fresh(
+        &self,
+        tx: &mut AnyConnection,
+        due_at: i64,
+        room: usize,
+    ) -> Result<Vec<Taken>, BusError> {
+        let cursor: i64 = sqlx::query_scalar("SELECT cursor FROM consumers WHERE name = $1")
+            .bind(&self.name)
+            .fetch_one(&mut *tx)
+            .await?;
+        let fresh = sqlx::query(
+            "SELECT seq, id, payload, headers FROM messages \
+             WHERE subject = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(self.config.event_type.as_str())
+        .bind(cursor)
+        .bind(i64::try_from(room).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        if let Some(last) = fresh.last() {
+            let last: i64 = last.try_get("seq")?;
+            // The messages of this type in (cursor, last] are exactly those just read.
+            sqlx::query(
+                "INSERT INTO pending (consumer, seq, attempts, due_at) \
+                 SELECT $1, seq, 1, $2 FROM messages \
+                 WHERE subject = $3 AND seq > $4 AND seq <= $5",
             )
+            .bind(&self.name)
+            .bind(due_at)
             .bind(self.config.event_type.as_str())
             .bind(cursor)
-            .bind(i64::try_from(room).unwrap_or(i64::MAX))
-            .fetch_all(&mut *tx)
+            .bind(last)
+            .execute(&mut *tx)
             .await?;
-            if let Some(last) = fresh.last() {
-                let last: i64 = last.try_get("seq")?;
-                // The messages of this type in (cursor, last] are exactly those just read.
-                sqlx::query(
-                    "INSERT INTO pending (consumer, seq, attempts, due_at) \
-                     SELECT $1, seq, 1, $2 FROM messages \
-                     WHERE subject = $3 AND seq > $4 AND seq <= $5",
-                )
+            sqlx::query("UPDATE consumers SET cursor = $2 WHERE name = $1")
                 .bind(&self.name)
-                .bind(due_at)
-                .bind(self.config.event_type.as_str())
-                .bind(cursor)
                 .bind(last)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE consumers SET cursor = $2 WHERE name = $1")
-                    .bind(&self.name)
-                    .bind(last)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for row in &fresh {
-                taken.push(Taken::from_row(row, 1)?);
-            }
         }
-
-        if taken.is_empty() {
-            let next_due: Option<i64> =
-                sqlx::query_scalar("SELECT MIN(due_at) FROM pending WHERE consumer = $1")
-                    .bind(&self.name)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            tx.commit().await?;
-            return Ok(Fetched::WaitUntil(next_due));
-        }
-        tx.commit().await?;
-        Ok(Fetched::Batch(self.batch(taken)))
+        fresh
+            .iter()
+            .map(|row| Taken::from_row(row, 1).map_err(BusError::from))
+            .collect()
     }
 
     fn batch(&self, taken: Vec<Taken>) -> Batch {
@@ -491,7 +512,7 @@ impl Subscription for EmbeddedSubscription {
 }
 
 async fn move_to_dead_letters(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut AnyConnection,
     consumer: &str,
     seq: i64,
     reason: &str,

@@ -114,9 +114,10 @@ pub struct SharedArgs {
     /// deliveries of up to the ack wait plus a 10s retry delay each.
     #[arg(long, env = "STUBS_INBOX_RETENTION", default_value = "15m", value_parser = parse_duration)]
     pub inbox_retention: Duration,
-    /// Abort the process after the effect of this consumer's event and before its ack (for
-    /// testing redelivery).
-    #[arg(long, env = "STUBS_CRASH_BEFORE_ACK", hide = true)]
+    /// A fault to rehearse recovery with: abort the process after this consumer's batch (by
+    /// durable name, e.g. tickets_order_created) committed its effects and before its ack, so
+    /// that the bus delivers it again. Never set in production.
+    #[arg(long, env = "STUBS_CRASH_BEFORE_ACK")]
     pub crash_before_ack: Option<String>,
     /// How long a buyer has to pay before the ticket is released again.
     #[arg(long, env = "STUBS_ORDER_EXPIRATION", default_value = "15m", value_parser = parse_duration)]

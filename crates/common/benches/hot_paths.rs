@@ -2,6 +2,7 @@
 //! parsing and validating a request body (prices included), and encoding and decoding event
 //! envelopes. Run with `cargo bench -p common`; pass a name to filter, e.g.
 //! `cargo bench -p common -- session`.
+#![allow(clippy::expect_used)]
 
 use std::future::Future;
 use std::pin::pin;

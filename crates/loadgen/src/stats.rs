@@ -14,6 +14,10 @@ use crate::client::Call;
 /// Highest latency the histograms hold exactly, in microseconds; longer ones count as this.
 const HIGHEST_MICROS: u64 = 3_600_000_000;
 
+#[allow(
+    clippy::expect_used,
+    reason = "the bounds are constants, checked by every run of the tests"
+)]
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIGHEST_MICROS, 3)
         .expect("constant bounds within hdrhistogram's limits")

@@ -9,7 +9,7 @@ use tower_governor::GovernorError;
 use tower_governor::key_extractor::KeyExtractor;
 
 #[derive(Debug, Clone, Copy)]
-pub struct ClientAddress {
+pub(crate) struct ClientAddress {
     /// Behind an ingress every peer is the ingress; it appends the address it saw to
     /// X-Forwarded-For. Only the last entry is the ingress's own word: anything before it came
     /// from the client and could be made up.

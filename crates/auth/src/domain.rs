@@ -68,7 +68,7 @@ fn normalise(raw: &str) -> String {
 
 /// The body of sign-up and sign-in, as sent.
 #[derive(Debug, Deserialize)]
-pub struct RawCredentials {
+pub(crate) struct RawCredentials {
     email: Option<String>,
     password: Option<String>,
 }
@@ -92,7 +92,7 @@ impl Validate for RawCredentials {
 /// [`Email::for_sign_in`]).
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-pub struct RawSignIn(RawCredentials);
+pub(crate) struct RawSignIn(RawCredentials);
 
 impl Validate for RawSignIn {
     type Valid = Credentials;
@@ -194,7 +194,7 @@ const COMMON_PASSWORDS: &[&str] = &[
 /// 800-63B, 5.1.1.2). Checked when an account is made, never at sign-in, so that nothing tells a
 /// guesser which rule a password broke. Up to a few milliseconds for a long password: call it off
 /// the request's thread.
-pub fn guessable(password: &str, email: &Email) -> Option<String> {
+pub(crate) fn guessable(password: &str, email: &Email) -> Option<String> {
     let folded = password.to_lowercase();
     let chars: Vec<char> = folded.chars().filter(|c| !c.is_whitespace()).collect();
     if chars.is_empty() {

@@ -38,7 +38,7 @@ impl FromRef<AppState> for Sessions {
     }
 }
 
-pub fn router(state: AppState, settings: &Settings) -> Router {
+pub(crate) fn router(state: AppState, settings: &Settings) -> Router {
     let mut guarded = Router::new()
         .route("/api/users/signup", post(sign_up))
         .route("/api/users/signin", post(sign_in));

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::domain::Email;
 
-pub struct User {
+pub(crate) struct User {
     pub id: Uuid,
     pub email: String,
     pub password_hash: String,
@@ -21,12 +21,12 @@ pub struct User {
     pub session_generation: i64,
 }
 
-pub enum Inserted {
+pub(crate) enum Inserted {
     Created,
     EmailTaken,
 }
 
-pub async fn insert_user(
+pub(crate) async fn insert_user(
     store: &Store,
     id: Uuid,
     email: &Email,
@@ -48,7 +48,10 @@ pub async fn insert_user(
     }
 }
 
-pub async fn find_by_email(store: &Store, email: &Email) -> Result<Option<User>, sqlx::Error> {
+pub(crate) async fn find_by_email(
+    store: &Store,
+    email: &Email,
+) -> Result<Option<User>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, email, password_hash, session_generation FROM users WHERE email = $1",
     )
@@ -67,7 +70,7 @@ pub async fn find_by_email(store: &Store, email: &Email) -> Result<Option<User>,
 }
 
 /// Ends the session these claims describe: recorded here and announced, in one transaction.
-pub async fn revoke_session(
+pub(crate) async fn revoke_session(
     store: &Store,
     outbox: &Outbox,
     claims: &Claims,
@@ -96,7 +99,7 @@ pub async fn revoke_session(
 /// Ends every session of a user begun so far by raising their session generation: recorded here
 /// and announced, in one transaction. `last_expiry` is when the last of those tokens expires.
 /// `None` if there is no such user.
-pub async fn revoke_all_sessions(
+pub(crate) async fn revoke_all_sessions(
     store: &Store,
     outbox: &Outbox,
     user_id: Uuid,
@@ -134,7 +137,7 @@ pub async fn revoke_all_sessions(
 
 /// What composing the stored e-mails did.
 #[derive(Debug, Default)]
-pub struct Composed {
+pub(crate) struct Composed {
     pub rewritten: u64,
     /// Accounts whose address, composed, is another account's: left as stored.
     pub clashes: Vec<Uuid>,
@@ -143,7 +146,7 @@ pub struct Composed {
 /// Rewrites addresses stored before e-mails were composed (NFC) into the form sign-in looks up
 /// now. Only addresses with a character outside printable ASCII can differ, so only those are
 /// read.
-pub async fn compose_stored_emails(store: &Store) -> Result<Composed, sqlx::Error> {
+pub(crate) async fn compose_stored_emails(store: &Store) -> Result<Composed, sqlx::Error> {
     let beyond_ascii = match store.dialect() {
         Dialect::Sqlite => "SELECT id, email FROM users WHERE email GLOB '*[^ -~]*'",
         Dialect::Postgres => "SELECT id, email FROM users WHERE email ~ '[^ -~]'",

@@ -4,14 +4,14 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// One upstream: a service's name, the prefix routed to it and its replicas' ports.
-pub struct Route<'a> {
+pub(crate) struct Route<'a> {
     pub service: &'a str,
     pub prefix: &'a str,
     pub ports: Vec<u16>,
 }
 
 /// The whole configuration for an nginx run in the foreground with everything under `dir`.
-pub fn config(dir: &Path, listen_port: u16, routes: &[Route<'_>], as_root: bool) -> String {
+pub(crate) fn config(dir: &Path, listen_port: u16, routes: &[Route<'_>], as_root: bool) -> String {
     let dir = dir.display();
     let mut conf = String::new();
     // As root, nginx would hand requests to `nobody`, who cannot enter a private temporary folder.

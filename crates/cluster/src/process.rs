@@ -69,7 +69,7 @@ pub fn pid_alive(pid: u32) -> bool {
 }
 
 /// The last lines of a log file, to say why something did not start.
-pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
+pub(crate) fn log_tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -7,9 +7,9 @@
 //! It has no HTTP API of its own: [`start`] spawns the outbox relay, the listeners and the
 //! scheduler and returns an empty router, to which the binary adds health and metrics.
 
-pub mod listeners;
-pub mod scheduler;
-pub mod store;
+mod listeners;
+mod scheduler;
+mod store;
 
 use std::sync::Arc;
 

@@ -22,7 +22,7 @@ use crate::store::{self, Finish};
 
 /// Schedules an order's expiry at its expiresAt.
 #[derive(Debug, Clone)]
-pub struct ScheduleExpiration {
+pub(crate) struct ScheduleExpiration {
     pub dialect: Dialect,
     pub wakeup: Arc<Wakeup>,
 }
@@ -60,7 +60,7 @@ impl Handler<OrderCreated> for ScheduleExpiration {
 
 /// Drops an order's job when the order is cancelled or paid: there is nothing left to expire.
 #[derive(Debug, Clone, Copy)]
-pub struct ForgetExpiration;
+pub(crate) struct ForgetExpiration;
 
 impl ForgetExpiration {
     async fn forget(

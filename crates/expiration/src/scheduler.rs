@@ -31,7 +31,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 /// How the order:created listener wakes the scheduler when a job is earlier than its alarm.
 #[derive(Debug)]
-pub struct Wakeup {
+pub(crate) struct Wakeup {
     notify: Notify,
     /// When the scheduler means to wake, in unix milliseconds; `i64::MAX` while it is awake, so
     /// that a job written while it looks always leaves a wake-up behind.
@@ -51,7 +51,7 @@ impl Wakeup {
     /// Tells the scheduler about a job due at `due_at` (unix milliseconds), waking it if that is
     /// no later than its alarm. Called inside the transaction that writes the job, which holds
     /// [`store::hold_scheduling_lock`], so the scheduler sees the job once it wakes and waits.
-    pub fn job_scheduled(&self, due_at: i64) {
+    pub(crate) fn job_scheduled(&self, due_at: i64) {
         if due_at <= self.alarm.load(Ordering::SeqCst) {
             // One stored permit is enough, however many jobs arrive before it is taken.
             self.notify.notify_one();
@@ -75,7 +75,7 @@ struct Round {
 }
 
 /// Fires due jobs until `ctx.shutdown`, backing off while the database is away.
-pub async fn run(ctx: ServiceContext, wakeup: std::sync::Arc<Wakeup>) {
+pub(crate) async fn run(ctx: ServiceContext, wakeup: std::sync::Arc<Wakeup>) {
     run_passes(
         "expiration scheduler",
         &wakeup.notify,

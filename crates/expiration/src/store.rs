@@ -16,7 +16,7 @@ const SCHEDULING_LOCK: i64 = 0x5374_7562_7345_7870;
 
 /// A job taken off the table because its time has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DueJob {
+pub(crate) struct DueJob {
     pub order_id: Uuid,
     /// When it was due, in unix milliseconds.
     pub due_at: i64,
@@ -24,7 +24,7 @@ pub struct DueJob {
 
 /// Why an order's window is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
+pub(crate) enum Finish {
     Cancelled,
     Completed,
     Expired,
@@ -42,7 +42,7 @@ impl Finish {
 
 /// Schedules the order's expiry unless it is scheduled already (a redelivered or republished
 /// order:created). Returns whether a job was added.
-pub async fn insert_job(
+pub(crate) async fn insert_job(
     conn: &mut AnyConnection,
     order_id: Uuid,
     due_at: i64,
@@ -61,7 +61,10 @@ pub async fn insert_job(
 }
 
 /// Removes an order's job, if it has one. Returns whether there was one.
-pub async fn delete_job(conn: &mut AnyConnection, order_id: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn delete_job(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+) -> Result<bool, sqlx::Error> {
     let deleted = sqlx::query("DELETE FROM jobs WHERE order_id = $1")
         .bind(order_id.to_string())
         .execute(conn)
@@ -72,7 +75,7 @@ pub async fn delete_job(conn: &mut AnyConnection, order_id: Uuid) -> Result<bool
 
 /// Records that an order's window is over. Returns `false` when it was over already (the first
 /// reason stays), which the scheduler reads as "do not announce this one".
-pub async fn record_finished(
+pub(crate) async fn record_finished(
     conn: &mut AnyConnection,
     order_id: Uuid,
     reason: Finish,
@@ -91,7 +94,10 @@ pub async fn record_finished(
 }
 
 /// Whether the order's window is over (cancelled, completed or expired).
-pub async fn is_finished(conn: &mut AnyConnection, order_id: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn is_finished(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+) -> Result<bool, sqlx::Error> {
     let found: Option<String> =
         sqlx::query_scalar("SELECT reason FROM finished_orders WHERE order_id = $1")
             .bind(order_id.to_string())
@@ -102,7 +108,7 @@ pub async fn is_finished(conn: &mut AnyConnection, order_id: Uuid) -> Result<boo
 
 /// Held by a transaction that schedules a job, until it ends; see [`wait_for_scheduling`].
 /// On SQLite the transaction's write lock (`BEGIN IMMEDIATE`) already does this.
-pub async fn hold_scheduling_lock(
+pub(crate) async fn hold_scheduling_lock(
     conn: &mut AnyConnection,
     dialect: Dialect,
 ) -> Result<(), sqlx::Error> {
@@ -122,7 +128,7 @@ pub async fn hold_scheduling_lock(
 /// framework commits after the handler returns), so the scheduler could look before the new job
 /// is visible and go back to sleep without it. Waiting here first closes that gap. On SQLite
 /// there is nothing to do: the scheduler's own `BEGIN IMMEDIATE` waits for the writer.
-pub async fn wait_for_scheduling(store: &Store) -> Result<(), sqlx::Error> {
+pub(crate) async fn wait_for_scheduling(store: &Store) -> Result<(), sqlx::Error> {
     if store.dialect() == Dialect::Postgres {
         let mut tx = store.begin().await?;
         sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
@@ -138,7 +144,7 @@ pub async fn wait_for_scheduling(store: &Store) -> Result<(), sqlx::Error> {
 /// transaction: if it rolls back, they are due again. On PostgreSQL replicas skip the rows
 /// another replica has claimed, so each claims different jobs and none waits; even without that,
 /// a row can be deleted only once, so no job is claimed twice.
-pub async fn claim_due(
+pub(crate) async fn claim_due(
     conn: &mut AnyConnection,
     dialect: Dialect,
     now: i64,
@@ -177,7 +183,7 @@ pub async fn claim_due(
 /// other replicas are firing right now are skipped (their deletion is not visible yet, and
 /// counting them would have this replica spin until they commit); the row read stays locked
 /// until the caller's transaction ends.
-pub async fn next_due(
+pub(crate) async fn next_due(
     conn: &mut AnyConnection,
     dialect: Dialect,
 ) -> Result<Option<i64>, sqlx::Error> {

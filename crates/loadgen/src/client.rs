@@ -11,26 +11,26 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// Password of every account the load generator creates (within argon2's 8 to 128 characters).
-pub const PASSWORD: &str = "load-generator-password";
+pub(crate) const PASSWORD: &str = "load-generator-password";
 
 /// A signed-in user: the session JWT is sent as a bearer token, not as a cookie, because the
 /// distributed services mark the cookie Secure and the load generator speaks plain HTTP.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     pub email: String,
     pub token: String,
 }
 
 /// Why no HTTP answer came back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     Timeout,
     Connect,
     Other,
 }
 
 impl Failure {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Failure::Timeout => "timeout",
             Failure::Connect => "connect",
@@ -41,7 +41,7 @@ impl Failure {
 
 /// An HTTP answer.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub body: Bytes,
     /// The JWT from a `session` cookie the answer set, if any.
@@ -50,12 +50,12 @@ pub struct Answer {
 
 impl Answer {
     /// The body as `T`, or `None` if it is not that JSON.
-    pub fn json<T: for<'de> Deserialize<'de>>(&self) -> Option<T> {
+    pub(crate) fn json<T: for<'de> Deserialize<'de>>(&self) -> Option<T> {
         serde_json::from_slice(&self.body).ok()
     }
 
     /// The first error message of an error answer (`{"errors":[{"message":…}]}`).
-    pub fn error_message(&self) -> Option<String> {
+    pub(crate) fn error_message(&self) -> Option<String> {
         #[derive(Deserialize)]
         struct Errors {
             errors: Vec<Message>,
@@ -71,24 +71,24 @@ impl Answer {
 
 /// One request: when it went, when it ended, and what came of it.
 #[derive(Debug, Clone)]
-pub struct Call {
+pub(crate) struct Call {
     pub started: Instant,
     pub finished: Instant,
     pub outcome: Result<Answer, Failure>,
 }
 
 impl Call {
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         self.outcome.as_ref().ok().map(|answer| answer.status)
     }
 
     /// The answer if it has this status.
-    pub fn answer_with(&self, status: u16) -> Option<&Answer> {
+    pub(crate) fn answer_with(&self, status: u16) -> Option<&Answer> {
         self.outcome.as_ref().ok().filter(|a| a.status == status)
     }
 
     /// The label its status is counted under: the code, or the kind of failure.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match &self.outcome {
             Ok(answer) => answer.status.to_string(),
             Err(failure) => failure.label().to_owned(),
@@ -99,7 +99,7 @@ impl Call {
 /// A ticket as the API shows it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TicketView {
+pub(crate) struct TicketView {
     pub id: String,
     pub order_id: Option<String>,
 }
@@ -107,7 +107,7 @@ pub struct TicketView {
 /// An order as the API shows it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OrderView {
+pub(crate) struct OrderView {
     pub id: String,
     pub status: String,
     pub expires_at: String,
@@ -115,19 +115,23 @@ pub struct OrderView {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct OrderTicket {
+pub(crate) struct OrderTicket {
     pub id: String,
 }
 
 /// The marketplace's API at one base URL.
 #[derive(Debug, Clone)]
-pub struct Api {
+pub(crate) struct Api {
     http: Client,
     base: String,
 }
 
 impl Api {
-    pub fn new(base: &str, request_timeout: Duration, concurrency: usize) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        base: &str,
+        request_timeout: Duration,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
         let http = Client::builder()
             .timeout(request_timeout)
             .connect_timeout(request_timeout)
@@ -151,7 +155,7 @@ impl Api {
     }
 
     /// Sends a request and reads the whole answer.
-    pub async fn send(&self, request: RequestBuilder) -> Call {
+    pub(crate) async fn send(&self, request: RequestBuilder) -> Call {
         let started = Instant::now();
         let outcome = read_answer(request).await;
         Call {
@@ -161,69 +165,69 @@ impl Api {
         }
     }
 
-    pub async fn sign_up(&self, email: &str) -> Call {
+    pub(crate) async fn sign_up(&self, email: &str) -> Call {
         let body = json!({"email": email, "password": PASSWORD});
         self.send(self.http.post(self.url("/api/users/signup")).json(&body))
             .await
     }
 
-    pub async fn sign_in(&self, email: &str) -> Call {
+    pub(crate) async fn sign_in(&self, email: &str) -> Call {
         let body = json!({"email": email, "password": PASSWORD});
         self.send(self.http.post(self.url("/api/users/signin")).json(&body))
             .await
     }
 
     /// `GET /api/users/currentuser`, which answers 200 to anyone: is the marketplace there?
-    pub async fn current_user(&self) -> Call {
+    pub(crate) async fn current_user(&self) -> Call {
         self.send(self.http.get(self.url("/api/users/currentuser")))
             .await
     }
 
-    pub async fn create_ticket(&self, seller: &Session, title: &str, price: f64) -> Call {
+    pub(crate) async fn create_ticket(&self, seller: &Session, title: &str, price: f64) -> Call {
         let body = json!({"title": title, "price": price});
         let request = self.http.post(self.url("/api/tickets")).json(&body);
         self.send(self.signed_in(request, seller)).await
     }
 
-    pub async fn list_tickets(&self) -> Call {
+    pub(crate) async fn list_tickets(&self) -> Call {
         self.send(self.http.get(self.url("/api/tickets"))).await
     }
 
-    pub async fn show_ticket(&self, id: &str) -> Call {
+    pub(crate) async fn show_ticket(&self, id: &str) -> Call {
         self.send(self.http.get(self.url(&format!("/api/tickets/{id}"))))
             .await
     }
 
-    pub async fn create_order(&self, buyer: &Session, ticket_id: &str) -> Call {
+    pub(crate) async fn create_order(&self, buyer: &Session, ticket_id: &str) -> Call {
         let body = json!({"ticketId": ticket_id});
         let request = self.http.post(self.url("/api/orders")).json(&body);
         self.send(self.signed_in(request, buyer)).await
     }
 
-    pub async fn cancel_order(&self, buyer: &Session, id: &str) -> Call {
+    pub(crate) async fn cancel_order(&self, buyer: &Session, id: &str) -> Call {
         let request = self.http.delete(self.url(&format!("/api/orders/{id}")));
         self.send(self.signed_in(request, buyer)).await
     }
 
-    pub async fn show_order(&self, buyer: &Session, id: &str) -> Call {
+    pub(crate) async fn show_order(&self, buyer: &Session, id: &str) -> Call {
         let request = self.http.get(self.url(&format!("/api/orders/{id}")));
         self.send(self.signed_in(request, buyer)).await
     }
 
-    pub async fn list_orders(&self, buyer: &Session) -> Call {
+    pub(crate) async fn list_orders(&self, buyer: &Session) -> Call {
         let request = self.http.get(self.url("/api/orders"));
         self.send(self.signed_in(request, buyer)).await
     }
 
     /// Pays with Stripe's test token, which the sandbox (no Stripe key) accepts.
-    pub async fn pay(&self, buyer: &Session, order_id: &str) -> Call {
+    pub(crate) async fn pay(&self, buyer: &Session, order_id: &str) -> Call {
         let body = json!({"token": "tok_visa", "orderId": order_id});
         let request = self.http.post(self.url("/api/payments")).json(&body);
         self.send(self.signed_in(request, buyer)).await
     }
 
     /// A Prometheus text page at a full URL.
-    pub async fn scrape(&self, url: &str) -> Call {
+    pub(crate) async fn scrape(&self, url: &str) -> Call {
         self.send(self.http.get(url)).await
     }
 }

@@ -18,14 +18,14 @@
 //! its order window must be short for the hold-expiry scenario to end soon. `scripts/bench`
 //! runs the whole benchmark.
 
-pub mod client;
+mod client;
 pub mod invariants;
-pub mod progress;
-pub mod prometheus;
+mod progress;
+mod prometheus;
 pub mod report;
-pub mod scenarios;
-pub mod settings;
-pub mod stats;
+mod scenarios;
+mod settings;
+mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// A running progress line; [`Progress::finish`] prints its last state.
-pub struct Progress {
+pub(crate) struct Progress {
     stop: Arc<Notify>,
     task: JoinHandle<()>,
 }
@@ -18,12 +18,18 @@ type Line = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl Progress {
     /// Prints `[label] <elapsed> <line()>` now and then until finished.
-    pub fn start(label: &'static str, line: impl Fn() -> String + Send + Sync + 'static) -> Self {
+    pub(crate) fn start(
+        label: &'static str,
+        line: impl Fn() -> String + Send + Sync + 'static,
+    ) -> Self {
         Self::start_named(label.to_owned(), line)
     }
 
     /// [`Progress::start`] with a label made at run time.
-    pub fn start_named(label: String, line: impl Fn() -> String + Send + Sync + 'static) -> Self {
+    pub(crate) fn start_named(
+        label: String,
+        line: impl Fn() -> String + Send + Sync + 'static,
+    ) -> Self {
         let line: Line = Arc::new(line);
         let stop = Arc::new(Notify::new());
         let terminal = std::io::stderr().is_terminal();
@@ -48,7 +54,7 @@ impl Progress {
         Self { stop, task }
     }
 
-    pub async fn finish(self) {
+    pub(crate) async fn finish(self) {
         self.stop.notify_one();
         let _ = self.task.await;
     }

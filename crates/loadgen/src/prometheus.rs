@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// A Prometheus histogram: cumulative bucket counts by upper bound, with its sum and count.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// `(le, cumulative count)`, in increasing `le`, `+Inf` last.
     pub buckets: Vec<(f64, f64)>,
     pub sum: f64,
@@ -15,7 +15,7 @@ pub struct Histogram {
 impl Histogram {
     /// The histogram named `name` in a text page, summed over its label sets (and so over the
     /// replicas whose pages were concatenated); `None` if the page does not have it.
-    pub fn parse(page: &str, name: &str) -> Option<Self> {
+    pub(crate) fn parse(page: &str, name: &str) -> Option<Self> {
         let bucket_prefix = format!("{name}_bucket{{");
         let sum_name = format!("{name}_sum");
         let count_name = format!("{name}_count");
@@ -48,7 +48,7 @@ impl Histogram {
     }
 
     /// What was recorded after `earlier` was scraped.
-    pub fn since(&self, earlier: &Histogram) -> Histogram {
+    pub(crate) fn since(&self, earlier: &Histogram) -> Histogram {
         let before = |le: f64| {
             earlier
                 .buckets
@@ -69,7 +69,7 @@ impl Histogram {
 
     /// The smallest bucket bound under which at least `quantile` of the values fall: a value
     /// the true quantile does not exceed (`+Inf` if it is beyond the last finite bound).
-    pub fn quantile_bound(&self, quantile: f64) -> Option<f64> {
+    pub(crate) fn quantile_bound(&self, quantile: f64) -> Option<f64> {
         if self.count <= 0.0 {
             return None;
         }
@@ -80,7 +80,7 @@ impl Histogram {
             .map(|(le, _)| *le)
     }
 
-    pub fn summary(&self) -> ServerLateness {
+    pub(crate) fn summary(&self) -> ServerLateness {
         ServerLateness {
             count: self.count,
             mean_s: if self.count > 0.0 {

@@ -26,7 +26,7 @@ fn new_histogram() -> Histogram<u64> {
 /// One kind of request in a scenario (say `POST /api/orders`): how long each took and what
 /// each answered.
 #[derive(Debug)]
-pub struct Operation {
+pub(crate) struct Operation {
     name: String,
     expected: Vec<u16>,
     inner: Mutex<Recorded>,
@@ -42,7 +42,7 @@ struct Recorded {
 
 impl Operation {
     /// An operation whose answers with these statuses are not errors.
-    pub fn new(name: impl Into<String>, expected: &[u16]) -> Self {
+    pub(crate) fn new(name: impl Into<String>, expected: &[u16]) -> Self {
         Self {
             name: name.into(),
             expected: expected.to_vec(),
@@ -56,14 +56,14 @@ impl Operation {
     }
 
     /// Records a call, timed from when it was sent.
-    pub fn record(&self, call: &Call) {
+    pub(crate) fn record(&self, call: &Call) {
         self.record_since(call.started, call);
     }
 
     /// Records a call timed from `scheduled`: under a rate limit, the moment it was due to be
     /// sent, so that a request held back by earlier slow ones counts its wait as latency
     /// instead of hiding it (coordinated omission).
-    pub fn record_since(&self, scheduled: Instant, call: &Call) {
+    pub(crate) fn record_since(&self, scheduled: Instant, call: &Call) {
         let start = scheduled.min(call.started);
         let micros = micros(call.finished.saturating_duration_since(start));
         let Ok(mut inner) = self.inner.lock() else {
@@ -80,18 +80,18 @@ impl Operation {
     }
 
     /// Calls recorded so far.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.inner.lock().map_or(0, |inner| inner.latency.len())
     }
 
     /// Calls so far that did not answer one of the expected statuses.
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.inner
             .lock()
             .map_or(0, |inner| errors(&inner.statuses, &self.expected))
     }
 
-    pub fn summary(&self) -> OperationSummary {
+    pub(crate) fn summary(&self) -> OperationSummary {
         let Ok(inner) = self.inner.lock() else {
             return OperationSummary::empty(&self.name);
         };
@@ -129,7 +129,7 @@ fn micros(duration: Duration) -> u64 {
 }
 
 /// `count` events over `elapsed`, per second (0 over no time).
-pub fn per_second(count: u64, elapsed: Duration) -> f64 {
+pub(crate) fn per_second(count: u64, elapsed: Duration) -> f64 {
     let seconds = elapsed.as_secs_f64();
     if seconds > 0.0 {
         count as f64 / seconds
@@ -198,7 +198,7 @@ impl Quantiles {
 /// A sampled quantity of time (propagation lag, expiry lateness), recorded in microseconds
 /// and reported in milliseconds.
 #[derive(Debug)]
-pub struct Distribution {
+pub(crate) struct Distribution {
     histogram: Mutex<Histogram<u64>>,
 }
 
@@ -211,18 +211,18 @@ impl Default for Distribution {
 }
 
 impl Distribution {
-    pub fn record(&self, value: Duration) {
+    pub(crate) fn record(&self, value: Duration) {
         if let Ok(mut histogram) = self.histogram.lock() {
             histogram.saturating_record(micros(value).max(1));
         }
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.histogram.lock().map_or(0, |h| h.len())
     }
 
     /// Quantiles in milliseconds.
-    pub fn quantiles_ms(&self) -> Quantiles {
+    pub(crate) fn quantiles_ms(&self) -> Quantiles {
         self.histogram
             .lock()
             .map_or_else(|_| Quantiles::default(), |h| Quantiles::of(&h, 1000.0))
@@ -232,14 +232,14 @@ impl Distribution {
 /// Spaces requests evenly at `--rate` per second, shared by all of a scenario's workers; without
 /// a rate every request may go at once.
 #[derive(Debug)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     start: Instant,
     interval: Option<Duration>,
     issued: AtomicU64,
 }
 
 impl Pacer {
-    pub fn new(rate: Option<f64>) -> Self {
+    pub(crate) fn new(rate: Option<f64>) -> Self {
         Self {
             start: Instant::now(),
             interval: rate
@@ -251,7 +251,7 @@ impl Pacer {
 
     /// Waits for the next slot and returns when it was due: the schedule is fixed from the
     /// start, so a late request does not push the later ones back (an open-loop load).
-    pub async fn next_slot(&self) -> Instant {
+    pub(crate) async fn next_slot(&self) -> Instant {
         let Some(interval) = self.interval else {
             return Instant::now();
         };

@@ -12,9 +12,9 @@
 //! services' routes.
 
 pub mod domain;
-pub mod listeners;
-pub mod routes;
-pub mod store;
+mod listeners;
+mod routes;
+mod store;
 
 use std::time::Duration;
 

@@ -28,7 +28,7 @@ use crate::store;
 
 /// Adds a newly listed ticket to the replica.
 #[derive(Debug, Clone, Copy)]
-pub struct RecordTicket;
+pub(crate) struct RecordTicket;
 
 #[async_trait]
 impl Handler<TicketCreated> for RecordTicket {
@@ -59,7 +59,7 @@ impl Handler<TicketCreated> for RecordTicket {
 
 /// Applies a ticket's changes to the replica, in version order.
 #[derive(Debug, Clone, Copy)]
-pub struct UpdateTicket {
+pub(crate) struct UpdateTicket {
     pub dialect: Dialect,
 }
 
@@ -104,7 +104,7 @@ impl Handler<TicketUpdated> for UpdateTicket {
 
 /// Cancels an order whose payment window has passed, unless it was paid or cancelled already.
 #[derive(Debug, Clone, Copy)]
-pub struct ExpireOrder {
+pub(crate) struct ExpireOrder {
     pub dialect: Dialect,
 }
 
@@ -145,7 +145,7 @@ impl Handler<ExpirationComplete> for ExpireOrder {
 /// Grants a live order to the payment that asks to charge it: from then on only that payment
 /// may charge it, its owner may not cancel it, and its expiry waits for the payment's end.
 #[derive(Debug, Clone, Copy)]
-pub struct GrantPayment {
+pub(crate) struct GrantPayment {
     pub dialect: Dialect,
 }
 
@@ -190,7 +190,7 @@ impl Handler<PaymentRequested> for GrantPayment {
 /// Takes the grant back from a payment that ended without a charge: the order is its buyer's to
 /// pay again or cancel, or, if its window passed meanwhile, it is cancelled now.
 #[derive(Debug, Clone, Copy)]
-pub struct ReopenOrder {
+pub(crate) struct ReopenOrder {
     pub dialect: Dialect,
 }
 
@@ -229,7 +229,7 @@ impl Handler<PaymentFailed> for ReopenOrder {
 
 /// Completes an order that was paid.
 #[derive(Debug, Clone, Copy)]
-pub struct CompleteOrder {
+pub(crate) struct CompleteOrder {
     pub dialect: Dialect,
 }
 

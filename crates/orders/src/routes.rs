@@ -73,7 +73,7 @@ impl FromRef<AppState> for Sessions {
 }
 
 /// The service's routes with their state applied.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/orders", get(list_orders).post(create_order))
         .route("/api/orders/{id}", get(show_order).delete(cancel_order))

@@ -33,14 +33,14 @@ macro_rules! ticket_columns {
 
 /// What became of an attempt to insert an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placed {
+pub(crate) enum Placed {
     Placed,
     /// Another order that is not cancelled holds the ticket.
     TicketTaken,
 }
 
 /// One replicated ticket, read from the pool or inside a transaction.
-pub async fn find_ticket<'c, E>(executor: E, id: Uuid) -> Result<Option<Ticket>, sqlx::Error>
+pub(crate) async fn find_ticket<'c, E>(executor: E, id: Uuid) -> Result<Option<Ticket>, sqlx::Error>
 where
     E: Executor<'c, Database = Any>,
 {
@@ -60,7 +60,7 @@ where
 /// One replicated ticket, locked until the end of the transaction, so that two deliveries of
 /// ticket events take turns. SQLite's write transaction (`BEGIN IMMEDIATE`) already keeps every
 /// other writer out; PostgreSQL needs the row lock.
-pub async fn lock_ticket(
+pub(crate) async fn lock_ticket(
     conn: &mut AnyConnection,
     dialect: Dialect,
     id: Uuid,
@@ -84,7 +84,10 @@ pub async fn lock_ticket(
 
 /// Adds a ticket to the replica; `false` when it is there already (a redelivered or republished
 /// ticket:created), in which case nothing changes.
-pub async fn insert_ticket(conn: &mut AnyConnection, ticket: &Ticket) -> Result<bool, sqlx::Error> {
+pub(crate) async fn insert_ticket(
+    conn: &mut AnyConnection,
+    ticket: &Ticket,
+) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO tickets (id, title, price_cents, user_id, version) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
@@ -102,7 +105,10 @@ pub async fn insert_ticket(conn: &mut AnyConnection, ticket: &Ticket) -> Result<
 
 /// Applies a ticket's next version to the replica, only if the replica holds the version right
 /// before it; `false` when it does not (the caller decided under the row lock, so that is a bug).
-pub async fn update_ticket(conn: &mut AnyConnection, ticket: &Ticket) -> Result<bool, sqlx::Error> {
+pub(crate) async fn update_ticket(
+    conn: &mut AnyConnection,
+    ticket: &Ticket,
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE tickets SET title = $2, price_cents = $3, user_id = $4, version = $5 \
          WHERE id = $1 AND version = $5 - 1",
@@ -121,7 +127,7 @@ pub async fn update_ticket(conn: &mut AnyConnection, ticket: &Ticket) -> Result<
 /// Whether an order that is not cancelled holds the ticket now. Only a quick answer for the
 /// buyers who come too late (most of a sale's attempts): it decides nothing, since the ticket may
 /// be taken the moment after; [`insert_order`] under the unique index decides for everyone else.
-pub async fn is_held<'c, E>(executor: E, ticket_id: Uuid) -> Result<bool, sqlx::Error>
+pub(crate) async fn is_held<'c, E>(executor: E, ticket_id: Uuid) -> Result<bool, sqlx::Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
@@ -138,7 +144,10 @@ where
 /// decides between racing buyers: the loser's insert fails (on PostgreSQL after waiting for the
 /// winner's transaction) and comes back as [`Placed::TicketTaken`]. On PostgreSQL the caller's
 /// transaction is then aborted and must be dropped.
-pub async fn insert_order(conn: &mut AnyConnection, order: &Order) -> Result<Placed, sqlx::Error> {
+pub(crate) async fn insert_order(
+    conn: &mut AnyConnection,
+    order: &Order,
+) -> Result<Placed, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO orders (id, user_id, ticket_id, title, price_cents, ticket_version, status, \
          expires_at, version, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -165,7 +174,7 @@ pub async fn insert_order(conn: &mut AnyConnection, order: &Order) -> Result<Pla
 }
 
 /// One order, as the buyer placed it.
-pub async fn find_order<'c, E>(executor: E, id: Uuid) -> Result<Option<Order>, sqlx::Error>
+pub(crate) async fn find_order<'c, E>(executor: E, id: Uuid) -> Result<Option<Order>, sqlx::Error>
 where
     E: Executor<'c, Database = Any>,
 {
@@ -184,7 +193,10 @@ where
 
 /// A buyer's orders, newest first. UUID v7 ids grow with creation time, so the id breaks ties
 /// between orders placed in the same millisecond.
-pub async fn list_orders<'c, E>(executor: E, user_id: Uuid) -> Result<Vec<Order>, sqlx::Error>
+pub(crate) async fn list_orders<'c, E>(
+    executor: E,
+    user_id: Uuid,
+) -> Result<Vec<Order>, sqlx::Error>
 where
     E: Executor<'c, Database = Any>,
 {
@@ -202,7 +214,7 @@ where
 /// One order, locked until the end of the transaction, so that an owner's cancellation, an
 /// expiry and a payment of the same order take turns and each decides on the status the one
 /// before left. SQLite's write transaction already serialises them; PostgreSQL needs the lock.
-pub async fn lock_order(
+pub(crate) async fn lock_order(
     conn: &mut AnyConnection,
     dialect: Dialect,
     id: Uuid,
@@ -223,7 +235,7 @@ pub async fn lock_order(
 /// Moves a live order to `status` and bumps its version, in one conditional statement: an order
 /// that is no longer live is left alone (`None`), so even without the row lock no final status
 /// is ever overwritten.
-pub async fn finish_order(
+pub(crate) async fn finish_order(
     conn: &mut AnyConnection,
     id: Uuid,
     status: OrderStatus,
@@ -251,7 +263,7 @@ pub async fn finish_order(
 /// Grants a live order to attempt `attempt` of paying it, by `payment` (`awaiting:payment`),
 /// and bumps its version, in one conditional statement: `None` when the order is no longer
 /// live.
-pub async fn grant_order(
+pub(crate) async fn grant_order(
     conn: &mut AnyConnection,
     id: Uuid,
     payment: Uuid,
@@ -279,7 +291,7 @@ pub async fn grant_order(
 
 /// Takes an order's grant back (`created`, no payment; the attempt is kept) and bumps its
 /// version: `None` when the order is not awaiting payment.
-pub async fn reopen_order(
+pub(crate) async fn reopen_order(
     conn: &mut AnyConnection,
     id: Uuid,
 ) -> Result<Option<Order>, sqlx::Error> {
@@ -301,7 +313,7 @@ pub async fn reopen_order(
 
 /// Notes that an order's expiry came at `now`, bringing its expiry forward to then if it lay
 /// later (the expiration service's clock ahead of this one's).
-pub async fn note_expiry(
+pub(crate) async fn note_expiry(
     conn: &mut AnyConnection,
     id: Uuid,
     now: OffsetDateTime,
@@ -318,7 +330,7 @@ pub async fn note_expiry(
 /// limits are checked against every order placed before, whichever replica placed it. SQLite's
 /// write transaction already keeps every other writer out; PostgreSQL takes a transaction-scoped
 /// advisory lock keyed by the buyer (two buyers sharing a key only wait for each other).
-pub async fn lock_buyer(
+pub(crate) async fn lock_buyer(
     conn: &mut AnyConnection,
     dialect: Dialect,
     buyer: Uuid,
@@ -336,7 +348,7 @@ pub async fn lock_buyer(
 
 /// What a buyer about to hold a ticket finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outlook {
+pub(crate) struct Outlook {
     /// Whether an order that is not cancelled holds the ticket now (see [`is_held`]).
     pub ticket_held: bool,
     /// What the hold limits need to know of the buyer.
@@ -346,7 +358,7 @@ pub struct Outlook {
 /// Whether `ticket_id` is held, and what the hold limits need to know of `buyer` at `now`: all
 /// in one statement, one round trip, since under a flash sale the order path is bound by
 /// statements. [`HoldLimits::check`] looks only at the figures of the limits that are on.
-pub async fn outlook(
+pub(crate) async fn outlook(
     conn: &mut AnyConnection,
     limits: &HoldLimits,
     buyer: Uuid,

@@ -56,7 +56,7 @@ pub struct Checkout {
 
 /// How a settled charge ended.
 #[derive(Debug)]
-pub enum Settlement {
+pub(crate) enum Settlement {
     /// The payment succeeded; payment:created is in the outbox.
     Paid(Payment),
     /// The order was cancelled meanwhile: the charge is owed back.
@@ -69,7 +69,7 @@ pub enum Settlement {
 /// order's lock, then marks the payment `succeeded` and announces it, or `refund_due` if the
 /// order is cancelled. Used by the request that charged and by the payment_intent.succeeded
 /// webhook, whichever comes first.
-pub async fn settle_charge(
+pub(crate) async fn settle_charge(
     tx: &mut AnyConnection,
     dialect: Dialect,
     payment: &Payment,
@@ -99,7 +99,7 @@ pub async fn settle_charge(
 /// attempt is counted, so that the next one gets a fresh idempotency key, and payment:failed
 /// tells orders to take back the grant it gave the claim, so that the order may be paid again
 /// or cancelled (or expires, if its window passed meanwhile).
-pub async fn announce_release(
+pub(crate) async fn announce_release(
     tx: &mut AnyConnection,
     payment: &Payment,
 ) -> Result<(), sqlx::Error> {

@@ -14,15 +14,15 @@
 //! the caller wraps them in the HTTP stack (`common::http::serve_stack`), alone or merged with
 //! other services' routes.
 
-pub mod checkout;
+mod checkout;
 pub mod domain;
-pub mod listeners;
+mod listeners;
 pub mod processor;
-pub mod reconciler;
-pub mod refunds;
-pub mod routes;
-pub mod store;
-pub mod webhook;
+mod reconciler;
+mod refunds;
+mod routes;
+mod store;
+mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;

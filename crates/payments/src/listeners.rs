@@ -27,7 +27,7 @@ use crate::store;
 
 /// Adds a newly placed order to the replica.
 #[derive(Debug, Clone, Copy)]
-pub struct RecordOrder;
+pub(crate) struct RecordOrder;
 
 #[async_trait]
 impl Handler<OrderCreated> for RecordOrder {
@@ -58,7 +58,7 @@ impl Handler<OrderCreated> for RecordOrder {
 /// Moves an order of the replica into or out of `awaiting:payment`; a grant lets its claim be
 /// charged.
 #[derive(Debug, Clone, Copy)]
-pub struct UpdateOrder {
+pub(crate) struct UpdateOrder {
     pub dialect: Dialect,
 }
 
@@ -105,7 +105,7 @@ impl Handler<OrderUpdated> for UpdateOrder {
 
 /// Cancels an order of the replica; its succeeded payment, if any, now owes a refund.
 #[derive(Debug, Clone, Copy)]
-pub struct CancelOrder {
+pub(crate) struct CancelOrder {
     pub dialect: Dialect,
 }
 
@@ -149,7 +149,7 @@ impl Handler<OrderCancelled> for CancelOrder {
 
 /// Marks an order of the replica complete (paid), as the orders service announced.
 #[derive(Debug, Clone, Copy)]
-pub struct CompleteOrder {
+pub(crate) struct CompleteOrder {
     pub dialect: Dialect,
 }
 

@@ -35,7 +35,7 @@ const POLL: Duration = Duration::from_secs(1);
 const BATCH: i64 = 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub(crate) enum ReconcileError {
     #[error(transparent)]
     Store(#[from] sqlx::Error),
     #[error(transparent)]
@@ -59,7 +59,7 @@ impl ReconcileError {
 
 /// What the reconciler did with one stale claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reconciled {
+pub(crate) enum Reconciled {
     /// Nothing was charged: the claim is gone.
     Released,
     /// Charged, and now paid or owing a refund.
@@ -72,7 +72,7 @@ pub enum Reconciled {
 
 /// Settles or releases stale claims. Cheap to clone.
 #[derive(Clone)]
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     store: Store,
     outbox: Outbox,
     processor: Arc<dyn PaymentProcessor>,
@@ -82,7 +82,7 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub fn new(
+    pub(crate) fn new(
         ctx: &ServiceContext,
         processor: Arc<dyn PaymentProcessor>,
         refunds: Refunds,
@@ -100,7 +100,7 @@ impl Reconciler {
 
     /// One pass over the claims pending for longer than the claim timeout. Returns how many it
     /// took up; an error if any could not be decided (it is taken up again on a later pass).
-    pub async fn reconcile_stale(&self) -> Result<usize, ReconcileError> {
+    pub(crate) async fn reconcile_stale(&self) -> Result<usize, ReconcileError> {
         let timeout_ms = i64::try_from(self.claim_timeout.as_millis()).unwrap_or(i64::MAX);
         let stale_before = now_millis().saturating_sub(timeout_ms);
         let claims = store::stale_claims(self.store.pool(), stale_before, BATCH).await?;
@@ -132,7 +132,7 @@ impl Reconciler {
 
     /// Ends one stale claim, as its intent's status says.
     #[tracing::instrument(name = "reconcile", skip_all, fields(payment = %claim.id))]
-    pub async fn reconcile(&self, claim: &Payment) -> Result<Reconciled, ReconcileError> {
+    pub(crate) async fn reconcile(&self, claim: &Payment) -> Result<Reconciled, ReconcileError> {
         let claim = &match self.find_legacy_intent(claim).await? {
             Some(found) => found,
             None => return Ok(Reconciled::AlreadyEnded),
@@ -216,7 +216,7 @@ impl Reconciler {
     /// Reconciles stale claims and makes owed refunds until shut down: at once when a refund is
     /// asked for, every second otherwise, backing off while the processor or the database is
     /// away.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         run_passes(
             "payments reconciler",
             self.refunds.wake_signal(),

@@ -44,7 +44,7 @@ impl FromRef<AppState> for Sessions {
 }
 
 /// The service's routes with their state applied.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/payments", post(create_payment))
         .route("/api/payments/webhook", post(receive_webhook))
@@ -53,7 +53,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The answer to a payment: its id.
 #[derive(Debug, Serialize)]
-pub struct PaymentReceipt {
+pub(crate) struct PaymentReceipt {
     pub id: Uuid,
 }
 

@@ -29,7 +29,10 @@ macro_rules! payment_columns {
 
 /// Adds an order to the replica as order:created announced it; nothing if it is there already
 /// (the same order announced twice). Returns whether it was added.
-pub async fn insert_order(conn: &mut AnyConnection, order: &Order) -> Result<bool, sqlx::Error> {
+pub(crate) async fn insert_order(
+    conn: &mut AnyConnection,
+    order: &Order,
+) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO orders (id, user_id, status, price_cents, expires_at, version, \
          declined_attempts) VALUES ($1, $2, $3, $4, $5, $6, 0) ON CONFLICT (id) DO NOTHING",
@@ -47,7 +50,7 @@ pub async fn insert_order(conn: &mut AnyConnection, order: &Order) -> Result<boo
 }
 
 /// One order of the replica, read from the pool or inside a transaction.
-pub async fn find_order<'c, E>(executor: E, id: Uuid) -> Result<Option<Order>, sqlx::Error>
+pub(crate) async fn find_order<'c, E>(executor: E, id: Uuid) -> Result<Option<Order>, sqlx::Error>
 where
     E: Executor<'c, Database = Any>,
 {
@@ -68,7 +71,7 @@ where
 /// together with its payment (claiming, settling a charge, applying a cancellation) takes this
 /// lock first, so those decisions take turns. On SQLite the write transaction (`BEGIN
 /// IMMEDIATE`) already keeps every other writer out; PostgreSQL needs the row lock.
-pub async fn lock_order(
+pub(crate) async fn lock_order(
     conn: &mut AnyConnection,
     dialect: Dialect,
     id: Uuid,
@@ -87,7 +90,7 @@ pub async fn lock_order(
 }
 
 /// Moves an order of the replica to a new status and version.
-pub async fn set_order_status(
+pub(crate) async fn set_order_status(
     conn: &mut AnyConnection,
     id: Uuid,
     status: OrderStatus,
@@ -103,7 +106,7 @@ pub async fn set_order_status(
 }
 
 /// Counts a declined (or refused) attempt, so the next one gets a fresh idempotency key.
-pub async fn count_declined_attempt(
+pub(crate) async fn count_declined_attempt(
     conn: &mut AnyConnection,
     order_id: Uuid,
 ) -> Result<(), sqlx::Error> {
@@ -115,7 +118,7 @@ pub async fn count_declined_attempt(
 }
 
 /// The payment of an order, whatever its status.
-pub async fn payment_for_order(
+pub(crate) async fn payment_for_order(
     conn: &mut AnyConnection,
     order_id: Uuid,
 ) -> Result<Option<Payment>, sqlx::Error> {
@@ -133,7 +136,10 @@ pub async fn payment_for_order(
 }
 
 /// One payment by id.
-pub async fn find_payment<'c, E>(executor: E, id: Uuid) -> Result<Option<Payment>, sqlx::Error>
+pub(crate) async fn find_payment<'c, E>(
+    executor: E,
+    id: Uuid,
+) -> Result<Option<Payment>, sqlx::Error>
 where
     E: Executor<'c, Database = Any>,
 {
@@ -151,7 +157,7 @@ where
 }
 
 /// One payment by the processor's id of its charge.
-pub async fn payment_by_stripe_id(
+pub(crate) async fn payment_by_stripe_id(
     conn: &mut AnyConnection,
     stripe_id: &str,
 ) -> Result<Option<Payment>, sqlx::Error> {
@@ -170,7 +176,10 @@ pub async fn payment_by_stripe_id(
 
 /// Inserts a claim (a pending payment). Fails with a unique violation if the order already has
 /// a payment: the database, not a read before it, keeps one payment per order.
-pub async fn insert_claim(conn: &mut AnyConnection, payment: &Payment) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert_claim(
+    conn: &mut AnyConnection,
+    payment: &Payment,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO payments (id, order_id, status, stripe_id, amount_cents, currency, attempt, \
          created_at, updated_at) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8)",
@@ -191,7 +200,7 @@ pub async fn insert_claim(conn: &mut AnyConnection, payment: &Payment) -> Result
 /// Notes that orders granted the order to a pending claim, renewing the claim, so that the
 /// reconciler's timeout counts from the grant. `false` when the claim is gone (withdrawn,
 /// released) or settled: it will charge nothing.
-pub async fn grant_claim(
+pub(crate) async fn grant_claim(
     conn: &mut AnyConnection,
     id: Uuid,
     now_ms: i64,
@@ -211,7 +220,10 @@ pub async fn grant_claim(
 
 /// Deletes a claim not granted yet, so that it never charges. `false` when it was granted
 /// meanwhile (or is gone already).
-pub async fn withdraw_claim(conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn withdraw_claim(
+    conn: &mut AnyConnection,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
     let deleted = sqlx::query(
         "DELETE FROM payments WHERE id = $1 AND status = 'pending' AND granted_at IS NULL",
     )
@@ -224,7 +236,7 @@ pub async fn withdraw_claim(conn: &mut AnyConnection, id: Uuid) -> Result<bool, 
 
 /// Deletes the claims of an order that orders will never grant (it is cancelled or paid), so
 /// that a request waiting for the grant learns it at once. Returns how many there were.
-pub async fn withdraw_claims_of(
+pub(crate) async fn withdraw_claims_of(
     conn: &mut AnyConnection,
     order_id: Uuid,
 ) -> Result<u64, sqlx::Error> {
@@ -238,7 +250,7 @@ pub async fn withdraw_claims_of(
 }
 
 /// Deletes a claim whose charge did not happen, so the buyer may try again.
-pub async fn release_claim(conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn release_claim(conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     let deleted = sqlx::query("DELETE FROM payments WHERE id = $1 AND status = 'pending'")
         .bind(id.to_string())
         .execute(conn)
@@ -250,7 +262,7 @@ pub async fn release_claim(conn: &mut AnyConnection, id: Uuid) -> Result<bool, s
 /// Records the id of a claim's intent, before it is confirmed. `false` when the claim is no
 /// longer pending without one (the reconciler released it meanwhile): then the intent must not
 /// be confirmed.
-pub async fn record_intent(
+pub(crate) async fn record_intent(
     conn: &mut AnyConnection,
     id: Uuid,
     intent_id: &str,
@@ -270,7 +282,7 @@ pub async fn record_intent(
 }
 
 /// Claims pending since before `stale_before_ms`, oldest first: the reconciler's work.
-pub async fn stale_claims(
+pub(crate) async fn stale_claims(
     pool: &AnyPool,
     stale_before_ms: i64,
     limit: i64,
@@ -289,7 +301,7 @@ pub async fn stale_claims(
 
 /// Deletes a claim the reconciler found could not have charged, only if it is still as the
 /// reconciler saw it (`seen`): pending, with the same intent or none, not renewed since.
-pub async fn release_stale_claim(
+pub(crate) async fn release_stale_claim(
     conn: &mut AnyConnection,
     seen: &Payment,
 ) -> Result<bool, sqlx::Error> {
@@ -307,7 +319,7 @@ pub async fn release_stale_claim(
 }
 
 /// Puts off a pending claim's next look by the reconciler (its charge is still processing).
-pub async fn touch_claim(
+pub(crate) async fn touch_claim(
     conn: &mut AnyConnection,
     id: Uuid,
     now_ms: i64,
@@ -323,7 +335,7 @@ pub async fn touch_claim(
 /// Settles a pending payment as charged: `succeeded`, or `refund_due` when its order was
 /// cancelled meanwhile. `None` when it was not pending (settled already, by a webhook or the
 /// request).
-pub async fn settle(
+pub(crate) async fn settle(
     conn: &mut AnyConnection,
     id: Uuid,
     stripe_id: &str,
@@ -348,7 +360,7 @@ pub async fn settle(
 
 /// Marks the succeeded payment of a just-cancelled order as owing a refund. Returns whether
 /// there was one.
-pub async fn mark_refund_due(
+pub(crate) async fn mark_refund_due(
     conn: &mut AnyConnection,
     order_id: Uuid,
     now_ms: i64,
@@ -366,7 +378,7 @@ pub async fn mark_refund_due(
 }
 
 /// Payments owing a refund, and refunds in flight for longer than they should be, oldest first.
-pub async fn refunds_to_make(
+pub(crate) async fn refunds_to_make(
     pool: &AnyPool,
     stale_before_ms: i64,
     limit: i64,
@@ -384,7 +396,7 @@ pub async fn refunds_to_make(
 
 /// Claims a payment's refund for one refunder: `refund_due` (or a stale `refunding`) becomes
 /// `refunding`. `None` when another refunder has it or nothing is owed.
-pub async fn claim_refund(
+pub(crate) async fn claim_refund(
     conn: &mut AnyConnection,
     id: Uuid,
     now_ms: i64,
@@ -406,7 +418,7 @@ pub async fn claim_refund(
 }
 
 /// Gives a refund that failed back to the refunder's queue.
-pub async fn release_refund(
+pub(crate) async fn release_refund(
     conn: &mut AnyConnection,
     id: Uuid,
     now_ms: i64,
@@ -424,7 +436,7 @@ pub async fn release_refund(
 
 /// A refund as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefundRecord {
+pub(crate) struct RefundRecord {
     pub payment_id: Uuid,
     pub stripe_refund_id: String,
     pub amount_cents: i64,
@@ -433,7 +445,7 @@ pub struct RefundRecord {
 }
 
 /// Records a refund once; the processor's refund id is unique. Returns whether it was new.
-pub async fn record_refund(
+pub(crate) async fn record_refund(
     conn: &mut AnyConnection,
     refund: &RefundRecord,
     now_ms: i64,
@@ -455,7 +467,7 @@ pub async fn record_refund(
 }
 
 /// How much of a payment the recorded refunds give back, in cents.
-pub async fn refunded_cents(
+pub(crate) async fn refunded_cents(
     conn: &mut AnyConnection,
     payment_id: Uuid,
 ) -> Result<i64, sqlx::Error> {
@@ -469,7 +481,7 @@ pub async fn refunded_cents(
 }
 
 /// Marks a charged payment refunded, whichever way it got there.
-pub async fn mark_refunded(
+pub(crate) async fn mark_refunded(
     conn: &mut AnyConnection,
     id: Uuid,
     now_ms: i64,
@@ -487,7 +499,7 @@ pub async fn mark_refunded(
 }
 
 /// Records a webhook event's id; `false` when it was processed before.
-pub async fn record_webhook_event(
+pub(crate) async fn record_webhook_event(
     conn: &mut AnyConnection,
     id: &str,
     event_type: &str,
@@ -508,7 +520,7 @@ pub async fn record_webhook_event(
 
 /// A charge in the sandbox processor's books: an intent, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxCharge {
+pub(crate) struct SandboxCharge {
     pub id: String,
     pub idempotency_key: String,
     pub amount_cents: i64,
@@ -522,7 +534,7 @@ pub struct SandboxCharge {
 
 /// Creates a sandbox intent, unconfirmed, or returns the one already created under the same
 /// idempotency key.
-pub async fn sandbox_prepare(
+pub(crate) async fn sandbox_prepare(
     pool: &AnyPool,
     charge: &SandboxCharge,
     now_ms: i64,
@@ -560,7 +572,7 @@ pub async fn sandbox_prepare(
 }
 
 /// The token and status of a sandbox intent; `None` when there is no such intent.
-pub async fn sandbox_intent(
+pub(crate) async fn sandbox_intent(
     pool: &AnyPool,
     id: &str,
 ) -> Result<Option<(String, String)>, sqlx::Error> {
@@ -573,7 +585,7 @@ pub async fn sandbox_intent(
 }
 
 /// The id of the sandbox intent made under an idempotency key, if any.
-pub async fn sandbox_intent_by_key(
+pub(crate) async fn sandbox_intent_by_key(
     pool: &AnyPool,
     idempotency_key: &str,
 ) -> Result<Option<String>, sqlx::Error> {
@@ -587,7 +599,7 @@ pub async fn sandbox_intent_by_key(
 /// or cancelled), in one conditional statement, so that a confirmation and a cancellation racing
 /// each other end one way. Returns the status it is in afterwards; `None` when there is no such
 /// intent.
-pub async fn sandbox_settle_intent(
+pub(crate) async fn sandbox_settle_intent(
     pool: &AnyPool,
     id: &str,
     status: &str,
@@ -607,7 +619,7 @@ pub async fn sandbox_settle_intent(
 
 /// Refunds a sandbox charge in full, once: a second refund of the same charge returns the first
 /// refund's id. `None` when there is no such charge, or when it never went through.
-pub async fn sandbox_refund(
+pub(crate) async fn sandbox_refund(
     pool: &AnyPool,
     charge_id: &str,
     new_refund_id: &str,

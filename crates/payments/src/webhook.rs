@@ -32,7 +32,7 @@ use crate::store::{self, RefundRecord};
 
 /// An event as Stripe sends it; `data.object` is read according to `type`.
 #[derive(Debug, Deserialize)]
-pub struct Event {
+pub(crate) struct Event {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
@@ -60,7 +60,7 @@ impl Handled {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct EventData {
+pub(crate) struct EventData {
     pub object: serde_json::Value,
 }
 
@@ -284,12 +284,12 @@ fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T,
 }
 
 /// How far a webhook's signed timestamp may be from now, in seconds (Stripe's default).
-pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
+pub(crate) const SIGNATURE_TOLERANCE_SECS: i64 = 300;
 
 /// Why a webhook's `Stripe-Signature` was refused. The messages go to the caller: they say what
 /// is wrong with the request, never anything about the secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
+pub(crate) enum SignatureError {
     #[error("Missing Stripe-Signature header")]
     Missing,
     #[error("Malformed Stripe-Signature header")]
@@ -304,7 +304,7 @@ pub enum SignatureError {
 /// body: one `v1` must be the HMAC-SHA256 of `"{t}.{body}"` under `secret`, and `t` must be
 /// within [`SIGNATURE_TOLERANCE_SECS`] of `now` (an old, replayed delivery is refused). Several
 /// `v1` entries are allowed, as Stripe sends while a secret is being rolled.
-pub fn verify_signature(
+pub(crate) fn verify_signature(
     header: &str,
     body: &[u8],
     secret: &[u8],

@@ -16,7 +16,7 @@ use crate::cli::ServeArgs;
 use crate::services::{self, Shared};
 use crate::{Running, checked_secret};
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.service == services::Service::Web {
         return run_web(args).await;
     }

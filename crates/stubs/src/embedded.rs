@@ -22,7 +22,7 @@ use crate::{Running, checked_secret};
 
 const SECRET_FILE: &str = "jwt-secret";
 
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     services::check_settings(&args.shared)?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(

@@ -64,7 +64,7 @@ impl Service {
 }
 
 /// What every service is started with besides its own store.
-pub struct Shared {
+pub(crate) struct Shared {
     pub sessions: Sessions,
     pub bus: Option<Arc<dyn Bus>>,
     pub shutdown: CancellationToken,
@@ -72,7 +72,7 @@ pub struct Shared {
 }
 
 /// Refuses settings a service cannot run with, before anything starts.
-pub fn check_settings(args: &SharedArgs) -> anyhow::Result<()> {
+pub(crate) fn check_settings(args: &SharedArgs) -> anyhow::Result<()> {
     args.listener_settings()
         .validate()
         .map_err(anyhow::Error::msg)
@@ -83,7 +83,7 @@ pub fn check_settings(args: &SharedArgs) -> anyhow::Result<()> {
 }
 
 /// Starts a service's background work and returns its routes.
-pub fn start(
+pub(crate) fn start(
     service: Service,
     store: Store,
     shared: &Shared,

@@ -12,11 +12,11 @@ use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 /// The longest title a ticket may have, in characters.
-pub const MAX_TITLE_CHARS: usize = 200;
+pub(crate) const MAX_TITLE_CHARS: usize = 200;
 /// How many tickets a listing returns when the client does not say.
-pub const DEFAULT_LIMIT: u32 = 50;
+pub(crate) const DEFAULT_LIMIT: u32 = 50;
 /// The most tickets one listing may return.
-pub const MAX_LIMIT: u32 = 100;
+pub(crate) const MAX_LIMIT: u32 = 100;
 
 /// A ticket as the service keeps it and as the HTTP API shows it:
 /// `{id, title, price, userId, version, orderId, createdAt}`.
@@ -138,7 +138,7 @@ pub struct NewTicket {
 /// The body of `POST /api/tickets` and `PUT /api/tickets/{id}` as received. Both fields are kept
 /// as raw JSON so that a wrong type is a field error like any other, reported with the rest.
 #[derive(Debug, Default, Deserialize)]
-pub struct TicketBody {
+pub(crate) struct TicketBody {
     #[serde(default)]
     pub title: Option<serde_json::Value>,
     #[serde(default)]
@@ -168,7 +168,7 @@ pub struct Page {
 
 /// The query string of `GET /api/tickets` as received: `?limit=&offset=`.
 #[derive(Debug, Default, Deserialize)]
-pub struct PageQuery {
+pub(crate) struct PageQuery {
     pub limit: Option<String>,
     pub offset: Option<String>,
 }

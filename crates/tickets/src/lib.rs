@@ -7,9 +7,9 @@
 //! wraps them in the HTTP stack (`common::http::serve_stack`), alone or merged with other
 //! services' routes.
 
-pub mod domain;
-pub mod listeners;
-pub mod routes;
+mod domain;
+mod listeners;
+mod routes;
 pub mod store;
 
 use axum::Router;

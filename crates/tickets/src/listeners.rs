@@ -25,7 +25,7 @@ use crate::store;
 
 /// Reserves a ticket for the order that was placed on it.
 #[derive(Debug, Clone, Copy)]
-pub struct ReserveTicket {
+pub(crate) struct ReserveTicket {
     pub dialect: Dialect,
 }
 
@@ -81,7 +81,7 @@ impl Handler<OrderCreated> for ReserveTicket {
 
 /// Puts a ticket back on sale when the order holding it is cancelled.
 #[derive(Debug, Clone, Copy)]
-pub struct ReleaseTicket {
+pub(crate) struct ReleaseTicket {
     pub dialect: Dialect,
 }
 

@@ -40,7 +40,7 @@ impl FromRef<AppState> for Sessions {
 }
 
 /// The service's routes with their state applied.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/tickets", get(list_tickets).post(create_ticket))
         .route("/api/tickets/{id}", get(show_ticket).put(update_ticket))

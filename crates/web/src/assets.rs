@@ -15,7 +15,7 @@ use crate::pages::PageError;
 struct Assets;
 
 /// The URL of an embedded file, with a content hash so caches never serve a stale copy.
-pub fn url(name: &str) -> String {
+pub(crate) fn url(name: &str) -> String {
     match Assets::get(name) {
         Some(file) => {
             let hash = file.metadata.sha256_hash();
@@ -27,14 +27,14 @@ pub fn url(name: &str) -> String {
 }
 
 /// The stylesheet every page links.
-pub static STYLESHEET: LazyLock<String> = LazyLock::new(|| url("style.css"));
+pub(crate) static STYLESHEET: LazyLock<String> = LazyLock::new(|| url("style.css"));
 /// The order page's countdown.
-pub static COUNTDOWN: LazyLock<String> = LazyLock::new(|| url("countdown.js"));
+pub(crate) static COUNTDOWN: LazyLock<String> = LazyLock::new(|| url("countdown.js"));
 /// The payment form with Stripe Elements.
-pub static STRIPE_PAY: LazyLock<String> = LazyLock::new(|| url("stripe-pay.js"));
+pub(crate) static STRIPE_PAY: LazyLock<String> = LazyLock::new(|| url("stripe-pay.js"));
 
 /// `GET /static/{path}`.
-pub async fn get_static(Path(path): Path<String>) -> Response {
+pub(crate) async fn get_static(Path(path): Path<String>) -> Response {
     let Some(file) = Assets::get(&path) else {
         return PageError::NotFound.into_response();
     };

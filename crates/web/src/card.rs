@@ -2,14 +2,14 @@
 //! one of Stripe's public test card numbers and sends the test token Stripe would have made.
 
 /// Stripe's public test cards and the tokens they stand for.
-pub const TEST_CARDS: [(&str, &str); 2] = [
+pub(crate) const TEST_CARDS: [(&str, &str); 2] = [
     ("4242424242424242", "tok_visa"),
     ("4000000000000002", "tok_chargeDeclined"),
 ];
 
 /// The test token for a card number as a person types it (spaces and dashes allowed), or `None`
 /// for a number that is not one of the test cards.
-pub fn test_token(card_number: &str) -> Option<&'static str> {
+pub(crate) fn test_token(card_number: &str) -> Option<&'static str> {
     let digits: String = card_number
         .chars()
         .filter(|c| !matches!(c, ' ' | '-'))

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::pages::PageError;
 
 /// Refuses a POST whose origin is not this site with the 403 page.
-pub async fn check_origin(request: Request, next: Next) -> Response {
+pub(crate) async fn check_origin(request: Request, next: Next) -> Response {
     if request.method() == Method::POST && !same_origin(request.headers()) {
         tracing::warn!(
             origin = ?request.headers().get(header::ORIGIN),
@@ -29,7 +29,11 @@ fn same_origin(headers: &HeaderMap) -> bool {
 /// Whether a request that says it comes from `origin` (else `referer`) was sent by a page of
 /// the site at `host`. Neither header, or `Origin: null` (a sandboxed or privacy-stripped
 /// context), is refused: a browser posting one of our forms always sends one.
-pub fn origin_allowed(origin: Option<&str>, referer: Option<&str>, host: Option<&str>) -> bool {
+pub(crate) fn origin_allowed(
+    origin: Option<&str>,
+    referer: Option<&str>,
+    host: Option<&str>,
+) -> bool {
     let Some(host) = host else {
         return false;
     };

@@ -7,7 +7,7 @@ use time::macros::format_description;
 
 /// An amount as a person reads it: `$1,234.50`, `€20.00`, or `20.00 CHF` for a currency without
 /// a sign we know. Integer arithmetic only: cents never pass through floating point.
-pub fn money(cents: Cents, currency: &str) -> String {
+pub(crate) fn money(cents: Cents, currency: &str) -> String {
     let cents = cents.get();
     let whole = group_thousands(cents / 100);
     let amount = format!("{whole}.{:02}", cents % 100);
@@ -20,12 +20,12 @@ pub fn money(cents: Cents, currency: &str) -> String {
 }
 
 /// A price as the API sends it (major units, a JSON number), read back into exact cents.
-pub fn cents(value: Option<&serde_json::Value>) -> Option<Cents> {
+pub(crate) fn cents(value: Option<&serde_json::Value>) -> Option<Cents> {
     Cents::from_json(value).ok()
 }
 
 /// The price as a person typed it into a form, for the `value` of the field when editing.
-pub fn price_input(cents: Cents) -> String {
+pub(crate) fn price_input(cents: Cents) -> String {
     let cents = cents.get();
     if cents % 100 == 0 {
         (cents / 100).to_string()
@@ -46,7 +46,7 @@ fn group_thousands(mut n: i64) -> String {
 }
 
 /// A date as `25 Nov 2026`, from the API's RFC 3339 text; the raw text if it does not parse.
-pub fn date(rfc3339: &str) -> String {
+pub(crate) fn date(rfc3339: &str) -> String {
     OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
         .ok()
         .and_then(|at| {
@@ -60,12 +60,12 @@ pub fn date(rfc3339: &str) -> String {
 
 /// Whole seconds from `now` until `expires_at`, never below zero. Computed on the server's clock
 /// so a browser whose clock is wrong still counts down from the right number.
-pub fn seconds_left(expires_at: OffsetDateTime, now: OffsetDateTime) -> i64 {
+pub(crate) fn seconds_left(expires_at: OffsetDateTime, now: OffsetDateTime) -> i64 {
     (expires_at - now).whole_seconds().max(0)
 }
 
 /// Seconds as a clock: `14:05`, or `1:02:03` past an hour.
-pub fn clock(seconds: i64) -> String {
+pub(crate) fn clock(seconds: i64) -> String {
     let seconds = seconds.max(0);
     let (h, m, s) = (seconds / 3600, (seconds % 3600) / 60, seconds % 60);
     if h > 0 {

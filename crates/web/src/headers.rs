@@ -9,7 +9,7 @@ use axum::response::Response;
 
 /// The policy, built once at start.
 #[derive(Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     csp: HeaderValue,
 }
 
@@ -23,18 +23,18 @@ const WITH_STRIPE: &str = "default-src 'self'; script-src 'self' https://js.stri
     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 impl Policy {
-    pub fn new(stripe: bool) -> Self {
+    pub(crate) fn new(stripe: bool) -> Self {
         Self {
             csp: HeaderValue::from_static(if stripe { WITH_STRIPE } else { BASE }),
         }
     }
 
     /// The policy of a page served outside the router (the 404 fallback).
-    pub fn without_stripe() -> Self {
+    pub(crate) fn without_stripe() -> Self {
         Self::new(false)
     }
 
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         headers.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
         headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -56,7 +56,7 @@ impl Policy {
 }
 
 /// Middleware: adds the headers to every response of the web routes.
-pub async fn secure(State(policy): State<Policy>, request: Request, next: Next) -> Response {
+pub(crate) async fn secure(State(policy): State<Policy>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     policy.apply(response.headers_mut());
     response

@@ -9,9 +9,9 @@
 
 mod api;
 mod assets;
-pub mod card;
-pub mod csrf;
-pub mod format;
+mod card;
+mod csrf;
+mod format;
 mod headers;
 mod pages;
 

@@ -17,14 +17,14 @@ use uuid::Uuid;
 
 /// The expiration service and everything it stands on. Every replica shares the database, the
 /// bus and the consumer group, as replicas in a deployment do.
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub replicas: Vec<ServiceContext>,
     pub bus: TestBus,
     pub db: TestDatabase,
 }
 
 /// One replica of the service on a fresh database and bus.
-pub async fn spawn_app(backend: Backend) -> TestApp {
+pub(crate) async fn spawn_app(backend: Backend) -> TestApp {
     let db = TestDatabase::create(backend).await;
     let bus = TestBus::create(BusKind::Embedded).await;
     let mut app = TestApp {
@@ -47,7 +47,7 @@ impl Drop for TestApp {
 
 impl TestApp {
     /// Starts another replica (or, after [`TestApp::stop`], the service again).
-    pub async fn start_replica(&mut self) {
+    pub(crate) async fn start_replica(&mut self) {
         let ctx = testkit::context(
             expiration::NAME,
             &self.db,
@@ -61,7 +61,7 @@ impl TestApp {
     }
 
     /// Stops every replica and waits until their tasks have finished, as a shutdown does.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         for ctx in self.replicas.drain(..) {
             ctx.shutdown.cancel();
             ctx.tasks.close();
@@ -74,18 +74,18 @@ impl TestApp {
     }
 
     /// Publishes an event on the bus as another service's relay would; returns its envelope id.
-    pub async fn publish<E: EventData>(&self, envelope: &Envelope<E>) -> Uuid {
+    pub(crate) async fn publish<E: EventData>(&self, envelope: &Envelope<E>) -> Uuid {
         self.bus.publish(envelope).await
     }
 
     /// Waits until the service has applied (committed) the event with this id.
-    pub async fn handled(&self, event_id: Uuid) {
+    pub(crate) async fn handled(&self, event_id: Uuid) {
         testkit::handled(&self.ctx().store, event_id).await;
     }
 
     /// Jobs still waiting to fire. Once an order has expired, its job must be gone: a job left
     /// behind would be due for ever, and the scheduler would never rest.
-    pub async fn pending_jobs(&self) -> i64 {
+    pub(crate) async fn pending_jobs(&self) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
             .fetch_one(self.ctx().store.pool())
             .await
@@ -93,7 +93,7 @@ impl TestApp {
     }
 
     /// Whether an order has a job waiting to fire.
-    pub async fn has_job(&self, order_id: Uuid) -> bool {
+    pub(crate) async fn has_job(&self, order_id: Uuid) -> bool {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE order_id = $1")
             .bind(order_id.to_string())
             .fetch_one(self.ctx().store.pool())
@@ -103,13 +103,13 @@ impl TestApp {
     }
 
     /// Publishes an event and waits until the service has applied it.
-    pub async fn deliver<E: EventData>(&self, envelope: &Envelope<E>) {
+    pub(crate) async fn deliver<E: EventData>(&self, envelope: &Envelope<E>) {
         let id = self.publish(envelope).await;
         self.handled(id).await;
     }
 
     /// Joins the bus as an observer group of expiration:complete, seeing every such event.
-    pub async fn observe(&self) -> Observer {
+    pub(crate) async fn observe(&self) -> Observer {
         let mut subscription = self
             .bus
             .bus
@@ -144,14 +144,14 @@ impl TestApp {
 
 /// One expiration:complete as the observer received it.
 #[derive(Debug, Clone, Copy)]
-pub struct Expired {
+pub(crate) struct Expired {
     pub order_id: Uuid,
     /// When the observer received it.
     pub at: OffsetDateTime,
 }
 
 /// A consumer group of its own that sees every expiration:complete.
-pub struct Observer {
+pub(crate) struct Observer {
     receiver: mpsc::UnboundedReceiver<Expired>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -164,7 +164,7 @@ impl Drop for Observer {
 
 impl Observer {
     /// The next expiration, if one arrives within `limit`.
-    pub async fn next_within(&mut self, limit: Duration) -> Option<Expired> {
+    pub(crate) async fn next_within(&mut self, limit: Duration) -> Option<Expired> {
         tokio::time::timeout(limit, self.receiver.recv())
             .await
             .ok()
@@ -172,14 +172,14 @@ impl Observer {
     }
 
     /// The next expiration, which must arrive within 20 s.
-    pub async fn next(&mut self) -> Expired {
+    pub(crate) async fn next(&mut self) -> Expired {
         self.next_within(Duration::from_secs(20))
             .await
             .expect("no expiration:complete within 20 s")
     }
 
     /// Exactly `count` expirations, which must arrive within `limit` in all.
-    pub async fn take(&mut self, count: usize, limit: Duration) -> Vec<Expired> {
+    pub(crate) async fn take(&mut self, count: usize, limit: Duration) -> Vec<Expired> {
         let deadline = tokio::time::Instant::now() + limit;
         let mut seen = Vec::with_capacity(count);
         while seen.len() < count {
@@ -195,7 +195,7 @@ impl Observer {
     }
 
     /// Everything that arrives during `period`.
-    pub async fn during(&mut self, period: Duration) -> Vec<Expired> {
+    pub(crate) async fn during(&mut self, period: Duration) -> Vec<Expired> {
         let deadline = tokio::time::Instant::now() + period;
         let mut seen = Vec::new();
         while let Ok(Some(expired)) = tokio::time::timeout_at(deadline, self.receiver.recv()).await
@@ -206,7 +206,7 @@ impl Observer {
     }
 
     /// Everything that arrives until `at` (wall clock), and for `margin` after it.
-    pub async fn until(&mut self, at: OffsetDateTime, margin: Duration) -> Vec<Expired> {
+    pub(crate) async fn until(&mut self, at: OffsetDateTime, margin: Duration) -> Vec<Expired> {
         let left = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
         let left = Duration::try_from(left).unwrap_or_default();
         self.during(left + margin).await
@@ -214,12 +214,12 @@ impl Observer {
 }
 
 /// A time `millis` milliseconds from now (in the past when negative).
-pub fn in_millis(millis: i64) -> OffsetDateTime {
+pub(crate) fn in_millis(millis: i64) -> OffsetDateTime {
     OffsetDateTime::now_utc() + time::Duration::milliseconds(millis)
 }
 
 /// An order:created as the orders service announces it, expiring at `expires_at`.
-pub fn order_created(order_id: Uuid, expires_at: OffsetDateTime) -> Envelope<OrderCreated> {
+pub(crate) fn order_created(order_id: Uuid, expires_at: OffsetDateTime) -> Envelope<OrderCreated> {
     Envelope::new(OrderCreated {
         id: order_id,
         version: 0,
@@ -235,7 +235,7 @@ pub fn order_created(order_id: Uuid, expires_at: OffsetDateTime) -> Envelope<Ord
 }
 
 /// An order:cancelled as the orders service announces it.
-pub fn order_cancelled(order_id: Uuid) -> Envelope<OrderCancelled> {
+pub(crate) fn order_cancelled(order_id: Uuid) -> Envelope<OrderCancelled> {
     Envelope::new(OrderCancelled {
         id: order_id,
         version: 1,
@@ -244,7 +244,7 @@ pub fn order_cancelled(order_id: Uuid) -> Envelope<OrderCancelled> {
 }
 
 /// An order:completed (the order was paid) as the orders service announces it.
-pub fn order_completed(order_id: Uuid) -> Envelope<OrderCompleted> {
+pub(crate) fn order_completed(order_id: Uuid) -> Envelope<OrderCompleted> {
     Envelope::new(OrderCompleted {
         id: order_id,
         version: 1,
@@ -253,7 +253,7 @@ pub fn order_completed(order_id: Uuid) -> Envelope<OrderCompleted> {
 }
 
 /// Asserts that nothing expired (`what` says what would have been wrong).
-pub fn assert_none(expired: &[Expired], what: &str) {
+pub(crate) fn assert_none(expired: &[Expired], what: &str) {
     assert!(
         expired.is_empty(),
         "{what}: {} expiration:complete, for {:?}...",
@@ -263,7 +263,7 @@ pub fn assert_none(expired: &[Expired], what: &str) {
 }
 
 /// The order ids of some expirations, sorted.
-pub fn order_ids(expired: &[Expired]) -> Vec<Uuid> {
+pub(crate) fn order_ids(expired: &[Expired]) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = expired.iter().map(|e| e.order_id).collect();
     ids.sort();
     ids

@@ -19,7 +19,7 @@ struct Accounts {
     next: AtomicUsize,
 }
 
-pub async fn run(ctx: &Arc<Context>) -> ScenarioReport {
+pub(crate) async fn run(ctx: &Arc<Context>) -> ScenarioReport {
     let accounts = Arc::new(Accounts {
         ctx: Arc::clone(ctx),
         signup: Operation::new("POST /api/users/signup", &[201]),

@@ -21,7 +21,7 @@ struct Browsing {
     until: Instant,
 }
 
-pub async fn run(ctx: &Arc<Context>, listings: &[Listing]) -> ScenarioReport {
+pub(crate) async fn run(ctx: &Arc<Context>, listings: &[Listing]) -> ScenarioReport {
     let browsing = Arc::new(Browsing {
         ctx: Arc::clone(ctx),
         tickets: listings.iter().map(|l| l.id.clone()).collect(),

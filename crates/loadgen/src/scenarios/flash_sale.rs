@@ -149,7 +149,7 @@ impl Sale {
 /// listed tickets and each later one over as many fresh tickets, every buyer racing again each
 /// round. Returns the report and the
 /// tickets listed for the later rounds.
-pub async fn run(
+pub(crate) async fn run(
     ctx: &Arc<Context>,
     cast: &Arc<Cast>,
     listings: &[Listing],

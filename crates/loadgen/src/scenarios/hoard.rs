@@ -23,7 +23,10 @@ struct Requests {
 }
 
 /// Runs the bot; the report, the tickets it listed, and the bot if it could sign up.
-pub async fn run(ctx: &Context, cast: &Cast) -> (ScenarioReport, Vec<Listing>, Option<Session>) {
+pub(crate) async fn run(
+    ctx: &Context,
+    cast: &Cast,
+) -> (ScenarioReport, Vec<Listing>, Option<Session>) {
     let started = Instant::now();
     let mut report = ScenarioReport::new("hoard", "hoarding: one buyer tries to hold a sale");
     let signup = Operation::new("POST /api/users/signup", &[201]);

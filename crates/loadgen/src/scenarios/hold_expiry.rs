@@ -60,7 +60,7 @@ struct Watch {
     released_seen_ms: Option<i64>,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: &Arc<Context>,
     cast: &Arc<Cast>,
     observations: &mut Observations,

@@ -1,11 +1,11 @@
 //! The scenarios, and the setup they share: the buyers and sellers, and the tickets listed for
 //! the flash sale.
 
-pub mod auth;
-pub mod browse;
-pub mod flash_sale;
-pub mod hoard;
-pub mod hold_expiry;
+pub(crate) mod auth;
+pub(crate) mod browse;
+pub(crate) mod flash_sale;
+pub(crate) mod hoard;
+pub(crate) mod hold_expiry;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +26,7 @@ const SETUP_TRIES: usize = 5;
 
 /// What every scenario works with.
 #[derive(Debug)]
-pub struct Context {
+pub(crate) struct Context {
     pub api: Api,
     pub settings: Settings,
     /// Distinguishes this run's e-mail addresses and titles from earlier runs' on the same data.
@@ -35,26 +35,26 @@ pub struct Context {
 
 /// The signed-in users of the run.
 #[derive(Debug, Default, Clone)]
-pub struct Cast {
+pub(crate) struct Cast {
     pub buyers: Vec<Session>,
     pub sellers: Vec<Session>,
 }
 
 impl Cast {
-    pub fn everyone(&self) -> impl Iterator<Item = &Session> {
+    pub(crate) fn everyone(&self) -> impl Iterator<Item = &Session> {
         self.buyers.iter().chain(&self.sellers)
     }
 }
 
 /// A ticket the run listed, and which seller listed it.
 #[derive(Debug, Clone)]
-pub struct Listing {
+pub(crate) struct Listing {
     pub id: String,
     pub seller: usize,
 }
 
 /// Signs up the buyers and sellers and lists the flash-sale tickets.
-pub async fn set_up(ctx: &Context, tickets: usize) -> (Cast, Vec<Listing>, ScenarioReport) {
+pub(crate) async fn set_up(ctx: &Context, tickets: usize) -> (Cast, Vec<Listing>, ScenarioReport) {
     let started = Instant::now();
     let signup = Arc::new(Operation::new("POST /api/users/signup", &[201]));
     let listing = Arc::new(Operation::new("POST /api/tickets", &[201]));
@@ -115,7 +115,7 @@ async fn sign_up_many(ctx: &Context, role: &str, count: usize, op: &Operation) -
 }
 
 /// Lists `count` tickets, spread over the sellers, titled `<title> <n>`.
-pub async fn list_tickets(
+pub(crate) async fn list_tickets(
     ctx: &Context,
     cast: &Cast,
     count: usize,
@@ -156,7 +156,7 @@ pub async fn list_tickets(
 
 /// What orders answered when a seller tried to order their own ticket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replicated {
+pub(crate) enum Replicated {
     /// Orders knows the ticket.
     Yes,
     /// Orders still did not know it when the time ran out.
@@ -167,7 +167,7 @@ pub enum Replicated {
 /// ticket:created). The seller asks to buy their own ticket: orders answers 400 once it knows the
 /// ticket, so the probe reserves nothing, and 404 if the ticket did not arrive within its wait
 /// (or too many requests were waiting already), when it is asked again.
-pub async fn await_replication(ctx: &Context, cast: &Cast, listings: &[Listing]) -> usize {
+pub(crate) async fn await_replication(ctx: &Context, cast: &Cast, listings: &[Listing]) -> usize {
     let unknown = AtomicUsize::new(0);
     let deadline = Instant::now() + ctx.settings.settle_timeout;
     futures::stream::iter(listings)
@@ -206,26 +206,26 @@ async fn known_to_orders(
 }
 
 /// A growing pause between tries of a request that failed.
-pub async fn retry_pause(attempt: usize) {
+pub(crate) async fn retry_pause(attempt: usize) {
     let millis = 50u64 << attempt.min(5);
     tokio::time::sleep(Duration::from_millis(millis)).await;
 }
 
 /// Now, in unix milliseconds.
-pub fn unix_millis_now() -> i64 {
+pub(crate) fn unix_millis_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// An RFC 3339 time in unix milliseconds.
-pub fn unix_millis(rfc3339: &str) -> Option<i64> {
+pub(crate) fn unix_millis(rfc3339: &str) -> Option<i64> {
     let time = OffsetDateTime::parse(rfc3339, &Rfc3339).ok()?;
     i64::try_from(time.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// The unix-milliseconds time of an `Instant` that has passed.
-pub fn unix_millis_at(instant: Instant) -> i64 {
+pub(crate) fn unix_millis_at(instant: Instant) -> i64 {
     let ago = i64::try_from(instant.elapsed().as_millis()).unwrap_or(0);
     unix_millis_now() - ago
 }

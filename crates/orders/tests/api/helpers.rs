@@ -14,10 +14,10 @@ use testkit::{Backend, Client, TestService, Value, json};
 use uuid::Uuid;
 
 /// One running orders service and everything it stands on.
-pub struct TestApp(TestService);
+pub(crate) struct TestApp(TestService);
 
 /// The service with the default settings (a 15 minute payment window) and quick listeners.
-pub async fn spawn_app(backend: Backend) -> TestApp {
+pub(crate) async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(
         backend,
         &orders::Settings::default(),
@@ -27,7 +27,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 /// The service with settings and listener settings of the test's choosing.
-pub async fn spawn_app_with(
+pub(crate) async fn spawn_app_with(
     backend: Backend,
     settings: &orders::Settings,
     listeners: ListenerSettings,
@@ -46,7 +46,7 @@ pub async fn spawn_app_with(
 
 /// The service whose requests for a ticket it has not heard of wait until a listener announces
 /// it, however long that takes.
-pub async fn spawn_app_awaiting(backend: Backend) -> TestApp {
+pub(crate) async fn spawn_app_awaiting(backend: Backend) -> TestApp {
     let settings = orders::Settings::default();
     TestApp(
         TestService::start_awaiting_arrivals(orders::NAME, backend, &orders::MIGRATIONS, |ctx| {
@@ -66,7 +66,7 @@ impl Deref for TestApp {
 impl TestApp {
     /// Lists a ticket as the tickets service would (ticket:created at version 0) and waits until
     /// the replica has it.
-    pub async fn list_ticket(&self, seller: Uuid, title: &str, cents: i64) -> TicketCreated {
+    pub(crate) async fn list_ticket(&self, seller: Uuid, title: &str, cents: i64) -> TicketCreated {
         let event = Envelope::new(TicketCreated {
             id: Uuid::now_v7(),
             version: 0,
@@ -80,7 +80,7 @@ impl TestApp {
     }
 
     /// `POST /api/orders` as `buyer`, returning the order as answered (asserting 201).
-    pub async fn place_order(&self, buyer: &Client, ticket_id: Uuid) -> Value {
+    pub(crate) async fn place_order(&self, buyer: &Client, ticket_id: Uuid) -> Value {
         let reply = buyer
             .post("/api/orders", json!({"ticketId": ticket_id.to_string()}))
             .await;
@@ -89,14 +89,14 @@ impl TestApp {
     }
 
     /// `GET /api/orders/{id}` as `owner` (asserting 200).
-    pub async fn order(&self, owner: &Client, id: Uuid) -> Value {
+    pub(crate) async fn order(&self, owner: &Client, id: Uuid) -> Value {
         let reply = owner.get(&format!("/api/orders/{id}")).await;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         reply.body
     }
 
     /// Waits until the order shows the given status, and returns it.
-    pub async fn order_in_status(&self, owner: &Client, id: Uuid, status: &str) -> Value {
+    pub(crate) async fn order_in_status(&self, owner: &Client, id: Uuid, status: &str) -> Value {
         testkit::eventually(&format!("order {id} to be {status}"), || async {
             let order = self.order(owner, id).await;
             (order["status"] == status).then_some(order)
@@ -106,7 +106,7 @@ impl TestApp {
 }
 
 /// A ticket:updated as the tickets service announces it.
-pub fn ticket_updated(
+pub(crate) fn ticket_updated(
     ticket: &TicketCreated,
     version: i64,
     title: &str,
@@ -123,12 +123,12 @@ pub fn ticket_updated(
 }
 
 /// An expiration:complete as the expiration service announces it.
-pub fn expiration_complete(order_id: Uuid) -> Envelope<ExpirationComplete> {
+pub(crate) fn expiration_complete(order_id: Uuid) -> Envelope<ExpirationComplete> {
     Envelope::new(ExpirationComplete { order_id })
 }
 
 /// A payment:created as the payments service announces it.
-pub fn payment_created(order_id: Uuid) -> Envelope<PaymentCreated> {
+pub(crate) fn payment_created(order_id: Uuid) -> Envelope<PaymentCreated> {
     Envelope::new(PaymentCreated {
         id: Uuid::now_v7(),
         order_id,
@@ -138,7 +138,7 @@ pub fn payment_created(order_id: Uuid) -> Envelope<PaymentCreated> {
 
 /// A payment:requested as the payments service announces it: `payment`, the buyer's attempt
 /// number `attempt`, asks to charge the order.
-pub fn payment_requested(
+pub(crate) fn payment_requested(
     order_id: Uuid,
     payment: Uuid,
     attempt: i64,
@@ -151,7 +151,7 @@ pub fn payment_requested(
 }
 
 /// A payment:failed as the payments service announces it: `payment` ended without a charge.
-pub fn payment_failed(order_id: Uuid, payment: Uuid) -> Envelope<PaymentFailed> {
+pub(crate) fn payment_failed(order_id: Uuid, payment: Uuid) -> Envelope<PaymentFailed> {
     Envelope::new(PaymentFailed {
         id: payment,
         order_id,
@@ -159,6 +159,6 @@ pub fn payment_failed(order_id: Uuid, payment: Uuid) -> Envelope<PaymentFailed> 
 }
 
 /// The id of an order as the API answered it.
-pub fn id_of(order: &Value) -> Uuid {
+pub(crate) fn id_of(order: &Value) -> Uuid {
     Uuid::parse_str(order["id"].as_str().unwrap()).unwrap()
 }

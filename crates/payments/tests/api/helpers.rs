@@ -25,15 +25,15 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The webhook signing secret the test services are configured with.
-pub const WEBHOOK_SECRET: &str = "whsec_stubs_test_secret";
+pub(crate) const WEBHOOK_SECRET: &str = "whsec_stubs_test_secret";
 /// A key localstripe accepts (any `sk_…`).
-pub const STRIPE_TEST_KEY: &str = "sk_test_stubs";
+pub(crate) const STRIPE_TEST_KEY: &str = "sk_test_stubs";
 
 /// One running payments service and everything it stands on.
-pub struct TestApp(TestService);
+pub(crate) struct TestApp(TestService);
 
 /// The sandbox processor, with a webhook secret.
-pub fn sandbox_settings() -> Settings {
+pub(crate) fn sandbox_settings() -> Settings {
     Settings {
         webhook_secret: Some(SecretString::from(WEBHOOK_SECRET)),
         ..Settings::default()
@@ -41,7 +41,7 @@ pub fn sandbox_settings() -> Settings {
 }
 
 /// Stripe at `STUBS_TEST_STRIPE_API_BASE` (localstripe), with a webhook secret.
-pub fn stripe_settings() -> Settings {
+pub(crate) fn stripe_settings() -> Settings {
     Settings {
         stripe: Some(StripeSettings {
             secret_key: SecretString::from(STRIPE_TEST_KEY),
@@ -52,16 +52,16 @@ pub fn stripe_settings() -> Settings {
 }
 
 /// The Stripe-compatible server the Stripe tests run against, read at run time.
-pub fn stripe_api_base() -> String {
+pub(crate) fn stripe_api_base() -> String {
     std::env::var("STUBS_TEST_STRIPE_API_BASE")
         .expect("STUBS_TEST_STRIPE_API_BASE must be set for the Stripe tests")
 }
 
-pub async fn spawn_app(backend: Backend) -> TestApp {
+pub(crate) async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, sandbox_settings()).await
 }
 
-pub async fn spawn_app_with(backend: Backend, settings: Settings) -> TestApp {
+pub(crate) async fn spawn_app_with(backend: Backend, settings: Settings) -> TestApp {
     let app = spawn(backend, settings, testkit::quick_listeners().max_deliver).await;
     app.grant_payments().await;
     app
@@ -69,7 +69,7 @@ pub async fn spawn_app_with(backend: Backend, settings: Settings) -> TestApp {
 
 /// A service on a bus where nobody plays orders: a payment waits for a grant until the test
 /// gives it (or a cancellation makes it impossible), however long that takes.
-pub async fn spawn_app_ungranted(backend: Backend) -> TestApp {
+pub(crate) async fn spawn_app_ungranted(backend: Backend) -> TestApp {
     let settings = sandbox_settings();
     TestApp(
         TestService::start_awaiting_arrivals(
@@ -83,7 +83,7 @@ pub async fn spawn_app_ungranted(backend: Backend) -> TestApp {
 }
 
 /// A service on a bus where nobody plays orders, whose requests wait `wait` for a grant.
-pub async fn spawn_app_waiting(backend: Backend, wait: Duration) -> TestApp {
+pub(crate) async fn spawn_app_waiting(backend: Backend, wait: Duration) -> TestApp {
     let settings = sandbox_settings();
     TestApp(
         TestService::start_shaped(
@@ -107,7 +107,7 @@ pub async fn spawn_app_waiting(backend: Backend, wait: Duration) -> TestApp {
 
 /// A service whose listeners retry an event for a few seconds before dead-lettering it, for
 /// tests that watch an event wait for the one it depends on.
-pub async fn spawn_app_patient(backend: Backend) -> TestApp {
+pub(crate) async fn spawn_app_patient(backend: Backend) -> TestApp {
     let app = spawn(backend, sandbox_settings(), 50).await;
     app.grant_payments().await;
     app
@@ -115,7 +115,7 @@ pub async fn spawn_app_patient(backend: Backend) -> TestApp {
 
 /// A service whose requests for an order it has not heard of wait until a listener announces
 /// it, however long that takes.
-pub async fn spawn_app_awaiting(backend: Backend) -> TestApp {
+pub(crate) async fn spawn_app_awaiting(backend: Backend) -> TestApp {
     let app = spawn_app_ungranted(backend).await;
     app.grant_payments().await;
     app
@@ -148,7 +148,7 @@ impl Deref for TestApp {
 
 /// How far a request got before it died.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// It claimed the order.
     Claimed,
     /// It also created the charge's intent and recorded it on the claim.
@@ -159,7 +159,7 @@ pub enum Stage {
 
 /// A payment row as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaymentRow {
+pub(crate) struct PaymentRow {
     pub id: String,
     pub status: String,
     pub stripe_id: Option<String>,
@@ -169,7 +169,7 @@ pub struct PaymentRow {
 
 /// A charge in the sandbox's books.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxChargeRow {
+pub(crate) struct SandboxChargeRow {
     pub id: String,
     pub idempotency_key: String,
     pub amount_cents: i64,
@@ -179,7 +179,7 @@ pub struct SandboxChargeRow {
 
 /// A recorded refund.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefundRow {
+pub(crate) struct RefundRow {
     pub stripe_refund_id: String,
     pub amount_cents: i64,
     pub reason: String,
@@ -189,7 +189,7 @@ impl TestApp {
     /// Plays the orders service's side of paying, until the service shuts down: every
     /// payment:requested for an order the replica holds as live is granted (order:updated,
     /// awaiting:payment, at the replica's next version), as orders grants a live order.
-    pub async fn grant_payments(&self) {
+    pub(crate) async fn grant_payments(&self) {
         let mut requests = self.watch::<PaymentRequested>().await;
         let bus = self.bus.bus.clone();
         let store = self.ctx.store.clone();
@@ -228,7 +228,7 @@ impl TestApp {
     }
 
     /// `POST /api/payments` as `payer`.
-    pub async fn pay(&self, payer: &Client, order_id: Uuid, token: &str) -> Reply {
+    pub(crate) async fn pay(&self, payer: &Client, order_id: Uuid, token: &str) -> Reply {
         payer
             .post(
                 "/api/payments",
@@ -239,7 +239,7 @@ impl TestApp {
 
     /// Places an order for `buyer` at `cents`, payable for 15 minutes, as the orders service
     /// would, and waits until the service knows it.
-    pub async fn place_order(&self, buyer: Uuid, cents: i64) -> Uuid {
+    pub(crate) async fn place_order(&self, buyer: Uuid, cents: i64) -> Uuid {
         self.place_order_expiring(
             buyer,
             cents,
@@ -249,7 +249,7 @@ impl TestApp {
     }
 
     /// Places an order with the given expiry and waits until the service knows it.
-    pub async fn place_order_expiring(
+    pub(crate) async fn place_order_expiring(
         &self,
         buyer: Uuid,
         cents: i64,
@@ -264,7 +264,7 @@ impl TestApp {
     }
 
     /// Cancels an order as the orders service would (at `version`), without waiting.
-    pub async fn cancel_order(&self, order_id: Uuid, version: i64) -> Uuid {
+    pub(crate) async fn cancel_order(&self, order_id: Uuid, version: i64) -> Uuid {
         self.publish(&Envelope::new(OrderCancelled {
             id: order_id,
             version,
@@ -275,7 +275,7 @@ impl TestApp {
 
     /// Grants an order to a payment as the orders service would (at `version`), without
     /// waiting.
-    pub async fn grant(&self, order_id: Uuid, payment_id: Uuid, version: i64) -> Uuid {
+    pub(crate) async fn grant(&self, order_id: Uuid, payment_id: Uuid, version: i64) -> Uuid {
         self.publish(&Envelope::new(OrderUpdated {
             id: order_id,
             version,
@@ -287,7 +287,7 @@ impl TestApp {
     }
 
     /// Completes an order as the orders service would (at `version`), without waiting.
-    pub async fn complete_order(&self, order_id: Uuid, version: i64) -> Uuid {
+    pub(crate) async fn complete_order(&self, order_id: Uuid, version: i64) -> Uuid {
         self.publish(&Envelope::new(OrderCompleted {
             id: order_id,
             version,
@@ -297,7 +297,7 @@ impl TestApp {
     }
 
     /// The status and version the replica holds for an order.
-    pub async fn replica(&self, order_id: Uuid) -> Option<(String, i64)> {
+    pub(crate) async fn replica(&self, order_id: Uuid) -> Option<(String, i64)> {
         sqlx::query("SELECT status, version FROM orders WHERE id = $1")
             .bind(order_id.to_string())
             .fetch_optional(self.ctx.store.pool())
@@ -307,7 +307,7 @@ impl TestApp {
     }
 
     /// The payments recorded for an order.
-    pub async fn payments_of(&self, order_id: Uuid) -> Vec<PaymentRow> {
+    pub(crate) async fn payments_of(&self, order_id: Uuid) -> Vec<PaymentRow> {
         sqlx::query(
             "SELECT id, status, stripe_id, amount_cents, attempt FROM payments \
              WHERE order_id = $1",
@@ -328,14 +328,14 @@ impl TestApp {
     }
 
     /// The one payment of an order (asserting there is exactly one).
-    pub async fn payment_of(&self, order_id: Uuid) -> PaymentRow {
+    pub(crate) async fn payment_of(&self, order_id: Uuid) -> PaymentRow {
         let mut payments = self.payments_of(order_id).await;
         assert_eq!(payments.len(), 1, "{payments:?}");
         payments.remove(0)
     }
 
     /// The charges the sandbox made for an order: its intents that went through.
-    pub async fn sandbox_charges_of(&self, order_id: Uuid) -> Vec<SandboxChargeRow> {
+    pub(crate) async fn sandbox_charges_of(&self, order_id: Uuid) -> Vec<SandboxChargeRow> {
         sqlx::query(
             "SELECT id, idempotency_key, amount_cents, currency, refund_id FROM sandbox_charges \
              WHERE order_id = $1 AND status = 'succeeded' ORDER BY created_at",
@@ -356,7 +356,7 @@ impl TestApp {
     }
 
     /// The refunds recorded for a payment.
-    pub async fn refunds_of(&self, payment_id: &str) -> Vec<RefundRow> {
+    pub(crate) async fn refunds_of(&self, payment_id: &str) -> Vec<RefundRow> {
         sqlx::query(
             "SELECT stripe_refund_id, amount_cents, reason FROM refunds WHERE payment_id = $1",
         )
@@ -374,7 +374,7 @@ impl TestApp {
     }
 
     /// Waits until the payment of an order has the given status, and returns it.
-    pub async fn payment_with_status(&self, order_id: Uuid, status: &str) -> PaymentRow {
+    pub(crate) async fn payment_with_status(&self, order_id: Uuid, status: &str) -> PaymentRow {
         testkit::eventually(
             &format!("the payment of {order_id} to be {status}"),
             || async {
@@ -389,7 +389,7 @@ impl TestApp {
 
     /// Leaves a pending claim (attempt 1), granted by orders, as a request that died after the
     /// grant would have, last renewed `age_ms` ago. Returns its id.
-    pub async fn insert_claim(&self, order_id: Uuid, cents: i64, age_ms: i64) -> Uuid {
+    pub(crate) async fn insert_claim(&self, order_id: Uuid, cents: i64, age_ms: i64) -> Uuid {
         let id = Uuid::now_v7();
         let at = now_millis() - age_ms;
         sqlx::query(
@@ -409,7 +409,7 @@ impl TestApp {
 
     /// Leaves a pending claim as the one-step flow left one whose request died after charging
     /// (or before): no intent recorded, marked by the upgrade. Returns its id.
-    pub async fn insert_legacy_claim(&self, order_id: Uuid, cents: i64) -> Uuid {
+    pub(crate) async fn insert_legacy_claim(&self, order_id: Uuid, cents: i64) -> Uuid {
         let id = self.insert_claim(order_id, cents, 120_000).await;
         sqlx::query("UPDATE payments SET granted_at = $2 WHERE id = $1")
             .bind(id.to_string())
@@ -422,7 +422,7 @@ impl TestApp {
 
     /// Notes the processor's id of its intent on a pending claim, as a request does before it
     /// confirms the intent.
-    pub async fn mark_processing(&self, payment_id: Uuid, stripe_id: &str) {
+    pub(crate) async fn mark_processing(&self, payment_id: Uuid, stripe_id: &str) {
         sqlx::query("UPDATE payments SET stripe_id = $2 WHERE id = $1 AND status = 'pending'")
             .bind(payment_id.to_string())
             .bind(stripe_id)
@@ -434,7 +434,7 @@ impl TestApp {
     /// Leaves what a request that died at `stage` leaves behind: a pending claim (attempt 1) for
     /// `cents`, then the intent `processor` made for it under the request's idempotency key,
     /// then that intent confirmed with `token`. Returns the claim's id and the intent's.
-    pub async fn crash_while_paying(
+    pub(crate) async fn crash_while_paying(
         &self,
         processor: &dyn PaymentProcessor,
         order_id: Uuid,
@@ -465,7 +465,12 @@ impl TestApp {
     }
 
     /// Leaves a charge in the sandbox's books as if it had been made under `key`. Returns its id.
-    pub async fn insert_sandbox_charge(&self, order_id: Uuid, key: &str, cents: i64) -> String {
+    pub(crate) async fn insert_sandbox_charge(
+        &self,
+        order_id: Uuid,
+        key: &str,
+        cents: i64,
+    ) -> String {
         let id = format!("ch_sandbox_{}", Uuid::now_v7().simple());
         sqlx::query(
             "INSERT INTO sandbox_charges (id, idempotency_key, amount_cents, currency, token, \
@@ -483,7 +488,7 @@ impl TestApp {
     }
 
     /// How many webhook events the service has recorded as processed.
-    pub async fn webhook_events(&self) -> i64 {
+    pub(crate) async fn webhook_events(&self) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM webhook_events")
             .fetch_one(self.ctx.store.pool())
             .await
@@ -491,7 +496,7 @@ impl TestApp {
     }
 
     /// Posts a webhook body with the given `Stripe-Signature` header (none when `None`).
-    pub async fn send_webhook(&self, body: &str, signature: Option<&str>) -> Reply {
+    pub(crate) async fn send_webhook(&self, body: &str, signature: Option<&str>) -> Reply {
         let client = self.anonymous();
         let mut request = client
             .http
@@ -506,7 +511,7 @@ impl TestApp {
 }
 
 /// An order:created as the orders service announces it.
-pub fn order_created(
+pub(crate) fn order_created(
     order_id: Uuid,
     buyer: Uuid,
     cents: i64,
@@ -528,7 +533,7 @@ pub fn order_created(
 
 /// A `Stripe-Signature` header for `body` signed at `timestamp` with `secret`, computed here
 /// the way Stripe documents it, independently of the service's own check.
-pub fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
+pub(crate) fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{timestamp}.{body}").as_bytes());
     let hex: String = mac
@@ -541,7 +546,7 @@ pub fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
 }
 
 /// A signature for `body` made now with the test secret.
-pub fn signed_now(body: &str) -> String {
+pub(crate) fn signed_now(body: &str) -> String {
     stripe_signature(
         WEBHOOK_SECRET,
         OffsetDateTime::now_utc().unix_timestamp(),
@@ -550,6 +555,6 @@ pub fn signed_now(body: &str) -> String {
 }
 
 /// The id a `201` answered.
-pub fn id_of(reply: &Reply) -> String {
+pub(crate) fn id_of(reply: &Reply) -> String {
     reply.body["id"].as_str().unwrap().to_owned()
 }

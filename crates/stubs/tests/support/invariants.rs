@@ -12,7 +12,7 @@ use sqlx::{PgPool, Row};
 const EXPIRY_GRACE_MS: i64 = 10_000;
 
 /// Waits up to `within` for every invariant to hold, and panics naming those that do not.
-pub async fn assert_settled(
+pub(crate) async fn assert_settled(
     databases: &BTreeMap<String, String>,
     paid: &[String],
     within: Duration,
@@ -56,7 +56,10 @@ impl Order {
 }
 
 /// Every broken promise, in words; empty when all hold.
-pub async fn violations(databases: &BTreeMap<String, String>, paid: &[String]) -> Vec<String> {
+pub(crate) async fn violations(
+    databases: &BTreeMap<String, String>,
+    paid: &[String],
+) -> Vec<String> {
     let tickets_db = pool(databases, "tickets").await;
     let orders_db = pool(databases, "orders").await;
     let payments_db = pool(databases, "payments").await;

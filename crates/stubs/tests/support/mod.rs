@@ -3,8 +3,8 @@
 //! behind nginx.
 #![allow(dead_code)]
 
-pub mod invariants;
-pub mod traffic;
+pub(crate) mod invariants;
+pub(crate) mod traffic;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -15,17 +15,17 @@ use cluster::Cluster;
 use serde_json::Value;
 use testkit::{Backend, BusKind, TestBus, TestDatabase};
 
-pub const SECRET: &str = "end-to-end-test-secret-of-enough-length";
+pub(crate) const SECRET: &str = "end-to-end-test-secret-of-enough-length";
 
 /// One `stubs` process, stopped when dropped.
-pub struct Process {
+pub(crate) struct Process {
     pub child: Child,
     pub base: String,
 }
 
 impl Process {
     /// Starts `stubs` with the arguments and waits for its "listening on" line.
-    pub fn start(args: &[&str], envs: &[(&str, String)]) -> Self {
+    pub(crate) fn start(args: &[&str], envs: &[(&str, String)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_stubs"));
         command
             .args(args)
@@ -49,7 +49,7 @@ impl Process {
     }
 
     /// Sends SIGTERM and says whether the process exited cleanly.
-    pub fn stop(mut self) -> bool {
+    pub(crate) fn stop(mut self) -> bool {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap().success()
@@ -64,7 +64,7 @@ impl Drop for Process {
 }
 
 /// The marketplace under test, however it is run.
-pub struct Marketplace {
+pub(crate) struct Marketplace {
     // Fields drop in order: the processes go first, then their databases, stream and folders.
     cluster: Option<Cluster>,
     embedded: Option<Process>,
@@ -79,19 +79,19 @@ pub struct Marketplace {
 
 impl Marketplace {
     /// `stubs up` with its data in a temporary folder.
-    pub fn embedded(order_expiration: &str) -> Self {
+    pub(crate) fn embedded(order_expiration: &str) -> Self {
         Self::embedded_limiting_auth(order_expiration, "0")
     }
 
     /// [`Marketplace::embedded`], letting each address sign in or up `per_minute` times a
     /// minute ("0": no limit, as in the other tests).
-    pub fn embedded_limiting_auth(order_expiration: &str, per_minute: &str) -> Self {
+    pub(crate) fn embedded_limiting_auth(order_expiration: &str, per_minute: &str) -> Self {
         let data = tempfile::tempdir().unwrap();
         let path = data.path().to_owned();
         Self::start_embedded(&path, order_expiration, per_minute, Some(data))
     }
 
-    pub fn embedded_in(
+    pub(crate) fn embedded_in(
         path: &Path,
         order_expiration: &str,
         data: Option<tempfile::TempDir>,
@@ -133,7 +133,7 @@ impl Marketplace {
     /// The local cluster: every service as its own `stubs serve` process (two replicas of
     /// tickets, orders and payments) behind nginx, each service on a fresh PostgreSQL database,
     /// sharing a JetStream stream of the test's own.
-    pub async fn distributed(order_expiration: &str) -> Self {
+    pub(crate) async fn distributed(order_expiration: &str) -> Self {
         let nats_url = std::env::var("STUBS_TEST_NATS_URL").unwrap();
         let bus = TestBus::create(BusKind::Nats).await;
         let mut databases = Vec::new();
@@ -178,7 +178,7 @@ impl Marketplace {
     }
 
     /// Users of a marketplace running at `base`, started by the test itself.
-    pub fn on(base: &str) -> Self {
+    pub(crate) fn on(base: &str) -> Self {
         Self {
             cluster: None,
             embedded: None,
@@ -191,17 +191,17 @@ impl Marketplace {
     }
 
     /// The ingress's process id (and process group), when the marketplace is the local cluster.
-    pub fn nginx_pid(&self) -> Option<u32> {
+    pub(crate) fn nginx_pid(&self) -> Option<u32> {
         self.cluster.as_ref().and_then(Cluster::nginx_pid)
     }
 
     /// Each service's database, by service, when the marketplace is the local cluster.
-    pub fn database_urls(&self) -> &BTreeMap<String, String> {
+    pub(crate) fn database_urls(&self) -> &BTreeMap<String, String> {
         &self.database_urls
     }
 
     /// Where the marketplace answers: the process itself, or the cluster's ingress.
-    pub fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         match (&self.cluster, &self.embedded, &self.elsewhere) {
             (Some(cluster), _, _) => cluster.base_url(),
             (None, Some(process), _) => process.base.clone(),
@@ -210,13 +210,13 @@ impl Marketplace {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base())
     }
 
     /// Where each replica of a service answers by itself: the cluster's instances of it, or the
     /// one process that runs everything.
-    pub fn replica_bases(&self, service: &str) -> Vec<String> {
+    pub(crate) fn replica_bases(&self, service: &str) -> Vec<String> {
         match &self.cluster {
             Some(cluster) => cluster
                 .instances()
@@ -228,7 +228,7 @@ impl Marketplace {
         }
     }
 
-    pub fn user(&self) -> User<'_> {
+    pub(crate) fn user(&self) -> User<'_> {
         User {
             market: self,
             http: reqwest::Client::builder()
@@ -239,7 +239,7 @@ impl Marketplace {
     }
 
     /// Stops every process with SIGTERM; true when all exited cleanly.
-    pub async fn stop(mut self) -> bool {
+    pub(crate) async fn stop(mut self) -> bool {
         let mut clean = true;
         if let Some(process) = self.embedded.take() {
             clean &= process.stop();
@@ -257,44 +257,44 @@ impl Marketplace {
 }
 
 /// Debian's nginx, the ingress of the local cluster.
-pub fn nginx() -> std::path::PathBuf {
+pub(crate) fn nginx() -> std::path::PathBuf {
     cluster::servers::find_program("nginx")
         .expect("the distributed tests need nginx: apt-get install nginx-light")
 }
 
 /// One person using the marketplace, with their own session.
-pub struct User<'a> {
+pub(crate) struct User<'a> {
     market: &'a Marketplace,
     pub http: reqwest::Client,
 }
 
 impl User<'_> {
-    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
         (status, body)
     }
 
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.send(self.http.get(self.market.url(path))).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.send(self.http.post(self.market.url(path)).json(&body))
             .await
     }
 
-    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn put(&self, path: &str, body: Value) -> (u16, Value) {
         self.send(self.http.put(self.market.url(path)).json(&body))
             .await
     }
 
-    pub async fn delete(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn delete(&self, path: &str) -> (u16, Value) {
         self.send(self.http.delete(self.market.url(path))).await
     }
 
-    pub async fn sign_up(&self, email: &str) -> Value {
+    pub(crate) async fn sign_up(&self, email: &str) -> Value {
         let (status, body) = self
             .post(
                 "/api/users/signup",

@@ -26,7 +26,7 @@ struct Shared {
 }
 
 /// What the traffic did, and the orders the API said were paid.
-pub struct Tally {
+pub(crate) struct Tally {
     pub orders_placed: u64,
     pub orders_refused: u64,
     pub payments: u64,
@@ -55,18 +55,18 @@ impl std::fmt::Display for Tally {
     }
 }
 
-pub struct Traffic {
+pub(crate) struct Traffic {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Traffic {
-    pub fn start(base: &str, buyers: usize) -> Self {
+    pub(crate) fn start(base: &str, buyers: usize) -> Self {
         Self::mixed(base, buyers, 0)
     }
 
     /// Purchases, plus visitors browsing the list, ticket pages and the web pages.
-    pub fn mixed(base: &str, buyers: usize, browsers: usize) -> Self {
+    pub(crate) fn mixed(base: &str, buyers: usize, browsers: usize) -> Self {
         let shared = Arc::new(Shared::default());
         let mut tasks = vec![tokio::spawn(seller(base.to_owned(), shared.clone()))];
         for _ in 0..buyers {
@@ -79,11 +79,11 @@ impl Traffic {
     }
 
     /// Orders placed so far, to wait until the traffic is flowing.
-    pub fn orders_placed(&self) -> u64 {
+    pub(crate) fn orders_placed(&self) -> u64 {
         self.shared.orders_placed.load(Ordering::Relaxed)
     }
 
-    pub async fn stop(self) -> Tally {
+    pub(crate) async fn stop(self) -> Tally {
         self.shared.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             task.await.unwrap();

@@ -9,9 +9,9 @@ use testkit::{Backend, Client, TestService, Value, json};
 use uuid::Uuid;
 
 /// One running tickets service and everything it stands on.
-pub struct TestApp(TestService);
+pub(crate) struct TestApp(TestService);
 
-pub async fn spawn_app(backend: Backend) -> TestApp {
+pub(crate) async fn spawn_app(backend: Backend) -> TestApp {
     TestApp(TestService::start(tickets::NAME, backend, &tickets::MIGRATIONS, tickets::start).await)
 }
 
@@ -24,7 +24,7 @@ impl Deref for TestApp {
 
 impl TestApp {
     /// Lists a ticket as `seller` and returns it as the API answered (asserting 201).
-    pub async fn list_ticket(&self, seller: &Client, title: &str, price: Value) -> Value {
+    pub(crate) async fn list_ticket(&self, seller: &Client, title: &str, price: Value) -> Value {
         let reply = seller
             .post("/api/tickets", json!({"title": title, "price": price}))
             .await;
@@ -33,14 +33,14 @@ impl TestApp {
     }
 
     /// The ticket as `GET /api/tickets/{id}` shows it (asserting 200).
-    pub async fn ticket(&self, id: &str) -> Value {
+    pub(crate) async fn ticket(&self, id: &str) -> Value {
         let reply = self.anonymous().get(&format!("/api/tickets/{id}")).await;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         reply.body
     }
 
     /// The ids of `GET /api/tickets` with the given query, in order (asserting 200).
-    pub async fn listed_ids(&self, query: &str) -> Vec<String> {
+    pub(crate) async fn listed_ids(&self, query: &str) -> Vec<String> {
         let reply = self.anonymous().get(&format!("/api/tickets{query}")).await;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         reply
@@ -53,7 +53,7 @@ impl TestApp {
     }
 
     /// Waits until the ticket shows the given version, and returns it.
-    pub async fn ticket_at_version(&self, id: &str, version: i64) -> Value {
+    pub(crate) async fn ticket_at_version(&self, id: &str, version: i64) -> Value {
         testkit::eventually(&format!("ticket {id} at version {version}"), || async {
             let ticket = self.ticket(id).await;
             (ticket["version"] == version).then_some(ticket)
@@ -63,12 +63,12 @@ impl TestApp {
 }
 
 /// An order:created as the orders service announces it, for a ticket listed at 20.
-pub fn order_created(order_id: Uuid, ticket_id: &str) -> Envelope<OrderCreated> {
+pub(crate) fn order_created(order_id: Uuid, ticket_id: &str) -> Envelope<OrderCreated> {
     order_created_at(order_id, ticket_id, "Concert", 2000)
 }
 
 /// An order:created for a ticket the buyer saw with this title and price.
-pub fn order_created_at(
+pub(crate) fn order_created_at(
     order_id: Uuid,
     ticket_id: &str,
     title: &str,
@@ -89,7 +89,7 @@ pub fn order_created_at(
 }
 
 /// An order:cancelled as the orders service announces it.
-pub fn order_cancelled(order_id: Uuid, ticket_id: &str) -> Envelope<OrderCancelled> {
+pub(crate) fn order_cancelled(order_id: Uuid, ticket_id: &str) -> Envelope<OrderCancelled> {
     Envelope::new(OrderCancelled {
         id: order_id,
         version: 1,
@@ -100,6 +100,6 @@ pub fn order_cancelled(order_id: Uuid, ticket_id: &str) -> Envelope<OrderCancell
 }
 
 /// The id of a ticket as the API answered it.
-pub fn id_of(ticket: &Value) -> String {
+pub(crate) fn id_of(ticket: &Value) -> String {
     ticket["id"].as_str().unwrap().to_owned()
 }

@@ -24,12 +24,12 @@ struct AuthPage {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct NextQuery {
+pub(crate) struct NextQuery {
     next: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     #[serde(default)]
     email: String,
     #[serde(default)]
@@ -38,12 +38,12 @@ pub struct Credentials {
 }
 
 /// `GET /auth/signup`.
-pub async fn get_signup(visitor: Visitor, Query(query): Query<NextQuery>) -> Response {
+pub(crate) async fn get_signup(visitor: Visitor, Query(query): Query<NextQuery>) -> Response {
     show_form(&visitor, true, query.next.as_deref())
 }
 
 /// `GET /auth/signin`.
-pub async fn get_signin(visitor: Visitor, Query(query): Query<NextQuery>) -> Response {
+pub(crate) async fn get_signin(visitor: Visitor, Query(query): Query<NextQuery>) -> Response {
     show_form(&visitor, false, query.next.as_deref())
 }
 
@@ -65,7 +65,7 @@ fn show_form(visitor: &Visitor, signup: bool, next: Option<&str>) -> Response {
 }
 
 /// `POST /auth/signup`.
-pub async fn post_signup(
+pub(crate) async fn post_signup(
     State(web): State<Web>,
     visitor: Visitor,
     PageForm(form): PageForm<Credentials>,
@@ -74,7 +74,7 @@ pub async fn post_signup(
 }
 
 /// `POST /auth/signin`.
-pub async fn post_signin(
+pub(crate) async fn post_signin(
     State(web): State<Web>,
     visitor: Visitor,
     PageForm(form): PageForm<Credentials>,
@@ -119,13 +119,16 @@ async fn submit(
 }
 
 /// `POST /auth/signout` (the header's button).
-pub async fn post_signout(State(web): State<Web>, visitor: Visitor) -> Result<Response, PageError> {
+pub(crate) async fn post_signout(
+    State(web): State<Web>,
+    visitor: Visitor,
+) -> Result<Response, PageError> {
     sign_out_through(&web, &visitor, "/api/users/signout").await
 }
 
 /// `POST /auth/signout/everywhere` (the button on the orders page): ends every session of the
 /// account, on every device.
-pub async fn post_signout_everywhere(
+pub(crate) async fn post_signout_everywhere(
     State(web): State<Web>,
     visitor: Visitor,
 ) -> Result<Response, PageError> {

@@ -1,9 +1,9 @@
 //! The pages: what every page shares (the visitor, the layout, field errors, the error pages and
 //! redirects), and one module per part of the site.
 
-pub mod auth;
-pub mod orders;
-pub mod tickets;
+pub(crate) mod auth;
+pub(crate) mod orders;
+pub(crate) mod tickets;
 
 use std::net::SocketAddr;
 
@@ -24,7 +24,7 @@ use crate::assets;
 use crate::headers::Policy;
 
 /// Who is looking at a page: their session (forwarded to the API), and who they are if signed in.
-pub struct Visitor {
+pub(crate) struct Visitor {
     pub caller: Caller,
     pub user: Option<User>,
     /// The page asked for, to come back to after signing in.
@@ -32,14 +32,14 @@ pub struct Visitor {
 }
 
 /// A signed-in user, as the API's `currentuser` tells.
-pub struct User {
+pub(crate) struct User {
     pub id: String,
     pub email: String,
 }
 
 impl Visitor {
     /// The layout for this visitor's pages.
-    pub fn layout(&self) -> Layout {
+    pub(crate) fn layout(&self) -> Layout {
         Layout {
             user: self.user.as_ref().map(|u| u.email.clone()),
             stylesheet: assets::STYLESHEET.clone(),
@@ -47,14 +47,14 @@ impl Visitor {
     }
 
     /// The signed-in user, or a redirect to sign in and back to this page.
-    pub fn signed_in(&self) -> Result<&User, PageError> {
+    pub(crate) fn signed_in(&self) -> Result<&User, PageError> {
         self.user.as_ref().ok_or_else(|| PageError::SignIn {
             next: self.here.clone(),
         })
     }
 
     /// Calls the API for this visitor.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         web: &Web,
         method: Method,
@@ -110,7 +110,7 @@ impl FromRequestParts<Web> for Visitor {
 }
 
 /// What the base template needs.
-pub struct Layout {
+pub(crate) struct Layout {
     /// The signed-in user's e-mail.
     pub user: Option<String>,
     pub stylesheet: String,
@@ -118,7 +118,7 @@ pub struct Layout {
 
 impl Layout {
     /// The layout of a page shown without knowing the visitor (error pages).
-    pub fn anonymous() -> Self {
+    pub(crate) fn anonymous() -> Self {
         Self {
             user: None,
             stylesheet: assets::STYLESHEET.clone(),
@@ -128,14 +128,14 @@ impl Layout {
 
 /// Validation messages of a form: each next to its field, the rest above the form.
 #[derive(Debug, Default)]
-pub struct FieldErrors {
+pub(crate) struct FieldErrors {
     fields: Vec<(String, String)>,
     general: Vec<String>,
 }
 
 impl FieldErrors {
     /// Sorts the API's messages into the form's fields (`known`) and the rest.
-    pub fn from_reply(reply: &ApiReply, known: &[&str]) -> Self {
+    pub(crate) fn from_reply(reply: &ApiReply, known: &[&str]) -> Self {
         let mut errors = Self::default();
         for (field, message) in reply.errors() {
             match field {
@@ -154,7 +154,7 @@ impl FieldErrors {
     }
 
     /// One message for one field.
-    pub fn on(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn on(field: &str, message: impl Into<String>) -> Self {
         Self {
             fields: vec![(field.to_owned(), message.into())],
             general: Vec::new(),
@@ -162,7 +162,7 @@ impl FieldErrors {
     }
 
     /// A message about the form as a whole.
-    pub fn general(message: impl Into<String>) -> Self {
+    pub(crate) fn general(message: impl Into<String>) -> Self {
         Self {
             fields: Vec::new(),
             general: vec![message.into()],
@@ -170,21 +170,21 @@ impl FieldErrors {
     }
 
     /// The message for a field, if any.
-    pub fn field(&self, name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(field, _)| field == name)
             .map(|(_, message)| message.as_str())
     }
 
-    pub fn messages(&self) -> &[String] {
+    pub(crate) fn messages(&self) -> &[String] {
         &self.general
     }
 }
 
 /// Why a page could not be shown.
 #[derive(Debug, thiserror::Error)]
-pub enum PageError {
+pub(crate) enum PageError {
     #[error("not found")]
     NotFound,
     #[error("cross-site form post")]
@@ -201,7 +201,7 @@ pub enum PageError {
 
 /// A form post. One the framework cannot read is answered with a page that says why, like every
 /// other failure of a page, rather than the framework's plain text turned into JSON.
-pub struct PageForm<T>(pub T);
+pub(crate) struct PageForm<T>(pub T);
 
 impl<T, S> FromRequest<S> for PageForm<T>
 where
@@ -289,7 +289,7 @@ impl IntoResponse for PageError {
 }
 
 /// Renders a page with a status.
-pub fn render(status: StatusCode, page: &impl Template) -> Response {
+pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(err) => PageError::Internal(format!("template: {err}")).into_response(),
@@ -297,7 +297,7 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
 }
 
 /// A redirect after a POST that also hands the browser the API's cookies.
-pub fn redirect_with_cookies(to: &str, cookies: Vec<HeaderValue>) -> Response {
+pub(crate) fn redirect_with_cookies(to: &str, cookies: Vec<HeaderValue>) -> Response {
     let mut response = Redirect::to(to).into_response();
     for cookie in cookies {
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -306,7 +306,7 @@ pub fn redirect_with_cookies(to: &str, cookies: Vec<HeaderValue>) -> Response {
 }
 
 /// Where to go after signing in: a path of this site only, never another site (`//evil`).
-pub fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(next)
             if next.starts_with('/')
@@ -334,12 +334,12 @@ fn encode(text: &str) -> String {
 }
 
 /// An id from a page path. Anything but a UUID names nothing (and never reaches an API path).
-pub fn parse_id(raw: &str) -> Result<Uuid, PageError> {
+pub(crate) fn parse_id(raw: &str) -> Result<Uuid, PageError> {
     Uuid::parse_str(raw).map_err(|_| PageError::NotFound)
 }
 
 /// The fallback: the API's JSON 404 under `/api`, the 404 page elsewhere.
-pub async fn not_found(uri: axum::http::Uri) -> Response {
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
     let path = uri.path();
     if path == "/api" || path.starts_with("/api/") {
         return common::ApiError::NotFound.into_response();

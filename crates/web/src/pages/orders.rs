@@ -16,7 +16,7 @@ use crate::{Web, assets, card, format};
 
 /// Where an order stands, as the buyer sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
+pub(crate) enum Standing {
     /// Waiting for payment, with time left.
     Open,
     Paid,
@@ -28,7 +28,7 @@ pub enum Standing {
 
 impl Standing {
     /// From the API's status and the time left on the server's clock.
-    pub fn of(status: &str, seconds_left: i64, expires_in_future: bool) -> Self {
+    pub(crate) fn of(status: &str, seconds_left: i64, expires_in_future: bool) -> Self {
         match status {
             "complete" => Self::Paid,
             "cancelled" if expires_in_future => Self::Cancelled,
@@ -38,7 +38,7 @@ impl Standing {
         }
     }
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Open => "Awaiting payment",
             Self::Paid => "Paid",
@@ -48,7 +48,7 @@ impl Standing {
     }
 
     /// The CSS class of the status badge.
-    pub fn class(self) -> &'static str {
+    pub(crate) fn class(self) -> &'static str {
         match self {
             Self::Open => "open",
             Self::Paid => "paid",
@@ -58,7 +58,7 @@ impl Standing {
 }
 
 /// An order as the pages show it.
-pub struct OrderView {
+pub(crate) struct OrderView {
     pub id: String,
     pub ticket_id: String,
     pub title: String,
@@ -85,7 +85,7 @@ impl OrderView {
         })
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.standing == Standing::Open
     }
 }
@@ -98,7 +98,10 @@ struct OrdersPage {
 }
 
 /// `GET /orders`: my orders, newest first.
-pub async fn get_orders(State(web): State<Web>, visitor: Visitor) -> Result<Response, PageError> {
+pub(crate) async fn get_orders(
+    State(web): State<Web>,
+    visitor: Visitor,
+) -> Result<Response, PageError> {
     visitor.signed_in()?;
     let reply = visitor.call(&web, Method::GET, "/api/orders", None).await?;
     match reply.status {
@@ -181,7 +184,7 @@ fn order_page(
 }
 
 /// `GET /orders/{id}`.
-pub async fn get_order(
+pub(crate) async fn get_order(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,
@@ -194,7 +197,7 @@ pub async fn get_order(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct PaymentFields {
+pub(crate) struct PaymentFields {
     /// Sandbox mode: one of Stripe's test card numbers.
     card_number: Option<String>,
     /// With a Stripe key: the token Stripe.js made from the card.
@@ -202,7 +205,7 @@ pub struct PaymentFields {
 }
 
 /// `POST /orders/{id}/pay`: charges the card, then shows the order (paid, or why not).
-pub async fn post_payment(
+pub(crate) async fn post_payment(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,
@@ -292,7 +295,7 @@ pub async fn post_payment(
 }
 
 /// `POST /orders/{id}/cancel`: gives the ticket back before the time runs out.
-pub async fn post_cancel_order(
+pub(crate) async fn post_cancel_order(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,

@@ -11,10 +11,10 @@ use super::{FieldErrors, Layout, PageError, PageForm, Visitor, parse_id, render}
 use crate::{Web, format};
 
 /// Tickets on one page of `/`.
-pub const PAGE_SIZE: u32 = 24;
+pub(crate) const PAGE_SIZE: u32 = 24;
 
 /// A ticket as the pages show it.
-pub struct TicketView {
+pub(crate) struct TicketView {
     pub id: String,
     pub title: String,
     pub price: String,
@@ -51,12 +51,12 @@ struct HomePage {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct PageQuery {
+pub(crate) struct PageQuery {
     page: Option<String>,
 }
 
 /// `GET /?page=N`: tickets for sale, newest first.
-pub async fn get_home(
+pub(crate) async fn get_home(
     State(web): State<Web>,
     visitor: Visitor,
     Query(query): Query<PageQuery>,
@@ -139,7 +139,7 @@ fn ticket_page(visitor: &Visitor, ticket: TicketView, errors: FieldErrors) -> Ti
 }
 
 /// `GET /tickets/{id}`.
-pub async fn get_ticket(
+pub(crate) async fn get_ticket(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,
@@ -152,7 +152,7 @@ pub async fn get_ticket(
 }
 
 /// `POST /tickets/{id}/purchase`: places an order and goes to it.
-pub async fn post_purchase(
+pub(crate) async fn post_purchase(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,
@@ -199,7 +199,7 @@ struct TicketForm {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TicketFields {
+pub(crate) struct TicketFields {
     #[serde(default)]
     title: String,
     #[serde(default)]
@@ -207,7 +207,7 @@ pub struct TicketFields {
 }
 
 /// `GET /tickets/new`.
-pub async fn get_new_ticket(visitor: Visitor) -> Result<Response, PageError> {
+pub(crate) async fn get_new_ticket(visitor: Visitor) -> Result<Response, PageError> {
     visitor.signed_in()?;
     Ok(render(
         StatusCode::OK,
@@ -241,7 +241,7 @@ fn price_json(text: &str) -> Value {
 }
 
 /// `POST /tickets/new`: lists the ticket and shows it.
-pub async fn post_new_ticket(
+pub(crate) async fn post_new_ticket(
     State(web): State<Web>,
     visitor: Visitor,
     PageForm(form): PageForm<TicketFields>,
@@ -250,7 +250,7 @@ pub async fn post_new_ticket(
 }
 
 /// `GET /tickets/{id}/edit`: the seller's form, while no order holds the ticket.
-pub async fn get_edit_ticket(
+pub(crate) async fn get_edit_ticket(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,
@@ -280,7 +280,7 @@ pub async fn get_edit_ticket(
 }
 
 /// `POST /tickets/{id}/edit`.
-pub async fn post_edit_ticket(
+pub(crate) async fn post_edit_ticket(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,

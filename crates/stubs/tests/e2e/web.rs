@@ -2,14 +2,12 @@
 //! JavaScript sends it (form posts with an `Origin`, redirects read by hand).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::Marketplace;
 use reqwest::header::{HeaderMap, LOCATION};
 use reqwest::{Client, StatusCode, redirect};
 use serde_json::json;
-use support::Marketplace;
 
 /// One person with a browser that has JavaScript turned off.
 struct Browser {
@@ -491,7 +489,7 @@ async fn the_home_page_with_a_thousand_tickets_listed_renders_quickly() {
 #[tokio::test]
 async fn serve_web_calls_the_api_over_http_and_passes_the_session_cookie_both_ways() {
     let api = Marketplace::embedded("1m");
-    let pages = support::Process::start(
+    let pages = crate::support::Process::start(
         &[
             "serve",
             "web",
@@ -548,7 +546,7 @@ fn serve_web_without_an_api_url_stops_with_one_clear_line() {
 #[tokio::test]
 async fn with_a_stripe_key_the_payment_form_uses_stripe_elements_and_the_policy_allows_stripe() {
     let data = tempfile::tempdir().unwrap();
-    let process = support::Process::start(
+    let process = crate::support::Process::start(
         &[
             "up",
             "--listen",

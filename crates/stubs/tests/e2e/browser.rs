@@ -3,16 +3,14 @@
 //! Screenshots of the main pages at phone and laptop widths go to `screenshots/` at the repo root.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::Marketplace;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use support::Marketplace;
 
 const PHONE: (u32, u32) = (390, 844);
 const LAPTOP: (u32, u32) = (1366, 900);

@@ -3,12 +3,10 @@
 //! tickets, orders and payments, on PostgreSQL and JetStream, behind nginx).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Marketplace, User};
 use serde_json::{Value, json};
-use support::{Marketplace, User};
 use testkit::eventually;
 use tokio::time::sleep;
 

@@ -6,18 +6,16 @@
 //! cancelled.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::Marketplace;
+use crate::support::invariants::assert_settled;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde_json::{Value, json};
 use sqlx::Row;
-use support::Marketplace;
-use support::invariants::assert_settled;
 use tokio::time::{Instant, sleep};
 
 /// Short, so that orders lapse while others are paid and cancelled.

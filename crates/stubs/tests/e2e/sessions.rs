@@ -3,12 +3,10 @@
 //! refuses every token its user had, while other sessions and new ones go on working.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::Marketplace;
 use serde_json::json;
-use support::Marketplace;
 use testkit::eventually;
 
 /// Every service a session is shown to, with a request that needs it and does nothing else.

@@ -7,17 +7,15 @@
 //! order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::invariants::{assert_settled, violations};
+use crate::support::traffic::{Tally, Traffic};
 use cluster::servers::{OwnNats, OwnPostgres};
 use cluster::{Cluster, InstanceId};
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use support::invariants::{assert_settled, violations};
-use support::traffic::{Tally, Traffic};
 use tokio::time::sleep;
 
 /// Short enough that orders expire while the faults happen.
@@ -61,13 +59,13 @@ impl Rig {
         let cluster_dir = tempfile::tempdir().unwrap();
         let cluster = Cluster::start(cluster::Settings {
             stubs: env!("CARGO_BIN_EXE_stubs").into(),
-            nginx: support::nginx(),
+            nginx: crate::support::nginx(),
             dir: cluster_dir.path().to_owned(),
             port: 0,
             database_urls: databases.clone(),
             nats_url: nats.url(),
             nats_prefix: "stubs".into(),
-            jwt_secret: support::SECRET.into(),
+            jwt_secret: crate::support::SECRET.into(),
             replicas: BTreeMap::new(),
             env: vec![
                 ("STUBS_AUTH_ATTEMPTS_PER_MINUTE".into(), "0".into()),
@@ -261,7 +259,7 @@ testkit::distributed_test! {
                 .await
                 .unwrap();
         }
-        let market = support::Marketplace::on(&rig.base_url());
+        let market = crate::support::Marketplace::on(&rig.base_url());
         let (seller, buyer) = (market.user(), market.user());
         seller.sign_up(&format!("{}@example.com", uuid::Uuid::new_v4())).await;
         buyer.sign_up(&format!("{}@example.com", uuid::Uuid::new_v4())).await;
@@ -336,7 +334,7 @@ testkit::distributed_test! {
     async fn a_consumer_that_crashes_in_the_middle_of_a_batch_applies_each_event_once() {
         let mut rig = Rig::with_window("10m").await;
         let replicas = [0, 1].map(|replica| InstanceId { service: "tickets", replica });
-        let market = support::Marketplace::on(&rig.base_url());
+        let market = crate::support::Marketplace::on(&rig.base_url());
         let seller = market.user();
         seller.sign_up(&format!("{}@example.com", uuid::Uuid::new_v4())).await;
         let mut tickets = Vec::new();

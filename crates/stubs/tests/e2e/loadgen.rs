@@ -2,11 +2,9 @@
 //! marketplace's invariants checked from its API afterwards. A double sale fails this test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use crate::support::Marketplace;
 use clap::Parser;
 use loadgen::Settings;
-use support::Marketplace;
 
 const TICKETS: usize = 10;
 

@@ -2,16 +2,14 @@
 //! over OTLP/HTTP, the request's and those of the listeners it caused, and flushes them on exit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
+use crate::support::Process;
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use serde_json::json;
-use support::Process;
 
 /// What a collector received: the body of every export, with its content type.
 type Exports = Arc<Mutex<Vec<(String, Bytes)>>>;

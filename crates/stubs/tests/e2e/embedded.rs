@@ -1,12 +1,10 @@
 //! `stubs up` as an operator runs it: the real binary, a data folder, a port of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::Process;
 use serde_json::{Value, json};
-use support::Process;
 
 fn start_up(data_dir: &std::path::Path) -> Process {
     Process::start(

@@ -1,7 +1,6 @@
 //! Running the real `stubs` binary for end-to-end tests: `stubs up` in one process, or the local
 //! cluster, every service as `stubs serve` in processes of its own on PostgreSQL and JetStream
 //! behind nginx.
-#![allow(dead_code)]
 
 pub(crate) mod invariants;
 pub(crate) mod traffic;
@@ -89,14 +88,6 @@ impl Marketplace {
         let data = tempfile::tempdir().unwrap();
         let path = data.path().to_owned();
         Self::start_embedded(&path, order_expiration, per_minute, Some(data))
-    }
-
-    pub(crate) fn embedded_in(
-        path: &Path,
-        order_expiration: &str,
-        data: Option<tempfile::TempDir>,
-    ) -> Self {
-        Self::start_embedded(path, order_expiration, "0", data)
     }
 
     fn start_embedded(

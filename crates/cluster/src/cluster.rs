@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::Service;
 use crate::nginx::{self, Route};
 use crate::ports::free_ports;
 use crate::process::{append, log_tail, running_as_root, signal, signal_group, wait_with_timeout};
-use crate::{SERVICES, has_database};
 
 /// How to run a cluster.
 #[derive(Debug, Clone)]
@@ -30,33 +30,25 @@ pub struct Settings {
     pub nats_url: String,
     pub nats_prefix: String,
     pub jwt_secret: String,
-    /// Replicas per service; a service not named runs [`Settings::default_replicas`].
+    /// Replicas per service, by name; a service not named runs [`Service::default_replicas`].
     pub replicas: BTreeMap<String, usize>,
     /// Further `STUBS_*` settings for every process (order expiration, rate limits, ...).
     pub env: Vec<(String, String)>,
 }
 
 impl Settings {
-    /// Two replicas of the services that take the purchase traffic, one of the others.
-    pub fn default_replicas(service: &str) -> usize {
-        match service {
-            "tickets" | "orders" | "payments" => 2,
-            _ => 1,
-        }
-    }
-
-    pub fn replicas_of(&self, service: &str) -> usize {
+    pub fn replicas_of(&self, service: Service) -> usize {
         self.replicas
-            .get(service)
+            .get(service.name())
             .copied()
-            .unwrap_or_else(|| Self::default_replicas(service))
+            .unwrap_or_else(|| service.default_replicas())
     }
 }
 
 /// One process of the cluster: a service and which of its replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct InstanceId {
-    pub service: &'static str,
+    pub service: Service,
     pub replica: usize,
 }
 
@@ -110,10 +102,11 @@ impl Cluster {
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(settings.dir.join("logs"))
             .with_context(|| format!("cannot create {}", settings.dir.display()))?;
-        let ids: Vec<InstanceId> = SERVICES
-            .iter()
-            .flat_map(|(service, _)| {
-                (0..settings.replicas_of(service)).map(|replica| InstanceId { service, replica })
+        let ids: Vec<InstanceId> = Service::ALL
+            .into_iter()
+            .flat_map(|service| {
+                (0..settings.replicas_of(service))
+                    .map(move |replica| InstanceId { service, replica })
             })
             .collect();
         let mut ports = free_ports(ids.len() + 1)?;
@@ -296,7 +289,7 @@ impl Cluster {
         let settings = &self.settings;
         let mut command = Command::new(&settings.stubs);
         command
-            .args(["serve", id.service])
+            .args(["serve", id.service.name()])
             .env("STUBS_LISTEN", format!("127.0.0.1:{port}"))
             .env("STUBS_JWT_SECRET", &settings.jwt_secret)
             .env("STUBS_NATS_URL", &settings.nats_url)
@@ -316,10 +309,10 @@ impl Cluster {
         if std::env::var_os("STUBS_DATABASE_MAX_CONNECTIONS").is_none() {
             command.env("STUBS_DATABASE_MAX_CONNECTIONS", "8");
         }
-        if has_database(id.service) {
+        if id.service.has_database() {
             let url = settings
                 .database_urls
-                .get(id.service)
+                .get(id.service.name())
                 .with_context(|| format!("no database for {}", id.service))?;
             command.env("STUBS_DATABASE_URL", url);
         }
@@ -369,16 +362,16 @@ impl Cluster {
     async fn start_nginx(&mut self) -> anyhow::Result<()> {
         let dir = &self.settings.dir;
         std::fs::create_dir_all(dir.join("nginx-tmp"))?;
-        let routes: Vec<Route<'_>> = SERVICES
-            .iter()
-            .filter_map(|(service, prefix)| {
+        let routes: Vec<Route<'_>> = Service::ALL
+            .into_iter()
+            .filter_map(|service| {
                 Some(Route {
-                    service,
-                    prefix: (*prefix)?,
+                    service: service.name(),
+                    prefix: service.route()?,
                     ports: self
                         .instances
                         .iter()
-                        .filter(|instance| instance.id.service == *service)
+                        .filter(|instance| instance.id.service == service)
                         .map(|instance| instance.port)
                         .collect(),
                 })
@@ -451,7 +444,7 @@ mod tests {
 
     #[test]
     fn the_purchase_path_runs_two_replicas() {
-        assert_eq!(Settings::default_replicas("orders"), 2);
-        assert_eq!(Settings::default_replicas("auth"), 1);
+        assert_eq!(Service::Orders.default_replicas(), 2);
+        assert_eq!(Service::Auth.default_replicas(), 1);
     }
 }

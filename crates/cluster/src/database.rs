@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 use sqlx::Connection;
 
-use crate::{SERVICES, has_database};
+use crate::Service;
 
 /// Creates (if missing) a database per service named `<prefix>_<service>` on the server behind
 /// `admin_url`, and returns each service's URL.
@@ -18,7 +18,7 @@ pub async fn create_databases(
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {admin_url}"))?;
     let mut urls = BTreeMap::new();
-    for (service, _) in SERVICES.iter().filter(|(s, _)| has_database(s)) {
+    for service in Service::ALL.into_iter().filter(|s| s.has_database()) {
         let name = format!("{prefix}_{service}");
         let exists: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
@@ -31,7 +31,7 @@ pub async fn create_databases(
                 .await
                 .with_context(|| format!("cannot create database {name}"))?;
         }
-        urls.insert((*service).to_owned(), with_database(admin_url, &name)?);
+        urls.insert(service.name().to_owned(), with_database(admin_url, &name)?);
     }
     Ok(urls)
 }

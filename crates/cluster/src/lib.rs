@@ -16,19 +16,74 @@ pub mod servers;
 pub use cluster::{Cluster, InstanceId, ProcessState, Settings, State};
 pub use database::{create_databases, drop_database, with_database};
 pub use process::{group_members, pid_alive, signal, signal_group};
+use serde::{Deserialize, Serialize};
 
-/// The services a cluster runs, in the order they start, and the path prefix the ingress sends to
-/// each (`None`: no public routes).
-pub const SERVICES: [(&str, Option<&str>); 6] = [
-    ("auth", Some("/api/users")),
-    ("tickets", Some("/api/tickets")),
-    ("orders", Some("/api/orders")),
-    ("expiration", None),
-    ("payments", Some("/api/payments")),
-    ("web", Some("/")),
-];
+/// A service the cluster runs, by the name `stubs serve` knows it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Auth,
+    Tickets,
+    Orders,
+    Expiration,
+    Payments,
+    Web,
+}
 
-/// Whether a service keeps a database (all but the pages).
-pub fn has_database(service: &str) -> bool {
-    service != "web"
+impl Service {
+    /// Every service, in the order a cluster starts them.
+    pub const ALL: [Service; 6] = [
+        Self::Auth,
+        Self::Tickets,
+        Self::Orders,
+        Self::Expiration,
+        Self::Payments,
+        Self::Web,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Tickets => "tickets",
+            Self::Orders => "orders",
+            Self::Expiration => "expiration",
+            Self::Payments => "payments",
+            Self::Web => "web",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|service| service.name() == name)
+    }
+
+    /// The path prefix the ingress sends to the service; `None`: no public routes.
+    pub fn route(self) -> Option<&'static str> {
+        match self {
+            Self::Auth => Some("/api/users"),
+            Self::Tickets => Some("/api/tickets"),
+            Self::Orders => Some("/api/orders"),
+            Self::Expiration => None,
+            Self::Payments => Some("/api/payments"),
+            Self::Web => Some("/"),
+        }
+    }
+
+    /// Whether the service keeps a database (all but the pages).
+    pub fn has_database(self) -> bool {
+        self != Self::Web
+    }
+
+    /// Two replicas of the services that take the purchase traffic, one of the others.
+    pub fn default_replicas(self) -> usize {
+        match self {
+            Self::Tickets | Self::Orders | Self::Payments => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }

@@ -59,7 +59,7 @@ fn parse_replicas(text: &str) -> Result<(String, usize), String> {
     let (service, count) = text
         .split_once('=')
         .ok_or_else(|| format!("expected SERVICE=COUNT, got {text:?}"))?;
-    if !cluster::SERVICES.iter().any(|(name, _)| *name == service) {
+    if cluster::Service::parse(service).is_none() {
         return Err(format!("no service named {service:?}"));
     }
     let count = count

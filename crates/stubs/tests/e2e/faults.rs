@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::support::invariants::{assert_settled, violations};
 use crate::support::traffic::{Tally, Traffic};
 use cluster::servers::{OwnNats, OwnPostgres};
-use cluster::{Cluster, InstanceId};
+use cluster::{Cluster, InstanceId, Service};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use tokio::time::sleep;
@@ -227,7 +227,7 @@ testkit::distributed_test! {
         assert_eq!(listing.status(), 503);
         let body: serde_json::Value = listing.json().await.unwrap();
         assert!(body["errors"][0]["message"].is_string(), "{body}");
-        let orders = InstanceId { service: "orders", replica: 0 };
+        let orders = InstanceId { service: Service::Orders, replica: 0 };
         let ready = http
             .get(format!("{}/readyz", rig.cluster().instance_url(orders).unwrap()))
             .send()
@@ -252,7 +252,7 @@ testkit::distributed_test! {
     async fn a_consumer_that_crashes_after_its_effect_and_before_its_ack_applies_it_once() {
         // The order stays unpaid and must not expire while the test looks at its ticket.
         let mut rig = Rig::with_window("10m").await;
-        let replicas = [0, 1].map(|replica| InstanceId { service: "tickets", replica });
+        let replicas = [0, 1].map(|replica| InstanceId { service: Service::Tickets, replica });
         for id in replicas {
             rig.cluster()
                 .restart_with(id, &[("STUBS_CRASH_BEFORE_ACK", "tickets_order_created")])
@@ -333,7 +333,7 @@ testkit::distributed_test! {
 testkit::distributed_test! {
     async fn a_consumer_that_crashes_in_the_middle_of_a_batch_applies_each_event_once() {
         let mut rig = Rig::with_window("10m").await;
-        let replicas = [0, 1].map(|replica| InstanceId { service: "tickets", replica });
+        let replicas = [0, 1].map(|replica| InstanceId { service: Service::Tickets, replica });
         let market = crate::support::Marketplace::on(&rig.base_url());
         let seller = market.user();
         seller.sign_up(&format!("{}@example.com", uuid::Uuid::new_v4())).await;

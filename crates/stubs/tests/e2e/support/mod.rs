@@ -129,10 +129,10 @@ impl Marketplace {
         let bus = TestBus::create(BusKind::Nats).await;
         let mut databases = Vec::new();
         let mut database_urls = BTreeMap::new();
-        for (service, _) in cluster::SERVICES {
-            if cluster::has_database(service) {
+        for service in cluster::Service::ALL {
+            if service.has_database() {
                 let database = TestDatabase::create(Backend::Postgres).await;
-                database_urls.insert(service.to_owned(), database.url.clone());
+                database_urls.insert(service.name().to_owned(), database.url.clone());
                 databases.push(database);
             }
         }
@@ -212,7 +212,7 @@ impl Marketplace {
             Some(cluster) => cluster
                 .instances()
                 .into_iter()
-                .filter(|id| id.service == service)
+                .filter(|id| id.service.name() == service)
                 .filter_map(|id| cluster.instance_url(id))
                 .collect(),
             None => vec![self.base()],

@@ -139,7 +139,13 @@ impl<E: EventData> Watcher<E> {
             .await
             .ok()?
             .unwrap();
+        let envelope = Envelope::decode(&delivery.payload).unwrap();
+        assert_eq!(
+            delivery.message_id,
+            envelope.id.to_string(),
+            "an event travels under its envelope's id, which the bus de-duplicates by"
+        );
         delivery.ack().await.unwrap();
-        Some(Envelope::decode(&delivery.payload).unwrap())
+        Some(envelope)
     }
 }

@@ -15,8 +15,7 @@ use bytes::Bytes;
 use common::ServiceContext;
 use common::arrivals::{ArrivalSettings, Arrivals};
 use common::bus::{
-    Batch, BatchAcker, Bus, BusError, ConsumerConfig, DeadLetter, Delivery, Message, SharedBus,
-    Subscription,
+    Batch, BatchAcker, Bus, BusError, ConsumerConfig, DeadLetter, Message, SharedBus, Subscription,
 };
 use common::events::{Envelope, EventData, EventType, TicketCreated};
 use common::listener::{self, HandleError, Handler};
@@ -25,7 +24,7 @@ use common::outbox::{self, Outbox};
 use common::retention;
 use common::store::{Migration, Migrations, Store};
 use sqlx::AnyConnection;
-use testkit::{Backend, BusKind, TestBus, TestDatabase, eventually};
+use testkit::{Backend, BusKind, TestBus, TestDatabase, eventually, has_handled};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -57,11 +56,6 @@ fn ticket(title: &str) -> TicketCreated {
     }
 }
 
-/// A consumer group that only watches what reaches the bus.
-fn observer() -> ConsumerConfig {
-    ConsumerConfig::new("observer", EventType::TicketCreated)
-}
-
 /// The group `listener::spawn` uses for a service called `tickets`.
 fn tickets_group() -> ConsumerConfig {
     ConsumerConfig::new("tickets", EventType::TicketCreated)
@@ -77,34 +71,6 @@ async fn publish_envelope<T: EventData>(bus: &dyn Bus, envelope: &Envelope<T>, m
     })
     .await
     .unwrap();
-}
-
-async fn next_within(sub: &mut dyn Subscription, wait: Duration) -> Option<Delivery> {
-    tokio::time::timeout(wait, sub.next())
-        .await
-        .ok()
-        .map(|next| next.expect("the subscription failed"))
-}
-
-/// Receives `n` events, acking each; returns them in arrival order.
-async fn receive_and_ack(sub: &mut dyn Subscription, n: usize) -> Vec<Envelope<TicketCreated>> {
-    let mut events = Vec::new();
-    for i in 0..n {
-        let delivery = next_within(sub, WAIT)
-            .await
-            .unwrap_or_else(|| panic!("event {} of {n} did not arrive within {WAIT:?}", i + 1));
-        let envelope = Envelope::<TicketCreated>::decode(&delivery.payload).unwrap();
-        assert_eq!(delivery.message_id, envelope.id.to_string());
-        delivery.ack().await.unwrap();
-        events.push(envelope);
-    }
-    events
-}
-
-async fn expect_silence(sub: &mut dyn Subscription, wait: Duration, why: &str) {
-    if let Some(delivery) = next_within(sub, wait).await {
-        panic!("unexpected delivery ({why}): {delivery:?}");
-    }
 }
 
 /// Writes one event through the outbox in its own committed transaction.
@@ -130,16 +96,6 @@ async fn effects_of(store: &Store, event_id: Uuid) -> i64 {
         &event_id.to_string(),
     )
     .await
-}
-
-async fn handled(store: &Store, event_id: Uuid) -> bool {
-    count(
-        store,
-        "SELECT COUNT(*) FROM inbox WHERE event_id = $1",
-        &event_id.to_string(),
-    )
-    .await
-        > 0
 }
 
 async fn record_effect(
@@ -269,7 +225,7 @@ async fn only_committed_events_are_published(backend: Backend, kind: BusKind) {
     let bus = test_bus.bus.as_ref();
     let store = database.store(&[&outbox::MIGRATIONS]).await;
     let outbox = Outbox::new(store.clone(), "tickets");
-    let mut sub = bus.subscribe(&observer()).await.unwrap();
+    let mut watcher = test_bus.watch::<TicketCreated>().await;
 
     let mut tx = store.begin().await.unwrap();
     let rolled_back = outbox::enqueue(&mut tx, ticket("rolled back"))
@@ -278,12 +234,8 @@ async fn only_committed_events_are_published(backend: Backend, kind: BusKind) {
     tx.rollback().await.unwrap();
     assert_eq!(outbox.backlog().await.unwrap(), 0);
     assert_eq!(outbox.relay_once(bus).await.unwrap(), 0);
-    expect_silence(
-        sub.as_mut(),
-        Duration::from_millis(500),
-        "its transaction rolled back",
-    )
-    .await;
+    let early = watcher.next_within(Duration::from_millis(500)).await;
+    assert_eq!(early, None, "its transaction rolled back");
 
     let committed = write_event(&store, &outbox, "committed").await;
     assert_eq!(outbox.backlog().await.unwrap(), 1);
@@ -291,14 +243,13 @@ async fn only_committed_events_are_published(backend: Backend, kind: BusKind) {
     assert_eq!(outbox.backlog().await.unwrap(), 0);
     assert_eq!(outbox.relay_once(bus).await.unwrap(), 0, "published once");
 
-    let received = receive_and_ack(sub.as_mut(), 1).await;
-    assert_eq!(received, [committed]);
-    expect_silence(
-        sub.as_mut(),
-        Duration::from_secs(1),
-        &format!("only the committed event; {} rolled back", rolled_back.id),
-    )
-    .await;
+    assert_eq!(watcher.next().await, committed);
+    assert_eq!(
+        watcher.rest().await,
+        [],
+        "only the committed event; {} rolled back",
+        rolled_back.id
+    );
 }
 
 /// The real bus behind a switch: while `down` is set, every publish fails as an unreachable bus
@@ -360,13 +311,9 @@ async fn the_relay_catches_up_after_the_bus_was_away(backend: Backend, kind: Bus
     })
     .await;
     assert_eq!(outbox.backlog().await.unwrap(), 5);
-    let mut sub = test_bus.bus.subscribe(&observer()).await.unwrap();
-    expect_silence(
-        sub.as_mut(),
-        Duration::from_millis(500),
-        "the bus was unreachable",
-    )
-    .await;
+    let mut watcher = test_bus.watch::<TicketCreated>().await;
+    let early = watcher.next_within(Duration::from_millis(500)).await;
+    assert_eq!(early, None, "the bus was unreachable");
     assert_eq!(outbox.backlog().await.unwrap(), 5);
 
     flaky.down.store(false, Ordering::SeqCst);
@@ -375,9 +322,12 @@ async fn the_relay_catches_up_after_the_bus_was_away(backend: Backend, kind: Bus
         (outbox_ref.backlog().await.unwrap() == 0).then_some(())
     })
     .await;
-    let received = receive_and_ack(sub.as_mut(), written.len()).await;
+    let mut received = Vec::new();
+    for _ in &written {
+        received.push(watcher.next().await);
+    }
     assert_eq!(received, written, "every event, in the order written");
-    expect_silence(sub.as_mut(), Duration::from_secs(1), "each event once").await;
+    assert_eq!(watcher.rest().await, [], "each event once");
 
     shutdown.cancel();
     tokio::time::timeout(WAIT, relay)
@@ -423,7 +373,7 @@ async fn an_event_received_twice_is_applied_once(backend: Backend, kind: BusKind
     })
     .await;
     assert_eq!(effects_of(store, event.id).await, 1, "applied exactly once");
-    assert!(handled(store, event.id).await);
+    assert!(has_handled(store, event.id).await);
     let dead = ctx.bus.dead_letters(&tickets_group()).await.unwrap();
     assert!(dead.is_empty(), "{dead:?}");
     stop(ctx).await;
@@ -486,7 +436,7 @@ async fn an_event_never_ready_is_retried_then_dead_lettered(backend: Backend, ki
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(calls.load(Ordering::SeqCst), max_deliver);
     assert_eq!(effects_of(&ctx.store, event.id).await, 0);
-    assert!(!handled(&ctx.store, event.id).await);
+    assert!(!has_handled(&ctx.store, event.id).await);
     stop(ctx).await;
 }
 
@@ -532,7 +482,7 @@ async fn an_event_ready_on_a_later_attempt_is_applied(backend: Backend, kind: Bu
 
     let store = &ctx.store;
     eventually("the event to be handled", || async move {
-        handled(store, event.id).await.then_some(())
+        has_handled(store, event.id).await.then_some(())
     })
     .await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -636,7 +586,7 @@ async fn an_event_not_ready_holds_up_none_of_its_batch(backend: Backend, kind: B
     let store = &ctx.store;
     for event in &good {
         eventually("every good event to be applied", || async move {
-            handled(store, event.id).await.then_some(())
+            has_handled(store, event.id).await.then_some(())
         })
         .await;
     }
@@ -735,7 +685,7 @@ async fn events_of_one_ticket_keep_their_order_within_a_batch(backend: Backend, 
     let store = &ctx.store;
     let last = last.unwrap();
     eventually("all thirty events to be applied", || async move {
-        handled(store, last).await.then_some(())
+        has_handled(store, last).await.then_some(())
     })
     .await;
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM effects")
@@ -869,7 +819,7 @@ async fn a_batch_whose_ack_was_lost_is_applied_once(backend: Backend, kind: BusK
     let store = &ctx.store;
     for event in &events {
         eventually("every event to be applied", || async move {
-            handled(store, event.id).await.then_some(())
+            has_handled(store, event.id).await.then_some(())
         })
         .await;
     }
@@ -942,7 +892,7 @@ async fn an_event_not_ready_holds_back_the_later_events_of_its_row(
     let store = &ctx.store;
     for event in &events {
         eventually("every event to be applied", || async move {
-            handled(store, event.id).await.then_some(())
+            has_handled(store, event.id).await.then_some(())
         })
         .await;
     }

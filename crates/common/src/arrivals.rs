@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::store::{Dialect, Heard, listen};
+use crate::store::{Dialect, Heard, listen, notify_on_commit};
 
 /// The PostgreSQL channel a service's listeners announce on. Each service has a database of its
 /// own, and notifications stay within their database.
@@ -173,11 +173,7 @@ impl Arrivals {
                 .map(Uuid::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(payload)
-                .execute(&mut *tx)
-                .await?;
+            notify_on_commit(tx, CHANNEL, &payload).await?;
         }
         Ok(())
     }

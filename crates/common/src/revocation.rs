@@ -33,7 +33,7 @@ use crate::clock::{millis, now_millis};
 use crate::events::{Envelope, SessionRevoked, SessionsRevoked};
 use crate::listener::{HandleError, Handler};
 use crate::session::Claims;
-use crate::store::{Dialect, Heard, Store, listen, uuid_column};
+use crate::store::{Dialect, Heard, Store, listen, notify_on_commit, uuid_column};
 
 /// The PostgreSQL channel replicas hear each other's revocations on.
 const CHANNEL: &str = "revocations";
@@ -256,11 +256,7 @@ pub async fn record(
     if dialect == Dialect::Postgres {
         let payload = serde_json::to_string(&revocation)
             .map_err(|err| sqlx::Error::Protocol(err.to_string()))?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await?;
+        notify_on_commit(tx, CHANNEL, &payload).await?;
     }
     Ok(())
 }

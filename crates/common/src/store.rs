@@ -356,6 +356,21 @@ impl Params {
     }
 }
 
+/// Notifies every listener on a PostgreSQL `channel` when the transaction `tx` commits (and
+/// never, if it rolls back).
+pub async fn notify_on_commit(
+    tx: &mut sqlx::AnyConnection,
+    channel: &str,
+    payload: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// What a listener on a PostgreSQL channel hears.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Heard {

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::Service;
 use crate::nginx::{self, Route};
 use crate::ports::free_ports;
-use crate::process::{append, log_tail, running_as_root, signal, signal_group, wait_with_timeout};
+use crate::process::{
+    append, group_members, log_tail, running_as_root, signal, signal_group, wait_with_timeout,
+};
 
 /// How to run a cluster.
 #[derive(Debug, Clone)]
@@ -238,6 +240,16 @@ impl Cluster {
                 .context("nginx did not stop")?;
             // Its workers go with it; any that did not are ended rather than left behind.
             let _ = signal_group(group, "KILL");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !group_members(group).is_empty() {
+                if Instant::now() > deadline {
+                    bail!(
+                        "nginx's workers outlived it: {:?} still run",
+                        group_members(group)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         Ok(statuses)
     }

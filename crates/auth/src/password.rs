@@ -12,7 +12,6 @@ use std::cell::RefCell;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use common::ApiError;
 use rand::RngCore;
 use tokio::sync::{OnceCell, oneshot};
 
@@ -48,27 +47,27 @@ impl Hasher {
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
+    ) -> anyhow::Result<T> {
         let (done, result) = oneshot::channel();
         self.jobs
             .send(Box::new(move || {
                 let _ = done.send(work());
             }))
-            .map_err(|_| ApiError::internal(anyhow::anyhow!("the hashing threads are gone")))?;
+            .map_err(|_| anyhow::anyhow!("the hashing threads are gone"))?;
         result
             .await
-            .map_err(|_| ApiError::internal(anyhow::anyhow!("a hashing job was lost")))
+            .map_err(|_| anyhow::anyhow!("a hashing job was lost"))
     }
 
-    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
         self.run(move || hash(password.as_bytes()))
             .await?
-            .map_err(|err| ApiError::internal(anyhow::anyhow!("hashing failed: {err}")))
+            .map_err(|err| anyhow::anyhow!("hashing failed: {err}"))
     }
 
     /// Verifies in constant time with respect to the password; `hash` of `None` means the user
     /// does not exist, which is checked against the decoy and always fails.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
+    pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
         let exists = hash.is_some();
         let hash = match hash {
             Some(hash) => hash,
@@ -81,7 +80,7 @@ impl Hasher {
         let matches = self
             .run(move || verify(password.as_bytes(), &hash))
             .await?
-            .map_err(|err| ApiError::internal(anyhow::anyhow!("stored hash unreadable: {err}")))?;
+            .map_err(|err| anyhow::anyhow!("stored hash unreadable: {err}"))?;
         Ok(exists && matches)
     }
 }

@@ -114,7 +114,11 @@ async fn sign_up(
     if let Some(why) = guessable {
         return Err(ApiError::field("password", &why));
     }
-    let hash = state.hasher.hash(credentials.password).await?;
+    let hash = state
+        .hasher
+        .hash(credentials.password)
+        .await
+        .map_err(ApiError::internal)?;
     let id = Uuid::now_v7();
     match store::insert_user(&state.store, id, &credentials.email, &hash).await? {
         Inserted::EmailTaken => Err(ApiError::field("email", "Email in use")),
@@ -138,7 +142,8 @@ async fn sign_in(
     let verified = state
         .hasher
         .verify(credentials.password, stored_hash)
-        .await?;
+        .await
+        .map_err(ApiError::internal)?;
     match user {
         Some(user) if verified => {
             let (token, _) = state

@@ -34,7 +34,7 @@ use common::store::{Migration, Migrations};
 use common::{ServiceContext, Store};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use crate::domain::Currency;
+use crate::domain::Currency;
 use crate::processor::PaymentProcessor;
 
 /// The service's name, which also names its consumer groups.

@@ -114,9 +114,9 @@ pub struct SharedArgs {
     /// deliveries of up to the ack wait plus a 10s retry delay each.
     #[arg(long, env = "STUBS_INBOX_RETENTION", default_value = "15m", value_parser = parse_duration)]
     pub inbox_retention: Duration,
-    /// A fault to rehearse recovery with: abort the process after this consumer's batch (by
-    /// durable name, e.g. tickets_order_created) committed its effects and before its ack, so
-    /// that the bus delivers it again. Never set in production.
+    /// A fault to rehearse recovery with, in a test or staging deployment: abort the process
+    /// after this consumer's batch (by durable name, e.g. tickets_order_created) committed its
+    /// effects and before its ack, so that the bus delivers it again.
     #[arg(long, env = "STUBS_CRASH_BEFORE_ACK")]
     pub crash_before_ack: Option<String>,
     /// How long a buyer has to pay before the ticket is released again.
@@ -151,8 +151,8 @@ pub struct SharedArgs {
     #[arg(long, env = "STUBS_PAYMENT_CLAIM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub payment_claim_timeout: Duration,
     /// Currency every order is charged in (ISO code, two decimals).
-    #[arg(long, env = "STUBS_CURRENCY", default_value = payments::DEFAULT_CURRENCY, value_parser = payments::Currency::parse)]
-    pub currency: payments::Currency,
+    #[arg(long, env = "STUBS_CURRENCY", default_value = payments::DEFAULT_CURRENCY, value_parser = payments::domain::Currency::parse)]
+    pub currency: payments::domain::Currency,
     /// Log lines as text or JSON.
     #[arg(long, env = "STUBS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

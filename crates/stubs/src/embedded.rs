@@ -57,7 +57,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut routes = axum::Router::new();
     let mut stores = Vec::new();
     let mut dependencies = vec![Dependency::Bus(bus)];
-    for service in Service::ALL {
+    for service in Service::WITH_DATABASE {
         let store = Store::connect(
             &sqlite(&format!("{}.sqlite", service.name())),
             service.migrations(),

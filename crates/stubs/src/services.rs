@@ -27,7 +27,7 @@ pub enum Service {
 
 impl Service {
     /// Every service with a database, in the order `up` starts them (`up` adds the pages after).
-    pub const ALL: [Service; 5] = [
+    pub const WITH_DATABASE: [Service; 5] = [
         Self::Auth,
         Self::Tickets,
         Self::Orders,

@@ -122,7 +122,7 @@ impl<E: EventData> Watcher<E> {
             .unwrap_or_else(|| panic!("no {} event within 20s", E::TYPE))
     }
 
-    /// Every event left on the bus for this watcher. Call it after [`TestService::flushed`]:
+    /// Every event left on the bus for this watcher. Call it after [`crate::TestService::flushed`]:
     /// the events are stored on the bus by then and delivered at once, so a quiet second means
     /// there are no more.
     pub async fn rest(&mut self) -> Vec<Envelope<E>> {

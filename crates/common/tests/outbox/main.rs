@@ -243,7 +243,7 @@ async fn only_committed_events_are_published(backend: Backend, kind: BusKind) {
     assert_eq!(outbox.backlog().await.unwrap(), 0);
     assert_eq!(outbox.relay_once(bus).await.unwrap(), 0, "published once");
 
-    assert_eq!(watcher.next().await, committed);
+    assert_eq!(watcher.next_within(WAIT).await, Some(committed));
     assert_eq!(
         watcher.rest().await,
         [],
@@ -323,8 +323,11 @@ async fn the_relay_catches_up_after_the_bus_was_away(backend: Backend, kind: Bus
     })
     .await;
     let mut received = Vec::new();
-    for _ in &written {
-        received.push(watcher.next().await);
+    for i in 0..written.len() {
+        let event = watcher.next_within(WAIT).await;
+        received.push(
+            event.unwrap_or_else(|| panic!("event {} did not arrive within {WAIT:?}", i + 1)),
+        );
     }
     assert_eq!(received, written, "every event, in the order written");
     assert_eq!(watcher.rest().await, [], "each event once");

@@ -449,7 +449,7 @@ mod tests {
     fn request(token: &str) -> ChargeRequest {
         ChargeRequest {
             amount: Cents::new(1999).unwrap(),
-            currency: crate::Currency::default(),
+            currency: crate::domain::Currency::default(),
             token: PaymentToken::parse(token).unwrap(),
             idempotency_key: "order-x-attempt-1".into(),
             order_id: Uuid::nil(),

@@ -448,7 +448,7 @@ impl TestApp {
         }
         let request = ChargeRequest {
             amount: Cents::new(cents).unwrap(),
-            currency: payments::Currency::default(),
+            currency: payments::domain::Currency::default(),
             token: PaymentToken::parse(token).unwrap(),
             idempotency_key: charge_key(order_id, 1),
             order_id,

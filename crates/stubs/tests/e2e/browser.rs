@@ -1,7 +1,6 @@
 //! The marketplace as two people use it, in headless Chromium driven through ChromeDriver
 //! (Debian's packages): the real `stubs up`, real clicks, real form posts, the real countdown.
 //! Screenshots of the main pages at phone and laptop widths go to `screenshots/` at the repo root.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

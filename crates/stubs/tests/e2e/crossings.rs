@@ -4,7 +4,6 @@
 //! where its order ended, and the money agrees with the orders: each complete order was charged
 //! once, its snapshot price; nothing else was charged or refunded; no order was paid and
 //! cancelled.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,4 @@
 //! `stubs up` as an operator runs it: the real binary, a data folder, a port of its own.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 

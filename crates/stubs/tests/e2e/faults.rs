@@ -5,7 +5,6 @@
 //! every service's database: no ticket sold twice, every paid order complete, every expired
 //! order cancelled and its ticket released, no event lost, no charge kept without a complete
 //! order.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;

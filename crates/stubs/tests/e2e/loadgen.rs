@@ -1,6 +1,5 @@
 //! The load generator against the real `stubs up`: a small flash sale and a few holds, with the
 //! marketplace's invariants checked from its API afterwards. A double sale fails this test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support::Marketplace;
 use clap::Parser;

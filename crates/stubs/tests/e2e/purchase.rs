@@ -1,7 +1,6 @@
 //! The whole purchase flow end to end, through the real binary: embedded (`stubs up`) and
 //! distributed (the local cluster: every service its own `stubs serve` process, two replicas of
 //! tickets, orders and payments, on PostgreSQL and JetStream, behind nginx).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! Sessions ending, end to end through the real binary, embedded and distributed: a token that
 //! was signed out is refused by every service that verifies tokens, and signing out everywhere
 //! refuses every token its user had, while other sessions and new ones go on working.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

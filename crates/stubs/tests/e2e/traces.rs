@@ -1,6 +1,5 @@
 //! Traces as an operator sees them: `stubs up --otlp-endpoint` sends its spans to the collector
 //! over OTLP/HTTP, the request's and those of the listeners it caused, and flushes them on exit.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,5 @@
 //! The web pages without a browser: the real `stubs up`, plain HTTP as a browser without
 //! JavaScript sends it (form posts with an `Origin`, redirects read by hand).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The only place with SQL for the auth service.
 
 use common::Store;
-use common::clock::{from_millis, millis};
+use common::clock::from_millis;
 use common::events::{SessionRevoked, SessionsRevoked};
 use common::outbox::{self, Outbox};
 use common::revocation::{self, Revocation};
@@ -75,23 +75,15 @@ pub(crate) async fn revoke_session(
     outbox: &Outbox,
     claims: &Claims,
 ) -> Result<Revocation, sqlx::Error> {
-    let expires_at = claims.exp.saturating_mul(1000);
-    let revocation = Revocation::Session {
-        session_id: claims.sid,
+    let event = SessionRevoked {
+        id: claims.sid,
         user_id: claims.id,
-        expires_at,
+        expires_at: from_millis(claims.exp.saturating_mul(1000)),
     };
+    let revocation = Revocation::from(&event);
     let mut tx = store.begin().await?;
     revocation::record(&mut tx, store.dialect(), revocation).await?;
-    outbox::enqueue(
-        &mut tx,
-        SessionRevoked {
-            id: claims.sid,
-            user_id: claims.id,
-            expires_at: from_millis(expires_at),
-        },
-    )
-    .await?;
+    outbox::enqueue(&mut tx, event).await?;
     outbox.commit(tx).await?;
     Ok(revocation)
 }
@@ -116,21 +108,14 @@ pub(crate) async fn revoke_all_sessions(
     let Some(generation) = raised else {
         return Ok(None);
     };
-    let revocation = Revocation::Generation {
+    let event = SessionsRevoked {
         user_id,
-        below: generation,
-        expires_at: millis(last_expiry),
+        generation,
+        expires_at: last_expiry,
     };
+    let revocation = Revocation::from(&event);
     revocation::record(&mut tx, store.dialect(), revocation).await?;
-    outbox::enqueue(
-        &mut tx,
-        SessionsRevoked {
-            user_id,
-            generation,
-            expires_at: last_expiry,
-        },
-    )
-    .await?;
+    outbox::enqueue(&mut tx, event).await?;
     outbox.commit(tx).await?;
     Ok(Some(revocation))
 }

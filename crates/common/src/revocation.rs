@@ -174,13 +174,10 @@ impl Revocations {
     }
 
     /// How many revocations are held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let known = self.known();
         known.sessions.len() + known.generations.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn known(&self) -> std::sync::RwLockReadGuard<'_, Known> {

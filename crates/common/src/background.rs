@@ -23,8 +23,8 @@ pub enum Next {
 }
 
 /// Runs `pass` until `shutdown`, as the module says. `task` names the task in the warning a
-/// failed pass logs. A wake that comes while a pass runs is kept for the next wait, so none is
-/// missed.
+/// failed pass logs. A wake that comes while a pass runs, or during a back-off, is kept for the
+/// next wait, so none is missed.
 pub async fn run_passes<F, Fut, E>(
     task: &str,
     wake: &Notify,
@@ -41,28 +41,33 @@ pub async fn run_passes<F, Fut, E>(
         let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let pause = match pass().await {
+        match pass().await {
             Ok(next) => {
                 backoff = MIN_BACKOFF;
-                match next {
+                let pause = match next {
                     Next::Again => continue,
                     Next::Pause(pause) => pause,
+                };
+                if pause.is_zero() {
+                    continue;
+                }
+                tokio::select! {
+                    () = &mut woken => {}
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.cancelled() => {}
                 }
             }
             Err(err) => {
                 tracing::warn!(task, error = %err, retry_in = ?backoff, "background pass failed");
-                let pause = backoff;
+                // The back-off is not cut short by a wake: with the database or the bus away,
+                // every commit would otherwise bring a failing pass at once. A wake meanwhile is
+                // kept for the pass after it.
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => {}
+                }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                pause
             }
-        };
-        if pause.is_zero() {
-            continue;
-        }
-        tokio::select! {
-            () = &mut woken => {}
-            () = tokio::time::sleep(pause) => {}
-            () = shutdown.cancelled() => {}
         }
     }
 }
@@ -122,6 +127,39 @@ mod tests {
             5,
             "woken well before the hour it asked for"
         );
+
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_during_a_back_off_waits_for_it_to_end() {
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let passes = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (wake, shutdown, passes) = (wake.clone(), shutdown.clone(), passes.clone());
+            async move {
+                run_passes("test", &wake, &shutdown, || {
+                    passes.fetch_add(1, Ordering::SeqCst);
+                    async { Err::<Next, _>("away") }
+                })
+                .await
+            }
+        });
+        let start = tokio::time::Instant::now();
+        tokio::time::sleep_until(start + Duration::from_millis(50)).await;
+        assert_eq!(passes.load(Ordering::SeqCst), 1);
+
+        wake.notify_one();
+        tokio::time::sleep_until(start + Duration::from_millis(99)).await;
+        assert_eq!(
+            passes.load(Ordering::SeqCst),
+            1,
+            "the wake waits for the back-off"
+        );
+        tokio::time::sleep_until(start + Duration::from_millis(101)).await;
+        assert_eq!(passes.load(Ordering::SeqCst), 2);
 
         shutdown.cancel();
         task.await.unwrap();

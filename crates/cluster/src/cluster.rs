@@ -238,15 +238,14 @@ impl Cluster {
             wait_with_timeout(nginx, Duration::from_secs(10))
                 .await
                 .context("nginx did not stop")?;
-            // Its workers go with it; any that did not are ended rather than left behind.
-            let _ = signal_group(group, "KILL");
+            // Its workers go with it. Any that did not are ended rather than left behind, and
+            // the stop fails, since something kept them.
             let deadline = Instant::now() + Duration::from_secs(5);
             while !group_members(group).is_empty() {
                 if Instant::now() > deadline {
-                    bail!(
-                        "nginx's workers outlived it: {:?} still run",
-                        group_members(group)
-                    );
+                    let survivors = group_members(group);
+                    let _ = signal_group(group, "KILL");
+                    bail!("nginx's workers outlived it: {survivors:?} were still running");
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

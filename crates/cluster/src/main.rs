@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use cluster::servers::find_program;
-use cluster::{Cluster, Settings, State, pid_alive, signal};
+use cluster::{Cluster, Settings, State, group_members, pid_alive, signal, signal_group};
 use rand::RngCore;
 
 #[derive(Debug, Parser)]
@@ -146,7 +146,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// SIGTERM to every service and to nginx; SIGKILL to whatever is still there 30 seconds later.
+/// SIGTERM to every service and to nginx; SIGKILL to whatever is still there 30 seconds later,
+/// nginx's workers included.
 async fn stop(state: &State) {
     let mut pids: Vec<(String, u32)> = state
         .processes
@@ -161,9 +162,11 @@ async fn stop(state: &State) {
         let _ = signal(state.nginx_pid, "TERM");
         pids.push(("nginx".into(), state.nginx_pid));
     }
+    // nginx runs in a process group of its own, so its workers are found by the group.
+    let ingress_left = || state.nginx_pid != 0 && !group_members(state.nginx_pid).is_empty();
     for _ in 0..300 {
         pids.retain(|(_, pid)| pid_alive(*pid));
-        if pids.is_empty() {
+        if pids.is_empty() && !ingress_left() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -171,6 +174,10 @@ async fn stop(state: &State) {
     for (name, pid) in pids {
         eprintln!("cluster: {name} ({pid}) ignored SIGTERM; killing it");
         let _ = signal(pid, "KILL");
+    }
+    if ingress_left() {
+        eprintln!("cluster: nginx's workers outlived SIGTERM; killing them");
+        let _ = signal_group(state.nginx_pid, "KILL");
     }
 }
 

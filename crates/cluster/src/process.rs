@@ -34,38 +34,33 @@ fn kill(name: &str, target: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The processes still running in a process group (zombies do not count).
+/// The process group of a process that runs; `None` for one that does not (a zombie, exited but
+/// not yet reaped, does not count).
+fn running_in_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, which is in parentheses and may hold spaces: state, parent, group.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (state, group) = (*fields.first()?, fields.get(2)?);
+    (state != "Z" && state != "X")
+        .then(|| group.parse().ok())
+        .flatten()
+}
+
+/// The processes still running in a process group.
 pub fn group_members(pgid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // After the command name: state, parent, group.
-                    let (_, rest) = stat.rsplit_once(')')?;
-                    let fields: Vec<&str> = rest.split_whitespace().collect();
-                    let (state, group) = (fields.first()?, fields.get(2)?);
-                    Some(*state != "Z" && *state != "X" && group.parse::<u32>().ok()? == pgid)
-                })
-                .unwrap_or(false)
-        })
+        .filter(|&pid| running_in_group(pid) == Some(pgid))
         .collect()
 }
 
-/// Whether a process runs (a zombie, exited but not yet reaped, does not count).
+/// Whether a process runs.
 pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and may hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    running_in_group(pid).is_some()
 }
 
 /// The last lines of a log file, to say why something did not start.

@@ -18,7 +18,7 @@ use common::events::{Envelope, OrderCreated, OrderStatus, OrderTicket, TicketUpd
 use common::money::Cents;
 use common::revocation::Revocation;
 use common::session::Sessions;
-use common::validate::{FieldErrors, Valid, Validate};
+use common::validate::{FieldErrors, Valid, Validate, id_field};
 use divan::counter::BytesCount;
 use divan::{Bencher, black_box};
 use secrecy::SecretString;
@@ -196,7 +196,7 @@ impl Validate for TicketBody {
     }
 }
 
-/// A purchase body (`{ticketId}`).
+/// A purchase body (`{ticketId}`), checked as orders checks it.
 #[derive(Debug, Default, Deserialize)]
 struct OrderBody {
     #[serde(rename = "ticketId", default)]
@@ -208,15 +208,7 @@ impl Validate for OrderBody {
 
     fn validate(self) -> Result<Uuid, Vec<FieldError>> {
         let mut errors = FieldErrors::new();
-        let id = errors.check(
-            "ticketId",
-            match self.ticket_id {
-                Some(serde_json::Value::String(text)) => {
-                    Uuid::try_parse(text.trim()).map_err(|_| "Ticket id must be a valid id".into())
-                }
-                _ => Err("Ticket id is required".into()),
-            },
-        );
+        let id = errors.check("ticketId", id_field(self.ticket_id.as_ref(), "Ticket id"));
         errors.into_result(id)
     }
 }

@@ -6,6 +6,11 @@ pub fn now_millis() -> i64 {
     millis(time::OffsetDateTime::now_utc())
 }
 
+/// Now, to the millisecond: the time a store will read back.
+pub fn now() -> time::OffsetDateTime {
+    from_millis(now_millis())
+}
+
 pub fn millis(at: time::OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }

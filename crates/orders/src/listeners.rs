@@ -12,7 +12,7 @@
 //! take turns and exactly one of them changes it.
 
 use async_trait::async_trait;
-use common::clock::{from_millis, now_millis};
+use common::clock;
 use common::events::{
     Envelope, ExpirationComplete, OrderStatus, PaymentCreated, PaymentFailed, PaymentRequested,
     TicketCreated, TicketUpdated, VersionStep, version_step,
@@ -129,7 +129,7 @@ impl Handler<ExpirationComplete> for ExpireOrder {
                 // The payment granted the order decides its end. Should it fail, the order is
                 // cancelled then; the expiry is written down, so that holds whatever this
                 // service's clock says of the window (the expiration service's may run ahead).
-                store::note_expiry(tx, order.id, from_millis(now_millis())).await?;
+                store::note_expiry(tx, order.id, clock::now()).await?;
                 tracing::info!(order = %order.id, "expiry of an order being paid; its payment decides");
             }
             Transition::Unchanged | Transition::Refused => {
@@ -162,12 +162,7 @@ impl Handler<PaymentRequested> for GrantPayment {
     ) -> Result<(), HandleError> {
         let payment = event.data;
         let order = locked_order(tx, self.dialect, payment.order_id).await?;
-        match domain::grant(
-            &order,
-            payment.id,
-            payment.attempt,
-            from_millis(now_millis()),
-        ) {
+        match domain::grant(&order, payment.id, payment.attempt, clock::now()) {
             Grant::Grant => {
                 let granted = store::grant_order(tx, order.id, payment.id, payment.attempt)
                     .await?
@@ -207,7 +202,7 @@ impl Handler<PaymentFailed> for ReopenOrder {
     ) -> Result<(), HandleError> {
         let payment = event.data;
         let order = locked_order(tx, self.dialect, payment.order_id).await?;
-        match domain::reopen(&order, payment.id, from_millis(now_millis())) {
+        match domain::reopen(&order, payment.id, clock::now()) {
             Reopen::Reopen => {
                 let reopened = store::reopen_order(tx, order.id)
                     .await?
@@ -305,7 +300,7 @@ async fn finish(
     order: &Order,
     status: OrderStatus,
 ) -> Result<Order, HandleError> {
-    store::finish_order(tx, order.id, status, from_millis(now_millis()))
+    store::finish_order(tx, order.id, status, clock::now())
         .await?
         .ok_or_else(|| changed_under_lock(order))
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use common::arrivals::Arrivals;
-use common::clock::{from_millis, millis, now_millis};
+use common::clock::{self, from_millis, millis};
 use common::error::retry_after_seconds;
 use common::events::OrderStatus;
 use common::outbox::{self, Outbox};
@@ -58,7 +58,7 @@ impl AppState {
         buyer: Uuid,
         ticket_id: Uuid,
     ) -> Result<(), ApiError> {
-        let now = from_millis(now_millis());
+        let now = clock::now();
         let outlook = store::outlook(conn, &self.hold_limits, buyer, ticket_id, now).await?;
         self.hold_limits
             .check(&outlook.activity, now)
@@ -119,7 +119,7 @@ async fn create_order(
     let limited = !state.hold_limits.is_off();
     if limited {
         let mut conn = state.store.pool().acquire().await?;
-        let now = from_millis(now_millis());
+        let now = clock::now();
         let outlook = store::outlook(
             &mut conn,
             &state.hold_limits,
@@ -138,7 +138,7 @@ async fn create_order(
     } else if store::is_held(state.store.pool(), request.ticket_id).await? {
         return Err(ApiError::BadRequest("Ticket is already reserved".into()));
     }
-    let now = from_millis(now_millis());
+    let now = clock::now();
     let expires_at = from_millis(millis(domain::expires_at(now, state.order_expiration)));
     let mut tx = state.store.begin().await?;
     let ticket = match store::find_ticket(&mut *tx, request.ticket_id).await? {
@@ -236,7 +236,7 @@ async fn cancel_order(
     }
     match domain::transition(order.status, Trigger::Cancel) {
         Transition::To(status) => {
-            let cancelled = store::finish_order(&mut tx, id, status, from_millis(now_millis()))
+            let cancelled = store::finish_order(&mut tx, id, status, clock::now())
                 .await?
                 .ok_or_else(|| {
                     ApiError::internal(anyhow::anyhow!("order {id} changed under its lock"))

@@ -30,7 +30,7 @@
 use std::sync::Arc;
 
 use common::arrivals::Arrivals;
-use common::clock::{from_millis, now_millis};
+use common::clock::{self, from_millis, now_millis};
 use common::events::OrderStatus;
 use common::outbox::{self, Outbox};
 use common::store::{Dialect, is_unique_violation};
@@ -281,7 +281,7 @@ impl Checkout {
             Ok(None) => return ApiError::NotFound,
             Err(err) => return err.into(),
         };
-        match check_payable(&order, buyer, None, from_millis(now_millis())) {
+        match check_payable(&order, buyer, None, clock::now()) {
             Err(refusal) => refusal.into(),
             Ok(()) => ApiError::Unavailable(anyhow::anyhow!(
                 "the claim on order {order_id} was withdrawn while the order is still payable"

@@ -6,7 +6,7 @@ use axum::extract::{FromRef, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use common::clock::{from_millis, now_millis};
+use common::clock;
 use common::outbox::{self, Outbox};
 use common::validate::{PathId, Valid, Validate};
 use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
@@ -76,7 +76,7 @@ async fn create_ticket(
     Valid(details): Valid<TicketBody>,
 ) -> Result<(StatusCode, Json<Ticket>), ApiError> {
     // Stored times have millisecond precision; the answer shows what a later read will.
-    let ticket = Ticket::listed(details, user.id, from_millis(now_millis()));
+    let ticket = Ticket::listed(details, user.id, clock::now());
     let mut tx = state.store.begin().await?;
     store::insert(&mut tx, &ticket).await?;
     outbox::enqueue(&mut tx, ticket.created_event()).await?;

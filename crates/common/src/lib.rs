@@ -15,6 +15,7 @@ pub mod http;
 pub mod listener;
 pub mod money;
 pub mod outbox;
+pub mod paging;
 pub mod retention;
 pub mod revocation;
 pub mod service;

@@ -13,6 +13,7 @@ use common::clock::{self, from_millis, millis};
 use common::error::retry_after_seconds;
 use common::events::OrderStatus;
 use common::outbox::{self, Outbox};
+use common::paging::{Cursor, Page, Paged};
 use common::store::Dialect;
 use common::validate::{PathId, Valid};
 use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
@@ -80,13 +81,18 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /api/orders`: the signed-in user's orders with their tickets as ordered, newest first.
+/// `GET /api/orders?limit=&cursor=`: the signed-in user's orders with their tickets as ordered,
+/// newest first, a page at a time.
 async fn list_orders(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
-) -> Result<Json<Vec<OrderView>>, ApiError> {
-    let orders = store::list_orders(state.store.pool(), user.id).await?;
-    Ok(Json(orders.iter().map(OrderView::new).collect()))
+    page: Page,
+) -> Result<Paged<OrderView>, ApiError> {
+    let orders = store::list_orders(state.store.pool(), user.id, &page).await?;
+    let paged = page.answer(orders, "/api/orders", |order| {
+        Cursor::at(millis(order.created_at), order.id)
+    });
+    Ok(paged.map(|order| OrderView::new(&order)))
 }
 
 /// `GET /api/orders/{id}`: one of the signed-in user's orders.

@@ -5,11 +5,12 @@
 
 use common::clock::{from_millis, millis};
 use common::events::OrderStatus;
+use common::paging::Page;
 use common::store::{
     Dialect, cents_column, decode_error, is_unique_violation, optional_uuid_column, uuid_column,
 };
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Executor, Row};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -191,22 +192,26 @@ where
     .transpose()
 }
 
-/// A buyer's orders, newest first. UUID v7 ids grow with creation time, so the id breaks ties
-/// between orders placed in the same millisecond.
-pub(crate) async fn list_orders<'c, E>(
-    executor: E,
+/// A buyer's orders, newest first, from just after the page's cursor: as many as
+/// [`Page::rows_to_read`] says. UUID v7 ids grow with creation time, so the id breaks ties between
+/// orders placed in the same millisecond.
+pub(crate) async fn list_orders(
+    pool: &AnyPool,
     user_id: Uuid,
-) -> Result<Vec<Order>, sqlx::Error>
-where
-    E: Executor<'c, Database = Any>,
-{
+    page: &Page,
+) -> Result<Vec<Order>, sqlx::Error> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         order_columns!(),
-        " FROM orders WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
+        " FROM orders WHERE user_id = $1 AND (created_at, id) < ($2, $3) \
+         ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
     ))
     .bind(user_id.to_string())
-    .fetch_all(executor)
+    .bind(page.after.created_at_millis())
+    .bind(page.after.id_text())
+    .bind(page.rows_to_read())
+    .bind(i64::from(page.offset))
+    .fetch_all(pool)
     .await?;
     rows.iter().map(order_from_row).collect()
 }

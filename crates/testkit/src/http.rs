@@ -97,6 +97,12 @@ impl Reply {
             .unwrap_or_default()
     }
 
+    /// The path and query of the next page, from a `Link: <…>; rel="next"` header.
+    pub fn next_page(&self) -> Option<String> {
+        let link = self.headers.get(reqwest::header::LINK)?.to_str().ok()?;
+        common::paging::next_link(link).map(str::to_owned)
+    }
+
     /// Asserts the body is in the one error shape: a non-empty list of entries with a message.
     pub fn assert_error_shape(&self) {
         let errors = self.body["errors"]

@@ -1,5 +1,4 @@
-//! The tickets domain: what a ticket is, what a client may send to list or edit one, and how a
-//! listing is paged. Pure rules, no I/O; raw input becomes a domain value here or is refused with
+//! The tickets domain: what a ticket is and what a client may send to list or edit one. Pure rules, no I/O; raw input becomes a domain value here or is refused with
 //! one error per failing field.
 
 use common::FieldError;
@@ -13,10 +12,6 @@ use uuid::Uuid;
 
 /// The longest title a ticket may have, in characters.
 pub(crate) const MAX_TITLE_CHARS: usize = 200;
-/// How many tickets a listing returns when the client does not say.
-pub(crate) const DEFAULT_LIMIT: u32 = 50;
-/// The most tickets one listing may return.
-pub(crate) const MAX_LIMIT: u32 = 100;
 
 /// A ticket as the service keeps it and as the HTTP API shows it:
 /// `{id, title, price, userId, version, orderId, createdAt}`.
@@ -159,52 +154,6 @@ impl Validate for TicketBody {
     }
 }
 
-/// One page of the listing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Page {
-    pub limit: u32,
-    pub offset: u32,
-}
-
-/// The query string of `GET /api/tickets` as received: `?limit=&offset=`.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct PageQuery {
-    pub limit: Option<String>,
-    pub offset: Option<String>,
-}
-
-impl Validate for PageQuery {
-    type Valid = Page;
-
-    fn validate(self) -> Result<Page, Vec<FieldError>> {
-        let mut errors = FieldErrors::new();
-        let limit = match self.limit.as_deref() {
-            None => Some(DEFAULT_LIMIT),
-            Some(raw) => errors.check(
-                "limit",
-                raw.trim()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-                    .ok_or_else(|| format!("Limit must be a whole number from 1 to {MAX_LIMIT}")),
-            ),
-        };
-        let offset = match self.offset.as_deref() {
-            None => Some(0),
-            Some(raw) => errors.check(
-                "offset",
-                raw.trim()
-                    .parse::<u32>()
-                    .map_err(|_| "Offset must be a whole number, 0 or more".to_string()),
-            ),
-        };
-        let valid = limit
-            .zip(offset)
-            .map(|(limit, offset)| Page { limit, offset });
-        errors.into_result(valid)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -220,14 +169,6 @@ mod tests {
 
     fn fields(errors: &[FieldError]) -> Vec<&str> {
         errors.iter().filter_map(|e| e.field.as_deref()).collect()
-    }
-
-    fn page(limit: Option<&str>, offset: Option<&str>) -> Result<Page, Vec<FieldError>> {
-        PageQuery {
-            limit: limit.map(str::to_owned),
-            offset: offset.map(str::to_owned),
-        }
-        .validate()
     }
 
     #[test]
@@ -339,44 +280,5 @@ mod tests {
         assert_eq!(json["version"], 0);
         assert_eq!(json["createdAt"], "1970-01-01T00:00:00Z");
         assert_eq!(json.as_object().unwrap().len(), 7);
-    }
-
-    #[test]
-    fn paging_defaults_to_the_first_50() {
-        assert_eq!(
-            page(None, None).unwrap(),
-            Page {
-                limit: 50,
-                offset: 0
-            }
-        );
-        assert_eq!(
-            page(Some("100"), Some("7")).unwrap(),
-            Page {
-                limit: 100,
-                offset: 7
-            }
-        );
-        assert_eq!(
-            page(Some("1"), Some("0")).unwrap(),
-            Page {
-                limit: 1,
-                offset: 0
-            }
-        );
-    }
-
-    #[test]
-    fn bad_paging_values_name_their_field() {
-        for bad in ["0", "101", "-1", "ten", "", "2.5"] {
-            let errors = page(Some(bad), None).unwrap_err();
-            assert_eq!(fields(&errors), ["limit"], "limit={bad:?}");
-        }
-        for bad in ["-1", "x", "", "99999999999"] {
-            let errors = page(None, Some(bad)).unwrap_err();
-            assert_eq!(fields(&errors), ["offset"], "offset={bad:?}");
-        }
-        let errors = page(Some("0"), Some("x")).unwrap_err();
-        assert_eq!(fields(&errors), ["limit", "offset"]);
     }
 }

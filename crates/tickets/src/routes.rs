@@ -1,18 +1,18 @@
 //! The tickets HTTP API: `/api/tickets` and `/api/tickets/{id}`. Thin handlers: extract and
 //! validate, call the store inside a transaction, answer the ticket or an error in the one shape.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRef, Query, State};
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use common::clock;
 use common::outbox::{self, Outbox};
-use common::validate::{PathId, Valid, Validate};
+use common::paging::{Cursor, Page, Paged};
+use common::validate::{PathId, Valid};
 use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
 use uuid::Uuid;
 
-use crate::domain::{PageQuery, Ticket, TicketBody};
+use crate::domain::{Ticket, TicketBody};
 use crate::store;
 
 /// What the handlers share.
@@ -47,14 +47,15 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /api/tickets?limit=&offset=`: tickets for sale, newest first.
+/// `GET /api/tickets?limit=&cursor=`: tickets for sale, newest first, a page at a time.
 async fn list_tickets(
     State(state): State<AppState>,
-    query: Result<Query<PageQuery>, QueryRejection>,
-) -> Result<Json<Vec<Ticket>>, ApiError> {
-    let Query(query) = query.map_err(|_| ApiError::BadRequest("Malformed query string".into()))?;
-    let page = query.validate().map_err(ApiError::Validation)?;
-    Ok(Json(store::list_for_sale(state.store.pool(), page).await?))
+    page: Page,
+) -> Result<Paged<Ticket>, ApiError> {
+    let tickets = store::list_for_sale(state.store.pool(), &page).await?;
+    Ok(page.answer(tickets, "/api/tickets", |ticket| {
+        Cursor::at(clock::millis(ticket.created_at), ticket.id)
+    }))
 }
 
 /// `GET /api/tickets/{id}`.

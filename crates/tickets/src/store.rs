@@ -9,7 +9,9 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use uuid::Uuid;
 
-use crate::domain::{NewTicket, Page, Ticket};
+use common::paging::Page;
+
+use crate::domain::{NewTicket, Ticket};
 
 /// The columns a [`Ticket`] is read from, as a literal so statements stay `&'static str`.
 macro_rules! columns {
@@ -18,16 +20,19 @@ macro_rules! columns {
     };
 }
 
-/// Tickets for sale (not reserved), newest first. UUID v7 ids grow with creation time, so the id
-/// breaks ties between tickets listed in the same millisecond.
-pub async fn list_for_sale(pool: &AnyPool, page: Page) -> Result<Vec<Ticket>, sqlx::Error> {
+/// Tickets for sale (not reserved), newest first, from just after the page's cursor: as many as
+/// [`Page::rows_to_read`] says. UUID v7 ids grow with creation time, so the id breaks ties
+/// between tickets listed in the same millisecond.
+pub async fn list_for_sale(pool: &AnyPool, page: &Page) -> Result<Vec<Ticket>, sqlx::Error> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         columns!(),
-        " FROM tickets WHERE order_id IS NULL \
-         ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+        " FROM tickets WHERE order_id IS NULL AND (created_at, id) < ($1, $2) \
+         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
     ))
-    .bind(i64::from(page.limit))
+    .bind(page.after.created_at_millis())
+    .bind(page.after.id_text())
+    .bind(page.rows_to_read())
     .bind(i64::from(page.offset))
     .fetch_all(pool)
     .await?;

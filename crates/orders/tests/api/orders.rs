@@ -25,6 +25,7 @@ testkit::each_database!(
     ordering_your_own_ticket_returns_400,
     listing_shows_only_my_orders_newest_first_with_their_tickets,
     listing_orders_requires_signing_in,
+    paging_by_cursor_shows_each_order_once_while_more_are_placed,
     showing_an_order_to_its_owner_returns_it,
     showing_an_order_to_anyone_else_returns_401,
     showing_an_unknown_or_malformed_order_is_404,
@@ -332,6 +333,54 @@ async fn listing_orders_requires_signing_in(backend: Backend) {
 
     assert_eq!(reply.status, 401, "{:?}", reply.body);
     reply.assert_error_shape();
+}
+
+async fn paging_by_cursor_shows_each_order_once_while_more_are_placed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (seller, alice) = (app.sign_in(), app.sign_in());
+    // Each order is cancelled once placed, so that the cap on live holds never refuses one.
+    let order_one = |title: String| {
+        let (app, seller, alice) = (&app, &seller, &alice);
+        async move {
+            let ticket = app.list_ticket(seller.id, &title, 1000).await;
+            let order = id_of(&app.place_order(alice, ticket.id).await);
+            let cancelled = alice.delete(&format!("/api/orders/{order}")).await;
+            assert_eq!(cancelled.status, 204, "{:?}", cancelled.body);
+            order
+        }
+    };
+    let mut before = Vec::new();
+    for n in 0..7 {
+        before.push(order_one(format!("Ticket {n}")).await);
+    }
+    before.reverse(); // newest first
+
+    let mut seen = Vec::new();
+    let mut next = Some("/api/orders?limit=3".to_owned());
+    let mut pages = 0;
+    while let Some(path) = next {
+        assert!(pages < 10, "paging does not end");
+        let reply = alice.get(&path).await;
+        assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
+        let page = reply.body.as_array().unwrap();
+        assert!(page.len() <= 3, "{path}");
+        seen.extend(page.iter().map(id_of));
+        next = reply.next_page();
+        pages += 1;
+        for n in 0..2 {
+            order_one(format!("Later {pages}.{n}")).await;
+        }
+    }
+
+    assert_eq!(
+        seen, before,
+        "each order once, newest first, nothing placed later"
+    );
+    assert_eq!(pages, 3, "two full pages and one of a single order");
+
+    let reply = alice.get("/api/orders?cursor=nope").await;
+    assert_eq!(reply.status, 400, "{:?}", reply.body);
+    assert_eq!(reply.error_fields(), ["cursor"]);
 }
 
 async fn showing_an_order_to_its_owner_returns_it(backend: Backend) {

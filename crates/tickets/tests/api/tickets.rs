@@ -18,6 +18,7 @@ testkit::each_database!(
     listing_shows_only_unreserved_tickets_newest_first,
     listing_honours_limit_and_offset,
     listing_refuses_bad_paging_values,
+    paging_by_cursor_shows_each_ticket_once_while_more_are_listed,
     updating_a_ticket_returns_it_with_the_next_version,
     updating_a_ticket_requires_signing_in,
     updating_someone_elses_ticket_returns_401,
@@ -255,6 +256,8 @@ async fn listing_honours_limit_and_offset(backend: Backend) {
 async fn listing_refuses_bad_paging_values(backend: Backend) {
     let app = spawn_app(backend).await;
     let client = app.anonymous();
+    let cut_short = format!("?cursor={}", "0".repeat(47));
+    let beside_an_offset = format!("?cursor={}&offset=0", "0".repeat(48));
     let cases = [
         ("?limit=0", vec!["limit"]),
         ("?limit=101", vec!["limit"]),
@@ -263,6 +266,9 @@ async fn listing_refuses_bad_paging_values(backend: Backend) {
         ("?offset=-1", vec!["offset"]),
         ("?offset=x", vec!["offset"]),
         ("?limit=0&offset=x", vec!["limit", "offset"]),
+        ("?cursor=nope", vec!["cursor"]),
+        (cut_short.as_str(), vec!["cursor"]),
+        (beside_an_offset.as_str(), vec!["cursor"]),
     ];
 
     for (query, fields) in cases {
@@ -272,6 +278,45 @@ async fn listing_refuses_bad_paging_values(backend: Backend) {
         reply.assert_error_shape();
         assert_eq!(reply.error_fields(), fields, "{query}");
     }
+}
+
+async fn paging_by_cursor_shows_each_ticket_once_while_more_are_listed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.sign_in();
+    let mut before = Vec::new();
+    for n in 0..10 {
+        before.push(id_of(
+            &app.list_ticket(&alice, &format!("Ticket {n}"), json!(n + 1))
+                .await,
+        ));
+    }
+    before.reverse(); // newest first
+
+    // Every page is followed by more listings, which an offset would count and show again.
+    let client = app.anonymous();
+    let mut seen = Vec::new();
+    let mut next = Some("/api/tickets?limit=3".to_owned());
+    let mut pages = 0;
+    while let Some(path) = next {
+        assert!(pages < 10, "paging does not end");
+        let reply = client.get(&path).await;
+        assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
+        let page = reply.body.as_array().unwrap();
+        assert!(page.len() <= 3, "{path}");
+        seen.extend(page.iter().map(id_of));
+        next = reply.next_page();
+        pages += 1;
+        for n in 0..2 {
+            app.list_ticket(&alice, &format!("Later {pages}.{n}"), json!(5))
+                .await;
+        }
+    }
+
+    assert_eq!(
+        seen, before,
+        "each ticket once, newest first, nothing listed later"
+    );
+    assert_eq!(pages, 4, "three full pages and one of a single ticket");
 }
 
 async fn updating_a_ticket_returns_it_with_the_next_version(backend: Backend) {

@@ -43,6 +43,8 @@ pub struct ApiReply {
     /// The JSON body, `Null` when there was none.
     pub body: Value,
     pub set_cookies: Vec<HeaderValue>,
+    /// The cursor of a list's next page, from the `Link` header that names it.
+    pub next_cursor: Option<String>,
 }
 
 impl ApiReply {
@@ -175,6 +177,12 @@ impl ApiClient {
                 .iter()
                 .cloned()
                 .collect(),
+            next_cursor: headers
+                .get(header::LINK)
+                .and_then(|link| link.to_str().ok())
+                .and_then(common::paging::next_link)
+                .and_then(common::paging::cursor_in)
+                .map(str::to_owned),
         })
     }
 }

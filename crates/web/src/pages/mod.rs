@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
@@ -365,5 +366,27 @@ mod tests {
     #[test]
     fn the_way_back_is_encoded() {
         assert_eq!(encode("/orders?page=2"), "/orders%3Fpage%3D2");
+    }
+}
+
+/// A list page's place in the list: the API's cursor, carried through the page's own links.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The cursor, when it is one the API gave; anything else shows the first page.
+    pub(crate) fn cursor(&self) -> Option<&str> {
+        let cursor = self.cursor.as_deref()?.trim();
+        common::paging::Cursor::decode(cursor).map(|_| cursor)
+    }
+
+    /// The API's list at `path`, from this place in it.
+    pub(crate) fn api_path(&self, path: &str, limit: u32) -> String {
+        match self.cursor() {
+            Some(cursor) => format!("{path}?limit={limit}&cursor={cursor}"),
+            None => format!("{path}?limit={limit}"),
+        }
     }
 }

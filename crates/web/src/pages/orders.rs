@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{FieldErrors, Layout, PageError, PageForm, Visitor, parse_id, render};
+use super::{FieldErrors, Layout, PageError, PageForm, PageQuery, Visitor, parse_id, render};
 use crate::{Web, assets, card, format};
 
 /// Where an order stands, as the buyer sees it.
@@ -95,22 +95,31 @@ impl OrderView {
 struct OrdersPage {
     layout: Layout,
     orders: Vec<OrderView>,
+    /// Whether this is a later page, which links back to the newest orders.
+    later: bool,
+    /// The cursor of the next page, when there is one.
+    next: Option<String>,
 }
 
-/// `GET /orders`: my orders, newest first.
+/// How many orders a page shows.
+const PAGE_SIZE: u32 = 20;
+
+/// `GET /orders?cursor=`: my orders, newest first, a page at a time.
 pub(crate) async fn get_orders(
     State(web): State<Web>,
     visitor: Visitor,
+    Query(query): Query<PageQuery>,
 ) -> Result<Response, PageError> {
     visitor.signed_in()?;
-    let reply = visitor.call(&web, Method::GET, "/api/orders", None).await?;
+    let path = query.api_path("/api/orders", PAGE_SIZE);
+    let reply = visitor.call(&web, Method::GET, &path, None).await?;
     match reply.status {
         StatusCode::OK => {}
         StatusCode::UNAUTHORIZED => visitor.signed_in().map(|_| ())?,
         status => return Err(PageError::Internal(format!("GET orders answered {status}"))),
     }
     let now = OffsetDateTime::now_utc();
-    let mut orders: Vec<OrderView> = reply
+    let orders: Vec<OrderView> = reply
         .body
         .as_array()
         .map(|list| {
@@ -119,13 +128,13 @@ pub(crate) async fn get_orders(
                 .collect()
         })
         .unwrap_or_default();
-    // Ids are UUIDv7: their order is the order they were placed in.
-    orders.sort_by(|a, b| b.id.cmp(&a.id));
     Ok(render(
         StatusCode::OK,
         &OrdersPage {
             layout: visitor.layout(),
             orders,
+            later: query.cursor().is_some(),
+            next: reply.next_cursor,
         },
     ))
 }

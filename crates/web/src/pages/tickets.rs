@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FieldErrors, Layout, PageError, PageForm, Visitor, parse_id, render};
+use super::{FieldErrors, Layout, PageError, PageForm, PageQuery, Visitor, parse_id, render};
 use crate::{Web, format};
 
 /// Tickets on one page of `/`.
@@ -45,33 +45,19 @@ impl TicketView {
 struct HomePage {
     layout: Layout,
     tickets: Vec<TicketView>,
-    page: u32,
-    previous: Option<u32>,
-    next: Option<u32>,
+    /// Whether this is a later page, which links back to the newest tickets.
+    later: bool,
+    /// The cursor of the next page, when there is one.
+    next: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct PageQuery {
-    page: Option<String>,
-}
-
-/// `GET /?page=N`: tickets for sale, newest first.
+/// `GET /?cursor=`: tickets for sale, newest first, a page at a time.
 pub(crate) async fn get_home(
     State(web): State<Web>,
     visitor: Visitor,
     Query(query): Query<PageQuery>,
 ) -> Result<Response, PageError> {
-    let page = query
-        .page
-        .and_then(|p| p.trim().parse::<u32>().ok())
-        .filter(|p| (1..=100_000).contains(p))
-        .unwrap_or(1);
-    // One more than a page tells whether there is a next page.
-    let path = format!(
-        "/api/tickets?limit={}&offset={}",
-        PAGE_SIZE + 1,
-        (page - 1) * PAGE_SIZE
-    );
+    let path = query.api_path("/api/tickets", PAGE_SIZE);
     let reply = visitor.call(&web, Method::GET, &path, None).await?;
     if !reply.status.is_success() {
         return Err(PageError::Internal(format!(
@@ -79,7 +65,7 @@ pub(crate) async fn get_home(
             reply.status
         )));
     }
-    let mut tickets: Vec<TicketView> = reply
+    let tickets: Vec<TicketView> = reply
         .body
         .as_array()
         .map(|list| {
@@ -88,16 +74,13 @@ pub(crate) async fn get_home(
                 .collect()
         })
         .unwrap_or_default();
-    let more = tickets.len() > PAGE_SIZE as usize;
-    tickets.truncate(PAGE_SIZE as usize);
     Ok(render(
         StatusCode::OK,
         &HomePage {
             layout: visitor.layout(),
             tickets,
-            page,
-            previous: (page > 1).then(|| page - 1),
-            next: more.then_some(page + 1),
+            later: query.cursor().is_some(),
+            next: reply.next_cursor,
         },
     ))
 }

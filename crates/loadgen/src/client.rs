@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, SET_COOKIE};
+use reqwest::header::{AUTHORIZATION, LINK, SET_COOKIE};
 use reqwest::{Client, RequestBuilder};
 use serde::Deserialize;
 use serde_json::json;
@@ -46,6 +46,8 @@ pub(crate) struct Answer {
     pub body: Bytes,
     /// The JWT from a `session` cookie the answer set, if any.
     pub session: Option<String>,
+    /// The path and query of a list's next page, from `Link: <…>; rel="next"`.
+    pub next_page: Option<String>,
 }
 
 impl Answer {
@@ -214,8 +216,9 @@ impl Api {
         self.send(self.signed_in(request, buyer)).await
     }
 
-    pub(crate) async fn list_orders(&self, buyer: &Session) -> Call {
-        let request = self.http.get(self.url("/api/orders"));
+    /// One page of the buyer's orders: `path` is `/api/orders` with its query, or a next page.
+    pub(crate) async fn list_orders(&self, buyer: &Session, path: &str) -> Call {
+        let request = self.http.get(self.url(path));
         self.send(self.signed_in(request, buyer)).await
     }
 
@@ -241,11 +244,17 @@ async fn read_answer(request: RequestBuilder) -> Result<Answer, Failure> {
         .iter()
         .filter_map(|value| value.to_str().ok())
         .find_map(session_from_cookie);
+    let next_page = response
+        .headers()
+        .get(LINK)
+        .and_then(|value| value.to_str().ok())
+        .and_then(next_page_of);
     let body = response.bytes().await.map_err(classify)?;
     Ok(Answer {
         status,
         body,
         session,
+        next_page,
     })
 }
 
@@ -266,6 +275,12 @@ fn session_from_cookie(header: &str) -> Option<String> {
     (!token.is_empty()).then(|| token.to_owned())
 }
 
+/// The target of the one link the API's lists send: `<path?query>; rel="next"`.
+fn next_page_of(link: &str) -> Option<String> {
+    let (target, rel) = link.trim().strip_prefix('<')?.split_once('>')?;
+    (rel.trim() == r#"; rel="next""#).then(|| target.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,11 +296,23 @@ mod tests {
     }
 
     #[test]
+    fn the_next_page_is_read_from_its_link() {
+        let link = r#"</api/orders?limit=100&cursor=00ab>; rel="next""#;
+        assert_eq!(
+            next_page_of(link).as_deref(),
+            Some("/api/orders?limit=100&cursor=00ab")
+        );
+        assert_eq!(next_page_of(r#"</api/orders>; rel="prev""#), None);
+        assert_eq!(next_page_of("garbage"), None);
+    }
+
+    #[test]
     fn an_error_answer_gives_its_first_message() {
         let answer = Answer {
             status: 400,
             body: Bytes::from_static(br#"{"errors":[{"message":"Ticket is already reserved"}]}"#),
             session: None,
+            next_page: None,
         };
         assert_eq!(
             answer.error_message().as_deref(),

@@ -238,7 +238,7 @@ async fn observe(
         .map(|user| {
             let orders_read = &orders_read;
             async move {
-                let read = read_with_retries(|| ctx.api.list_orders(user), |a| a.json()).await;
+                let read = read_all_orders(&ctx.api, user).await;
                 orders_read.fetch_add(1, Ordering::Relaxed);
                 read.map_err(|why| format!("GET /api/orders as {}: {why}", user.email))
             }
@@ -286,6 +286,22 @@ async fn observe(
 }
 
 /// Sends a read until it answers 200 with a body `parse` accepts, a few times at most.
+/// Every order of `buyer`, page after page, each page retried as [`read_with_retries`] does.
+pub(crate) async fn read_all_orders(api: &Api, buyer: &Session) -> Result<Vec<OrderView>, String> {
+    let mut orders = Vec::new();
+    let mut next = Some("/api/orders?limit=100".to_owned());
+    while let Some(path) = next {
+        let (page, after) = read_with_retries(
+            || api.list_orders(buyer, &path),
+            |answer| Some((answer.json::<Vec<OrderView>>()?, answer.next_page.clone())),
+        )
+        .await?;
+        orders.extend(page);
+        next = after;
+    }
+    Ok(orders)
+}
+
 async fn read_with_retries<T, F, Fut>(
     send: F,
     parse: impl Fn(&client::Answer) -> Option<T>,

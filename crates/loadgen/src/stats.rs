@@ -277,6 +277,7 @@ mod tests {
                 status,
                 body: bytes::Bytes::new(),
                 session: None,
+                next_page: None,
             }),
         }
     }

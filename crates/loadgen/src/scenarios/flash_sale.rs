@@ -602,6 +602,7 @@ mod tests {
                 status,
                 body: bytes::Bytes::from_static(body.as_bytes()),
                 session: None,
+                next_page: None,
             }),
         };
         let taken = answer(

@@ -399,8 +399,7 @@ async fn await_all_cancelled(
         let round = futures::stream::iter(remaining.iter().copied())
             .map(|buyer| async move {
                 let session = cast.buyers.get(buyer)?;
-                let call = ctx.api.list_orders(session).await;
-                let orders = call.answer_with(200)?.json::<Vec<OrderView>>()?;
+                let orders = crate::read_all_orders(&ctx.api, session).await.ok()?;
                 let open = orders
                     .iter()
                     .filter(|o| holds.contains(o.id.as_str()) && o.status != "cancelled")

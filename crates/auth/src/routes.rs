@@ -12,7 +12,7 @@ use axum_extra::extract::CookieJar;
 use common::outbox::Outbox;
 use common::session::Claims;
 use common::validate::Valid;
-use common::{ApiError, CurrentUser, Sessions, SignedIn, Store};
+use common::{ApiError, CurrentUser, ErrorCode, FieldError, Sessions, SignedIn, Store};
 use serde::Serialize;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -121,7 +121,9 @@ async fn sign_up(
         .map_err(ApiError::internal)?;
     let id = Uuid::now_v7();
     match store::insert_user(&state.store, id, &credentials.email, &hash).await? {
-        Inserted::EmailTaken => Err(ApiError::field("email", "Email in use")),
+        Inserted::EmailTaken => Err(ApiError::Validation(vec![
+            FieldError::new("email", "Email in use").with_code(ErrorCode::EmailInUse),
+        ])),
         Inserted::Created => {
             let email = credentials.email.as_str().to_owned();
             let (token, _) = state.sessions.issue(id, &email, 0)?;
@@ -157,7 +159,10 @@ async fn sign_in(
             Ok((jar, Json(body)))
         }
         // One answer for an unknown e-mail and a wrong password: no account enumeration.
-        _ => Err(ApiError::BadRequest("Invalid credentials".into())),
+        _ => Err(ApiError::BadRequest(
+            ErrorCode::InvalidCredentials,
+            "Invalid credentials".into(),
+        )),
     }
 }
 

@@ -27,7 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::bus::Bus;
-use crate::error::{ApiError, error_response};
+use crate::error::{ApiError, ErrorCode, error_response};
 use crate::store::Store;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -183,6 +183,7 @@ async fn readyz(State(dependencies): State<Arc<Vec<Dependency>>>) -> Response {
         tracing::warn!(?down, "not ready");
         error_response(
             StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
             "Not ready: a dependency is down",
         )
     }
@@ -227,7 +228,11 @@ pub fn serve_stack_with_fallback(
         ))
         .layer(CatchPanicLayer::custom(|_panic| {
             tracing::error!("a request handler panicked");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong")
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "Something went wrong",
+            )
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
@@ -267,7 +272,11 @@ async fn limit_headers(State(max): State<usize>, request: Request, next: Next) -
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>();
     if size > max {
-        return error_response(StatusCode::BAD_REQUEST, "Request headers are too large");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedRequest,
+            "Request headers are too large",
+        );
     }
     next.run(request).await
 }
@@ -352,7 +361,7 @@ async fn one_error_shape(request: Request, next: Next) -> Response {
     };
     let (mut parts, _) = response.into_parts();
     parts.status = status;
-    let replacement = error_response(status, message);
+    let replacement = error_response(status, ErrorCode::for_status(status), message);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,

@@ -24,7 +24,7 @@ pub mod store;
 pub mod telemetry;
 pub mod validate;
 
-pub use error::{ApiError, FieldError};
+pub use error::{ApiError, ErrorCode, FieldError};
 pub use service::ServiceContext;
 pub use session::{CurrentUser, Sessions, SignedIn};
 pub use store::Store;

@@ -179,7 +179,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Query(query) = Query::<PageQuery>::from_request_parts(parts, state)
             .await
-            .map_err(|_| ApiError::BadRequest("Malformed query string".into()))?;
+            .map_err(|_| ApiError::malformed("Malformed query string"))?;
         Self::parse(query)
     }
 }

@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, FieldError, error_response};
+use crate::error::{ApiError, ErrorCode, FieldError, error_response};
+
+const MALFORMED: ErrorCode = ErrorCode::MalformedRequest;
 use crate::http::{NOT_JSON, TOO_LARGE, closing_connection};
 
 /// Turns a raw request body into the value a handler works with.
@@ -64,21 +66,29 @@ pub enum BodyRejection {
 impl IntoResponse for BodyRejection {
     fn into_response(self) -> Response {
         match self {
-            Self::NotJson => error_response(StatusCode::BAD_REQUEST, NOT_JSON),
-            Self::Read(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                closing_connection(error_response(StatusCode::BAD_REQUEST, TOO_LARGE))
+            Self::NotJson => error_response(StatusCode::BAD_REQUEST, MALFORMED, NOT_JSON),
+            Self::Read(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => closing_connection(
+                error_response(StatusCode::BAD_REQUEST, MALFORMED, TOO_LARGE),
+            ),
+            Self::Read(err) => {
+                let status = err.status();
+                error_response(status, ErrorCode::for_status(status), err.body_text())
             }
-            Self::Read(err) => error_response(err.status(), err.body_text()),
             Self::NotAnObject => error_response(
                 StatusCode::BAD_REQUEST,
+                MALFORMED,
                 "Request body must be a JSON object",
             ),
-            Self::Parse(JsonRejection::JsonDataError(err)) => {
-                error_response(StatusCode::BAD_REQUEST, wrong_shape(&err.body_text()))
-            }
-            Self::Parse(_) => {
-                error_response(StatusCode::BAD_REQUEST, "Request body is not valid JSON")
-            }
+            Self::Parse(JsonRejection::JsonDataError(err)) => error_response(
+                StatusCode::BAD_REQUEST,
+                MALFORMED,
+                wrong_shape(&err.body_text()),
+            ),
+            Self::Parse(_) => error_response(
+                StatusCode::BAD_REQUEST,
+                MALFORMED,
+                "Request body is not valid JSON",
+            ),
         }
     }
 }

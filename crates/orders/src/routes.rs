@@ -16,7 +16,7 @@ use common::outbox::{self, Outbox};
 use common::paging::{Cursor, Page, Paged};
 use common::store::Dialect;
 use common::validate::{PathId, Valid};
-use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
+use common::{ApiError, ErrorCode, ServiceContext, Sessions, SignedIn, Store};
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
@@ -135,14 +135,14 @@ async fn create_order(
         )
         .await?;
         if outlook.ticket_held {
-            return Err(ApiError::BadRequest("Ticket is already reserved".into()));
+            return Err(already_reserved());
         }
         state
             .hold_limits
             .check(&outlook.activity, now)
             .map_err(limit_error)?;
     } else if store::is_held(state.store.pool(), request.ticket_id).await? {
-        return Err(ApiError::BadRequest("Ticket is already reserved".into()));
+        return Err(already_reserved());
     }
     let now = clock::now();
     let expires_at = from_millis(millis(domain::expires_at(now, state.order_expiration)));
@@ -166,7 +166,10 @@ async fn create_order(
         }
     };
     let order = Order::place(user.id, &ticket, now, expires_at).map_err(|err| match err {
-        PlaceError::OwnTicket => ApiError::BadRequest("You cannot buy your own ticket".into()),
+        PlaceError::OwnTicket => ApiError::BadRequest(
+            ErrorCode::OwnTicket,
+            "You cannot buy your own ticket".into(),
+        ),
     })?;
     if limited {
         // From here to the commit this buyer's placements take turns, so every earlier one,
@@ -179,7 +182,7 @@ async fn create_order(
     match store::insert_order(&mut tx, &order).await? {
         Placed::Placed => {}
         Placed::TicketTaken => {
-            return Err(ApiError::BadRequest("Ticket is already reserved".into()));
+            return Err(already_reserved());
         }
     }
     outbox::enqueue(&mut tx, order.created_event()).await?;
@@ -188,15 +191,27 @@ async fn create_order(
     Ok((StatusCode::CREATED, Json(OrderView::new(&order))))
 }
 
+/// The answer to a buyer who comes for a ticket another order holds.
+fn already_reserved() -> ApiError {
+    ApiError::BadRequest(
+        ErrorCode::TicketReserved,
+        "Ticket is already reserved".into(),
+    )
+}
+
 /// A hold limit's refusal in the one error shape: the cap is lifted by the buyer's own doing
 /// (paying or cancelling), the others by time, which `Retry-After` tells.
 fn limit_error(refusal: LimitRefusal) -> ApiError {
     match refusal {
-        LimitRefusal::TooManyHolds { max } => ApiError::BadRequest(format!(
-            "You already hold as many tickets as you may at once ({max}): pay for or cancel \
+        LimitRefusal::TooManyHolds { max } => ApiError::BadRequest(
+            ErrorCode::HoldLimitReached,
+            format!(
+                "You already hold as many tickets as you may at once ({max}): pay for or cancel \
              one before holding another"
-        )),
+            ),
+        ),
         LimitRefusal::CoolingDown { wait } => ApiError::TooManyRequests {
+            code: ErrorCode::TicketCoolingDown,
             message: format!(
                 "You let this ticket go recently: you can hold it again in {}",
                 in_words(wait)
@@ -204,6 +219,7 @@ fn limit_error(refusal: LimitRefusal) -> ApiError {
             retry_after: Some(wait),
         },
         LimitRefusal::TooManyOrders { max, wait } => ApiError::TooManyRequests {
+            code: ErrorCode::RateLimited,
             message: format!(
                 "You have placed {max} orders in the last hour: you can place another in {}",
                 in_words(wait)
@@ -253,10 +269,16 @@ async fn cancel_order(
             Ok(StatusCode::NO_CONTENT)
         }
         Transition::Unchanged => Ok(StatusCode::NO_CONTENT),
-        Transition::Refused if order.status == OrderStatus::AwaitingPayment => Err(
-            ApiError::BadRequest("Cannot cancel an order while it is being paid".into()),
-        ),
-        Transition::Refused => Err(ApiError::BadRequest("Cannot cancel a paid order".into())),
+        Transition::Refused if order.status == OrderStatus::AwaitingPayment => {
+            Err(ApiError::BadRequest(
+                ErrorCode::OrderBeingPaid,
+                "Cannot cancel an order while it is being paid".into(),
+            ))
+        }
+        Transition::Refused => Err(ApiError::BadRequest(
+            ErrorCode::OrderPaid,
+            "Cannot cancel a paid order".into(),
+        )),
     }
 }
 

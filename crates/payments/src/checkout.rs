@@ -34,7 +34,7 @@ use common::clock::{self, from_millis, now_millis};
 use common::events::OrderStatus;
 use common::outbox::{self, Outbox};
 use common::store::{Dialect, is_unique_violation};
-use common::{ApiError, ServiceContext, Store};
+use common::{ApiError, ErrorCode, ServiceContext, Store};
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
@@ -390,12 +390,20 @@ impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
             Refusal::NotOwner => ApiError::Unauthorized,
-            Refusal::Cancelled => ApiError::BadRequest("Cannot pay for a cancelled order".into()),
-            Refusal::AlreadyPaid => ApiError::BadRequest("Order already paid".into()),
-            Refusal::InProgress => {
-                ApiError::BadRequest("A payment for this order is already in progress".into())
+            Refusal::Cancelled => ApiError::BadRequest(
+                ErrorCode::OrderCancelled,
+                "Cannot pay for a cancelled order".into(),
+            ),
+            Refusal::AlreadyPaid => {
+                ApiError::BadRequest(ErrorCode::OrderPaid, "Order already paid".into())
             }
-            Refusal::Expired => ApiError::BadRequest("Order has expired".into()),
+            Refusal::InProgress => ApiError::BadRequest(
+                ErrorCode::PaymentInProgress,
+                "A payment for this order is already in progress".into(),
+            ),
+            Refusal::Expired => {
+                ApiError::BadRequest(ErrorCode::OrderExpired, "Order has expired".into())
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use common::clock::now_millis;
 use common::outbox::Outbox;
-use common::{ApiError, ServiceContext, Store};
+use common::{ApiError, ErrorCode, ServiceContext, Store};
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -135,10 +135,9 @@ impl Webhooks {
             })
             .map_err(|err| {
                 tracing::warn!(error = %err, "webhook refused");
-                ApiError::BadRequest(err.to_string())
+                ApiError::BadRequest(ErrorCode::InvalidWebhook, err.to_string())
             })?;
-        let event: Event = serde_json::from_slice(body)
-            .map_err(|_| ApiError::BadRequest("Malformed webhook event".into()))?;
+        let event: Event = serde_json::from_slice(body).map_err(|_| malformed_event())?;
         self.process(event).await
     }
 
@@ -279,8 +278,7 @@ async fn charge_refunded(
 }
 
 fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_json::from_value(value)
-        .map_err(|_| ApiError::BadRequest("Malformed webhook event".into()))
+    serde_json::from_value(value).map_err(|_| malformed_event())
 }
 
 /// How far a webhook's signed timestamp may be from now, in seconds (Stripe's default).
@@ -363,6 +361,11 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
                 .and_then(|pair| u8::from_str_radix(pair, 16).ok())
         })
         .collect()
+}
+
+/// The answer to a webhook whose event cannot be read.
+fn malformed_event() -> ApiError {
+    ApiError::BadRequest(ErrorCode::InvalidWebhook, "Malformed webhook event".into())
 }
 
 #[cfg(test)]

@@ -103,7 +103,21 @@ impl Reply {
         common::paging::next_link(link).map(str::to_owned)
     }
 
-    /// Asserts the body is in the one error shape: a non-empty list of entries with a message.
+    /// The machine codes of an error body, in order.
+    pub fn error_codes(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e["code"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Asserts the body is in the one error shape: a non-empty list of entries, each with a
+    /// message and a machine code, and a field only beside them.
     pub fn assert_error_shape(&self) {
         let errors = self.body["errors"]
             .as_array()
@@ -114,9 +128,15 @@ impl Reply {
                 error["message"].is_string(),
                 "entry without message: {error}"
             );
+            assert!(
+                error["code"].as_str().is_some_and(|code| !code.is_empty()
+                    && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
+                "entry without a snake_case code: {error}"
+            );
             let keys: Vec<_> = error.as_object().unwrap().keys().collect();
             assert!(
-                keys.iter().all(|k| *k == "message" || *k == "field"),
+                keys.iter()
+                    .all(|k| *k == "message" || *k == "field" || *k == "code"),
                 "unexpected keys in {error}"
             );
         }

@@ -9,7 +9,7 @@ use common::clock;
 use common::outbox::{self, Outbox};
 use common::paging::{Cursor, Page, Paged};
 use common::validate::{PathId, Valid};
-use common::{ApiError, ServiceContext, Sessions, SignedIn, Store};
+use common::{ApiError, ErrorCode, ServiceContext, Sessions, SignedIn, Store};
 use uuid::Uuid;
 
 use crate::domain::{Ticket, TicketBody};
@@ -112,6 +112,9 @@ fn why_not_edited(ticket: Option<Ticket>, editor: Uuid) -> ApiError {
         Some(ticket) if ticket.user_id != editor => ApiError::Unauthorized,
         // Also the answer when a release landed between the edit and this read: at the moment of
         // the edit the ticket was reserved.
-        Some(_) => ApiError::BadRequest("Cannot edit a reserved ticket".into()),
+        Some(_) => ApiError::BadRequest(
+            ErrorCode::TicketReserved,
+            "Cannot edit a reserved ticket".into(),
+        ),
     }
 }

@@ -121,6 +121,7 @@ async fn signing_up_with_a_password_easily_guessed_is_refused_on_that_field(back
         .await;
     assert_eq!(sign_in.status, 400);
     assert_eq!(sign_in.error_messages(), ["Invalid credentials"]);
+    assert_eq!(sign_in.error_codes(), ["invalid_credentials"]);
     assert!(sign_in.error_fields().is_empty());
     let accepted = sign_up(&client, "adalovelace@example.com", "correct horse").await;
     assert_eq!(accepted.status, 201, "{:?}", accepted.body);
@@ -142,6 +143,7 @@ async fn signing_up_with_an_email_in_use_returns_400(backend: Backend) {
     again.assert_error_shape();
     assert_eq!(again.error_fields(), ["email"]);
     assert_eq!(again.error_messages(), ["Email in use"]);
+    assert_eq!(again.error_codes(), ["email_in_use"]);
 }
 
 async fn concurrent_sign_ups_with_one_email_create_one_account(backend: Backend) {
@@ -210,6 +212,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer(backend: Back
     assert_eq!(wrong.status, 400);
     assert_eq!(wrong.body, unknown.body);
     assert_eq!(wrong.error_messages(), ["Invalid credentials"]);
+    assert_eq!(wrong.error_codes(), ["invalid_credentials"]);
     assert!(wrong.error_fields().is_empty());
     assert!(set_cookie(&wrong).is_empty());
     assert_eq!(invalid.status, 400);

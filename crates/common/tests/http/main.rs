@@ -73,6 +73,8 @@ async fn unknown_routes_and_methods_get_the_error_shape() {
     assert_eq!(wrong_method.status, 400, "a status of the contract");
     wrong_method.assert_error_shape();
     assert!(wrong_method.headers.contains_key("allow"));
+    assert_eq!(missing.error_codes(), ["not_found"]);
+    assert_eq!(wrong_method.error_codes(), ["malformed_request"]);
 }
 
 #[tokio::test]
@@ -215,7 +217,9 @@ async fn headers_past_the_limit_get_400_in_the_error_shape() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
         assert!(answer.contains("application/json"), "{answer}");
         assert!(
-            answer.contains(r#"{"errors":[{"message":"Request headers are too large"}]}"#),
+            answer.contains(
+                r#"{"errors":[{"message":"Request headers are too large","code":"malformed_request"}]}"#
+            ),
             "{answer}"
         );
     }

@@ -101,6 +101,7 @@ async fn an_order_being_paid_cannot_be_cancelled_and_its_expiry_waits(backend: B
         refused.error_messages(),
         ["Cannot cancel an order while it is being paid"]
     );
+    assert_eq!(refused.error_codes(), ["order_being_paid"]);
     let order = app.order(&buyer, id).await;
     assert_eq!(order["status"], "awaiting:payment");
     assert_eq!(order["version"], 1);

@@ -75,6 +75,7 @@ async fn an_expiry_of_a_paid_order_changes_nothing_and_announces_nothing(backend
     assert_eq!(late.status, 400, "{:?}", late.body);
     late.assert_error_shape();
     assert_eq!(late.error_messages(), ["Ticket is already reserved"]);
+    assert_eq!(late.error_codes(), ["ticket_reserved"]);
 }
 
 async fn an_expiry_of_a_cancelled_order_changes_nothing_and_announces_nothing(backend: Backend) {

@@ -85,6 +85,7 @@ async fn a_buyer_at_the_cap_is_refused_until_one_of_their_holds_ends(backend: Ba
              before holding another"
         ]
     );
+    assert_eq!(refused.error_codes(), ["hold_limit_reached"]);
     // The cap is the buyer's, not the ticket's.
     app.place_order(&app.sign_in(), tickets[2]).await;
 
@@ -161,6 +162,7 @@ async fn a_buyer_who_lets_a_ticket_go_waits_before_holding_it_again(backend: Bac
         refused.error_messages(),
         ["You let this ticket go recently: you can hold it again in 60 minutes"]
     );
+    assert_eq!(refused.error_codes(), ["ticket_cooling_down"]);
     let wait = retry_after(&refused);
     assert!((3590..=3600).contains(&wait), "Retry-After {wait}");
     // Other tickets, and other buyers of this one, are not held back.
@@ -206,6 +208,7 @@ async fn a_buyer_who_placed_the_hourly_number_of_orders_is_told_when_to_come_bac
         refused.error_messages(),
         ["You have placed 3 orders in the last hour: you can place another in 60 minutes"]
     );
+    assert_eq!(refused.error_codes(), ["rate_limited"]);
     let wait = retry_after(&refused);
     assert!((3590..=3600).contains(&wait), "Retry-After {wait}");
     app.place_order(&app.sign_in(), tickets[3]).await;

@@ -262,6 +262,7 @@ async fn ordering_a_reserved_ticket_returns_400(backend: Backend) {
         assert_eq!(reply.status, 400, "{:?}", reply.body);
         reply.assert_error_shape();
         assert_eq!(reply.error_messages(), ["Ticket is already reserved"]);
+        assert_eq!(reply.error_codes(), ["ticket_reserved"]);
         assert!(reply.error_fields().is_empty());
     }
     assert_eq!(second.get("/api/orders").await.body, json!([]));
@@ -287,6 +288,7 @@ async fn ordering_your_own_ticket_returns_400(backend: Backend) {
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();
     assert_eq!(reply.error_messages(), ["You cannot buy your own ticket"]);
+    assert_eq!(reply.error_codes(), ["own_ticket"]);
     assert!(reply.error_fields().is_empty());
     assert_eq!(seller.get("/api/orders").await.body, json!([]));
     // The ticket is still for sale to anyone else.
@@ -492,6 +494,7 @@ async fn cancelling_a_paid_order_returns_400(backend: Backend) {
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();
     assert_eq!(reply.error_messages(), ["Cannot cancel a paid order"]);
+    assert_eq!(reply.error_codes(), ["order_paid"]);
     assert!(reply.error_fields().is_empty());
     assert_eq!(app.order(&buyer, id).await, paid);
     app.flushed().await;

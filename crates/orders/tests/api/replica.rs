@@ -72,6 +72,7 @@ async fn the_next_version_of_a_ticket_is_applied(backend: Backend) {
     assert_eq!(own.status, 400, "{:?}", own.body);
     own.assert_error_shape();
     assert_eq!(own.error_messages(), ["You cannot buy your own ticket"]);
+    assert_eq!(own.error_codes(), ["own_ticket"]);
     let order = app.place_order(&buyer, ticket.id).await;
     assert_eq!(
         order["ticket"],

@@ -198,6 +198,7 @@ async fn paying_for_a_cancelled_order_returns_400(backend: Backend) {
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();
     assert_eq!(reply.error_messages(), ["Cannot pay for a cancelled order"]);
+    assert_eq!(reply.error_codes(), ["order_cancelled"]);
     assert!(reply.error_fields().is_empty());
     assert!(app.payments_of(order_id).await.is_empty());
     assert!(app.sandbox_charges_of(order_id).await.is_empty());
@@ -214,6 +215,7 @@ async fn paying_for_a_paid_order_returns_400(backend: Backend) {
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();
     assert_eq!(reply.error_messages(), ["Order already paid"]);
+    assert_eq!(reply.error_codes(), ["order_paid"]);
     assert_eq!(app.sandbox_charges_of(order_id).await.len(), 1);
     assert_eq!(app.payment_of(order_id).await.status, "succeeded");
 }
@@ -230,6 +232,7 @@ async fn paying_for_a_completed_order_returns_400(backend: Backend) {
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();
     assert_eq!(reply.error_messages(), ["Order already paid"]);
+    assert_eq!(reply.error_codes(), ["order_paid"]);
     assert!(app.sandbox_charges_of(order_id).await.is_empty());
 }
 
@@ -244,6 +247,7 @@ async fn paying_for_an_expired_order_returns_400_before_its_cancellation_arrives
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();
     assert_eq!(reply.error_messages(), ["Order has expired"]);
+    assert_eq!(reply.error_codes(), ["order_expired"]);
     assert_eq!(
         app.replica(order_id).await,
         Some(("created".into(), 0)),
@@ -262,6 +266,7 @@ async fn a_declined_card_returns_402_and_another_card_then_succeeds(backend: Bac
     let declined = app.pay(&alice, order_id, "tok_chargeDeclined").await;
 
     assert_eq!(declined.status, 402, "{:?}", declined.body);
+    assert_eq!(declined.error_codes(), ["card_declined"]);
     declined.assert_error_shape();
     assert_eq!(declined.error_messages(), ["Your card was declined."]);
     assert!(app.payments_of(order_id).await.is_empty(), "claim released");

@@ -164,6 +164,7 @@ async fn a_processing_charge_that_fails_releases_its_claim(backend: Backend) {
         meanwhile.error_messages(),
         ["A payment for this order is already in progress"]
     );
+    assert_eq!(meanwhile.error_codes(), ["payment_in_progress"]);
     let body = event(
         "payment_intent.payment_failed",
         json!({"id": intent, "object": "payment_intent", "status": "requires_payment_method"}),

@@ -435,6 +435,7 @@ async fn a_reserved_ticket_cannot_be_edited(backend: Backend) {
     assert_eq!(reply.status, 400, "{:?}", reply.body);
     reply.assert_error_shape();
     assert_eq!(reply.error_messages(), ["Cannot edit a reserved ticket"]);
+    assert_eq!(reply.error_codes(), ["ticket_reserved"]);
     assert!(reply.error_fields().is_empty());
     assert_eq!(reserved["orderId"], order_id.to_string());
     assert_eq!(app.ticket(&id).await, reserved);

@@ -66,6 +66,15 @@ http {{
         conf,
         "    server {{\n        listen 127.0.0.1:{listen_port};"
     );
+    // Errors nginx itself makes (no replica answered) in the API's error shape, as the
+    // deployed ingress gives them.
+    conf.push_str(concat!(
+        "        default_type application/json;\n",
+        "        error_page 502 503 504 =503 @unavailable;\n",
+        "        location @unavailable { return 503 ",
+        r#"'{"errors":[{"message":"Service unavailable","code":"unavailable"}]}'; }"#,
+        "\n"
+    ));
     for route in routes {
         let _ = writeln!(
             conf,

@@ -56,18 +56,22 @@ impl Answer {
         serde_json::from_slice(&self.body).ok()
     }
 
-    /// The first error message of an error answer (`{"errors":[{"message":…}]}`).
-    pub(crate) fn error_message(&self) -> Option<String> {
+    /// The machine code of an error answer's first entry (`{"errors":[{"code":…}]}`).
+    pub(crate) fn error_code(&self) -> Option<String> {
         #[derive(Deserialize)]
         struct Errors {
-            errors: Vec<Message>,
+            errors: Vec<Entry>,
         }
         #[derive(Deserialize)]
-        struct Message {
-            message: String,
+        struct Entry {
+            code: Option<String>,
         }
         let errors: Errors = self.json()?;
-        errors.errors.into_iter().next().map(|m| m.message)
+        errors
+            .errors
+            .into_iter()
+            .next()
+            .and_then(|entry| entry.code)
     }
 }
 
@@ -307,16 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn an_error_answer_gives_its_first_message() {
+    fn an_error_answer_gives_its_first_code() {
         let answer = Answer {
             status: 400,
-            body: Bytes::from_static(br#"{"errors":[{"message":"Ticket is already reserved"}]}"#),
+            body: Bytes::from_static(
+                br#"{"errors":[{"message":"Ticket is already reserved","code":"ticket_reserved"}]}"#,
+            ),
             session: None,
             next_page: None,
         };
-        assert_eq!(
-            answer.error_message().as_deref(),
-            Some("Ticket is already reserved")
-        );
+        assert_eq!(answer.error_code().as_deref(), Some("ticket_reserved"));
     }
 }

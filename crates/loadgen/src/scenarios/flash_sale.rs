@@ -22,7 +22,7 @@ use crate::progress::Progress;
 use crate::report::ScenarioReport;
 use crate::stats::{Distribution, Operation, Pacer, per_second};
 
-const ALREADY_RESERVED: &str = "Ticket is already reserved";
+const ALREADY_RESERVED: &str = "ticket_reserved";
 /// How often a sampled order's ticket is read while waiting for the reservation to show.
 const LAG_POLL: Duration = Duration::from_millis(5);
 /// How long a sampled order is watched before its lag counts as lost.
@@ -481,8 +481,7 @@ fn attempt_result(call: &Call) -> Attempt {
             None => Attempt::Other { failing: false },
         },
         Ok(answer)
-            if answer.status == 400
-                && answer.error_message().as_deref() == Some(ALREADY_RESERVED) =>
+            if answer.status == 400 && answer.error_code().as_deref() == Some(ALREADY_RESERVED) =>
         {
             Attempt::Taken
         }
@@ -607,11 +606,11 @@ mod tests {
         };
         let taken = answer(
             400,
-            r#"{"errors":[{"message":"Ticket is already reserved"}]}"#,
+            r#"{"errors":[{"message":"Ticket is already reserved","code":"ticket_reserved"}]}"#,
         );
         let own = answer(
             400,
-            r#"{"errors":[{"message":"You cannot buy your own ticket"}]}"#,
+            r#"{"errors":[{"message":"You cannot buy your own ticket","code":"own_ticket"}]}"#,
         );
         assert!(matches!(attempt_result(&taken), Attempt::Taken));
         assert!(matches!(

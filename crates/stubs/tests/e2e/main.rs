@@ -11,6 +11,7 @@ mod embedded;
 mod faults;
 mod loadgen;
 mod purchase;
+mod refusals;
 mod sessions;
 mod traces;
 mod web;

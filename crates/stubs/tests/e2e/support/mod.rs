@@ -186,6 +186,16 @@ impl Marketplace {
         self.cluster.as_ref().and_then(Cluster::nginx_pid)
     }
 
+    /// Kills every replica of `service` in the local cluster, as if all its pods were lost.
+    pub(crate) fn kill_every_replica(&mut self, service: cluster::Service) {
+        let cluster = self.cluster.as_mut().expect("the local cluster");
+        for id in cluster.instances() {
+            if id.service == service {
+                cluster.kill(id).unwrap();
+            }
+        }
+    }
+
     /// Each service's database, by service, when the marketplace is the local cluster.
     pub(crate) fn database_urls(&self) -> &BTreeMap<String, String> {
         &self.database_urls

@@ -82,6 +82,10 @@ pub enum ErrorCode {
     CardDeclined,
     /// A webhook whose signature does not verify, or whose event cannot be read.
     InvalidWebhook,
+    /// A request with the same `Idempotency-Key` is still being processed; retry later.
+    IdempotencyKeyInUse,
+    /// An `Idempotency-Key` used before with another request (method, path or body).
+    IdempotencyKeyReused,
     /// A dependency (database, bus) did not answer; retry later.
     Unavailable,
     /// Anything unexpected; the details are in the service's log.
@@ -94,6 +98,7 @@ impl ErrorCode {
         match status {
             StatusCode::UNAUTHORIZED => Self::NotAuthorized,
             StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::CONFLICT => Self::IdempotencyKeyInUse,
             StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
             StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable,
             s if s.is_server_error() => Self::Internal,
@@ -132,6 +137,9 @@ pub enum ApiError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// 409: a request with the same `Idempotency-Key` is still being processed.
+    #[error("{0}")]
+    Conflict(String),
     /// 503: the database or the bus did not answer.
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -161,6 +169,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PaymentDeclined(_) => StatusCode::PAYMENT_REQUIRED,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -198,6 +207,9 @@ impl IntoResponse for ApiError {
             Self::NotFound => error_response(status, ErrorCode::NotFound, "Not found"),
             Self::PaymentDeclined(message) => {
                 error_response(status, ErrorCode::CardDeclined, message)
+            }
+            Self::Conflict(message) => {
+                error_response(status, ErrorCode::IdempotencyKeyInUse, message)
             }
             Self::Unavailable(err) => {
                 tracing::error!(error = format!("{err:#}"), "dependency unavailable");

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod listener;
 pub mod money;
 pub mod outbox;

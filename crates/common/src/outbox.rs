@@ -25,7 +25,8 @@ use crate::events::{Envelope, EventData, EventType};
 use crate::store::{Dialect, Migration, Migrations, Params, Store};
 use crate::telemetry;
 
-/// The platform tables every service database has: outbox, inbox and revoked sessions.
+/// The platform tables every service database has: outbox, inbox, revoked sessions and
+/// idempotency keys.
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         Migration {
@@ -48,6 +49,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "revoked sessions",
             sql: include_str!("../migrations/platform/sqlite/0004_revocations.sql"),
         },
+        Migration {
+            version: 5,
+            name: "idempotency keys",
+            sql: include_str!("../migrations/platform/sqlite/0005_idempotency_keys.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -69,6 +75,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 4,
             name: "revoked sessions",
             sql: include_str!("../migrations/platform/postgres/0004_revocations.sql"),
+        },
+        Migration {
+            version: 5,
+            name: "idempotency keys",
+            sql: include_str!("../migrations/platform/postgres/0005_idempotency_keys.sql"),
         },
     ],
 };

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::ServiceContext;
 use crate::clock::now_millis;
+use crate::idempotency::{self, IDEMPOTENCY_KEYS};
 use crate::store::{DELETE_CHUNK, Dialect, Store, delete_in_chunks};
 
 /// How often old rows are deleted.
@@ -75,21 +76,26 @@ pub async fn rows(store: &Store, dated: Dated) -> Result<i64, sqlx::Error> {
 }
 
 /// Prunes the inbox and `tombstones` every [`PERIOD`] until shutdown, keeping what is younger
-/// than the service's retention, and publishes each table's size in the metrics.
+/// than the service's retention, and idempotency keys younger than a day; publishes each table's
+/// size in the metrics.
 pub async fn run(ctx: ServiceContext, tombstones: &'static [Dated]) {
-    let retention = ctx.listeners.retention;
-    let keep = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let tables = std::iter::once(INBOX).chain(tombstones.iter().copied());
-    let tables: Vec<Dated> = tables.collect();
+    let millis = |kept: Duration| i64::try_from(kept.as_millis()).unwrap_or(i64::MAX);
+    let retention = millis(ctx.listeners.retention);
+    // Idempotency keys are kept for the day a client may retry in, whatever the retention.
+    let tables: Vec<(Dated, i64)> = std::iter::once(INBOX)
+        .chain(tombstones.iter().copied())
+        .map(|dated| (dated, retention))
+        .chain([(IDEMPOTENCY_KEYS, millis(idempotency::KEEP))])
+        .collect();
     loop {
         tokio::select! {
             () = tokio::time::sleep(PERIOD) => {}
             () = ctx.shutdown.cancelled() => return,
         }
-        let before = now_millis().saturating_sub(keep);
-        for dated in &tables {
+        for &(dated, keep) in &tables {
+            let before = now_millis().saturating_sub(keep);
             let labels = [("service", ctx.name), ("table", dated.table)];
-            match prune(&ctx.store, *dated, before).await {
+            match prune(&ctx.store, dated, before).await {
                 Ok(removed) => {
                     metrics::counter!("stubs_pruned_rows_total", &labels).increment(removed)
                 }
@@ -97,7 +103,7 @@ pub async fn run(ctx: ServiceContext, tombstones: &'static [Dated]) {
                     tracing::warn!(table = dated.table, error = %err, "cannot prune old rows");
                 }
             }
-            match rows(&ctx.store, *dated).await {
+            match rows(&ctx.store, dated).await {
                 Ok(count) => metrics::gauge!("stubs_retained_rows", &labels).set(count as f64),
                 Err(err) => tracing::warn!(table = dated.table, error = %err, "cannot count rows"),
             }

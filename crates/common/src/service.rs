@@ -56,6 +56,11 @@ impl ServiceContext {
         }
     }
 
+    /// What the idempotency middleware of this service's writes needs.
+    pub fn idempotency_keys(&self) -> crate::idempotency::Keys {
+        crate::idempotency::Keys::new(self.store.clone(), self.sessions.clone())
+    }
+
     /// Starts pruning the inbox and the given tombstone tables of rows older than the
     /// retention; it stops on shutdown.
     pub fn spawn_retention(&self, tombstones: &'static [crate::retention::Dated]) {

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::{Json, Router};
 use common::arrivals::Arrivals;
 use common::clock::{self, from_millis, millis};
 use common::error::retry_after_seconds;
 use common::events::OrderStatus;
+use common::idempotency::{self, Idempotent, Keys};
 use common::outbox::{self, Outbox};
 use common::paging::{Cursor, Page, Paged};
 use common::store::Dialect;
@@ -34,6 +36,7 @@ pub struct AppState {
     arrivals: Arrivals,
     order_expiration: Duration,
     hold_limits: HoldLimits,
+    keys: Keys,
 }
 
 impl AppState {
@@ -45,6 +48,7 @@ impl AppState {
             arrivals: ctx.arrivals.clone(),
             order_expiration: settings.order_expiration,
             hold_limits: settings.hold_limits,
+            keys: ctx.idempotency_keys(),
         }
     }
 
@@ -75,9 +79,18 @@ impl FromRef<AppState> for Sessions {
 
 /// The service's routes with their state applied.
 pub(crate) fn router(state: AppState) -> Router {
+    let idempotent = from_fn_with_state(state.keys.clone(), idempotency::guard);
     Router::new()
-        .route("/api/orders", get(list_orders).post(create_order))
-        .route("/api/orders/{id}", get(show_order).delete(cancel_order))
+        .route(
+            "/api/orders",
+            get(list_orders)
+                .post(create_order)
+                .route_layer(idempotent.clone()),
+        )
+        .route(
+            "/api/orders/{id}",
+            get(show_order).delete(cancel_order).route_layer(idempotent),
+        )
         .with_state(state)
 }
 
@@ -115,6 +128,7 @@ async fn show_order(
 async fn create_order(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
+    idempotent: Idempotent,
     Valid(request): Valid<OrderBody>,
 ) -> Result<(StatusCode, Json<OrderView>), ApiError> {
     // Stored times have millisecond precision; the answer shows what a later read will.
@@ -186,9 +200,13 @@ async fn create_order(
         }
     }
     outbox::enqueue(&mut tx, order.created_event()).await?;
+    let view = OrderView::new(&order);
+    idempotent
+        .record_json(&mut tx, StatusCode::CREATED, &view)
+        .await?;
     state.outbox.commit(tx).await?;
     tracing::info!(order = %order.id, ticket = %ticket.id, "order placed");
-    Ok((StatusCode::CREATED, Json(OrderView::new(&order))))
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// The answer to a buyer who comes for a ticket another order holds.
@@ -245,6 +263,7 @@ fn in_words(wait: Duration) -> String {
 async fn cancel_order(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
+    idempotent: Idempotent,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = state.store.begin().await?;
@@ -264,6 +283,9 @@ async fn cancel_order(
                     ApiError::internal(anyhow::anyhow!("order {id} changed under its lock"))
                 })?;
             outbox::enqueue(&mut tx, cancelled.cancelled_event()).await?;
+            idempotent
+                .record_status(&mut tx, StatusCode::NO_CONTENT)
+                .await?;
             state.outbox.commit(tx).await?;
             tracing::info!(order = %id, version = cancelled.version, "order cancelled by its owner");
             Ok(StatusCode::NO_CONTENT)

@@ -4,9 +4,11 @@
 
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
+use common::idempotency::{self, Keys};
 use common::validate::Valid;
 use common::{ApiError, ServiceContext, Sessions, SignedIn};
 use serde::Serialize;
@@ -24,6 +26,7 @@ pub struct AppState {
     webhooks: Webhooks,
     sessions: Sessions,
     tasks: TaskTracker,
+    keys: Keys,
 }
 
 impl AppState {
@@ -33,6 +36,7 @@ impl AppState {
             webhooks,
             sessions: ctx.sessions.clone(),
             tasks: ctx.tasks.clone(),
+            keys: ctx.idempotency_keys(),
         }
     }
 }
@@ -46,7 +50,14 @@ impl FromRef<AppState> for Sessions {
 /// The service's routes with their state applied.
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/payments", post(create_payment))
+        // A payment's effect is a charge at the processor, outside any transaction of ours: its
+        // key's answer is recorded once the payment ends. One payment per order, and the
+        // processor's own idempotency key, keep a retry from charging twice meanwhile.
+        .route(
+            "/api/payments",
+            post(create_payment)
+                .route_layer(from_fn_with_state(state.keys.clone(), idempotency::guard)),
+        )
         .route("/api/payments/webhook", post(receive_webhook))
         .with_state(state)
 }

@@ -116,6 +116,13 @@ impl Reply {
             .unwrap_or_default()
     }
 
+    /// Whether the answer is a replay of an earlier one with the same `Idempotency-Key`.
+    pub fn replayed(&self) -> bool {
+        self.headers
+            .get("idempotent-replayed")
+            .is_some_and(|value| value == "true")
+    }
+
     /// Asserts the body is in the one error shape: a non-empty list of entries, each with a
     /// message and a machine code, and a field only beside them.
     pub fn assert_error_shape(&self) {
@@ -170,6 +177,19 @@ impl Client {
     pub async fn post(&self, path: &str, body: Value) -> Reply {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
             .await
+    }
+
+    /// Posts a body with an `Idempotency-Key`.
+    pub async fn post_with_key(&self, path: &str, key: &str, body: Value) -> Reply {
+        let request = self.http.post(format!("{}{path}", self.base));
+        self.send(request.header("idempotency-key", key).json(&body))
+            .await
+    }
+
+    /// Deletes with an `Idempotency-Key`.
+    pub async fn delete_with_key(&self, path: &str, key: &str) -> Reply {
+        let request = self.http.delete(format!("{}{path}", self.base));
+        self.send(request.header("idempotency-key", key)).await
     }
 
     /// Posts a body as it is, labelled JSON, for bodies that are not valid JSON.

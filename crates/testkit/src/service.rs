@@ -114,7 +114,7 @@ pub struct TestService {
     pub ctx: ServiceContext,
     pub bus: TestBus,
     /// Kept for its lifetime: the database is removed when the service is dropped.
-    _db: TestDatabase,
+    db: TestDatabase,
 }
 
 impl TestService {
@@ -182,8 +182,19 @@ impl TestService {
             server,
             ctx,
             bus,
-            _db: db,
+            db,
         }
+    }
+
+    /// Another replica of the service on the same database and bus, as a restarted process
+    /// would be: it knows only what the database holds.
+    pub async fn another_replica(
+        &self,
+        migrations: &[&Migrations],
+        start: impl FnOnce(&ServiceContext) -> Router,
+    ) -> TestServer {
+        let ctx = context(self.ctx.name, &self.db, self.bus.bus.clone(), migrations).await;
+        TestServer::start(start(&ctx)).await
     }
 
     /// Someone who is not signed in.

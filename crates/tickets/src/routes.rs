@@ -3,9 +3,11 @@
 
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::{Json, Router};
 use common::clock;
+use common::idempotency::{self, Idempotent, Keys};
 use common::outbox::{self, Outbox};
 use common::paging::{Cursor, Page, Paged};
 use common::validate::{PathId, Valid};
@@ -21,6 +23,7 @@ pub struct AppState {
     store: Store,
     outbox: Outbox,
     sessions: Sessions,
+    keys: Keys,
 }
 
 impl AppState {
@@ -29,6 +32,7 @@ impl AppState {
             store: ctx.store.clone(),
             outbox: ctx.outbox.clone(),
             sessions: ctx.sessions.clone(),
+            keys: ctx.idempotency_keys(),
         }
     }
 }
@@ -42,7 +46,12 @@ impl FromRef<AppState> for Sessions {
 /// The service's routes with their state applied.
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/tickets", get(list_tickets).post(create_ticket))
+        .route(
+            "/api/tickets",
+            get(list_tickets)
+                .post(create_ticket)
+                .route_layer(from_fn_with_state(state.keys.clone(), idempotency::guard)),
+        )
         .route("/api/tickets/{id}", get(show_ticket).put(update_ticket))
         .with_state(state)
 }
@@ -74,6 +83,7 @@ async fn show_ticket(
 async fn create_ticket(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
+    idempotent: Idempotent,
     Valid(details): Valid<TicketBody>,
 ) -> Result<(StatusCode, Json<Ticket>), ApiError> {
     // Stored times have millisecond precision; the answer shows what a later read will.
@@ -81,6 +91,9 @@ async fn create_ticket(
     let mut tx = state.store.begin().await?;
     store::insert(&mut tx, &ticket).await?;
     outbox::enqueue(&mut tx, ticket.created_event()).await?;
+    idempotent
+        .record_json(&mut tx, StatusCode::CREATED, &ticket)
+        .await?;
     state.outbox.commit(tx).await?;
     tracing::info!(ticket = %ticket.id, "ticket listed");
     Ok((StatusCode::CREATED, Json(ticket)))

@@ -7,6 +7,7 @@
 mod concurrency;
 mod grants;
 mod helpers;
+mod idempotency;
 mod lifecycle;
 mod limits;
 mod orders;

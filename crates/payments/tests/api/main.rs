@@ -7,6 +7,7 @@
 
 mod grants;
 mod helpers;
+mod idempotency;
 mod listeners;
 mod paying;
 mod races;

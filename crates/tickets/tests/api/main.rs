@@ -5,6 +5,7 @@
 
 mod events;
 mod helpers;
+mod idempotency;
 mod listeners;
 mod text;
 mod tickets;

@@ -6,8 +6,9 @@
 //! answer in the transaction of its effect, so that both commit or neither does: a crash before
 //! the commit leaves no effect and no answer, and a retry acts; a crash after it leaves both, and
 //! a retry is answered from the record. A refusal, which has no effect to commit with, is
-//! recorded after the handler. Answers that say "try again" (409, 429 and 5xx) are not recorded:
-//! the claim is let go, so that a retry acts.
+//! recorded after the handler. Answers that say "try again" are not recorded, and the claim is
+//! let go so that a retry acts: 409, 429 and 5xx, and 404, which a write answers for an order
+//! or ticket it has not heard of yet.
 //!
 //! While the first request runs, its claim holds the key for [`LEASE`], and a retry meanwhile is
 //! answered 409. The claim of a request that died unanswered lapses then, and the next retry
@@ -183,6 +184,7 @@ pub async fn guard(State(keys): State<Keys>, request: Request, next: Next) -> Re
 async fn settle(store: &Store, claim: &Claim, response: Response) -> Response {
     let status = response.status();
     let retry = status.is_server_error()
+        || status == StatusCode::NOT_FOUND
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::CONFLICT;
     if retry {

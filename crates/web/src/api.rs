@@ -13,6 +13,8 @@ use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use serde_json::Value;
 use tower::ServiceExt;
 
+const IDEMPOTENCY_KEY: &str = common::idempotency::HEADER;
+
 /// The largest API answer the pages read (a page of tickets is a few KB).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -109,6 +111,18 @@ impl ApiClient {
         caller: &Caller,
         body: Option<&Value>,
     ) -> Result<ApiReply, ApiCallError> {
+        self.call_keyed(method, path, caller, body, None).await
+    }
+
+    /// [`ApiClient::call`] with an `Idempotency-Key`, when there is one.
+    pub async fn call_keyed(
+        &self,
+        method: Method,
+        path: &str,
+        caller: &Caller,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<ApiReply, ApiCallError> {
         let cookie = caller
             .session
             .as_deref()
@@ -118,6 +132,9 @@ impl ApiClient {
                 let mut request = Request::builder().method(method).uri(path);
                 if let Some(cookie) = &cookie {
                     request = request.header(header::COOKIE, cookie);
+                }
+                if let Some(key) = key {
+                    request = request.header(IDEMPOTENCY_KEY, key);
                 }
                 let request = match body {
                     Some(body) => request
@@ -145,6 +162,9 @@ impl ApiClient {
                 let mut request = client.request(method, format!("{base}{path}"));
                 if let Some(cookie) = &cookie {
                     request = request.header(header::COOKIE, cookie);
+                }
+                if let Some(key) = key {
+                    request = request.header(IDEMPOTENCY_KEY, key);
                 }
                 if let Some(body) = body {
                     request = request.json(body);

@@ -149,8 +149,75 @@ async fn pages_answer_in_html_with_security_headers_and_assets_are_cached() {
     assert_eq!(missing_api.status, 404);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&missing_api.body).unwrap(),
-        json!({"errors": [{"message": "Not found"}]})
+        json!({"errors": [{"message": "Not found", "code": "not_found"}]})
     );
+}
+
+/// The value of the hidden `request_key` of the form posted to `action`.
+fn request_key_of(html: &str, action: &str) -> String {
+    let form = &html[html.find(&format!(r#"action="{action}""#)).unwrap()..];
+    let input = &form[form.find(r#"name="request_key" value=""#).unwrap() + 26..];
+    input[..input.find('"').unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn a_form_sent_twice_acts_once() {
+    let market = Marketplace::embedded("1m");
+    let seller = Browser::new(&market);
+    let buyer = Browser::new(&market);
+    seller.sign_up("seller@example.com").await;
+    buyer.sign_up("buyer@example.com").await;
+
+    let form = seller.get("/tickets/new").await;
+    let key = request_key_of(&form.body, "/tickets/new");
+    let listing = [
+        ("title", "Concert"),
+        ("price", "20"),
+        ("request_key", key.as_str()),
+    ];
+    let (first, second) = tokio::join!(
+        seller.post("/tickets/new", &listing),
+        seller.post("/tickets/new", &listing)
+    );
+    assert_eq!(
+        (first.status, second.status),
+        (StatusCode::SEE_OTHER, StatusCode::SEE_OTHER)
+    );
+    assert_eq!(first.location(), second.location(), "one listing");
+    let ticket = first.location().to_owned();
+
+    let page = buyer.get(&ticket).await;
+    let purchase = format!("{ticket}/purchase");
+    let key = request_key_of(&page.body, &purchase);
+    let keyed = [("request_key", key.as_str())];
+    let (first, second) =
+        tokio::join!(buyer.post(&purchase, &keyed), buyer.post(&purchase, &keyed));
+    assert_eq!(
+        (first.status, second.status),
+        (StatusCode::SEE_OTHER, StatusCode::SEE_OTHER)
+    );
+    assert_eq!(first.location(), second.location(), "one order");
+    let order = first.location().to_owned();
+
+    let page = buyer.get(&order).await;
+    let pay = format!("{order}/pay");
+    let key = request_key_of(&page.body, &pay);
+    let card = [
+        ("card_number", "4242 4242 4242 4242"),
+        ("request_key", key.as_str()),
+    ];
+    let (first, second) = tokio::join!(buyer.post(&pay, &card), buyer.post(&pay, &card));
+    for paid in [&first, &second] {
+        assert!(
+            [StatusCode::SEE_OTHER, StatusCode::OK].contains(&paid.status),
+            "{}",
+            paid.body
+        );
+        assert!(!paid.body.contains("already"), "{}", paid.body);
+    }
+    let orders = buyer.get("/orders").await;
+    assert_eq!(orders.body.matches(r#"<span class="title">"#).count(), 1);
+    buyer.get(&order).await.assert_contains(r#"id="paid""#);
 }
 
 #[tokio::test]

@@ -44,6 +44,7 @@ impl Visitor {
         Layout {
             user: self.user.as_ref().map(|u| u.email.clone()),
             stylesheet: assets::STYLESHEET.clone(),
+            request_key: new_request_key(),
         }
     }
 
@@ -52,6 +53,34 @@ impl Visitor {
         self.user.as_ref().ok_or_else(|| PageError::SignIn {
             next: self.here.clone(),
         })
+    }
+
+    /// Calls the API for this visitor with the key a form sent, if it sent one. While the first
+    /// request with that key is still running (409), asks again for a few seconds, so that the
+    /// second of two clicks is answered what the first was.
+    pub(crate) async fn call_keyed(
+        &self,
+        web: &Web,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<ApiReply, PageError> {
+        let mut reply = web
+            .api
+            .call_keyed(method.clone(), path, &self.caller, body, key)
+            .await?;
+        for _ in 0..50 {
+            if reply.status != StatusCode::CONFLICT || key.is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            reply = web
+                .api
+                .call_keyed(method.clone(), path, &self.caller, body, key)
+                .await?;
+        }
+        Ok(reply)
     }
 
     /// Calls the API for this visitor.
@@ -115,6 +144,13 @@ pub(crate) struct Layout {
     /// The signed-in user's e-mail.
     pub user: Option<String>,
     pub stylesheet: String,
+    /// Made anew for each page shown, and sent by its forms (with the form's name after it) as
+    /// the API's Idempotency-Key: a form sent twice, by a double click or a resend, acts once.
+    pub request_key: String,
+}
+
+fn new_request_key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 impl Layout {
@@ -123,6 +159,7 @@ impl Layout {
         Self {
             user: None,
             stylesheet: assets::STYLESHEET.clone(),
+            request_key: new_request_key(),
         }
     }
 }
@@ -203,6 +240,20 @@ pub(crate) enum PageError {
 /// A form post. One the framework cannot read is answered with a page that says why, like every
 /// other failure of a page, rather than the framework's plain text turned into JSON.
 pub(crate) struct PageForm<T>(pub T);
+
+/// A form whose only field is the key its page gave it.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct KeyedForm {
+    pub request_key: Option<String>,
+}
+
+/// The key a form was given when its page was shown, as the API takes it: `None` when missing
+/// or not one of ours.
+pub(crate) fn request_key(sent: &Option<String>) -> Option<&str> {
+    sent.as_deref().filter(|key| {
+        (1..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
+}
 
 impl<T, S> FromRequest<S> for PageForm<T>
 where

@@ -11,7 +11,10 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{FieldErrors, Layout, PageError, PageForm, PageQuery, Visitor, parse_id, render};
+use super::{
+    FieldErrors, KeyedForm, Layout, PageError, PageForm, PageQuery, Visitor, parse_id, render,
+    request_key,
+};
 use crate::{Web, assets, card, format};
 
 /// Where an order stands, as the buyer sees it.
@@ -211,6 +214,7 @@ pub(crate) struct PaymentFields {
     card_number: Option<String>,
     /// With a Stripe key: the token Stripe.js made from the card.
     token: Option<String>,
+    request_key: Option<String>,
 }
 
 /// `POST /orders/{id}/pay`: charges the card, then shows the order (paid, or why not).
@@ -249,8 +253,9 @@ pub(crate) async fn post_payment(
     };
     let body = json!({"token": token, "orderId": order_id});
     // An order placed a moment ago is waited for by payments itself, not retried here.
+    let key = request_key(&form.request_key);
     let reply = visitor
-        .call(&web, Method::POST, "/api/payments", Some(&body))
+        .call_keyed(&web, Method::POST, "/api/payments", Some(&body), key)
         .await?;
     match reply.status {
         StatusCode::CREATED => {
@@ -308,6 +313,7 @@ pub(crate) async fn post_cancel_order(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,
+    PageForm(form): PageForm<KeyedForm>,
 ) -> Result<Response, PageError> {
     let order_id = parse_id(&id)?;
     let here = format!("/orders/{order_id}");
@@ -315,11 +321,12 @@ pub(crate) async fn post_cancel_order(
         return Err(PageError::SignIn { next: here });
     }
     let reply = visitor
-        .call(
+        .call_keyed(
             &web,
             Method::DELETE,
             &format!("/api/orders/{order_id}"),
             None,
+            request_key(&form.request_key),
         )
         .await?;
     match reply.status {

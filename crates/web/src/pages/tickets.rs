@@ -7,7 +7,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FieldErrors, Layout, PageError, PageForm, PageQuery, Visitor, parse_id, render};
+use super::{
+    FieldErrors, KeyedForm, Layout, PageError, PageForm, PageQuery, Visitor, parse_id, render,
+    request_key,
+};
 use crate::{Web, format};
 
 /// Tickets on one page of `/`.
@@ -139,6 +142,7 @@ pub(crate) async fn post_purchase(
     State(web): State<Web>,
     visitor: Visitor,
     Path(id): Path<String>,
+    PageForm(form): PageForm<KeyedForm>,
 ) -> Result<Response, PageError> {
     let ticket_id = parse_id(&id)?;
     let back = format!("/tickets/{ticket_id}");
@@ -146,11 +150,12 @@ pub(crate) async fn post_purchase(
         return Err(PageError::SignIn { next: back });
     }
     let reply = visitor
-        .call(
+        .call_keyed(
             &web,
             Method::POST,
             "/api/orders",
             Some(&json!({"ticketId": ticket_id})),
+            request_key(&form.request_key),
         )
         .await?;
     match reply.status {
@@ -187,6 +192,7 @@ pub(crate) struct TicketFields {
     title: String,
     #[serde(default)]
     price: String,
+    request_key: Option<String>,
 }
 
 /// `GET /tickets/new`.
@@ -307,8 +313,9 @@ async fn save_ticket(
                 .await?
         }
         None => {
+            let key = request_key(&form.request_key);
             visitor
-                .call(web, Method::POST, "/api/tickets", Some(&body))
+                .call_keyed(web, Method::POST, "/api/tickets", Some(&body), key)
                 .await?
         }
     };

@@ -10,6 +10,13 @@ use reqwest::{Client, RequestBuilder};
 use serde::Deserialize;
 use serde_json::json;
 
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// A fresh `Idempotency-Key`: 128 random bits.
+pub(crate) fn new_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 /// Password of every account the load generator creates (within argon2's 8 to 128 characters).
 pub(crate) const PASSWORD: &str = "load-generator-password";
 
@@ -160,6 +167,12 @@ impl Api {
         request.header(AUTHORIZATION, format!("Bearer {}", session.token))
     }
 
+    /// A write signed in as `session` under `key`, which makes a retry of it act once.
+    fn keyed(&self, request: RequestBuilder, session: &Session, key: &str) -> RequestBuilder {
+        self.signed_in(request, session)
+            .header(IDEMPOTENCY_KEY, key)
+    }
+
     /// Sends a request and reads the whole answer.
     pub(crate) async fn send(&self, request: RequestBuilder) -> Call {
         let started = Instant::now();
@@ -192,7 +205,7 @@ impl Api {
     pub(crate) async fn create_ticket(&self, seller: &Session, title: &str, price: f64) -> Call {
         let body = json!({"title": title, "price": price});
         let request = self.http.post(self.url("/api/tickets")).json(&body);
-        self.send(self.signed_in(request, seller)).await
+        self.send(self.keyed(request, seller, &new_key())).await
     }
 
     pub(crate) async fn list_tickets(&self) -> Call {
@@ -207,12 +220,12 @@ impl Api {
     pub(crate) async fn create_order(&self, buyer: &Session, ticket_id: &str) -> Call {
         let body = json!({"ticketId": ticket_id});
         let request = self.http.post(self.url("/api/orders")).json(&body);
-        self.send(self.signed_in(request, buyer)).await
+        self.send(self.keyed(request, buyer, &new_key())).await
     }
 
     pub(crate) async fn cancel_order(&self, buyer: &Session, id: &str) -> Call {
         let request = self.http.delete(self.url(&format!("/api/orders/{id}")));
-        self.send(self.signed_in(request, buyer)).await
+        self.send(self.keyed(request, buyer, &new_key())).await
     }
 
     pub(crate) async fn show_order(&self, buyer: &Session, id: &str) -> Call {
@@ -226,11 +239,12 @@ impl Api {
         self.send(self.signed_in(request, buyer)).await
     }
 
-    /// Pays with Stripe's test token, which the sandbox (no Stripe key) accepts.
-    pub(crate) async fn pay(&self, buyer: &Session, order_id: &str) -> Call {
+    /// Pays with Stripe's test token, which the sandbox (no Stripe key) accepts; retries of one
+    /// payment pass the same key.
+    pub(crate) async fn pay(&self, buyer: &Session, order_id: &str, key: &str) -> Call {
         let body = json!({"token": "tok_visa", "orderId": order_id});
         let request = self.http.post(self.url("/api/payments")).json(&body);
-        self.send(self.signed_in(request, buyer)).await
+        self.send(self.keyed(request, buyer, key)).await
     }
 
     /// A Prometheus text page at a full URL.

@@ -545,8 +545,9 @@ async fn pay(ctx: &Context, cast: &Cast, wins: &[Win], operation: &Operation) ->
             let retries = &retries;
             async move {
                 let buyer = cast.buyers.get(win.buyer)?;
+                let key = crate::client::new_key();
                 for _ in 0..PAYMENT_TRIES {
-                    let call = ctx.api.pay(buyer, &win.order_id).await;
+                    let call = ctx.api.pay(buyer, &win.order_id, &key).await;
                     // 404: payments did not hear of the order within its wait, or too many
                     // requests were waiting already.
                     if call.status() == Some(404) {

@@ -48,12 +48,13 @@ async fn the_marketplace_runs_in_one_process_and_keeps_sessions_and_data_across_
         .next()
         .unwrap()
         .to_owned();
-    let (status, ticket) = send(
+    let listing = |base: &str| {
         http.post(format!("{base}/api/tickets"))
             .header("cookie", &cookie)
-            .json(&json!({"title": "Concert", "price": 19.99})),
-    )
-    .await;
+            .header("idempotency-key", "list-the-concert")
+            .json(&json!({"title": "Concert", "price": 19.99}))
+    };
+    let (status, ticket) = send(listing(&base)).await;
     assert_eq!(status, 201);
     assert_eq!(ticket["price"], json!(19.99));
     let (status, _) = send(http.get(format!("{base}/readyz"))).await;
@@ -81,7 +82,14 @@ async fn the_marketplace_runs_in_one_process_and_keeps_sessions_and_data_across_
     )
     .await;
     assert_eq!(me["currentUser"]["email"], "seller@example.com");
+    let (status, again) = send(listing(&base)).await;
+    assert_eq!(
+        (status, &again),
+        (201, &ticket),
+        "the retry is answered from before the restart"
+    );
     let (_, listed) = send(http.get(format!("{base}/api/tickets"))).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["id"], ticket["id"]);
     assert!(restarted.stop());
 }

@@ -12,6 +12,7 @@ mod faults;
 mod loadgen;
 mod purchase;
 mod refusals;
+mod retries;
 mod sessions;
 mod traces;
 mod web;

@@ -186,6 +186,16 @@ impl Marketplace {
         self.cluster.as_ref().and_then(Cluster::nginx_pid)
     }
 
+    /// Restarts every replica of `service` in the local cluster, one after the other.
+    pub(crate) async fn restart_every_replica(&mut self, service: cluster::Service) {
+        let cluster = self.cluster.as_mut().expect("the local cluster");
+        for id in cluster.instances() {
+            if id.service == service {
+                cluster.restart(id).await.unwrap();
+            }
+        }
+    }
+
     /// Kills every replica of `service` in the local cluster, as if all its pods were lost.
     pub(crate) fn kill_every_replica(&mut self, service: cluster::Service) {
         let cluster = self.cluster.as_mut().expect("the local cluster");
@@ -275,6 +285,11 @@ impl User<'_> {
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
         (status, body)
+    }
+
+    /// Where `path` is on this user's marketplace.
+    pub(crate) fn url(&self, path: &str) -> String {
+        self.market.url(path)
     }
 
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {

@@ -73,12 +73,22 @@ http {{
         "        error_page 502 503 504 =503 @unavailable;\n",
         "        location @unavailable { return 503 ",
         r#"'{"errors":[{"message":"Service unavailable","code":"unavailable"}]}'; }"#,
+        "\n",
+        "        location @too_large { return 400 ",
+        r#"'{"errors":[{"message":"Request body is too large","code":"malformed_request"}]}'; }"#,
         "\n"
     ));
     for route in routes {
+        // A body past the limit is refused by nginx: in the API's shape under /api. An
+        // error_page here replaces the server's, so that one is repeated.
+        let too_large = if route.prefix.starts_with("/api") {
+            "error_page 502 503 504 =503 @unavailable; error_page 413 =400 @too_large; "
+        } else {
+            ""
+        };
         let _ = writeln!(
             conf,
-            "        location {} {{ proxy_pass http://{}; }}",
+            "        location {} {{ {too_large}proxy_pass http://{}; }}",
             route.prefix, route.service
         );
     }
@@ -113,7 +123,10 @@ mod tests {
         assert!(conf.contains(
             "upstream tickets {\n        server 127.0.0.1:9001 max_fails=1 fail_timeout=2s;\n        server 127.0.0.1:9002"
         ));
-        assert!(conf.contains("location /api/tickets { proxy_pass http://tickets; }"));
+        assert!(conf.contains(
+            "location /api/tickets { error_page 502 503 504 =503 @unavailable; \
+             error_page 413 =400 @too_large; proxy_pass http://tickets; }"
+        ));
         assert!(conf.contains("location / { proxy_pass http://web; }"));
         assert!(!conf.contains("user root"));
     }

@@ -10,16 +10,20 @@
 //! let go so that a retry acts: 409, 429 and 5xx, and 404, which a write answers for an order
 //! or ticket it has not heard of yet.
 //!
-//! While the first request runs, its claim holds the key for [`LEASE`], and a retry meanwhile is
-//! answered 409. The claim of a request that died unanswered lapses then, and the next retry
-//! takes it over. An answer is recorded only under the claim's own token, so a request whose
-//! claim was taken over cannot commit: two requests never both act.
+//! A request with a key runs to its end even if its client goes away or its time runs out, so
+//! that its answer is recorded for the retry. While it runs, its claim holds the key for
+//! [`LEASE`], and a retry meanwhile is answered 409. The claim of a request whose process died
+//! lapses then, and the next retry takes it over. An answer is recorded only under the claim's
+//! own token, and recording changes the token, so a claim is taken over only as it was seen: a
+//! request whose claim was taken over cannot commit, and an answer just committed is never
+//! taken over as if the key were still free. Two requests never both act.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::RequestExt;
 use axum::body::{Body, to_bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -29,9 +33,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::clock::now_millis;
+use crate::clock::{now_millis, span_millis};
 use crate::error::{ApiError, ErrorCode, error_response};
 use crate::http::{TOO_LARGE, closing_connection};
 use crate::retention::Dated;
@@ -54,19 +59,25 @@ pub const IDEMPOTENCY_KEYS: Dated = Dated {
 
 /// The longest key, as Stripe allows.
 const MAX_KEY_CHARS: usize = 255;
-/// The largest body read to fingerprint; the handler's own limit is smaller.
-const MAX_BODY: usize = 1024 * 1024;
+/// The largest answer recorded; answers are a ticket, an order or an error.
+const MAX_ANSWER: usize = 1024 * 1024;
 
-/// What the middleware needs: where keys are kept and who is asking.
+/// What the middleware needs: where keys are kept, who is asking, and the service's tasks, which
+/// shutdown waits for.
 #[derive(Clone)]
 pub struct Keys {
     store: Store,
     sessions: Sessions,
+    tasks: TaskTracker,
 }
 
 impl Keys {
-    pub fn new(store: Store, sessions: Sessions) -> Self {
-        Self { store, sessions }
+    pub fn new(store: Store, sessions: Sessions, tasks: TaskTracker) -> Self {
+        Self {
+            store,
+            sessions,
+            tasks,
+        }
     }
 }
 
@@ -140,17 +151,18 @@ pub async fn guard(State(keys): State<Keys>, request: Request, next: Next) -> Re
         Ok(key) => key,
         Err(message) => return ApiError::malformed(message).into_response(),
     };
-    let (mut parts, body) = request.into_parts();
+    // The body is read within the service's own limit, as the handler would read it.
+    let (mut parts, body) = request.with_limited_body().into_parts();
     let Some(user) = keys.sessions.from_parts(&parts).await else {
         return next.run(Request::from_parts(parts, body)).await;
     };
-    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
-        let too_large = error_response(
+    let Ok(bytes) = to_bytes(body, usize::MAX).await else {
+        let unread = error_response(
             StatusCode::BAD_REQUEST,
             ErrorCode::MalformedRequest,
-            TOO_LARGE,
+            format!("{TOO_LARGE}, or was cut short"),
         );
-        return closing_connection(too_large);
+        return closing_connection(unread);
     };
     let fingerprint = fingerprint(&parts, &bytes);
     let claim = match claim(&keys.store, user.id, key, &fingerprint).await {
@@ -174,10 +186,24 @@ pub async fn guard(State(keys): State<Keys>, request: Request, next: Next) -> Re
         Err(err) => return ApiError::from(err).into_response(),
     };
     parts.extensions.insert(claim.clone());
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    settle(&keys.store, &claim, response).await
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let store = keys.store.clone();
+    let finished = keys.tasks.spawn({
+        let claim = claim.clone();
+        async move {
+            let response = next.run(request).await;
+            settle(&store, &claim, response).await
+        }
+    });
+    match finished.await {
+        Ok(response) => response,
+        Err(err) => {
+            if let Err(err) = release(&keys.store, &claim).await {
+                tracing::warn!(error = %err, "cannot let an idempotency key go");
+            }
+            ApiError::internal(err).into_response()
+        }
+    }
 }
 
 /// Records the answer after the handler, or lets the key go when the answer says try again.
@@ -200,7 +226,7 @@ async fn settle(store: &Store, claim: &Claim, response: Response) -> Response {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+    let Ok(bytes) = to_bytes(body, MAX_ANSWER).await else {
         let _ = release(store, claim).await;
         return ApiError::internal(anyhow::anyhow!("an answer too large to record"))
             .into_response();
@@ -213,8 +239,11 @@ async fn settle(store: &Store, claim: &Claim, response: Response) -> Response {
         Err(err) => Err(err.into()),
     };
     if let Err(err) = recorded {
-        // Nothing was acted on: a retry after the lease acts, and is refused the same way.
+        // Nothing was acted on: the key goes, and a retry acts and is refused the same way.
         tracing::warn!(error = ?err, "cannot record the answer of an idempotent request");
+        if let Err(err) = release(store, claim).await {
+            tracing::warn!(error = %err, "cannot let an idempotency key go");
+        }
     }
     Response::from_parts(parts, Body::from(bytes))
 }
@@ -275,10 +304,6 @@ enum Claimed {
     Mismatch,
 }
 
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// Claims `key` for this request, or says why not.
 async fn claim(
     store: &Store,
@@ -309,7 +334,7 @@ async fn claim(
         .bind(&key)
         .bind(fingerprint)
         .bind(token.to_string())
-        .bind(now + millis(LEASE))
+        .bind(now + span_millis(LEASE))
         .bind(now)
         .execute(store.writer())
         .await?
@@ -332,7 +357,7 @@ async fn claim(
         let status: Option<i64> = row.try_get("status")?;
         let created_at: i64 = row.try_get("created_at")?;
         let locked_until: i64 = row.try_get("locked_until")?;
-        let kept = created_at > now - millis(KEEP);
+        let kept = created_at > now - span_millis(KEEP);
         if kept {
             if row.try_get::<String, _>("fingerprint")? != fingerprint {
                 return Ok(Claimed::Mismatch);
@@ -348,8 +373,9 @@ async fn claim(
                 return Ok(Claimed::Running);
             }
         }
-        // A claim whose request died, or a key past its day not yet pruned: taken over, unless
-        // another request took it first.
+        // A claim whose request died, or a key past its day not yet pruned: taken over as it was
+        // seen, unless another request took it or recorded under it first (either changes the
+        // token).
         let taken = sqlx::query(
             "UPDATE idempotency_keys SET fingerprint = $1, token = $2, locked_until = $3, \
              status = NULL, body = NULL, created_at = $4 \
@@ -357,7 +383,7 @@ async fn claim(
         )
         .bind(fingerprint)
         .bind(token.to_string())
-        .bind(now + millis(LEASE))
+        .bind(now + span_millis(LEASE))
         .bind(now)
         .bind(&user)
         .bind(&key)
@@ -380,7 +406,7 @@ async fn record(
     body: &str,
 ) -> Result<(), ApiError> {
     let updated = sqlx::query(
-        "UPDATE idempotency_keys SET status = $1, body = $2 \
+        "UPDATE idempotency_keys SET status = $1, body = $2, token = $6 \
          WHERE user_id = $3 AND idempotency_key = $4 AND token = $5 AND status IS NULL",
     )
     .bind(i64::from(status.as_u16()))
@@ -388,6 +414,7 @@ async fn record(
     .bind(claim.user_id.to_string())
     .bind(&claim.key)
     .bind(claim.token.to_string())
+    .bind(Uuid::now_v7().to_string())
     .execute(conn)
     .await?
     .rows_affected();

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use crate::ServiceContext;
-use crate::clock::now_millis;
+use crate::clock::{now_millis, span_millis};
 use crate::idempotency::{self, IDEMPOTENCY_KEYS};
 use crate::store::{DELETE_CHUNK, Dialect, Store, delete_in_chunks};
 
@@ -79,13 +79,12 @@ pub async fn rows(store: &Store, dated: Dated) -> Result<i64, sqlx::Error> {
 /// than the service's retention, and idempotency keys younger than a day; publishes each table's
 /// size in the metrics.
 pub async fn run(ctx: ServiceContext, tombstones: &'static [Dated]) {
-    let millis = |kept: Duration| i64::try_from(kept.as_millis()).unwrap_or(i64::MAX);
-    let retention = millis(ctx.listeners.retention);
+    let retention = span_millis(ctx.listeners.retention);
     // Idempotency keys are kept for the day a client may retry in, whatever the retention.
     let tables: Vec<(Dated, i64)> = std::iter::once(INBOX)
         .chain(tombstones.iter().copied())
         .map(|dated| (dated, retention))
-        .chain([(IDEMPOTENCY_KEYS, millis(idempotency::KEEP))])
+        .chain([(IDEMPOTENCY_KEYS, span_millis(idempotency::KEEP))])
         .collect();
     loop {
         tokio::select! {

@@ -335,7 +335,7 @@ pub async fn keep(store: Store, revocations: Revocations, shutdown: Cancellation
 
 /// Forgets what expired longer ago than [`KEEP_PAST_EXPIRY`] and reads every revocation kept.
 async fn refresh(store: &Store, revocations: &Revocations) -> Result<(), sqlx::Error> {
-    let horizon = now_millis().saturating_sub(millis_of(KEEP_PAST_EXPIRY));
+    let horizon = now_millis().saturating_sub(crate::clock::span_millis(KEEP_PAST_EXPIRY));
     for table in ["revoked_sessions", "revoked_generations"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE expires_at <= $1"
@@ -373,10 +373,6 @@ async fn refresh(store: &Store, revocations: &Revocations) -> Result<(), sqlx::E
     }
     revocations.tables_read();
     Ok(())
-}
-
-fn millis_of(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Adds the revocations other replicas of this database record, as they commit. The tables are

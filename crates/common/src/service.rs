@@ -58,7 +58,11 @@ impl ServiceContext {
 
     /// What the idempotency middleware of this service's writes needs.
     pub fn idempotency_keys(&self) -> crate::idempotency::Keys {
-        crate::idempotency::Keys::new(self.store.clone(), self.sessions.clone())
+        crate::idempotency::Keys::new(
+            self.store.clone(),
+            self.sessions.clone(),
+            self.tasks.clone(),
+        )
     }
 
     /// Starts pruning the inbox and the given tombstone tables of rows older than the

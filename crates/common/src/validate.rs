@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ErrorCode, FieldError, error_response};
+use crate::http::{NOT_JSON, TOO_LARGE, closing_connection};
 
 const MALFORMED: ErrorCode = ErrorCode::MalformedRequest;
-use crate::http::{NOT_JSON, TOO_LARGE, closing_connection};
 
 /// Turns a raw request body into the value a handler works with.
 pub trait Validate {

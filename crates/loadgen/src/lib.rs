@@ -285,7 +285,6 @@ async fn observe(
     observed
 }
 
-/// Sends a read until it answers 200 with a body `parse` accepts, a few times at most.
 /// Every order of `buyer`, page after page, each page retried as [`read_with_retries`] does.
 pub(crate) async fn read_all_orders(api: &Api, buyer: &Session) -> Result<Vec<OrderView>, String> {
     let mut orders = Vec::new();
@@ -302,6 +301,7 @@ pub(crate) async fn read_all_orders(api: &Api, buyer: &Session) -> Result<Vec<Or
     Ok(orders)
 }
 
+/// Sends a read until it answers 200 with a body `parse` accepts, a few times at most.
 async fn read_with_retries<T, F, Fut>(
     send: F,
     parse: impl Fn(&client::Answer) -> Option<T>,

@@ -1,5 +1,6 @@
-//! The tickets domain: what a ticket is and what a client may send to list or edit one. Pure rules, no I/O; raw input becomes a domain value here or is refused with
-//! one error per failing field.
+//! The tickets domain: what a ticket is and what a client may send to list or edit one. Pure
+//! rules, no I/O; raw input becomes a domain value here or is refused with one error per failing
+//! field.
 
 use common::FieldError;
 use common::events::{TicketCreated, TicketUpdated};

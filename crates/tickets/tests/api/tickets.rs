@@ -19,6 +19,7 @@ testkit::each_database!(
     listing_honours_limit_and_offset,
     listing_refuses_bad_paging_values,
     paging_by_cursor_shows_each_ticket_once_while_more_are_listed,
+    paging_by_cursor_orders_tickets_listed_in_one_millisecond_by_id,
     updating_a_ticket_returns_it_with_the_next_version,
     updating_a_ticket_requires_signing_in,
     updating_someone_elses_ticket_returns_401,
@@ -317,6 +318,37 @@ async fn paging_by_cursor_shows_each_ticket_once_while_more_are_listed(backend: 
         "each ticket once, newest first, nothing listed later"
     );
     assert_eq!(pages, 4, "three full pages and one of a single ticket");
+}
+
+async fn paging_by_cursor_orders_tickets_listed_in_one_millisecond_by_id(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut ids: Vec<String> = (0..7).map(|_| Uuid::now_v7().to_string()).collect();
+    for id in &ids {
+        sqlx::query(
+            "INSERT INTO tickets (id, title, price_cents, user_id, version, order_id, created_at) \
+             VALUES ($1, 'Same moment', 100, $2, 0, NULL, 1780000000000)",
+        )
+        .bind(id)
+        .bind(Uuid::now_v7().to_string())
+        .execute(app.ctx.store.writer())
+        .await
+        .unwrap();
+    }
+    ids.sort();
+    ids.reverse();
+
+    let client = app.anonymous();
+    let mut seen = Vec::new();
+    let mut next = Some("/api/tickets?limit=3".to_owned());
+    while let Some(path) = next {
+        assert!(seen.len() <= ids.len(), "paging does not end");
+        let reply = client.get(&path).await;
+        assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
+        seen.extend(reply.body.as_array().unwrap().iter().map(id_of));
+        next = reply.next_page();
+    }
+
+    assert_eq!(seen, ids, "each once, the later id first");
 }
 
 async fn updating_a_ticket_returns_it_with_the_next_version(backend: Backend) {

@@ -56,7 +56,7 @@ impl Visitor {
     }
 
     /// Calls the API for this visitor with the key a form sent, if it sent one. While the first
-    /// request with that key is still running (409), asks again for a few seconds, so that the
+    /// request with that key is still running (409), asks again for up to 10 s, so that the
     /// second of two clicks is answered what the first was.
     pub(crate) async fn call_keyed(
         &self,
@@ -70,7 +70,7 @@ impl Visitor {
             .api
             .call_keyed(method.clone(), path, &self.caller, body, key)
             .await?;
-        for _ in 0..50 {
+        for _ in 0..100 {
             if reply.status != StatusCode::CONFLICT || key.is_none() {
                 break;
             }
@@ -401,25 +401,6 @@ pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
     response
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn after_signing_in_we_go_only_to_our_own_pages() {
-        assert_eq!(safe_next(Some("/orders/1?x=2")), "/orders/1?x=2");
-        assert_eq!(safe_next(Some("//evil.example")), "/");
-        assert_eq!(safe_next(Some("/\\evil.example")), "/");
-        assert_eq!(safe_next(Some("https://evil.example")), "/");
-        assert_eq!(safe_next(None), "/");
-    }
-
-    #[test]
-    fn the_way_back_is_encoded() {
-        assert_eq!(encode("/orders?page=2"), "/orders%3Fpage%3D2");
-    }
-}
-
 /// A list page's place in the list: the API's cursor, carried through the page's own links.
 #[derive(Debug, Deserialize)]
 pub(crate) struct PageQuery {
@@ -439,5 +420,24 @@ impl PageQuery {
             Some(cursor) => format!("{path}?limit={limit}&cursor={cursor}"),
             None => format!("{path}?limit={limit}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_signing_in_we_go_only_to_our_own_pages() {
+        assert_eq!(safe_next(Some("/orders/1?x=2")), "/orders/1?x=2");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn the_way_back_is_encoded() {
+        assert_eq!(encode("/orders?page=2"), "/orders%3Fpage%3D2");
     }
 }

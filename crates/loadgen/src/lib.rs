@@ -60,6 +60,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
         &settings.url,
         settings.request_timeout,
         settings.concurrency,
+        settings.key_every_write,
     )
     .context("cannot build the HTTP client")?;
     let started_at = OffsetDateTime::now_utc()

@@ -78,6 +78,10 @@ pub struct Settings {
     /// Holds whose cancellation is watched closely to time its lateness.
     #[arg(long, default_value_t = 200)]
     pub hold_sample: usize,
+    /// Send an `Idempotency-Key` on every write, not only on the payments retried under one:
+    /// what a client that keys all its writes costs the marketplace.
+    #[arg(long)]
+    pub key_every_write: bool,
     /// Timeout of every request.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     #[serde(serialize_with = "seconds")]

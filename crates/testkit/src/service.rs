@@ -197,6 +197,21 @@ impl TestService {
         TestServer::start(start(&ctx)).await
     }
 
+    /// Makes the stored idempotency keys (those named, or all) older by `by`, as if their
+    /// requests were made that long ago.
+    pub async fn age_idempotency_keys(&self, key: Option<&str>, by: std::time::Duration) {
+        let by = common::clock::span_millis(by);
+        sqlx::query(
+            "UPDATE idempotency_keys SET created_at = created_at - $1 \
+             WHERE $2 IS NULL OR idempotency_key = $2",
+        )
+        .bind(by)
+        .bind(key)
+        .execute(self.ctx.store.writer())
+        .await
+        .unwrap();
+    }
+
     /// Someone who is not signed in.
     pub fn anonymous(&self) -> Client {
         self.server.client()

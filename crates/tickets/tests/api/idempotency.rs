@@ -2,6 +2,8 @@
 //! the first was; the rules of keys themselves (reuse, owners, lapsed claims, expiry) are tested
 //! here, on the simplest write, and each other write has its own retries tested in its service.
 
+use std::time::Duration;
+
 use common::clock::now_millis;
 use common::idempotency::{IDEMPOTENCY_KEYS, KEEP};
 use testkit::{Backend, json};
@@ -197,12 +199,8 @@ async fn a_key_past_its_day_acts_anew_and_is_pruned(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.sign_in();
     let first = alice.post_with_key("/api/tickets", "old", CONCERT()).await;
-    let day = i64::try_from(KEEP.as_millis()).unwrap();
-    sqlx::query("UPDATE idempotency_keys SET created_at = created_at - $1")
-        .bind(day + 1)
-        .execute(app.ctx.store.writer())
-        .await
-        .unwrap();
+    let past_its_day = KEEP + Duration::from_millis(1);
+    app.age_idempotency_keys(None, past_its_day).await;
 
     let again = alice.post_with_key("/api/tickets", "old", CONCERT()).await;
 
@@ -215,14 +213,8 @@ async fn a_key_past_its_day_acts_anew_and_is_pruned(backend: Backend) {
     alice
         .post_with_key("/api/tickets", "young", CONCERT())
         .await;
-    sqlx::query(
-        "UPDATE idempotency_keys SET created_at = created_at - $1 WHERE idempotency_key = 'old'",
-    )
-    .bind(day + 1)
-    .execute(store.writer())
-    .await
-    .unwrap();
-    let horizon = now_millis() - day;
+    app.age_idempotency_keys(Some("old"), past_its_day).await;
+    let horizon = now_millis() - common::clock::span_millis(KEEP);
     let pruned = common::retention::prune(store, IDEMPOTENCY_KEYS, horizon)
         .await
         .unwrap();

@@ -1,16 +1,20 @@
 //! `POST /api/payments` with an `Idempotency-Key`: a retry, however many at once, charges once
 //! and is answered what the first was, a decline included.
 
-use futures::future::join_all;
-use testkit::{Backend, json};
+use std::time::Duration;
 
-use crate::helpers::{sandbox_settings, spawn_app};
+use common::events::PaymentRequested;
+use futures::future::join_all;
+use testkit::{Backend, eventually, json};
+
+use crate::helpers::{sandbox_settings, spawn_app, spawn_app_ungranted};
 
 testkit::each_database!(
     retries_of_a_payment_charge_once_and_answer_alike,
     a_declined_payment_is_answered_again_and_a_new_key_pays,
     a_payment_key_used_for_another_card_is_refused,
     another_replica_replays_a_payment_from_the_database,
+    a_payment_whose_client_left_is_answered_to_its_retry,
 );
 
 fn payment(order_id: uuid::Uuid, token: &str) -> testkit::Value {
@@ -109,5 +113,37 @@ async fn another_replica_replays_a_payment_from_the_database(backend: Backend) {
 
     assert_eq!((retry.status, &retry.body), (201, &first.body));
     assert!(retry.replayed());
+    assert_eq!(app.sandbox_charges_of(order_id).await.len(), 1);
+}
+
+async fn a_payment_whose_client_left_is_answered_to_its_retry(backend: Backend) {
+    let app = spawn_app_ungranted(backend).await;
+    let mut requests = app.watch::<PaymentRequested>().await;
+    let alice = app.sign_in();
+    let order_id = app.place_order(alice.id, 2100).await;
+    let body = payment(order_id, "tok_visa");
+
+    // The client gives up while the payment waits for orders to grant it.
+    let first = alice.post_with_key("/api/payments", "left", body.clone());
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), first).await;
+    assert!(gave_up.is_err(), "the payment waits for its grant");
+    let request = requests.next().await.data;
+    let meanwhile = alice
+        .post_with_key("/api/payments", "left", body.clone())
+        .await;
+    assert_eq!(meanwhile.status, 409, "{:?}", meanwhile.body);
+    app.grant(order_id, request.id, 1).await;
+
+    // The payment went on without its client, and its answer waits for the retry.
+    let retry = eventually("the retry to be answered", || async {
+        let reply = alice
+            .post_with_key("/api/payments", "left", body.clone())
+            .await;
+        (reply.status != 409).then_some(reply)
+    })
+    .await;
+    assert_eq!(retry.status, 201, "{:?}", retry.body);
+    assert!(retry.replayed());
+    assert_eq!(retry.body["id"], request.id.to_string());
     assert_eq!(app.sandbox_charges_of(order_id).await.len(), 1);
 }

@@ -113,13 +113,11 @@ impl Idempotent {
         status: StatusCode,
         body: &impl Serialize,
     ) -> Result<(), ApiError> {
-        let Some(claim) = &self.0 else {
+        if self.0.is_none() {
             return Ok(());
-        };
+        }
         let body = serde_json::to_string(body).map_err(ApiError::internal)?;
-        record(&mut *conn, claim, status, &body).await?;
-        claim.recorded.store(true, Ordering::Release);
-        Ok(())
+        self.record_success(conn, status, &body).await
     }
 
     /// Records a success answered without a body.
@@ -128,10 +126,19 @@ impl Idempotent {
         conn: &mut AnyConnection,
         status: StatusCode,
     ) -> Result<(), ApiError> {
+        self.record_success(conn, status, "").await
+    }
+
+    async fn record_success(
+        &self,
+        conn: &mut AnyConnection,
+        status: StatusCode,
+        body: &str,
+    ) -> Result<(), ApiError> {
         let Some(claim) = &self.0 else {
             return Ok(());
         };
-        record(&mut *conn, claim, status, "").await?;
+        record(conn, claim, status, body).await?;
         claim.recorded.store(true, Ordering::Release);
         Ok(())
     }

@@ -179,6 +179,27 @@ impl Client {
             .await
     }
 
+    /// Walks a paged list from `first` by its `Link: rel="next"` headers and returns each page's
+    /// items, asserting every page is a 200 and the list ends within 100 pages. `between` runs
+    /// after each page, with how many were read.
+    pub async fn pages<F, Fut>(&self, first: &str, mut between: F) -> Vec<Vec<Value>>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut pages = Vec::new();
+        let mut next = Some(first.to_owned());
+        while let Some(path) = next {
+            assert!(pages.len() < 100, "paging does not end");
+            let reply = self.get(&path).await;
+            assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
+            pages.push(reply.body.as_array().cloned().unwrap_or_default());
+            next = reply.next_page();
+            between(pages.len()).await;
+        }
+        pages
+    }
+
     /// Posts a body with an `Idempotency-Key`.
     pub async fn post_with_key(&self, path: &str, key: &str, body: Value) -> Reply {
         let request = self.http.post(format!("{}{path}", self.base));

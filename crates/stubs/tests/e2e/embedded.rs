@@ -107,45 +107,29 @@ fn serve_refuses_to_start_without_a_jwt_secret_naming_the_setting() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
-#[test]
-fn a_short_jwt_secret_is_refused_at_start() {
+/// What `stubs up` with these settings says as it refuses to start (asserting it does).
+fn refusal_at_start(settings: &[&str]) -> String {
     let data = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_stubs"))
-        .args([
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--jwt-secret",
-            "short",
-            "--data-dir",
-        ])
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .args(settings)
+        .arg("--data-dir")
         .arg(data.path())
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_short_jwt_secret_is_refused_at_start() {
+    let stderr = refusal_at_start(&["--jwt-secret", "short"]);
     assert!(stderr.contains("at least 32 characters"), "{stderr}");
 }
 
 #[test]
 fn an_inbox_retention_shorter_than_redeliveries_last_is_refused_at_start() {
-    let data = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_stubs"))
-        .args([
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--event-ack-wait",
-            "2m",
-            "--inbox-retention",
-            "15m",
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let stderr = refusal_at_start(&["--event-ack-wait", "2m", "--inbox-retention", "15m"]);
     assert!(stderr.contains("--inbox-retention"), "{stderr}");
     assert!(stderr.contains("at least 21m 40s"), "{stderr}");
 }

@@ -294,24 +294,21 @@ async fn paging_by_cursor_shows_each_ticket_once_while_more_are_listed(backend: 
     before.reverse(); // newest first
 
     // Every page is followed by more listings, which an offset would count and show again.
-    let client = app.anonymous();
-    let mut seen = Vec::new();
-    let mut next = Some("/api/tickets?limit=3".to_owned());
-    let mut pages = 0;
-    while let Some(path) = next {
-        assert!(pages < 10, "paging does not end");
-        let reply = client.get(&path).await;
-        assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
-        let page = reply.body.as_array().unwrap();
-        assert!(page.len() <= 3, "{path}");
-        seen.extend(page.iter().map(id_of));
-        next = reply.next_page();
-        pages += 1;
-        for n in 0..2 {
-            app.list_ticket(&alice, &format!("Later {pages}.{n}"), json!(5))
-                .await;
-        }
-    }
+    let pages = app
+        .anonymous()
+        .pages("/api/tickets?limit=3", |pages| {
+            let (app, alice) = (&app, &alice);
+            async move {
+                for n in 0..2 {
+                    app.list_ticket(alice, &format!("Later {pages}.{n}"), json!(5))
+                        .await;
+                }
+            }
+        })
+        .await;
+    assert!(pages.iter().all(|page| page.len() <= 3));
+    let seen: Vec<String> = pages.iter().flatten().map(id_of).collect();
+    let pages = pages.len();
 
     assert_eq!(
         seen, before,
@@ -337,16 +334,11 @@ async fn paging_by_cursor_orders_tickets_listed_in_one_millisecond_by_id(backend
     ids.sort();
     ids.reverse();
 
-    let client = app.anonymous();
-    let mut seen = Vec::new();
-    let mut next = Some("/api/tickets?limit=3".to_owned());
-    while let Some(path) = next {
-        assert!(seen.len() <= ids.len(), "paging does not end");
-        let reply = client.get(&path).await;
-        assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
-        seen.extend(reply.body.as_array().unwrap().iter().map(id_of));
-        next = reply.next_page();
-    }
+    let pages = app
+        .anonymous()
+        .pages("/api/tickets?limit=3", |_| async {})
+        .await;
+    let seen: Vec<String> = pages.iter().flatten().map(id_of).collect();
 
     assert_eq!(seen, ids, "each once, the later id first");
 }

@@ -67,9 +67,14 @@ fn normalise(raw: &str) -> String {
 }
 
 /// The body of sign-up and sign-in, as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = Credentials, example = json!({"email": "ana@example.com", "password": "violet-harbour-31"}))]
 pub(crate) struct RawCredentials {
+    /// An e-mail address; compared without regard to case.
+    #[schema(value_type = String, required, format = Email, max_length = 254)]
     email: Option<String>,
+    /// 8 to 128 characters. Sign-up also refuses one too easy to guess.
+    #[schema(value_type = String, required, min_length = 8, max_length = 128)]
     password: Option<String>,
 }
 

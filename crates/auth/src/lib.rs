@@ -6,6 +6,7 @@ mod client_address;
 mod domain;
 mod password;
 mod routes;
+pub use routes::openapi;
 mod store;
 
 use std::num::NonZeroU32;

@@ -6,9 +6,9 @@ use std::time::Duration;
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
+use common::openapi::{self, ErrorBody};
 use common::outbox::Outbox;
 use common::session::Claims;
 use common::validate::Valid;
@@ -16,6 +16,8 @@ use common::{ApiError, CurrentUser, ErrorCode, FieldError, Sessions, SignedIn, S
 use serde::Serialize;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::Settings;
@@ -38,10 +40,12 @@ impl FromRef<AppState> for Sessions {
     }
 }
 
-pub(crate) fn router(state: AppState, settings: &Settings) -> Router {
-    let mut guarded = Router::new()
-        .route("/api/users/signup", post(sign_up))
-        .route("/api/users/signin", post(sign_in));
+/// The service's operations, each documented on its handler; sign-up and sign-in are limited
+/// per client address when `settings` say so.
+fn operations(settings: &Settings) -> OpenApiRouter<AppState> {
+    let mut guarded = OpenApiRouter::new()
+        .routes(routes!(sign_up))
+        .routes(routes!(sign_in));
     if let Some(per_minute) = settings.attempts_per_minute {
         // Replenish evenly over the minute, allowing the whole minute's worth as a burst.
         let period = Duration::from_secs(60) / per_minute.get();
@@ -56,23 +60,43 @@ pub(crate) fn router(state: AppState, settings: &Settings) -> Router {
             guarded = guarded.layer(GovernorLayer::new(config));
         }
     }
-    Router::new()
-        .route("/api/users/signout", post(sign_out))
-        .route("/api/users/signout/everywhere", post(sign_out_everywhere))
-        .route("/api/users/currentuser", get(current_user))
+    OpenApiRouter::new()
+        .routes(routes!(sign_out))
+        .routes(routes!(sign_out_everywhere))
+        .routes(routes!(current_user))
         .merge(guarded)
-        .with_state(state)
+}
+
+pub(crate) fn router(state: AppState, settings: &Settings) -> Router {
+    let (routes, _) = operations(settings).split_for_parts();
+    routes.with_state(state)
+}
+
+/// The service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let unlimited = Settings {
+        attempts_per_minute: None,
+        ..Settings::default()
+    };
+    openapi::finish(
+        operations(&unlimited).into_openapi(),
+        "auth",
+        "users",
+        "Accounts and sessions: sign up, sign in, sign out here or everywhere",
+    )
 }
 
 /// A user, as sign-up and sign-in answer.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
 struct UserBody {
     id: Uuid,
     email: String,
 }
 
 /// The signed-in user as `currentuser` shows it: what the token says, less its session keys.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Session)]
 struct SessionBody {
     id: Uuid,
     email: String,
@@ -91,16 +115,33 @@ impl From<Claims> for SessionBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CurrentUser)]
 struct CurrentUserBody {
     current_user: Option<SessionBody>,
 }
 
 /// The empty object sign-out answers.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Empty {}
 
+#[utoipa::path(
+    post,
+    path = "/api/users/signup",
+    operation_id = "signUp",
+    tag = "users",
+    summary = "Create an account and sign in",
+    request_body = RawCredentials,
+    responses(
+        (status = 201, description = "The account; the session cookie is set", body = UserBody,
+            headers(("Set-Cookie" = String, description = "`session`: the session's token"))),
+        (status = 400, description = "The e-mail or password is invalid or too easy to guess \
+            (`invalid_field`), or the e-mail has an account (`email_in_use`)", body = ErrorBody),
+        (status = 429, description = "Too many attempts from this address (`rate_limited`)",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn sign_up(
     State(state): State<AppState>,
@@ -133,6 +174,22 @@ async fn sign_up(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/users/signin",
+    operation_id = "signIn",
+    tag = "users",
+    summary = "Sign in",
+    request_body = RawCredentials,
+    responses(
+        (status = 200, description = "The user; the session cookie is set", body = UserBody,
+            headers(("Set-Cookie" = String, description = "`session`: the session's token"))),
+        (status = 400, description = "A field is invalid (`invalid_field`), or the e-mail and \
+            password match no account (`invalid_credentials`)", body = ErrorBody),
+        (status = 429, description = "Too many attempts from this address (`rate_limited`)",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn sign_in(
     State(state): State<AppState>,
@@ -167,6 +224,17 @@ async fn sign_in(
 }
 
 /// Ends the session the request carries, if it carries a live one, in every service.
+#[utoipa::path(
+    post,
+    path = "/api/users/signout",
+    operation_id = "signOut",
+    tag = "users",
+    summary = "End this session",
+    description = "Ends the session the request carries in every service, and clears the cookie. \
+        Succeeds without a session too.",
+    security((), ("session_cookie" = []), ("bearer" = [])),
+    responses((status = 200, description = "Signed out; the cookie is cleared", body = Empty)),
+)]
 #[tracing::instrument(skip_all)]
 async fn sign_out(
     State(state): State<AppState>,
@@ -181,6 +249,19 @@ async fn sign_out(
 }
 
 /// Ends every session of the signed-in user, this one included, in every service.
+#[utoipa::path(
+    post,
+    path = "/api/users/signout/everywhere",
+    operation_id = "signOutEverywhere",
+    tag = "users",
+    summary = "End every session of the signed-in user",
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Every session is ended; the cookie is cleared",
+            body = Empty),
+        (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn sign_out_everywhere(
     State(state): State<AppState>,
@@ -197,6 +278,17 @@ async fn sign_out_everywhere(
     Ok((jar.add(state.sessions.removal_cookie()), Json(Empty {})))
 }
 
+/// `GET /api/users/currentuser`: who the request's session belongs to, if anyone.
+#[utoipa::path(
+    get,
+    path = "/api/users/currentuser",
+    operation_id = "currentUser",
+    tag = "users",
+    summary = "The signed-in user, or null",
+    security((), ("session_cookie" = []), ("bearer" = [])),
+    responses((status = 200, description = "The session's user, or `null` without a live session",
+        body = CurrentUserBody)),
+)]
 async fn current_user(CurrentUser(claims): CurrentUser) -> Json<CurrentUserBody> {
     Json(CurrentUserBody {
         current_user: claims.map(SessionBody::from),

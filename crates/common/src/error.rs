@@ -13,7 +13,7 @@ use serde::Serialize;
 
 /// One entry of the error list. `field` is present only for validation errors; every entry our
 /// services give carries a `code`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -43,7 +43,9 @@ impl FieldError {
 
 /// The stable machine code of an error entry, for clients to act on; messages are for people
 /// and may be reworded. A code, once given, keeps its meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// A field of the request failed validation; `field` names it.
@@ -108,7 +110,10 @@ impl ErrorCode {
 }
 
 /// The body of every error response.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"errors": [
+    {"message": "Title is required", "field": "title", "code": "invalid_field"}
+]}))]
 pub struct ErrorBody {
     pub errors: Vec<FieldError>,
 }

@@ -182,7 +182,7 @@ pub struct OrderTicket {
 
 /// Where an order is in its life. `created` and `awaiting:payment` are live (they hold the
 /// ticket); `cancelled` and `complete` are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum OrderStatus {
     #[serde(rename = "created")]
     Created,

@@ -23,13 +23,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::RequestExt;
 use axum::body::{Body, to_bytes};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
@@ -144,10 +146,17 @@ impl Idempotent {
     }
 }
 
+/// Makes the writes of `route` take an `Idempotency-Key`, through [`guard`]. The router that
+/// holds the route provides the [`Keys`] as an extension (`.layer(Extension(keys))`), so that
+/// routes can be declared, and documented, before the service has a store.
+pub fn keyed<S: Clone + Send + Sync + 'static>(route: MethodRouter<S>) -> MethodRouter<S> {
+    route.route_layer(axum::middleware::from_fn(guard))
+}
+
 /// Middleware for the routes of writes: claims the request's key, replays a recorded answer,
 /// and records or lets go the key after the handler. Requests without a key pass untouched, as
 /// do requests without a session (the handler answers them 401).
-pub async fn guard(State(keys): State<Keys>, request: Request, next: Next) -> Response {
+pub async fn guard(Extension(keys): Extension<Keys>, request: Request, next: Next) -> Response {
     let Some(raw) = request.headers().get(HEADER) else {
         return next.run(request).await;
     };

@@ -15,6 +15,7 @@ pub mod http;
 pub mod idempotency;
 pub mod listener;
 pub mod money;
+pub mod openapi;
 pub mod outbox;
 pub mod paging;
 pub mod retention;

@@ -165,11 +165,19 @@ impl Page {
     }
 }
 
-/// The query string as received: every value is text until checked.
-#[derive(Debug, Default, Deserialize)]
-struct PageQuery {
+/// The query string as received: every value is text until checked. Its documentation is the
+/// paging parameters' in the OpenAPI document (`params(PageQuery)`).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// How many items a page holds, 1 to 100; 50 when not given.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
     limit: Option<String>,
+    /// Where the page starts: the `cursor` of the `Link` header of the page before. Opaque.
+    #[param(value_type = Option<String>, pattern = "^[0-9a-fA-F]{48}$")]
     cursor: Option<String>,
+    /// Deprecated: items to skip, for clients written before cursors; not with `cursor`.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295.0)]
     offset: Option<String>,
 }
 

@@ -379,25 +379,38 @@ pub fn reopen(order: &Order, payment: Uuid, now: OffsetDateTime) -> Reopen {
 }
 
 /// The ticket as an order shows it: `{id, title, price, version}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = OrderedTicket)]
 pub struct TicketView {
     pub id: Uuid,
+    /// The title when the order was placed; a later edit does not change it.
     pub title: String,
-    /// Cents inside; major units on the wire.
+    /// The price when the order was placed, and what its payment charges. Cents inside; major
+    /// units on the wire.
     #[serde(serialize_with = "money::major")]
+    #[schema(value_type = f64, minimum = 0.01, maximum = 1000000, multiple_of = 0.01)]
     pub price: Cents,
     pub version: i64,
 }
 
 /// An order as the HTTP API shows it: `{id, userId, status, expiresAt, version, ticket}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Order, example = json!({
+    "id": "0193f1c4-2b3c-7d4e-8f5a-6b7c8d9e0f12", "userId": "0193f1c3-0a1b-7c2d-9e3f-4a5b6c7d8e9f",
+    "status": "created", "expiresAt": "2026-06-01T18:45:00.456Z", "version": 0,
+    "ticket": {"id": "0193f1c2-7a4e-7c1d-9a53-2f1e4d6b8c01", "title": "Radiohead, floor standing",
+        "price": 79.5, "version": 0}
+}))]
 pub struct OrderView {
     pub id: Uuid,
+    /// The buyer.
     pub user_id: Uuid,
     pub status: OrderStatus,
+    /// When an unpaid order lets its ticket go.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
     pub version: i64,
     pub ticket: TicketView,
@@ -430,9 +443,12 @@ pub struct NewOrder {
 
 /// The body of `POST /api/orders` as received, kept as raw JSON so that a wrong type is a field
 /// error like a missing value.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"ticketId": "0193f1c2-7a4e-7c1d-9a53-2f1e4d6b8c01"}))]
 pub struct OrderBody {
+    /// The ticket to hold for the buyer until the order is paid or expires.
     #[serde(rename = "ticketId", default)]
+    #[schema(value_type = Uuid, required)]
     pub ticket_id: Option<serde_json::Value>,
 }
 

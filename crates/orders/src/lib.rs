@@ -14,6 +14,7 @@
 pub mod domain;
 mod listeners;
 mod routes;
+pub use routes::openapi;
 mod store;
 
 use std::time::Duration;

@@ -6,20 +6,21 @@ use std::time::Duration;
 
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use common::arrivals::Arrivals;
 use common::clock::{self, from_millis, millis};
 use common::error::retry_after_seconds;
 use common::events::OrderStatus;
 use common::idempotency::{self, Idempotent, Keys};
+use common::openapi::{self, ErrorBody, IdempotencyKey};
 use common::outbox::{self, Outbox};
-use common::paging::{Cursor, Page, Paged};
+use common::paging::{Cursor, Page, PageQuery, Paged};
 use common::store::Dialect;
 use common::validate::{PathId, Valid};
 use common::{ApiError, ErrorCode, ServiceContext, Sessions, SignedIn, Store};
 use sqlx::AnyConnection;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -77,25 +78,48 @@ impl FromRef<AppState> for Sessions {
     }
 }
 
+/// The service's operations, each documented on its handler.
+fn operations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orders, create_order).map(idempotency::keyed))
+        .routes(routes!(show_order, cancel_order).map(idempotency::keyed))
+}
+
 /// The service's routes with their state applied.
 pub(crate) fn router(state: AppState) -> Router {
-    let idempotent = from_fn_with_state(state.keys.clone(), idempotency::guard);
-    Router::new()
-        .route(
-            "/api/orders",
-            get(list_orders)
-                .post(create_order)
-                .route_layer(idempotent.clone()),
-        )
-        .route(
-            "/api/orders/{id}",
-            get(show_order).delete(cancel_order).route_layer(idempotent),
-        )
+    let (routes, _) = operations().split_for_parts();
+    routes
+        .layer(Extension(state.keys.clone()))
         .with_state(state)
+}
+
+/// The service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::finish(
+        operations().into_openapi(),
+        "orders",
+        "orders",
+        "A buyer's orders: hold a ticket for 15 minutes, see it, cancel it",
+    )
 }
 
 /// `GET /api/orders?limit=&cursor=`: the signed-in user's orders with their tickets as ordered,
 /// newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/orders",
+    operation_id = "listOrders",
+    tag = "orders",
+    summary = "The signed-in user's orders, newest first",
+    description = "Every order of the user, whatever its status, a page at a time, each with the \
+        ticket as it was ordered. The next page is in the `Link` header.",
+    params(PageQuery),
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of orders", body = [OrderView]),
+        (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
+    )
+)]
 async fn list_orders(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
@@ -109,6 +133,21 @@ async fn list_orders(
 }
 
 /// `GET /api/orders/{id}`: one of the signed-in user's orders.
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}",
+    operation_id = "showOrder",
+    tag = "orders",
+    summary = "One of the signed-in user's orders",
+    params(("id" = Uuid, Path, description = "The order's id; a malformed id is a 404")),
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 401, description = "Not signed in, or not the buyer (`not_authorized`)",
+            body = ErrorBody),
+        (status = 404, description = "No such order (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn show_order(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
@@ -125,6 +164,40 @@ async fn show_order(
 
 /// `POST /api/orders`: places an order on a ticket for the signed-in user and announces it
 /// (order:created) in the same transaction.
+#[utoipa::path(
+    post,
+    path = "/api/orders",
+    operation_id = "createOrder",
+    tag = "orders",
+    summary = "Hold a ticket for the signed-in buyer",
+    description = "The ticket is held for the buyer until the order is paid, cancelled, or \
+        expires at `expiresAt` (15 minutes by default); meanwhile nobody else can order it and \
+        its price cannot be changed.",
+    params(IdempotencyKey),
+    request_body = OrderBody,
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 201, description = "The order, holding the ticket", body = OrderView,
+            links(
+                ("showOrder" = (operation_id = "showOrder",
+                    parameters(("id" = "$response.body#/id")))),
+                ("payOrder" = (operation_id = "createPayment",
+                    request_body = json!({"orderId": "$response.body#/id", "token": "tok_visa"}))),
+                ("cancelOrder" = (operation_id = "cancelOrder",
+                    parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "`ticketId` is invalid (`invalid_field`); the ticket is \
+            held (`ticket_reserved`) or the buyer's own (`own_ticket`); the buyer holds as many \
+            as one may (`hold_limit_reached`); or the key was used with another request \
+            (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
+        (status = 404, description = "No such ticket (`not_found`)", body = ErrorBody),
+        (status = 429, description = "The buyer let this ticket go a moment ago \
+            (`ticket_cooling_down`) or placed too many orders this hour (`rate_limited`); \
+            `Retry-After` says when to try again", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 async fn create_order(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
@@ -260,6 +333,28 @@ fn in_words(wait: Duration) -> String {
 /// `DELETE /api/orders/{id}`: the owner cancels their order, announced (order:cancelled) in the
 /// same transaction. Cancelling a cancelled order succeeds and announces nothing again; an order
 /// being paid (granted to a payment) or paid cannot be cancelled.
+#[utoipa::path(
+    delete,
+    path = "/api/orders/{id}",
+    operation_id = "cancelOrder",
+    tag = "orders",
+    summary = "Cancel one of the signed-in user's orders",
+    description = "Lets the ticket go. Cancelling a cancelled or expired order succeeds again.",
+    params(
+        ("id" = Uuid, Path, description = "The order's id; a malformed id is a 404"),
+        IdempotencyKey,
+    ),
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 204, description = "The order is cancelled"),
+        (status = 400, description = "The order is being paid (`order_being_paid`) or paid \
+            (`order_paid`), or the key was used with another request \
+            (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 401, description = "Not signed in, or not the buyer (`not_authorized`)",
+            body = ErrorBody),
+        (status = 404, description = "No such order (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn cancel_order(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,

@@ -84,11 +84,17 @@ pub struct NewPayment {
 
 /// The body of `POST /api/payments` as received, each field kept as raw JSON so that a wrong
 /// type is reported as a field error with the others.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"token": "tok_visa", "orderId": "0193f1c4-2b3c-7d4e-8f5a-6b7c8d9e0f12"}))]
 pub struct PaymentBody {
+    /// A Stripe card token (`tok_…`) or payment method (`pm_…`); in sandbox mode, Stripe's
+    /// public test tokens such as `tok_visa` or `tok_chargeDeclined`.
     #[serde(default)]
+    #[schema(value_type = String, required, pattern = "^[A-Za-z0-9_]{1,255}$")]
     pub token: Option<serde_json::Value>,
+    /// The order to pay: the buyer's, not cancelled, expired or paid.
     #[serde(default, rename = "orderId")]
+    #[schema(value_type = Uuid, required)]
     pub order_id: Option<serde_json::Value>,
 }
 

@@ -21,6 +21,7 @@ pub mod processor;
 mod reconciler;
 mod refunds;
 mod routes;
+pub use routes::openapi;
 mod store;
 mod webhook;
 

@@ -4,15 +4,16 @@
 
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::from_fn_with_state;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use common::idempotency::{self, Keys};
+use common::openapi::{self, ErrorBody, IdempotencyKey};
 use common::validate::Valid;
 use common::{ApiError, ServiceContext, Sessions, SignedIn};
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::checkout::Checkout;
@@ -47,28 +48,84 @@ impl FromRef<AppState> for Sessions {
     }
 }
 
-/// The service's routes with their state applied.
-pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
+/// The service's operations, each documented on its handler.
+fn operations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         // A payment's effect is a charge at the processor, outside any transaction of ours: its
         // key's answer is recorded once the payment ends. One payment per order, and the
         // processor's own idempotency key, keep a retry from charging twice meanwhile.
-        .route(
-            "/api/payments",
-            post(create_payment)
-                .route_layer(from_fn_with_state(state.keys.clone(), idempotency::guard)),
-        )
-        .route("/api/payments/webhook", post(receive_webhook))
+        .routes(routes!(create_payment).map(idempotency::keyed))
+        .routes(routes!(receive_webhook))
+}
+
+/// The service's routes with their state applied.
+pub(crate) fn router(state: AppState) -> Router {
+    let (routes, _) = operations().split_for_parts();
+    routes
+        .layer(Extension(state.keys.clone()))
         .with_state(state)
 }
 
+/// The service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::finish(
+        operations().into_openapi(),
+        "payments",
+        "payments",
+        "Paying for an order, and Stripe's webhook",
+    )
+}
+
 /// The answer to a payment: its id.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Payment)]
 pub(crate) struct PaymentReceipt {
     pub id: Uuid,
 }
 
+/// What a webhook's sender is told.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct WebhookReceipt {
+    received: bool,
+    /// The event was received before; nothing was done again.
+    duplicate: bool,
+}
+
+/// A Stripe event as its sender signs it; only `id`, `type` and `data.object` are read.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct StripeEvent {
+    id: String,
+    #[schema(rename = "type", example = "payment_intent.succeeded")]
+    kind: String,
+    data: serde_json::Value,
+}
+
 /// `POST /api/payments {token, orderId}`: charges the signed-in buyer's card for their order.
+#[utoipa::path(
+    post,
+    path = "/api/payments",
+    operation_id = "createPayment",
+    tag = "payments",
+    summary = "Pay for one of the signed-in buyer's orders",
+    description = "Charges the card for the price the order was placed at. The answer waits, \
+        bounded, for the charge; on success the order is complete and the ticket the buyer's.",
+    params(IdempotencyKey),
+    request_body = PaymentBody,
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 201, description = "The order is paid", body = PaymentReceipt),
+        (status = 400, description = "A field is invalid (`invalid_field`); the order was \
+            cancelled (`order_cancelled`), expired (`order_expired`) or paid (`order_paid`); a \
+            payment of it is under way (`payment_in_progress`); or the key was used with \
+            another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 401, description = "Not signed in, or not the buyer (`not_authorized`)",
+            body = ErrorBody),
+        (status = 402, description = "The card was declined (`card_declined`); the message \
+            says why", body = ErrorBody),
+        (status = 404, description = "No such order (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn create_payment(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
@@ -86,17 +143,34 @@ async fn create_payment(
 }
 
 /// `POST /api/payments/webhook`: one event from Stripe, signed.
+#[utoipa::path(
+    post,
+    path = "/api/payments/webhook",
+    operation_id = "receiveStripeWebhook",
+    tag = "payments",
+    summary = "Stripe's webhook",
+    description = "For Stripe, not for clients: a payment's outcome, signed with the webhook's \
+        secret. Answers 404 when no webhook secret is set.",
+    params(("Stripe-Signature" = String, Header, description = "Stripe's signature of the body")),
+    request_body(content = StripeEvent, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The event is received", body = WebhookReceipt),
+        (status = 400, description = "The signature does not verify or the event cannot be \
+            read (`invalid_webhook`)", body = ErrorBody),
+        (status = 404, description = "No webhook secret is set (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn receive_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<WebhookReceipt>, ApiError> {
     let signature = headers
         .get("stripe-signature")
         .and_then(|value| value.to_str().ok());
     let receipt = state.webhooks.receive(signature, &body).await?;
-    Ok(Json(serde_json::json!({
-        "received": true,
-        "duplicate": receipt == Receipt::Duplicate,
-    })))
+    Ok(Json(WebhookReceipt {
+        received: true,
+        duplicate: receipt == Receipt::Duplicate,
+    }))
 }

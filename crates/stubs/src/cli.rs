@@ -37,6 +37,8 @@ pub enum Command {
     Up(UpArgs),
     /// Run one service, on PostgreSQL and NATS JetStream.
     Serve(ServeArgs),
+    /// Print the API's OpenAPI 3.1 document, as `/api/openapi.json` serves it.
+    Openapi,
 }
 
 #[derive(Debug, Args)]

@@ -12,9 +12,10 @@ use common::store::{Store, redact};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api_docs::own_document;
 use crate::cli::ServeArgs;
 use crate::services::{self, Shared};
-use crate::{Running, checked_secret};
+use crate::{Running, api_docs, checked_secret};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.service == services::Service::Web {
@@ -70,7 +71,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.listen,
         args.shared.http_settings(),
         Running {
-            routes: routes.merge(platform_routes(dependencies)),
+            routes: routes
+                .merge(platform_routes(dependencies))
+                .merge(service.openapi().map(own_document).unwrap_or_default()),
             shutdown: shared.shutdown,
             tasks: shared.tasks,
             stores: vec![store],
@@ -97,7 +100,11 @@ async fn run_web(args: ServeArgs) -> anyhow::Result<()> {
         args.listen,
         args.shared.http_settings(),
         Running {
-            routes: web::router(api, args.shared.web_settings()).merge(platform_routes(Vec::new())),
+            // The pages are what the ingress routes every other path to: the API's reference
+            // with them.
+            routes: web::router(api, args.shared.web_settings())
+                .merge(api_docs::reference())
+                .merge(platform_routes(Vec::new())),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stores: Vec::new(),

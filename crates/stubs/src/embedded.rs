@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::UpArgs;
 use crate::services::{self, Service, Shared};
-use crate::{Running, checked_secret};
+use crate::{Running, api_docs, checked_secret};
 
 const SECRET_FILE: &str = "jwt-secret";
 
@@ -84,7 +84,11 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.listen,
         args.shared.http_settings(),
         Running {
-            routes: routes.merge(pages).merge(platform_routes(dependencies)),
+            routes: routes
+                .merge(pages)
+                .merge(api_docs::reference())
+                .merge(api_docs::own_document(api_docs::document()))
+                .merge(platform_routes(dependencies)),
             shutdown: shared.shutdown,
             tasks: shared.tasks,
             stores,

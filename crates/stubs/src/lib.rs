@@ -1,6 +1,7 @@
 //! Wiring: builds each service's store, bus and context from the command line, serves their
 //! routes behind the HTTP stack, and shuts everything down in order on SIGTERM or Ctrl-C.
 
+pub mod api_docs;
 pub mod cli;
 mod distributed;
 mod embedded;
@@ -25,6 +26,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let (shared, service_name) = match &command {
         Command::Up(args) => (&args.shared, "stubs".to_owned()),
         Command::Serve(args) => (&args.shared, format!("stubs-{}", args.service.name())),
+        Command::Openapi => {
+            let document = api_docs::document()
+                .to_pretty_json()
+                .context("cannot write the OpenAPI document")?;
+            println!("{document}");
+            return Ok(());
+        }
     };
     let tracing = common::telemetry::init_tracing(
         shared.log_format,
@@ -35,6 +43,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let result = match command {
         Command::Up(args) => embedded::run(args).await,
         Command::Serve(args) => distributed::run(args).await,
+        Command::Openapi => Ok(()),
     };
     // After the services stopped, so their last spans leave too.
     tracing.shutdown().await;

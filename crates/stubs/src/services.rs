@@ -57,6 +57,17 @@ impl Service {
         }
     }
 
+    /// The OpenAPI document of the service's operations; the expiration service has none.
+    pub fn openapi(self) -> Option<utoipa::openapi::OpenApi> {
+        match self {
+            Self::Auth => Some(auth::openapi()),
+            Self::Tickets => Some(tickets::openapi()),
+            Self::Orders => Some(orders::openapi()),
+            Self::Payments => Some(payments::openapi()),
+            Self::Expiration | Self::Web => None,
+        }
+    }
+
     /// The pages talk to nobody on the bus; every other service publishes or listens.
     pub fn needs_bus(self) -> bool {
         self != Self::Web

@@ -16,13 +16,19 @@ pub(crate) const MAX_TITLE_CHARS: usize = 200;
 
 /// A ticket as the service keeps it and as the HTTP API shows it:
 /// `{id, title, price, userId, version, orderId, createdAt}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "id": "0193f1c2-7a4e-7c1d-9a53-2f1e4d6b8c01", "title": "Radiohead, floor standing",
+    "price": 79.5, "userId": "0193f1c0-11aa-7b2c-8d3e-4f5a6b7c8d9e", "version": 0,
+    "orderId": null, "createdAt": "2026-06-01T18:30:00.123Z"
+}))]
 pub struct Ticket {
     pub id: Uuid,
     pub title: String,
     /// Cents inside; major units on the wire (`19.99`).
     #[serde(serialize_with = "money::major")]
+    #[schema(value_type = f64, minimum = 0.01, maximum = 1000000, multiple_of = 0.01)]
     pub price: Cents,
     /// The seller.
     pub user_id: Uuid,
@@ -31,6 +37,7 @@ pub struct Ticket {
     /// The order holding the ticket, if it is reserved.
     pub order_id: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
 }
 
@@ -133,11 +140,16 @@ pub struct NewTicket {
 
 /// The body of `POST /api/tickets` and `PUT /api/tickets/{id}` as received. Both fields are kept
 /// as raw JSON so that a wrong type is a field error like any other, reported with the rest.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"title": "Radiohead, floor standing", "price": 79.5}))]
 pub(crate) struct TicketBody {
+    /// Shown to buyers: 1 to 200 characters once trimmed, no control characters.
     #[serde(default)]
+    #[schema(value_type = String, required, min_length = 1, max_length = 200)]
     pub title: Option<serde_json::Value>,
+    /// In the currency's major unit, at most two decimals: more than 0, at most 1,000,000.
     #[serde(default)]
+    #[schema(value_type = f64, required, minimum = 0.01, maximum = 1000000, multiple_of = 0.01)]
     pub price: Option<serde_json::Value>,
 }
 

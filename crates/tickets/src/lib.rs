@@ -10,6 +10,7 @@
 mod domain;
 mod listeners;
 mod routes;
+pub use routes::openapi;
 pub mod store;
 
 use axum::Router;

@@ -3,15 +3,16 @@
 
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use common::clock;
 use common::idempotency::{self, Idempotent, Keys};
+use common::openapi::{self, ErrorBody, IdempotencyKey};
 use common::outbox::{self, Outbox};
-use common::paging::{Cursor, Page, Paged};
+use common::paging::{Cursor, Page, PageQuery, Paged};
 use common::validate::{PathId, Valid};
 use common::{ApiError, ErrorCode, ServiceContext, Sessions, SignedIn, Store};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::{Ticket, TicketBody};
@@ -43,20 +44,46 @@ impl FromRef<AppState> for Sessions {
     }
 }
 
+/// The service's operations, each documented on its handler.
+fn operations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tickets, create_ticket).map(idempotency::keyed))
+        .routes(routes!(show_ticket, update_ticket))
+}
+
 /// The service's routes with their state applied.
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/api/tickets",
-            get(list_tickets)
-                .post(create_ticket)
-                .route_layer(from_fn_with_state(state.keys.clone(), idempotency::guard)),
-        )
-        .route("/api/tickets/{id}", get(show_ticket).put(update_ticket))
+    let (routes, _) = operations().split_for_parts();
+    routes
+        .layer(Extension(state.keys.clone()))
         .with_state(state)
 }
 
+/// The service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::finish(
+        operations().into_openapi(),
+        "tickets",
+        "tickets",
+        "Tickets for sale: list one, change it while no order holds it, browse them",
+    )
+}
+
 /// `GET /api/tickets?limit=&cursor=`: tickets for sale, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/tickets",
+    operation_id = "listTickets",
+    tag = "tickets",
+    summary = "Tickets for sale, newest first",
+    description = "Tickets no order holds, a page at a time. The next page is in the `Link` header.",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of tickets for sale", body = [Ticket],
+            links(("orderFirstTicket" = (operation_id = "createOrder",
+                request_body = json!({"ticketId": "$response.body#/0/id"}))))),
+    )
+)]
 async fn list_tickets(
     State(state): State<AppState>,
     page: Page,
@@ -68,6 +95,18 @@ async fn list_tickets(
 }
 
 /// `GET /api/tickets/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/tickets/{id}",
+    operation_id = "showTicket",
+    tag = "tickets",
+    summary = "One ticket, for sale or not",
+    params(("id" = Uuid, Path, description = "The ticket's id; a malformed id is a 404")),
+    responses(
+        (status = 200, description = "The ticket", body = Ticket),
+        (status = 404, description = "No such ticket (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn show_ticket(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -80,6 +119,30 @@ async fn show_ticket(
 
 /// `POST /api/tickets`: lists a ticket for the signed-in user and announces it (ticket:created)
 /// in the same transaction.
+#[utoipa::path(
+    post,
+    path = "/api/tickets",
+    operation_id = "createTicket",
+    tag = "tickets",
+    summary = "List a ticket for sale",
+    params(IdempotencyKey),
+    request_body = TicketBody,
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 201, description = "The ticket, listed", body = Ticket,
+            links(
+                ("showTicket" = (operation_id = "showTicket",
+                    parameters(("id" = "$response.body#/id")))),
+                ("updateTicket" = (operation_id = "updateTicket",
+                    parameters(("id" = "$response.body#/id")))),
+                ("orderTicket" = (operation_id = "createOrder",
+                    request_body = json!({"ticketId": "$response.body#/id"}))),
+            )),
+        (status = 400, description = "A field is invalid (`invalid_field`), or the key was used \
+            with another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
+    )
+)]
 async fn create_ticket(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
@@ -101,6 +164,25 @@ async fn create_ticket(
 
 /// `PUT /api/tickets/{id}`: the owner edits title and price of a ticket no order holds, announced
 /// (ticket:updated) in the same transaction.
+#[utoipa::path(
+    put,
+    path = "/api/tickets/{id}",
+    operation_id = "updateTicket",
+    tag = "tickets",
+    summary = "Change a ticket's title and price",
+    description = "Only the seller may, and only while no order holds the ticket.",
+    params(("id" = Uuid, Path, description = "The ticket's id; a malformed id is a 404")),
+    request_body = TicketBody,
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The ticket as changed", body = Ticket),
+        (status = 400, description = "A field is invalid (`invalid_field`), or an order holds \
+            the ticket (`ticket_reserved`)", body = ErrorBody),
+        (status = 401, description = "Not signed in, or not the seller (`not_authorized`)",
+            body = ErrorBody),
+        (status = 404, description = "No such ticket (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn update_ticket(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,

@@ -281,3 +281,61 @@ web::browser_test! {
         buyer.close().await;
     }
 }
+
+web::browser_test! {
+    async fn the_api_reference_shows_every_operation_in_a_real_browser() {
+        let market = Marketplace::embedded("60s");
+        let driver = ChromeDriver::start();
+        let reader = Person::open(&driver, &market).await;
+
+        reader.go("/api/docs").await;
+        // The page draws the document with its own scripts: had any of them not loaded, no
+        // operation would show.
+        reader
+            .client
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(".opblock-summary-path"))
+            .await
+            .unwrap();
+        let shown = reader
+            .client
+            .find_all(Locator::Css(".opblock-summary-path"))
+            .await
+            .unwrap();
+        let mut paths = Vec::new();
+        for path in shown {
+            paths.push(path.text().await.unwrap().replace('\u{200b}', ""));
+        }
+        paths.sort();
+        paths.dedup();
+        assert_eq!(
+            paths,
+            [
+                "/api/orders",
+                "/api/orders/{id}",
+                "/api/payments",
+                "/api/payments/webhook",
+                "/api/tickets",
+                "/api/tickets/{id}",
+                "/api/users/currentuser",
+                "/api/users/signin",
+                "/api/users/signout",
+                "/api/users/signout/everywhere",
+                "/api/users/signup",
+            ]
+        );
+        assert_eq!(
+            reader
+                .client
+                .find_all(Locator::Css(".opblock"))
+                .await
+                .unwrap()
+                .len(),
+            15,
+            "one block per operation"
+        );
+        reader.screenshots("api-docs").await;
+        reader.close().await;
+    }
+}

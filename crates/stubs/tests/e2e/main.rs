@@ -5,6 +5,7 @@
 
 mod support;
 
+mod api_docs;
 mod browser;
 mod crossings;
 mod embedded;

@@ -119,6 +119,7 @@ impl From<Claims> for SessionBody {
 #[serde(rename_all = "camelCase")]
 #[schema(as = CurrentUser)]
 struct CurrentUserBody {
+    #[schema(required)]
     current_user: Option<SessionBody>,
 }
 

@@ -148,7 +148,8 @@ impl Idempotent {
 
 /// Makes the writes of `route` take an `Idempotency-Key`, through [`guard`]. The router that
 /// holds the route provides the [`Keys`] as an extension (`.layer(Extension(keys))`), so that
-/// routes can be declared, and documented, before the service has a store.
+/// routes can be declared, and documented, before the service has a store; without it every
+/// request to the route is a 500, which any test of the route shows.
 pub fn keyed<S: Clone + Send + Sync + 'static>(route: MethodRouter<S>) -> MethodRouter<S> {
     route.route_layer(axum::middleware::from_fn(guard))
 }

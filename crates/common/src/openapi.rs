@@ -113,11 +113,23 @@ fn answers_any_operation_gives(operation: &mut Operation) {
     };
     let (paged, keyed) = (takes("cursor"), takes("Idempotency-Key"));
     let responses = &mut operation.responses.responses;
+    let unreadable = "the request cannot be read: a malformed query, body or header \
+                      (`malformed_request`)";
+    match responses.get_mut("400") {
+        Some(RefOr::T(own)) => own.description = format!("{}; or {unreadable}", own.description),
+        _ if paged => {
+            let invalid = format!(
+                "`limit`, `cursor` or `offset` is invalid (`invalid_field`), or {unreadable}"
+            );
+            responses.insert("400".to_owned(), error_response(&invalid).into());
+        }
+        _ => {
+            let mut description = unreadable.to_owned();
+            description[..1].make_ascii_uppercase();
+            responses.insert("400".to_owned(), error_response(&description).into());
+        }
+    }
     for (status, description) in [
-        (
-            "400",
-            "The request cannot be read: a malformed query, body or header (`malformed_request`)",
-        ),
         (
             "500",
             "Something unexpected went wrong (`internal`); the details are in the service's log",
@@ -153,7 +165,9 @@ fn answers_any_operation_gives(operation: &mut Operation) {
                 ),
             );
         }
-        if keyed && status.starts_with('2') {
+        // Successes and refusals are recorded for the key, and replayed; 404, 409, 429 and
+        // failures are not.
+        if keyed && (status.starts_with('2') || ["400", "401", "402"].contains(&status.as_str())) {
             response.headers.insert(
                 "Idempotent-Replayed".to_owned(),
                 header("`true` when this is the recorded answer to an earlier request with the same key"),

@@ -386,10 +386,10 @@ pub struct TicketView {
     pub id: Uuid,
     /// The title when the order was placed; a later edit does not change it.
     pub title: String,
-    /// The price when the order was placed, and what its payment charges. Cents inside; major
-    /// units on the wire.
+    /// The price when the order was placed, and what its payment charges: in the currency's
+    /// major unit, at most two decimals; cents inside.
     #[serde(serialize_with = "money::major")]
-    #[schema(value_type = f64, minimum = 0.01, maximum = 1000000, multiple_of = 0.01)]
+    #[schema(value_type = f64, minimum = 0.01, maximum = 1000000)]
     pub price: Cents,
     pub version: i64,
 }

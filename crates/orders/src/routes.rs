@@ -99,7 +99,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         operations().into_openapi(),
         "orders",
         "orders",
-        "A buyer's orders: hold a ticket for 15 minutes, see it, cancel it",
+        "A buyer's orders: hold a ticket until it is paid for, see it, cancel it",
     )
 }
 

@@ -90,7 +90,7 @@ pub struct PaymentBody {
     /// A Stripe card token (`tok_…`) or payment method (`pm_…`); in sandbox mode, Stripe's
     /// public test tokens such as `tok_visa` or `tok_chargeDeclined`.
     #[serde(default)]
-    #[schema(value_type = String, required, pattern = "^[A-Za-z0-9_]{1,255}$")]
+    #[schema(value_type = String, required, pattern = "^\\s*[A-Za-z0-9_]{1,255}\\s*$")]
     pub token: Option<serde_json::Value>,
     /// The order to pay: the buyer's, not cancelled, expired or paid.
     #[serde(default, rename = "orderId")]

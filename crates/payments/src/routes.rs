@@ -114,7 +114,8 @@ struct StripeEvent {
     request_body = PaymentBody,
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
-        (status = 201, description = "The order is paid", body = PaymentReceipt),
+        (status = 201, description = "The payment is made, or accepted and still processing at \
+            the card's bank; the order completes when it succeeds", body = PaymentReceipt),
         (status = 400, description = "A field is invalid (`invalid_field`); the order was \
             cancelled (`order_cancelled`), expired (`order_expired`) or paid (`order_paid`); a \
             payment of it is under way (`payment_in_progress`); or the key was used with \

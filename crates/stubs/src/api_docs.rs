@@ -1,7 +1,8 @@
 //! The API's reference: the OpenAPI 3.1 document of every service's operations, merged, at
-//! `/api/openapi.json`, and a page to read and try it at `/api/docs`. The document comes from the
-//! handlers themselves, so it cannot drift from them; `openapi.json` beside this crate is the
-//! copy a change to the API is reviewed against.
+//! `/api/openapi.json`, and a page to read and try it at `/api/docs`. Each handler carries its
+//! own description and the routes are declared through them, so no operation is served
+//! undescribed; `scripts/fuzz-api` checks every answer against them. `openapi.json` beside this
+//! crate is the copy a change to the API is reviewed against.
 
 use axum::Router;
 use axum::routing::get;
@@ -27,12 +28,14 @@ pub fn document() -> OpenApi {
     merged
 }
 
-/// The merged document and the page that shows it. The page's scripts and styles are compiled
-/// into the binary: it loads nothing from elsewhere.
+/// The merged document and the page that shows it, with the pages' security headers. The
+/// page's scripts and styles are compiled into the binary: it loads nothing from elsewhere.
 pub fn reference() -> Router {
-    SwaggerUi::new(PAGE_PATH)
-        .url(DOCUMENT_PATH, document())
-        .into()
+    web::with_page_headers(
+        SwaggerUi::new(PAGE_PATH)
+            .url(DOCUMENT_PATH, document())
+            .into(),
+    )
 }
 
 /// `GET /openapi.json`: the document of what one process serves, beside its `/healthz`.

@@ -26,15 +26,16 @@ pub(crate) const MAX_TITLE_CHARS: usize = 200;
 pub struct Ticket {
     pub id: Uuid,
     pub title: String,
-    /// Cents inside; major units on the wire (`19.99`).
+    /// In the currency's major unit, at most two decimals (`19.99`); cents inside.
     #[serde(serialize_with = "money::major")]
-    #[schema(value_type = f64, minimum = 0.01, maximum = 1000000, multiple_of = 0.01)]
+    #[schema(value_type = f64, minimum = 0.01, maximum = 1000000)]
     pub price: Cents,
     /// The seller.
     pub user_id: Uuid,
     /// Bumped on every change announced by ticket:updated; starts at 0.
     pub version: i64,
     /// The order holding the ticket, if it is reserved.
+    #[schema(required)]
     pub order_id: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -145,11 +146,11 @@ pub struct NewTicket {
 pub(crate) struct TicketBody {
     /// Shown to buyers: 1 to 200 characters once trimmed, no control characters.
     #[serde(default)]
-    #[schema(value_type = String, required, min_length = 1, max_length = 200)]
+    #[schema(value_type = String, required, min_length = 1)]
     pub title: Option<serde_json::Value>,
     /// In the currency's major unit, at most two decimals: more than 0, at most 1,000,000.
     #[serde(default)]
-    #[schema(value_type = f64, required, minimum = 0.01, maximum = 1000000, multiple_of = 0.01)]
+    #[schema(value_type = f64, required, minimum = 0.01, maximum = 1000000)]
     pub price: Option<serde_json::Value>,
 }
 

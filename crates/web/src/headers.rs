@@ -29,7 +29,7 @@ impl Policy {
         }
     }
 
-    /// The policy of a page served outside the router (the 404 fallback).
+    /// The policy of a page served outside the router (the 404 fallback, the API's reference).
     pub(crate) fn without_stripe() -> Self {
         Self::new(false)
     }

@@ -92,6 +92,14 @@ pub fn router(api: ApiClient, settings: WebSettings) -> Router {
         .with_state(web)
 }
 
+/// `routes` with the security headers of every page, for pages served beside [`router`]'s.
+pub fn with_page_headers(routes: Router) -> Router {
+    routes.layer(middleware::from_fn_with_state(
+        headers::Policy::without_stripe(),
+        headers::secure,
+    ))
+}
+
 /// The answer to a path nobody serves: the JSON 404 of the API under `/api`, the HTML 404 page
 /// everywhere else.
 pub fn fallback() -> MethodRouter {

@@ -446,8 +446,34 @@ impl Drop for Cluster {
             let _ = signal_group(nginx.id(), "KILL");
             let _ = nginx.wait();
         }
+        // A test failed with this cluster: what went wrong inside it, before its folder goes.
+        if std::thread::panicking() {
+            self.print_trouble();
+        }
     }
 }
+
+impl Cluster {
+    /// The last warnings and errors each process logged, to standard error.
+    fn print_trouble(&self) {
+        for instance in &self.instances {
+            let log = std::fs::read_to_string(self.log_path(instance.id)).unwrap_or_default();
+            let trouble: Vec<&str> = log
+                .lines()
+                .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+                .collect();
+            if !trouble.is_empty() {
+                eprintln!("--- {}: its last warnings and errors", instance.id);
+                for line in &trouble[trouble.len().saturating_sub(TROUBLE_LINES)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Lines of trouble shown per process when a test fails.
+const TROUBLE_LINES: usize = 15;
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,54 @@ use testkit::{Backend, BusKind, TestBus, TestDatabase};
 
 pub(crate) const SECRET: &str = "end-to-end-test-secret-of-enough-length";
 
+/// Connections each service process of a test cluster opens to PostgreSQL: its pool, and the two
+/// it listens on (arrivals of events, revocations).
+const POOL_PER_PROCESS: u32 = 3;
+const LISTENERS_PER_PROCESS: u32 = 2;
+/// Left for the tests' own connections (creating databases, reading them).
+const SPARE_CONNECTIONS: u32 = 10;
+
+/// A cluster's share of the test PostgreSQL server's connections. Clusters started at once would
+/// otherwise open more than the server takes ("too many clients"), and their requests would
+/// fail for want of a connection; past what the server has, a cluster waits for another to end.
+async fn connection_share(settings: &cluster::Settings) -> tokio::sync::OwnedSemaphorePermit {
+    use sqlx::Connection;
+    static SERVER: tokio::sync::OnceCell<(std::sync::Arc<tokio::sync::Semaphore>, u32)> =
+        tokio::sync::OnceCell::const_new();
+    let (free, total) = SERVER
+        .get_or_init(|| async {
+            let url = std::env::var("STUBS_TEST_DATABASE_URL").unwrap();
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            let available: i32 = sqlx::query_scalar(
+                "SELECT current_setting('max_connections')::int \
+                 - current_setting('superuser_reserved_connections')::int \
+                 - (SELECT count(*) FROM pg_stat_activity)::int",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            let total = u32::try_from(available)
+                .unwrap_or(0)
+                .saturating_sub(SPARE_CONNECTIONS)
+                .max(1);
+            (
+                std::sync::Arc::new(tokio::sync::Semaphore::new(total as usize)),
+                total,
+            )
+        })
+        .await;
+    let processes: usize = cluster::Service::ALL
+        .into_iter()
+        .filter(|service| service.has_database())
+        .map(|service| settings.replicas_of(service))
+        .sum();
+    let needed = (processes as u32 * (POOL_PER_PROCESS + LISTENERS_PER_PROCESS)).min(*total);
+    std::sync::Arc::clone(free)
+        .acquire_many_owned(needed)
+        .await
+        .unwrap()
+}
+
 /// One `stubs` process, stopped when dropped.
 pub(crate) struct Process {
     pub child: Child,
@@ -74,6 +122,8 @@ pub(crate) struct Marketplace {
     /// Each service's database, in distributed mode.
     database_urls: BTreeMap<String, String>,
     _data: Option<tempfile::TempDir>,
+    /// The cluster's share of the PostgreSQL server's connections, given back once it is gone.
+    _connections: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Marketplace {
@@ -118,6 +168,7 @@ impl Marketplace {
             _databases: Vec::new(),
             database_urls: BTreeMap::new(),
             _data: data,
+            _connections: None,
         }
     }
 
@@ -137,7 +188,7 @@ impl Marketplace {
             }
         }
         let data = tempfile::tempdir().unwrap();
-        let running = Cluster::start(cluster::Settings {
+        let settings = cluster::Settings {
             stubs: env!("CARGO_BIN_EXE_stubs").into(),
             nginx: nginx(),
             dir: data.path().to_owned(),
@@ -153,10 +204,14 @@ impl Marketplace {
                 // A charge whose request lost its answer is settled within the tests' waits.
                 ("STUBS_PAYMENT_CLAIM_TIMEOUT".into(), "3s".into()),
                 ("RUST_LOG".into(), "warn".into()),
+                (
+                    "STUBS_DATABASE_MAX_CONNECTIONS".into(),
+                    POOL_PER_PROCESS.to_string(),
+                ),
             ],
-        })
-        .await
-        .unwrap();
+        };
+        let connections = connection_share(&settings).await;
+        let running = Cluster::start(settings).await.unwrap();
         Self {
             cluster: Some(running),
             elsewhere: None,
@@ -165,6 +220,7 @@ impl Marketplace {
             _databases: databases,
             database_urls,
             _data: Some(data),
+            _connections: Some(connections),
         }
     }
 
@@ -178,6 +234,7 @@ impl Marketplace {
             _databases: Vec::new(),
             database_urls: BTreeMap::new(),
             _data: None,
+            _connections: None,
         }
     }
 

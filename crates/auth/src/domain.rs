@@ -44,11 +44,15 @@ impl Email {
     }
 
     /// An address to sign in with: normalised only. An account made under an earlier, looser
-    /// rule still signs in, and an address no account has is simply not found.
+    /// rule still signs in, and an address no account has is simply not found. One with a NUL
+    /// character is no account's under any rule (PostgreSQL's text cannot hold it, and the
+    /// database would refuse the very query), so it is refused as sign-up refuses it.
     pub fn for_sign_in(raw: &str) -> Result<Self, String> {
         let email = normalise(raw);
         if email.is_empty() {
             Err("Email is required".into())
+        } else if email.contains('\0') {
+            Err("Email must be valid".into())
         } else {
             Ok(Self(email))
         }
@@ -297,6 +301,7 @@ mod tests {
             Ok("ada.@example.com".to_owned())
         );
         assert!(Email::for_sign_in("  ").is_err());
+        assert!(Email::for_sign_in("ada\0@example.com").is_err());
     }
 
     #[test]

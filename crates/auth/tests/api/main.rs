@@ -689,7 +689,7 @@ fn refused_on(reply: &testkit::Reply, field: &str) -> Result<(), TestCaseError> 
 
 /// Random Unicode through the e-mail and the password: a sign-up succeeds, and then the same
 /// text signs in and the address reads back composed, trimmed and lower-cased; or it is refused
-/// on that field. Never a server error.
+/// on that field, and refused at sign-in too. Never a server error.
 async fn any_email_or_password_signs_up_normalised_or_is_refused_on_its_field(backend: Backend) {
     let app = spawn_app(backend).await;
     let app = &app;
@@ -709,6 +709,10 @@ async fn any_email_or_password_signs_up_normalised_or_is_refused_on_its_field(ba
             prop_assert_eq!(signed_in.status, 200, "{:?}", signed_in.body);
         } else {
             refused_on(&reply, "email")?;
+            // Nor can the refused address sign in: a 400, whatever it holds.
+            let body = json!({"email": email, "password": "correct horse"});
+            let signed_in = app.server.client().post("/api/users/signin", body).await;
+            prop_assert_eq!(signed_in.status, 400, "{:?}: {:?}", email, signed_in.body);
         }
 
         let fresh = format!("{}@example.com", uuid::Uuid::new_v4().simple());

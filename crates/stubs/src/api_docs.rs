@@ -12,8 +12,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::services::Service;
 
 /// Where the merged document and its page are served.
-pub const DOCUMENT_PATH: &str = "/api/openapi.json";
-pub const PAGE_PATH: &str = "/api/docs";
+const DOCUMENT_PATH: &str = "/api/openapi.json";
+const PAGE_PATH: &str = "/api/docs";
 
 /// Every operation of the marketplace's API in one document.
 pub fn document() -> OpenApi {
@@ -28,12 +28,17 @@ pub fn document() -> OpenApi {
     merged
 }
 
-/// The merged document and the page that shows it, with the pages' security headers. The
-/// page's scripts and styles are compiled into the binary: it loads nothing from elsewhere.
-pub fn reference() -> Router {
+/// The document as `stubs openapi` prints it and `openapi.json` beside this crate holds it.
+pub fn printed(document: &OpenApi) -> serde_json::Result<String> {
+    Ok(document.to_pretty_json()? + "\n")
+}
+
+/// `document` and the page that shows it, with the pages' security headers. The page's scripts
+/// and styles are compiled into the binary: it loads nothing from elsewhere.
+pub fn reference(document: OpenApi) -> Router {
     web::with_page_headers(
         SwaggerUi::new(PAGE_PATH)
-            .url(DOCUMENT_PATH, document())
+            .url(DOCUMENT_PATH, document)
             .into(),
     )
 }
@@ -55,16 +60,12 @@ mod tests {
 
     #[test]
     fn the_document_is_the_reviewed_one() {
-        let current = pretty(&document());
+        let current = printed(&document()).unwrap_or_default();
         assert!(
             current == REVIEWED,
             "the API's OpenAPI document differs from crates/stubs/openapi.json: if the change to \
              the API is meant, record it with `cargo run -- openapi > crates/stubs/openapi.json` \
              and review the diff"
         );
-    }
-
-    fn pretty(document: &OpenApi) -> String {
-        document.to_pretty_json().unwrap_or_default() + "\n"
     }
 }

@@ -103,7 +103,7 @@ async fn run_web(args: ServeArgs) -> anyhow::Result<()> {
             // The pages are what the ingress routes every other path to: the API's reference
             // with them.
             routes: web::router(api, args.shared.web_settings())
-                .merge(api_docs::reference())
+                .merge(api_docs::reference(api_docs::document()))
                 .merge(platform_routes(Vec::new())),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -75,6 +75,8 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     // The pages call the API routes of this process directly, as a browser would over HTTP.
+    // One document, built once: the API's reference and this process's own are the same.
+    let document = api_docs::document();
     let pages = web::router(
         web::ApiClient::in_process(routes.clone()),
         args.shared.web_settings(),
@@ -86,8 +88,8 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         Running {
             routes: routes
                 .merge(pages)
-                .merge(api_docs::reference())
-                .merge(api_docs::own_document(api_docs::document()))
+                .merge(api_docs::reference(document.clone()))
+                .merge(api_docs::own_document(document))
                 .merge(platform_routes(dependencies)),
             shutdown: shared.shutdown,
             tasks: shared.tasks,

@@ -27,10 +27,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(args) => (&args.shared, "stubs".to_owned()),
         Command::Serve(args) => (&args.shared, format!("stubs-{}", args.service.name())),
         Command::Openapi => {
-            let document = api_docs::document()
-                .to_pretty_json()
+            let document = api_docs::printed(&api_docs::document())
                 .context("cannot write the OpenAPI document")?;
-            println!("{document}");
+            print!("{document}");
             return Ok(());
         }
     };

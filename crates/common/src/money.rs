@@ -96,6 +96,14 @@ pub fn major<S: Serializer>(cents: &Cents, serializer: S) -> Result<S::Ok, S::Er
     cents.to_json().serialize(serializer)
 }
 
+/// [`major`] for an amount that may be missing, which is `null` on the wire.
+pub fn major_or_null<S: Serializer>(
+    cents: &Option<Cents>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    cents.map(Cents::to_json).serialize(serializer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,11 @@
-//! Paged lists: `?limit=&cursor=`, newest first. The body stays a plain JSON array; the next page,
-//! when there is one, is named in a `Link: <…>; rel="next"` header (RFC 8288).
+//! Paged lists: `?limit=&cursor=`, newest first (or, for some lists, cheapest or soonest first).
+//! The body stays a plain JSON array; the next page, when there is one, is named in a
+//! `Link: <…>; rel="next"` header (RFC 8288).
 //!
-//! A cursor is the position of the last item shown (its creation time and id), so the next page
-//! starts strictly after it whatever was inserted meanwhile: every item present when paging began
-//! is seen exactly once. `offset` is still read, for clients written before cursors.
+//! A cursor is the position of the last item shown (its sort key, such as its creation time, and
+//! its id), so the next page starts strictly after it whatever was inserted meanwhile: every item
+//! present when paging began is seen exactly once. `offset` is still read, for clients written
+//! before cursors.
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
@@ -21,30 +23,35 @@ pub const DEFAULT_LIMIT: u32 = 50;
 /// The most items one page may hold.
 pub const MAX_LIMIT: u32 = 100;
 
-/// A position in a list ordered by creation time then id, both descending.
+/// A position in a list ordered by a whole-number key (a creation time, a price in cents) then
+/// id, both descending or both ascending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
-    created_at_millis: i64,
+    key: i64,
     id: Uuid,
 }
 
 impl Cursor {
     /// Before every item: the start of the first page.
     pub const TOP: Self = Self {
-        created_at_millis: i64::MAX,
+        key: i64::MAX,
         id: Uuid::max(),
     };
 
-    /// The position of the item created at `created_at_millis` with `id`.
-    pub fn at(created_at_millis: i64, id: Uuid) -> Self {
-        Self {
-            created_at_millis,
-            id,
-        }
+    /// Before every item of a list in ascending order.
+    pub const BOTTOM: Self = Self {
+        key: i64::MIN,
+        id: Uuid::nil(),
+    };
+
+    /// The position of the item with sort key `key` (a creation time in unix milliseconds, a
+    /// price in cents) and `id`.
+    pub fn at(key: i64, id: Uuid) -> Self {
+        Self { key, id }
     }
 
-    pub fn created_at_millis(&self) -> i64 {
-        self.created_at_millis
+    pub fn key(&self) -> i64 {
+        self.key
     }
 
     /// The id as stored: canonical UUID text.
@@ -55,7 +62,7 @@ impl Cursor {
     /// Opaque to clients: 48 hex digits they pass back as they got them.
     pub fn encode(&self) -> String {
         // Times before 1970 do not occur; the cast keeps the bits either way and decode undoes it.
-        format!("{:016x}{}", self.created_at_millis as u64, self.id.simple())
+        format!("{:016x}{}", self.key as u64, self.id.simple())
     }
 
     pub fn decode(raw: &str) -> Option<Self> {
@@ -64,7 +71,7 @@ impl Cursor {
         }
         let (time, id) = raw.split_at(16);
         Some(Self {
-            created_at_millis: u64::from_str_radix(time, 16).ok()? as i64,
+            key: u64::from_str_radix(time, 16).ok()? as i64,
             id: Uuid::try_parse(id).ok()?,
         })
     }
@@ -86,6 +93,15 @@ impl Page {
             limit,
             after: Cursor::TOP,
             offset: 0,
+        }
+    }
+
+    /// Where a page of a list in ascending order starts: the first page, or after its cursor.
+    pub fn after_ascending(&self) -> Cursor {
+        if self.after == Cursor::TOP {
+            Cursor::BOTTOM
+        } else {
+            self.after
         }
     }
 
@@ -271,6 +287,21 @@ mod tests {
         assert_eq!(text.len(), 48);
         assert_eq!(Cursor::decode(&text), Some(cursor));
         assert_eq!(Cursor::decode(&Cursor::TOP.encode()), Some(Cursor::TOP));
+        assert_eq!(
+            Cursor::decode(&Cursor::BOTTOM.encode()),
+            Some(Cursor::BOTTOM)
+        );
+    }
+
+    #[test]
+    fn an_ascending_list_starts_below_every_item_or_after_its_cursor() {
+        assert_eq!(
+            page(None, None, None).unwrap().after_ascending(),
+            Cursor::BOTTOM
+        );
+        let cursor = Cursor::at(1999, Uuid::now_v7());
+        let next = page(None, Some(&cursor.encode()), None).unwrap();
+        assert_eq!(next.after_ascending(), cursor);
     }
 
     #[test]

@@ -207,7 +207,7 @@ pub(crate) async fn list_orders(
          ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
     ))
     .bind(user_id.to_string())
-    .bind(page.after.created_at_millis())
+    .bind(page.after.key())
     .bind(page.after.id_text())
     .bind(page.rows_to_read())
     .bind(i64::from(page.offset))

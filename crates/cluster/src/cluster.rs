@@ -375,19 +375,17 @@ impl Cluster {
         std::fs::create_dir_all(dir.join("nginx-tmp"))?;
         let routes: Vec<Route<'_>> = Service::ALL
             .into_iter()
-            .filter_map(|service| {
-                Some(Route {
-                    service: service.name(),
-                    prefix: service.route()?,
-                    ports: self
-                        .instances
-                        .iter()
-                        .filter(|instance| instance.id.service == service)
-                        .map(|instance| instance.port)
-                        .collect(),
-                })
+            .map(|service| Route {
+                service: service.name(),
+                prefixes: service.routes(),
+                ports: self
+                    .instances
+                    .iter()
+                    .filter(|instance| instance.id.service == service)
+                    .map(|instance| instance.port)
+                    .collect(),
             })
-            .filter(|route| !route.ports.is_empty())
+            .filter(|route| !route.prefixes.is_empty() && !route.ports.is_empty())
             .collect();
         let conf_path = dir.join("nginx.conf");
         std::fs::write(

@@ -56,15 +56,15 @@ impl Service {
         Self::ALL.into_iter().find(|service| service.name() == name)
     }
 
-    /// The path prefix the ingress sends to the service; `None`: no public routes.
-    pub fn route(self) -> Option<&'static str> {
+    /// The path prefixes the ingress sends to the service; none: no public routes.
+    pub fn routes(self) -> &'static [&'static str] {
         match self {
-            Self::Auth => Some("/api/users"),
-            Self::Tickets => Some("/api/tickets"),
-            Self::Orders => Some("/api/orders"),
-            Self::Expiration => None,
-            Self::Payments => Some("/api/payments"),
-            Self::Web => Some("/"),
+            Self::Auth => &["/api/users"],
+            Self::Tickets => &["/api/tickets", "/api/events"],
+            Self::Orders => &["/api/orders"],
+            Self::Expiration => &[],
+            Self::Payments => &["/api/payments"],
+            Self::Web => &["/"],
         }
     }
 

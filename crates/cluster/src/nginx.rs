@@ -6,7 +6,7 @@ use std::path::Path;
 /// One upstream: a service's name, the prefix routed to it and its replicas' ports.
 pub(crate) struct Route<'a> {
     pub service: &'a str,
-    pub prefix: &'a str,
+    pub prefixes: &'a [&'a str],
     pub ports: Vec<u16>,
 }
 
@@ -79,18 +79,20 @@ http {{
         "\n"
     ));
     for route in routes {
-        // A body past the limit is refused by nginx: in the API's shape under /api. An
-        // error_page here replaces the server's, so that one is repeated.
-        let too_large = if route.prefix.starts_with("/api") {
-            "error_page 502 503 504 =503 @unavailable; error_page 413 =400 @too_large; "
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            conf,
-            "        location {} {{ {too_large}proxy_pass http://{}; }}",
-            route.prefix, route.service
-        );
+        for prefix in route.prefixes {
+            // A body past the limit is refused by nginx: in the API's shape under /api. An
+            // error_page here replaces the server's, so that one is repeated.
+            let too_large = if prefix.starts_with("/api") {
+                "error_page 502 503 504 =503 @unavailable; error_page 413 =400 @too_large; "
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                conf,
+                "        location {prefix} {{ {too_large}proxy_pass http://{}; }}",
+                route.service
+            );
+        }
     }
     conf.push_str("    }\n}\n");
     conf
@@ -108,12 +110,12 @@ mod tests {
             &[
                 Route {
                     service: "tickets",
-                    prefix: "/api/tickets",
+                    prefixes: &["/api/tickets", "/api/events"],
                     ports: vec![9001, 9002],
                 },
                 Route {
                     service: "web",
-                    prefix: "/",
+                    prefixes: &["/"],
                     ports: vec![9003],
                 },
             ],
@@ -125,6 +127,10 @@ mod tests {
         ));
         assert!(conf.contains(
             "location /api/tickets { error_page 502 503 504 =503 @unavailable; \
+             error_page 413 =400 @too_large; proxy_pass http://tickets; }"
+        ));
+        assert!(conf.contains(
+            "location /api/events { error_page 502 503 504 =503 @unavailable; \
              error_page 413 =400 @too_large; proxy_pass http://tickets; }"
         ));
         assert!(conf.contains("location / { proxy_pass http://web; }"));

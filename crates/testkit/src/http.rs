@@ -41,8 +41,10 @@ impl TestServer {
     pub fn client(&self) -> Client {
         Client {
             base: format!("http://{}", self.address),
+            // Redirects are answers to check, not to follow.
             http: reqwest::Client::builder()
                 .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
         }

@@ -232,6 +232,7 @@ impl TestService {
         );
         let http = reqwest::Client::builder()
             .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
         User {

@@ -8,6 +8,7 @@
 //! services' routes.
 
 mod domain;
+mod event;
 mod listeners;
 mod routes;
 pub use routes::openapi;
@@ -22,18 +23,33 @@ use common::store::{Migration, Migrations};
 /// The service's name, which also names its consumer groups.
 pub const NAME: &str = "tickets";
 
-/// The service's own tables: tickets and the tombstones of cancelled orders.
+/// The service's own tables: tickets, the events they are for, and the tombstones of cancelled
+/// orders.
 pub const TICKETS_MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 100,
-        name: "tickets",
-        sql: include_str!("../migrations/sqlite/0100_tickets.sql"),
-    }],
-    postgres: &[Migration {
-        version: 100,
-        name: "tickets",
-        sql: include_str!("../migrations/postgres/0100_tickets.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 100,
+            name: "tickets",
+            sql: include_str!("../migrations/sqlite/0100_tickets.sql"),
+        },
+        Migration {
+            version: 101,
+            name: "events",
+            sql: include_str!("../migrations/sqlite/0101_events.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 100,
+            name: "tickets",
+            sql: include_str!("../migrations/postgres/0100_tickets.sql"),
+        },
+        Migration {
+            version: 101,
+            name: "events",
+            sql: include_str!("../migrations/postgres/0101_events.sql"),
+        },
+    ],
 };
 
 /// Every migration a tickets database needs: the platform outbox and inbox, then its own.

@@ -1,8 +1,10 @@
-//! The tickets HTTP API: `/api/tickets` and `/api/tickets/{id}`. Thin handlers: extract and
-//! validate, call the store inside a transaction, answer the ticket or an error in the one shape.
+//! The tickets HTTP API: `/api/tickets` and `/api/events`, each list with its `/{id}`, and an
+//! event's tickets. Thin handlers: extract and validate, call the store inside a transaction,
+//! answer the ticket or event or an error in the one shape.
 
 use axum::extract::{FromRef, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use common::clock;
 use common::idempotency::{self, Idempotent, Keys};
@@ -15,7 +17,8 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::domain::{Ticket, TicketBody};
+use crate::domain::{ListingBody, Ticket, TicketBody};
+use crate::event::{Event, EventBody};
 use crate::store;
 
 /// What the handlers share.
@@ -49,6 +52,9 @@ fn operations() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_tickets, create_ticket).map(idempotency::keyed))
         .routes(routes!(show_ticket, update_ticket))
+        .routes(routes!(list_events, create_event))
+        .routes(routes!(show_event))
+        .routes(routes!(list_event_tickets))
 }
 
 /// The service's routes with their state applied.
@@ -61,12 +67,22 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// The service's OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    openapi::finish(
+    let mut doc = openapi::finish(
         operations().into_openapi(),
         "tickets",
         "tickets",
         "Tickets for sale: list one, change it while no order holds it, browse them",
-    )
+    );
+    doc.tags.get_or_insert_default().push(
+        utoipa::openapi::tag::TagBuilder::new()
+            .name("events")
+            .description(Some(
+                "Events tickets are for: create one, find the upcoming ones, compare an \
+                 event's tickets cheapest first",
+            ))
+            .build(),
+    );
+    doc
 }
 
 /// `GET /api/tickets?limit=&cursor=`: tickets for sale, newest first, a page at a time.
@@ -126,7 +142,7 @@ async fn show_ticket(
     tag = "tickets",
     summary = "List a ticket for sale",
     params(IdempotencyKey),
-    request_body = TicketBody,
+    request_body = ListingBody,
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 201, description = "The ticket, listed", body = Ticket,
@@ -138,8 +154,9 @@ async fn show_ticket(
                 ("orderTicket" = (operation_id = "createOrder",
                     request_body = json!({"ticketId": "$response.body#/id"}))),
             )),
-        (status = 400, description = "A field is invalid (`invalid_field`), or the key was used \
-            with another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 400, description = "A field is invalid (`invalid_field`), among them an \
+            `eventId` of no event or of one that has started; or the key was used with another \
+            request (`idempotency_key_reused`)", body = ErrorBody),
         (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
     )
 )]
@@ -147,11 +164,21 @@ async fn create_ticket(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
     idempotent: Idempotent,
-    Valid(details): Valid<TicketBody>,
+    Valid(listing): Valid<ListingBody>,
 ) -> Result<(StatusCode, Json<Ticket>), ApiError> {
     // Stored times have millisecond precision; the answer shows what a later read will.
-    let ticket = Ticket::listed(details, user.id, clock::now());
+    let ticket = Ticket::listed(listing, user.id, clock::now());
     let mut tx = state.store.begin().await?;
+    if let Some(event_id) = ticket.event_id {
+        // Events are never changed or removed, so what is read here still holds at the insert.
+        match store::event_start(&mut *tx, event_id).await? {
+            None => return Err(ApiError::field("eventId", "No such event")),
+            Some(start) if start <= clock::millis(ticket.created_at) => {
+                return Err(ApiError::field("eventId", "The event has started"));
+            }
+            Some(_) => {}
+        }
+    }
     store::insert(&mut tx, &ticket).await?;
     outbox::enqueue(&mut tx, ticket.created_event()).await?;
     idempotent
@@ -212,4 +239,143 @@ fn why_not_edited(ticket: Option<Ticket>, editor: Uuid) -> ApiError {
             "Cannot edit a reserved ticket".into(),
         ),
     }
+}
+
+/// `GET /api/events?limit=&cursor=`: events yet to start, soonest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    operation_id = "listEvents",
+    tag = "events",
+    summary = "Events yet to start, soonest first",
+    description = "Each with how many of its tickets are for sale and the cheapest price. The \
+        next page is in the `Link` header.",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of upcoming events", body = [Event],
+            links(("showFirstEvent" = (operation_id = "showEvent",
+                parameters(("id" = "$response.body#/0/id")))))),
+    )
+)]
+async fn list_events(State(state): State<AppState>, page: Page) -> Result<Paged<Event>, ApiError> {
+    let events =
+        store::list_upcoming_events(state.store.pool(), &page, clock::now_millis()).await?;
+    Ok(page.answer(events, "/api/events", |event| {
+        Cursor::at(clock::millis(event.starts_at), event.id)
+    }))
+}
+
+/// `POST /api/events`: creates an event, or offers the one that already exists.
+#[utoipa::path(
+    post,
+    path = "/api/events",
+    operation_id = "createEvent",
+    tag = "events",
+    summary = "Create an event, or be sent to the same one",
+    description = "An event with the same name and venue (up to case, accents, punctuation and \
+        spacing) starting in the same minute is the same event: it is not created twice, and the \
+        answer is a 303 to the one that exists. So sending the same event again is safe.",
+    request_body = EventBody,
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 201, description = "The event, created", body = Event,
+            headers(("Location" = String, description = "The event's address")),
+            links(
+                ("showEvent" = (operation_id = "showEvent",
+                    parameters(("id" = "$response.body#/id")))),
+                ("listEventTickets" = (operation_id = "listEventTickets",
+                    parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 303, description = "The event existed already: here it is, and where it lives",
+            body = Event,
+            headers(("Location" = String, description = "The existing event's address"))),
+        (status = 400, description = "A field is invalid (`invalid_field`)", body = ErrorBody),
+        (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
+    )
+)]
+async fn create_event(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Valid(details): Valid<EventBody>,
+) -> Result<Response, ApiError> {
+    let event = Event::created(details, user.id, clock::now());
+    let duplicate_key = event.duplicate_key();
+    let mut tx = state.store.begin().await?;
+    if store::insert_event(&mut tx, &event, &duplicate_key).await? {
+        tx.commit().await?;
+        tracing::info!(event = %event.id, "event created");
+        return Ok(event_answer(StatusCode::CREATED, event));
+    }
+    // Inserted by someone else, perhaps at this very moment: by now it is committed and seen.
+    let existing = store::find_event_by_duplicate_key(&mut *tx, &duplicate_key)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a duplicate event vanished")))?;
+    Ok(event_answer(StatusCode::SEE_OTHER, existing))
+}
+
+/// An event with its address in `Location`.
+fn event_answer(status: StatusCode, event: Event) -> Response {
+    let location = format!("/api/events/{}", event.id);
+    (status, [(header::LOCATION, location)], Json(event)).into_response()
+}
+
+/// `GET /api/events/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/events/{id}",
+    operation_id = "showEvent",
+    tag = "events",
+    summary = "One event, started or not",
+    params(("id" = Uuid, Path, description = "The event's id; a malformed id is a 404")),
+    responses(
+        (status = 200, description = "The event", body = Event,
+            links(("listEventTickets" = (operation_id = "listEventTickets",
+                parameters(("id" = "$response.body#/id")))))),
+        (status = 404, description = "No such event (`not_found`)", body = ErrorBody),
+    )
+)]
+async fn show_event(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<Json<Event>, ApiError> {
+    store::find_event(state.store.pool(), id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+/// `GET /api/events/{id}/tickets?limit=&cursor=`: the event's tickets for sale, cheapest first.
+#[utoipa::path(
+    get,
+    path = "/api/events/{id}/tickets",
+    operation_id = "listEventTickets",
+    tag = "events",
+    summary = "An event's tickets for sale, cheapest first",
+    description = "Tickets of the event no order holds, cheapest first, a page at a time. The \
+        next page is in the `Link` header.",
+    params(
+        ("id" = Uuid, Path, description = "The event's id; a malformed id is a 404"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of the event's tickets for sale", body = [Ticket],
+            links(("orderCheapestTicket" = (operation_id = "createOrder",
+                request_body = json!({"ticketId": "$response.body#/0/id"}))))),
+        (status = 404, description = "No such event (`not_found`)", body = ErrorBody),
+    )
+)]
+async fn list_event_tickets(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    page: Page,
+) -> Result<Paged<Ticket>, ApiError> {
+    if store::event_start(state.store.pool(), id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let tickets = store::list_event_tickets_for_sale(state.store.pool(), id, &page).await?;
+    Ok(
+        page.answer(tickets, &format!("/api/events/{id}/tickets"), |ticket| {
+            Cursor::at(ticket.price.get(), ticket.id)
+        }),
+    )
 }

@@ -1,22 +1,25 @@
-//! The tickets service's SQL, and the only place it lives. One set of statements with `$1`
-//! placeholders serves SQLite and PostgreSQL; the one difference (row locks) is chosen by
-//! [`Dialect`]. Ids are UUID text, prices integer cents, times unix milliseconds.
+//! The tickets service's SQL (tickets and the events they are for), and the only place it lives.
+//! One set of statements with `$1` placeholders serves SQLite and PostgreSQL; the one difference
+//! (row locks) is chosen by [`Dialect`]. Ids are UUID text, prices integer cents, times unix milliseconds.
 
 use common::clock::{from_millis, millis, now_millis};
 use common::events::OrderTicket;
-use common::store::{Dialect, cents_column, parse_uuid, uuid_column};
+use common::money::Cents;
+use common::store::{Dialect, cents_column, decode_error, parse_uuid, uuid_column};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use uuid::Uuid;
 
 use common::paging::Page;
 
-use crate::domain::{NewTicket, Ticket};
+use crate::domain::{NewTicket, Seat, Ticket};
+use crate::event::{Event, EventParts};
 
 /// The columns a [`Ticket`] is read from, as a literal so statements stay `&'static str`.
 macro_rules! columns {
     () => {
-        "id, title, price_cents, user_id, version, order_id, created_at"
+        "id, title, price_cents, user_id, version, order_id, created_at, event_id, seat_section, \
+         seat_row, seat"
     };
 }
 
@@ -30,7 +33,7 @@ pub async fn list_for_sale(pool: &AnyPool, page: &Page) -> Result<Vec<Ticket>, s
         " FROM tickets WHERE order_id IS NULL AND (created_at, id) < ($1, $2) \
          ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
     ))
-    .bind(page.after.created_at_millis())
+    .bind(page.after.key())
     .bind(page.after.id_text())
     .bind(page.rows_to_read())
     .bind(i64::from(page.offset))
@@ -60,8 +63,9 @@ where
 /// Stores a newly listed ticket (not reserved).
 pub async fn insert(conn: &mut AnyConnection, ticket: &Ticket) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO tickets (id, title, price_cents, user_id, version, order_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, NULL, $6)",
+        "INSERT INTO tickets (id, title, price_cents, user_id, version, order_id, created_at, \
+         event_id, seat_section, seat_row, seat) \
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, $10)",
     )
     .bind(ticket.id.to_string())
     .bind(&ticket.title)
@@ -69,6 +73,10 @@ pub async fn insert(conn: &mut AnyConnection, ticket: &Ticket) -> Result<(), sql
     .bind(ticket.user_id.to_string())
     .bind(ticket.version)
     .bind(millis(ticket.created_at))
+    .bind(ticket.event_id.map(|id| id.to_string()))
+    .bind(ticket.seat.section.as_deref())
+    .bind(ticket.seat.row.as_deref())
+    .bind(ticket.seat.seat.as_deref())
     .execute(conn)
     .await?;
     Ok(())
@@ -211,6 +219,7 @@ pub async fn lock_for_order(
 
 fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
     let order_id: Option<String> = row.try_get("order_id")?;
+    let event_id: Option<String> = row.try_get("event_id")?;
     Ok(Ticket {
         id: uuid_column(row, "id")?,
         title: row.try_get("title")?,
@@ -221,5 +230,168 @@ fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
             .map(|raw| parse_uuid("order_id", &raw))
             .transpose()?,
         created_at: from_millis(row.try_get("created_at")?),
+        event_id: event_id
+            .map(|raw| parse_uuid("event_id", &raw))
+            .transpose()?,
+        seat: Seat {
+            section: row.try_get("seat_section")?,
+            row: row.try_get("seat_row")?,
+            seat: row.try_get("seat")?,
+        },
     })
+}
+
+/// An event's columns, with how many of its tickets are for sale and the cheapest price, as a
+/// literal so statements stay `&'static str`.
+macro_rules! event_columns {
+    () => {
+        "e.id, e.name, e.venue, e.city, e.starts_at, e.time_zone, e.user_id, e.created_at, \
+         (SELECT COUNT(*) FROM tickets t WHERE t.event_id = e.id AND t.order_id IS NULL) \
+         AS tickets_for_sale, \
+         (SELECT MIN(t.price_cents) FROM tickets t WHERE t.event_id = e.id AND t.order_id IS NULL) \
+         AS lowest_price_cents"
+    };
+}
+
+/// Stores a new event unless one with its duplicate key exists: `false` when one did, even if
+/// it was being created at the same moment.
+pub async fn insert_event(
+    conn: &mut AnyConnection,
+    event: &Event,
+    duplicate_key: &str,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO events (id, name, venue, city, starts_at, time_zone, user_id, created_at, \
+         duplicate_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (duplicate_key) DO NOTHING",
+    )
+    .bind(event.id.to_string())
+    .bind(&event.name)
+    .bind(&event.venue)
+    .bind(&event.city)
+    .bind(millis(event.starts_at))
+    .bind(&event.time_zone)
+    .bind(event.user_id.to_string())
+    .bind(millis(event.created_at))
+    .bind(duplicate_key)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// The event stored under a duplicate key.
+pub async fn find_event_by_duplicate_key<'c, E>(
+    executor: E,
+    duplicate_key: &str,
+) -> Result<Option<Event>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events e WHERE e.duplicate_key = $1"
+    ))
+    .bind(duplicate_key)
+    .fetch_optional(executor)
+    .await?
+    .as_ref()
+    .map(event_from_row)
+    .transpose()
+}
+
+/// One event, started or not.
+pub async fn find_event<'c, E>(executor: E, id: Uuid) -> Result<Option<Event>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events e WHERE e.id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(executor)
+    .await?
+    .as_ref()
+    .map(event_from_row)
+    .transpose()
+}
+
+/// When an event starts, in unix milliseconds, if there is such an event.
+pub async fn event_start<'c, E>(executor: E, id: Uuid) -> Result<Option<i64>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query_scalar("SELECT starts_at FROM events WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(executor)
+        .await
+}
+
+/// Events that start after `now_millis`, soonest first, from just after the page's cursor.
+pub async fn list_upcoming_events(
+    pool: &AnyPool,
+    page: &Page,
+    now_millis: i64,
+) -> Result<Vec<Event>, sqlx::Error> {
+    let after = page.after_ascending();
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events e WHERE e.starts_at > $1 AND (e.starts_at, e.id) > ($2, $3) \
+         ORDER BY e.starts_at, e.id LIMIT $4 OFFSET $5"
+    ))
+    .bind(now_millis)
+    .bind(after.key())
+    .bind(after.id_text())
+    .bind(page.rows_to_read())
+    .bind(i64::from(page.offset))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// An event's tickets for sale, cheapest first (the id breaks ties), from just after the page's
+/// cursor.
+pub async fn list_event_tickets_for_sale(
+    pool: &AnyPool,
+    event_id: Uuid,
+    page: &Page,
+) -> Result<Vec<Ticket>, sqlx::Error> {
+    let after = page.after_ascending();
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tickets WHERE event_id = $1 AND order_id IS NULL \
+         AND (price_cents, id) > ($2, $3) ORDER BY price_cents, id LIMIT $4 OFFSET $5"
+    ))
+    .bind(event_id.to_string())
+    .bind(after.key())
+    .bind(after.id_text())
+    .bind(page.rows_to_read())
+    .bind(i64::from(page.offset))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(ticket_from_row).collect()
+}
+
+fn event_from_row(row: &AnyRow) -> Result<Event, sqlx::Error> {
+    let lowest: Option<i64> = row.try_get("lowest_price_cents")?;
+    Ok(Event::from_parts(EventParts {
+        id: uuid_column(row, "id")?,
+        name: row.try_get("name")?,
+        venue: row.try_get("venue")?,
+        city: row.try_get("city")?,
+        starts_at_millis: row.try_get("starts_at")?,
+        time_zone: row.try_get("time_zone")?,
+        user_id: uuid_column(row, "user_id")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        tickets_for_sale: row.try_get("tickets_for_sale")?,
+        lowest_price: lowest
+            .map(|cents| {
+                Cents::new(cents).map_err(|reason| decode_error("lowest_price_cents", reason))
+            })
+            .transpose()?,
+    }))
 }

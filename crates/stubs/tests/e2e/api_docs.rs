@@ -8,7 +8,7 @@ use crate::support::Marketplace;
 use serde_json::Value;
 
 /// Every operation of the API: the service that answers it, its method and its path.
-const OPERATIONS: [(&str, &str, &str); 15] = [
+const OPERATIONS: [(&str, &str, &str); 19] = [
     ("auth", "post", "/api/users/signup"),
     ("auth", "post", "/api/users/signin"),
     ("auth", "post", "/api/users/signout"),
@@ -18,6 +18,10 @@ const OPERATIONS: [(&str, &str, &str); 15] = [
     ("tickets", "post", "/api/tickets"),
     ("tickets", "get", "/api/tickets/{id}"),
     ("tickets", "put", "/api/tickets/{id}"),
+    ("tickets", "get", "/api/events"),
+    ("tickets", "post", "/api/events"),
+    ("tickets", "get", "/api/events/{id}"),
+    ("tickets", "get", "/api/events/{id}/tickets"),
     ("orders", "get", "/api/orders"),
     ("orders", "post", "/api/orders"),
     ("orders", "get", "/api/orders/{id}"),

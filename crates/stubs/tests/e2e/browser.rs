@@ -312,6 +312,9 @@ web::browser_test! {
         assert_eq!(
             paths,
             [
+                "/api/events",
+                "/api/events/{id}",
+                "/api/events/{id}/tickets",
                 "/api/orders",
                 "/api/orders/{id}",
                 "/api/payments",
@@ -332,7 +335,7 @@ web::browser_test! {
                 .await
                 .unwrap()
                 .len(),
-            15,
+            19,
             "one block per operation"
         );
         reader.screenshots("api-docs").await;

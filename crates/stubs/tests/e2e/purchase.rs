@@ -401,6 +401,65 @@ async fn a_declined_card_gives_the_order_back(market: Marketplace) {
     }
 }
 
+/// An event's page as a buyer reads it: the event with what is on sale, and its tickets
+/// cheapest first. Through the ingress, `/api/events` reaches the tickets service.
+async fn a_buyer_orders_the_cheapest_ticket_of_an_event(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    buyer.sign_up(&email("buyer")).await;
+    let body = json!({"name": "Radiohead", "venue": "Madison Square Garden", "city": "New York",
+                      "startsAt": "2030-06-12T20:00", "timeZone": "America/New_York"});
+    let (status, event) = seller.post("/api/events", body.clone()).await;
+    assert_eq!(status, 201, "{event}");
+    assert_eq!(event["localStartsAt"], "2030-06-12T20:00:00-04:00");
+    // Created again, it is offered instead: the 303 leads a client to the event as it stands.
+    let (status, again) = buyer.post("/api/events", body).await;
+    assert_eq!((status, &again["id"]), (200, &event["id"]), "{again}");
+    for (price, seat) in [(80.0, "1"), (35.5, "2"), (50.0, "3")] {
+        let (status, ticket) = seller
+            .post(
+                "/api/tickets",
+                json!({"title": "Radiohead", "price": price, "eventId": event["id"],
+                       "section": "Floor", "seat": seat}),
+            )
+            .await;
+        assert_eq!(status, 201, "{ticket}");
+    }
+    let event_path = format!("/api/events/{}", event["id"].as_str().unwrap());
+
+    let (status, upcoming) = buyer.get("/api/events?limit=100").await;
+    assert_eq!(status, 200, "{upcoming}");
+    let listed = upcoming
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|listed| listed["id"] == event["id"])
+        .unwrap();
+    assert_eq!(
+        (&listed["ticketsForSale"], &listed["lowestPrice"]),
+        (&json!(3), &json!(35.5))
+    );
+    let (status, tickets) = buyer.get(&format!("{event_path}/tickets")).await;
+    assert_eq!(status, 200, "{tickets}");
+    let seats: Vec<_> = tickets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ticket| ticket["seat"].as_str().unwrap())
+        .collect();
+    assert_eq!(seats, ["2", "3", "1"]);
+    let (status, order) = place_order(&buyer, &tickets[0]["id"]).await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["ticket"]["price"], json!(35.5));
+
+    eventually("the held ticket to leave the event's list", || async {
+        let (_, shown) = buyer.get(&event_path).await;
+        (shown["ticketsForSale"] == 2 && shown["lowestPrice"] == 50).then_some(())
+    })
+    .await;
+}
+
 macro_rules! in_both_modes {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -427,6 +486,7 @@ in_both_modes!(
     a_buyer_who_acts_at_once_pays_what_they_ordered_at,
     paying_and_cancelling_at_once_end_one_way,
     a_declined_card_gives_the_order_back,
+    a_buyer_orders_the_cheapest_ticket_of_an_event,
 );
 
 testkit::distributed_test! {

@@ -3,6 +3,7 @@
 //! is driven over HTTP and through the bus, as its clients and the orders service would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod event_listings;
 mod events;
 mod helpers;
 mod idempotency;

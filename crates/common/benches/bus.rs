@@ -94,6 +94,7 @@ async fn fill_outbox(store: &Store, events: usize) -> Uuid {
                 title: "Bench seat".to_owned(),
                 price: Cents::new(2500).unwrap(),
                 user_id: Uuid::now_v7(),
+                event_id: None,
             };
             last = ticket.id;
             outbox::enqueue(&mut tx, ticket).await.unwrap();

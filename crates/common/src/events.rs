@@ -147,6 +147,10 @@ pub struct TicketCreated {
     pub title: String,
     pub price: Cents,
     pub user_id: Uuid,
+    /// The event the ticket is for, if any; never changes. Left out when there is none, so a
+    /// listing of no event reads as it did before events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
 }
 
 impl EventData for TicketCreated {
@@ -430,6 +434,7 @@ mod tests {
             title: "Concert".into(),
             price: Cents::new(1999).unwrap(),
             user_id: Uuid::now_v7(),
+            event_id: None,
         });
         let bytes = envelope.encode().unwrap();
         assert_eq!(Envelope::<TicketCreated>::decode(&bytes).unwrap(), envelope);

@@ -82,6 +82,7 @@ impl Ticket {
             title: self.title.clone(),
             price: self.price,
             user_id: self.user_id,
+            event_id: self.event_id,
         }
     }
 

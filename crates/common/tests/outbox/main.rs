@@ -53,6 +53,7 @@ fn ticket(title: &str) -> TicketCreated {
         title: title.to_owned(),
         price: Cents::new(1999).unwrap(),
         user_id: Uuid::now_v7(),
+        event_id: None,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::helpers::{id_of, spawn_app};
 
 testkit::each_database!(
     creating_a_ticket_publishes_ticket_created,
+    a_ticket_for_an_event_is_announced_with_its_event,
     updating_a_ticket_publishes_ticket_updated_with_the_new_version,
 );
 
@@ -29,6 +30,7 @@ async fn creating_a_ticket_publishes_ticket_created(backend: Backend) {
             title: "Concert".into(),
             price: Cents::new(1999).unwrap(),
             user_id: alice.id,
+            event_id: None,
         }
     );
 }
@@ -59,4 +61,31 @@ async fn updating_a_ticket_publishes_ticket_updated_with_the_new_version(backend
             order_id: None,
         }
     );
+}
+
+async fn a_ticket_for_an_event_is_announced_with_its_event(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut created = app.watch::<TicketCreated>().await;
+    let alice = app.sign_in();
+    let event = alice
+        .post(
+            "/api/events",
+            json!({"name": "Adele", "venue": "Wembley", "city": "London",
+                   "startsAt": "2030-08-01T19:30", "timeZone": "Europe/London"}),
+        )
+        .await;
+    assert_eq!(event.status, 201, "{:?}", event.body);
+    let event_id = Uuid::parse_str(&id_of(&event.body)).unwrap();
+
+    let reply = alice
+        .post(
+            "/api/tickets",
+            json!({"title": "Adele", "price": 90, "eventId": event_id, "seat": "G12"}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+
+    let announced = created.next().await;
+    assert_eq!(announced.data.id.to_string(), id_of(&reply.body));
+    assert_eq!(announced.data.event_id, Some(event_id));
 }

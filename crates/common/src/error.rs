@@ -64,6 +64,9 @@ pub enum ErrorCode {
     TicketReserved,
     /// A buyer tried to order a ticket they listed.
     OwnTicket,
+    /// Asked for the best ticket of an event, the buyer found none for sale within their price
+    /// (none that is not their own).
+    SoldOut,
     /// The buyer holds as many unpaid orders as one buyer may.
     HoldLimitReached,
     /// The buyer let this ticket go a moment ago and must wait (`Retry-After`).

@@ -235,6 +235,11 @@ impl HoldLimits {
         )
     }
 
+    /// A ticket the buyer let go after this time is still cooling down for them at `now`.
+    pub fn cooling_since(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now.saturating_sub(time::Duration::try_from(self.cooldown).unwrap_or(time::Duration::MAX))
+    }
+
     /// Whether a buyer with this activity may hold another ticket at `now`.
     pub fn check(&self, activity: &BuyerActivity, now: OffsetDateTime) -> Result<(), LimitRefusal> {
         if self.max_live > 0 && activity.live_holds >= i64::from(self.max_live) {
@@ -437,28 +442,82 @@ impl OrderView {
 
 /// A valid request to place an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NewOrder {
-    pub ticket_id: Uuid,
+pub enum NewOrder {
+    /// This very ticket.
+    Ticket(Uuid),
+    /// The cheapest ticket of the event for sale, at most `max_price` if given.
+    BestAvailable {
+        event_id: Uuid,
+        max_price: Option<Cents>,
+    },
 }
 
 /// The body of `POST /api/orders` as received, kept as raw JSON so that a wrong type is a field
 /// error like a missing value.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 #[schema(example = json!({"ticketId": "0193f1c2-7a4e-7c1d-9a53-2f1e4d6b8c01"}))]
 pub struct OrderBody {
-    /// The ticket to hold for the buyer until the order is paid or expires.
-    #[serde(rename = "ticketId", default)]
-    #[schema(value_type = Uuid, required)]
+    /// The ticket to hold for the buyer until the order is paid or expires. Give either this or
+    /// `eventId`.
+    #[serde(default)]
+    #[schema(value_type = Option<Uuid>)]
     pub ticket_id: Option<serde_json::Value>,
+    /// Instead of a ticket, an event: the cheapest of its tickets for sale that is not the
+    /// buyer's own is held.
+    #[serde(default)]
+    #[schema(value_type = Option<Uuid>)]
+    pub event_id: Option<serde_json::Value>,
+    /// With `eventId`: the most the buyer will pay, in the currency's major unit.
+    #[serde(default)]
+    #[schema(value_type = Option<f64>, minimum = 0.01, maximum = 1000000)]
+    pub max_price: Option<serde_json::Value>,
 }
 
 impl Validate for OrderBody {
     type Valid = NewOrder;
 
     fn validate(self) -> Result<NewOrder, Vec<FieldError>> {
+        let given = |value: &Option<serde_json::Value>| {
+            value.as_ref().filter(|value| !value.is_null()).is_some()
+        };
         let mut errors = FieldErrors::new();
-        let ticket_id = errors.check("ticketId", id_field(self.ticket_id.as_ref(), "Ticket id"));
-        errors.into_result(ticket_id.map(|ticket_id| NewOrder { ticket_id }))
+        let order = match (given(&self.ticket_id), given(&self.event_id)) {
+            (true, true) => {
+                errors.add("eventId", "Give a ticket id or an event id, not both");
+                None
+            }
+            (false, true) => {
+                let event_id =
+                    errors.check("eventId", id_field(self.event_id.as_ref(), "Event id"));
+                let max_price = if given(&self.max_price) {
+                    errors
+                        .check(
+                            "maxPrice",
+                            Cents::from_json(self.max_price.as_ref())
+                                .map_err(|message| message.replacen("Price", "Max price", 1)),
+                        )
+                        .map(Some)
+                } else {
+                    Some(None)
+                };
+                event_id
+                    .zip(max_price)
+                    .map(|(event_id, max_price)| NewOrder::BestAvailable {
+                        event_id,
+                        max_price,
+                    })
+            }
+            (_, false) => {
+                let ticket_id =
+                    errors.check("ticketId", id_field(self.ticket_id.as_ref(), "Ticket id"));
+                if given(&self.max_price) {
+                    errors.add("maxPrice", "Max price goes with an event id");
+                }
+                ticket_id.map(NewOrder::Ticket)
+            }
+        };
+        errors.into_result(order)
     }
 }
 
@@ -701,8 +760,8 @@ mod tests {
     fn the_ticket_id_must_be_a_uuid() {
         let id = Uuid::now_v7();
         assert_eq!(
-            body(json!({"ticketId": id.to_string()})).unwrap().ticket_id,
-            id
+            body(json!({"ticketId": id.to_string(), "eventId": null})),
+            Ok(NewOrder::Ticket(id))
         );
         for bad in [
             json!({}),
@@ -716,6 +775,48 @@ mod tests {
             let errors = body(bad.clone()).unwrap_err();
             assert_eq!(errors.len(), 1, "{bad}");
             assert_eq!(errors[0].field.as_deref(), Some("ticketId"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_event_asks_for_its_best_ticket_within_an_optional_price() {
+        let event = Uuid::now_v7();
+        assert_eq!(
+            body(json!({"eventId": event.to_string()})),
+            Ok(NewOrder::BestAvailable {
+                event_id: event,
+                max_price: None
+            })
+        );
+        assert_eq!(
+            body(json!({"eventId": event.to_string(), "maxPrice": 49.99, "ticketId": null})),
+            Ok(NewOrder::BestAvailable {
+                event_id: event,
+                max_price: Some(Cents::new(4999).unwrap())
+            })
+        );
+        for (bad, field) in [
+            (
+                json!({"eventId": event.to_string(), "ticketId": event.to_string()}),
+                "eventId",
+            ),
+            (json!({"eventId": "soon"}), "eventId"),
+            (
+                json!({"eventId": event.to_string(), "maxPrice": 0}),
+                "maxPrice",
+            ),
+            (
+                json!({"eventId": event.to_string(), "maxPrice": "50"}),
+                "maxPrice",
+            ),
+            (
+                json!({"ticketId": event.to_string(), "maxPrice": 50}),
+                "maxPrice",
+            ),
+        ] {
+            let errors = body(bad.clone()).unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad}");
+            assert_eq!(errors[0].field.as_deref(), Some(field), "{bad}");
         }
     }
 

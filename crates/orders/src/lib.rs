@@ -54,6 +54,11 @@ pub const ORDERS_MIGRATIONS: Migrations = Migrations {
             name: "payment grant",
             sql: include_str!("../migrations/sqlite/0103_payment_grant.sql"),
         },
+        Migration {
+            version: 104,
+            name: "ticket events",
+            sql: include_str!("../migrations/sqlite/0104_ticket_events.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -75,6 +80,11 @@ pub const ORDERS_MIGRATIONS: Migrations = Migrations {
             version: 103,
             name: "payment grant",
             sql: include_str!("../migrations/postgres/0103_payment_grant.sql"),
+        },
+        Migration {
+            version: 104,
+            name: "ticket events",
+            sql: include_str!("../migrations/postgres/0104_ticket_events.sql"),
         },
     ],
 };

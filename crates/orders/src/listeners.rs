@@ -47,7 +47,7 @@ impl Handler<TicketCreated> for RecordTicket {
         event: Envelope<TicketCreated>,
     ) -> Result<(), HandleError> {
         let ticket = Ticket::from_created(&event.data);
-        if store::insert_ticket(tx, &ticket).await? {
+        if store::insert_ticket(tx, &ticket, event.data.event_id).await? {
             tracing::info!(ticket = %ticket.id, version = ticket.version, "ticket replicated");
         } else {
             // The same listing announced again: the replica has it, maybe at a later version.

@@ -12,21 +12,23 @@ use common::clock::{self, from_millis, millis};
 use common::error::retry_after_seconds;
 use common::events::OrderStatus;
 use common::idempotency::{self, Idempotent, Keys};
+use common::money::Cents;
 use common::openapi::{self, ErrorBody, IdempotencyKey};
 use common::outbox::{self, Outbox};
 use common::paging::{Cursor, Page, PageQuery, Paged};
 use common::store::Dialect;
 use common::validate::{PathId, Valid};
 use common::{ApiError, ErrorCode, ServiceContext, Sessions, SignedIn, Store};
-use sqlx::AnyConnection;
+use sqlx::{Any, AnyConnection, Transaction};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::{
-    self, HoldLimits, LimitRefusal, Order, OrderBody, OrderView, PlaceError, Transition, Trigger,
+    self, HoldLimits, LimitRefusal, NewOrder, Order, OrderBody, OrderView, PlaceError, Ticket,
+    Transition, Trigger,
 };
-use crate::store::{self, Placed};
+use crate::store::{self, Contention};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -172,7 +174,9 @@ async fn show_order(
     summary = "Hold a ticket for the signed-in buyer",
     description = "The ticket is held for the buyer until the order is paid, cancelled, or \
         expires at `expiresAt` (15 minutes by default); meanwhile nobody else can order it and \
-        its price cannot be changed.",
+        its price cannot be changed. Name the ticket (`ticketId`), or an event (`eventId`, \
+        with `maxPrice` if you like) to hold the cheapest of its tickets for sale that is not \
+        your own. Buyers asking at once for an event's best ticket each get a different one.",
     params(IdempotencyKey),
     request_body = OrderBody,
     security(("session_cookie" = []), ("bearer" = [])),
@@ -186,9 +190,10 @@ async fn show_order(
                 ("cancelOrder" = (operation_id = "cancelOrder",
                     parameters(("id" = "$response.body#/id")))),
             )),
-        (status = 400, description = "`ticketId` is invalid (`invalid_field`); the ticket is \
-            held (`ticket_reserved`) or the buyer's own (`own_ticket`); the buyer holds as many \
-            as one may (`hold_limit_reached`); or the key was used with another request \
+        (status = 400, description = "A field is invalid (`invalid_field`); the ticket is \
+            held (`ticket_reserved`) or the buyer's own (`own_ticket`); no ticket of the event \
+            is for sale at the buyer's price (`sold_out`); the buyer holds as many as one may \
+            (`hold_limit_reached`); or the key was used with another request \
             (`idempotency_key_reused`)", body = ErrorBody),
         (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
         (status = 404, description = "No such ticket (`not_found`)", body = ErrorBody),
@@ -204,7 +209,22 @@ async fn create_order(
     idempotent: Idempotent,
     Valid(request): Valid<OrderBody>,
 ) -> Result<(StatusCode, Json<OrderView>), ApiError> {
-    // Stored times have millisecond precision; the answer shows what a later read will.
+    match request {
+        NewOrder::Ticket(ticket_id) => order_ticket(&state, user.id, idempotent, ticket_id).await,
+        NewOrder::BestAvailable {
+            event_id,
+            max_price,
+        } => order_best_available(&state, user.id, idempotent, event_id, max_price).await,
+    }
+}
+
+/// Holds the ticket the buyer chose.
+async fn order_ticket(
+    state: &AppState,
+    buyer: Uuid,
+    idempotent: Idempotent,
+    ticket_id: Uuid,
+) -> Result<(StatusCode, Json<OrderView>), ApiError> {
     // In a sale most buyers come for a ticket already held: they are answered from a read,
     // without taking a write transaction (on SQLite, the file's one writer) from those who can
     // still win. So is a buyer past a limit (a bot, mostly), in the same statement; the same
@@ -213,14 +233,7 @@ async fn create_order(
     if limited {
         let mut conn = state.store.pool().acquire().await?;
         let now = clock::now();
-        let outlook = store::outlook(
-            &mut conn,
-            &state.hold_limits,
-            user.id,
-            request.ticket_id,
-            now,
-        )
-        .await?;
+        let outlook = store::outlook(&mut conn, &state.hold_limits, buyer, ticket_id, now).await?;
         if outlook.ticket_held {
             return Err(already_reserved());
         }
@@ -228,57 +241,153 @@ async fn create_order(
             .hold_limits
             .check(&outlook.activity, now)
             .map_err(limit_error)?;
-    } else if store::is_held(state.store.pool(), request.ticket_id).await? {
+    } else if store::is_held(state.store.pool(), ticket_id).await? {
         return Err(already_reserved());
     }
-    let now = clock::now();
-    let expires_at = from_millis(millis(domain::expires_at(now, state.order_expiration)));
     let mut tx = state.store.begin().await?;
-    let ticket = match store::find_ticket(&mut *tx, request.ticket_id).await? {
+    let ticket = match store::find_ticket(&mut *tx, ticket_id).await? {
         Some(ticket) => ticket,
         None => {
             // Listed a moment ago, perhaps, and its ticket:created still on its way: wait for
             // it with the transaction given up, so that others' orders go on meanwhile.
             drop(tx);
-            let id = request.ticket_id;
             state
                 .arrivals
-                .look_for(id, || store::find_ticket(state.store.pool(), id))
+                .look_for(ticket_id, || {
+                    store::find_ticket(state.store.pool(), ticket_id)
+                })
                 .await?
                 .ok_or(ApiError::NotFound)?;
             tx = state.store.begin().await?;
-            store::find_ticket(&mut *tx, id)
+            store::find_ticket(&mut *tx, ticket_id)
                 .await?
                 .ok_or(ApiError::NotFound)?
         }
     };
-    let order = Order::place(user.id, &ticket, now, expires_at).map_err(|err| match err {
+    match place(state, &mut tx, buyer, &ticket).await? {
+        Some(order) => commit_order(state, tx, idempotent, &order).await,
+        None => Err(already_reserved()),
+    }
+}
+
+/// Holds the cheapest ticket of an event that the buyer may have. Buyers arriving together are
+/// spread over different tickets (see [`store::pick_best_available`]); one whose ticket was taken
+/// under them all the same tries the next, so a buyer is told that none is left only when none
+/// is.
+async fn order_best_available(
+    state: &AppState,
+    buyer: Uuid,
+    idempotent: Idempotent,
+    event_id: Uuid,
+    max_price: Option<Cents>,
+) -> Result<(StatusCode, Json<OrderView>), ApiError> {
+    let sold_out = || {
+        ApiError::BadRequest(
+            ErrorCode::SoldOut,
+            "No ticket of this event is for sale at your price".into(),
+        )
+    };
+    let wanted = |now| store::BestAvailable {
+        event_id,
+        buyer,
+        max_price,
+        cooling_since: state.hold_limits.cooling_since(now),
+    };
+    // Once an event is sold out, the buyers who still come are answered from a read, without
+    // taking a write transaction from those who can still win.
+    let mut conn = state.store.pool().acquire().await?;
+    let look = wanted(clock::now());
+    if store::pick_best_available(&mut conn, state.dialect(), &look, Contention::Look)
+        .await?
+        .is_none()
+    {
+        return Err(sold_out());
+    }
+    drop(conn);
+    loop {
+        let mut tx = state.store.begin().await?;
+        let Some(ticket) = pick_best_available(state, &mut tx, &wanted(clock::now())).await? else {
+            return Err(sold_out());
+        };
+        match place(state, &mut tx, buyer, &ticket).await? {
+            Some(order) => return commit_order(state, tx, idempotent, &order).await,
+            // Another order took it between the pick and the insert: on PostgreSQL the failed
+            // insert ended the transaction, so the next pick starts a new one, and sees it.
+            None => continue,
+        }
+    }
+}
+
+/// The best ticket for the buyer, locked: first among those no other buyer is picking, then,
+/// if none is, among all, waiting for the other buyers, since any of them may yet let theirs go.
+/// A ticket whose order was committed after the pick read the orders is passed over.
+async fn pick_best_available(
+    state: &AppState,
+    tx: &mut AnyConnection,
+    wanted: &store::BestAvailable,
+) -> Result<Option<Ticket>, ApiError> {
+    loop {
+        let mut picked =
+            store::pick_best_available(tx, state.dialect(), wanted, Contention::Skip).await?;
+        if picked.is_none() {
+            picked =
+                store::pick_best_available(tx, state.dialect(), wanted, Contention::Wait).await?;
+        }
+        match picked {
+            None => return Ok(None),
+            // A new statement, so it sees every order committed so far.
+            Some(ticket) if store::is_held(&mut *tx, ticket.id).await? => continue,
+            Some(ticket) => return Ok(Some(ticket)),
+        }
+    }
+}
+
+/// Places the buyer's order on `ticket` in `tx`, within the hold limits; `None` when another
+/// order holds the ticket.
+async fn place(
+    state: &AppState,
+    tx: &mut AnyConnection,
+    buyer: Uuid,
+    ticket: &Ticket,
+) -> Result<Option<Order>, ApiError> {
+    // Stored times have millisecond precision; the answer shows what a later read will.
+    let now = clock::now();
+    let expires_at = from_millis(millis(domain::expires_at(now, state.order_expiration)));
+    let order = Order::place(buyer, ticket, now, expires_at).map_err(|err| match err {
         PlaceError::OwnTicket => ApiError::BadRequest(
             ErrorCode::OwnTicket,
             "You cannot buy your own ticket".into(),
         ),
     })?;
-    if limited {
+    if !state.hold_limits.is_off() {
         // From here to the commit this buyer's placements take turns, so every earlier one,
         // whichever replica placed it, is counted.
-        store::lock_buyer(&mut tx, state.dialect(), user.id).await?;
-        state.check_limits(&mut tx, user.id, ticket.id).await?;
+        store::lock_buyer(tx, state.dialect(), buyer).await?;
+        state.check_limits(tx, buyer, ticket.id).await?;
     }
     // The reads before only turned away those who came too late; the unique index decides,
     // atomically, even between buyers whose transactions run at the same moment.
-    match store::insert_order(&mut tx, &order).await? {
-        Placed::Placed => {}
-        Placed::TicketTaken => {
-            return Err(already_reserved());
-        }
-    }
+    Ok(match store::insert_order(tx, &order).await? {
+        store::Placed::Placed => Some(order),
+        store::Placed::TicketTaken => None,
+    })
+}
+
+/// Announces a placed order (order:created) and records the answer under its key, in its
+/// transaction, and answers it.
+async fn commit_order(
+    state: &AppState,
+    mut tx: Transaction<'static, Any>,
+    idempotent: Idempotent,
+    order: &Order,
+) -> Result<(StatusCode, Json<OrderView>), ApiError> {
     outbox::enqueue(&mut tx, order.created_event()).await?;
-    let view = OrderView::new(&order);
+    let view = OrderView::new(order);
     idempotent
         .record_json(&mut tx, StatusCode::CREATED, &view)
         .await?;
     state.outbox.commit(tx).await?;
-    tracing::info!(order = %order.id, ticket = %ticket.id, "order placed");
+    tracing::info!(order = %order.id, ticket = %order.ticket_id, "order placed");
     Ok((StatusCode::CREATED, Json(view)))
 }
 

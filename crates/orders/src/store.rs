@@ -5,6 +5,7 @@
 
 use common::clock::{from_millis, millis};
 use common::events::OrderStatus;
+use common::money::Cents;
 use common::paging::Page;
 use common::store::{
     Dialect, cents_column, decode_error, is_unique_violation, optional_uuid_column, uuid_column,
@@ -83,21 +84,23 @@ pub(crate) async fn lock_ticket(
         .transpose()
 }
 
-/// Adds a ticket to the replica; `false` when it is there already (a redelivered or republished
-/// ticket:created), in which case nothing changes.
+/// Adds a ticket, and the event it is for if any, to the replica; `false` when it is there
+/// already (a redelivered or republished ticket:created), in which case nothing changes.
 pub(crate) async fn insert_ticket(
     conn: &mut AnyConnection,
     ticket: &Ticket,
+    event_id: Option<Uuid>,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO tickets (id, title, price_cents, user_id, version) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO tickets (id, title, price_cents, user_id, version, event_id) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
     )
     .bind(ticket.id.to_string())
     .bind(&ticket.title)
     .bind(ticket.price.get())
     .bind(ticket.user_id.to_string())
     .bind(ticket.version)
+    .bind(event_id.map(|id| id.to_string()))
     .execute(conn)
     .await?
     .rows_affected();
@@ -123,6 +126,75 @@ pub(crate) async fn update_ticket(
     .await?
     .rows_affected();
     Ok(updated == 1)
+}
+
+/// What a buyer asking for the best ticket of an event may be given.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BestAvailable {
+    pub event_id: Uuid,
+    pub buyer: Uuid,
+    /// The most the buyer will pay; `None`: any price.
+    pub max_price: Option<Cents>,
+    /// Tickets the buyer let go after this, cancelled or lapsed, are cooling down for them.
+    pub cooling_since: OffsetDateTime,
+}
+
+/// How [`pick_best_available`] treats tickets other buyers are picking at the same moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Contention {
+    /// Only looks, locking nothing: a quick answer for the buyers who come after a sell-out.
+    Look,
+    /// Passes them by, so that buyers arriving together are spread over different tickets.
+    Skip,
+    /// Waits for them: whether one is left once its buyer is done is worth knowing before
+    /// saying that none is.
+    Wait,
+}
+
+/// The cheapest ticket of an event that no order holds, not the buyer's own, within their price
+/// and not cooling down for them (the id breaks ties), locked until the end of the transaction
+/// unless only looked for.
+/// On PostgreSQL, with [`Contention::Skip`], tickets other transactions have locked are passed
+/// by (`SKIP LOCKED`), so concurrent buyers each lock a different ticket instead of all racing
+/// for the cheapest one. The orders read are as of the statement's start: a ticket whose order
+/// was committed since may still be given, and [`insert_order`]'s unique index turns it away.
+/// SQLite's one writer (`BEGIN IMMEDIATE`) needs no lock.
+pub(crate) async fn pick_best_available(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    wanted: &BestAvailable,
+    contention: Contention,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    let lock = match (dialect, contention) {
+        (Dialect::Sqlite, _) | (_, Contention::Look) => "",
+        (Dialect::Postgres, Contention::Skip) => " FOR UPDATE OF tickets SKIP LOCKED",
+        (Dialect::Postgres, Contention::Wait) => " FOR UPDATE OF tickets",
+    };
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            ticket_columns!(),
+            " FROM tickets WHERE tickets.event_id = $1 AND tickets.user_id <> $2 \
+             AND tickets.price_cents <= $3 \
+             AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.ticket_id = tickets.id \
+                 AND orders.status <> 'cancelled') \
+             AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.ticket_id = tickets.id \
+                 AND orders.user_id = $2 AND orders.status = 'cancelled' \
+                 AND orders.finished_at > $4) \
+             ORDER BY tickets.price_cents, tickets.id LIMIT 1{}"
+        ),
+        lock
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(wanted.event_id.to_string())
+        .bind(wanted.buyer.to_string())
+        .bind(wanted.max_price.map_or(i64::MAX, Cents::get))
+        .bind(millis(wanted.cooling_since))
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(ticket_from_row)
+        .transpose()
 }
 
 /// Whether an order that is not cancelled holds the ticket now. Only a quick answer for the

@@ -67,12 +67,24 @@ impl TestApp {
     /// Lists a ticket as the tickets service would (ticket:created at version 0) and waits until
     /// the replica has it.
     pub(crate) async fn list_ticket(&self, seller: Uuid, title: &str, cents: i64) -> TicketCreated {
+        self.list_ticket_for(seller, None, title, cents).await
+    }
+
+    /// [`TestApp::list_ticket`] for a ticket of `event` when given.
+    pub(crate) async fn list_ticket_for(
+        &self,
+        seller: Uuid,
+        event: Option<Uuid>,
+        title: &str,
+        cents: i64,
+    ) -> TicketCreated {
         let event = Envelope::new(TicketCreated {
             id: Uuid::now_v7(),
             version: 0,
             title: title.into(),
             price: Cents::new(cents).unwrap(),
             user_id: seller,
+            event_id: event,
         });
         let id = self.publish(&event).await;
         self.handled(id).await;

@@ -4,6 +4,7 @@
 //! payments services would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod best_available;
 mod concurrency;
 mod grants;
 mod helpers;

@@ -460,6 +460,66 @@ async fn a_buyer_orders_the_cheapest_ticket_of_an_event(market: Marketplace) {
     .await;
 }
 
+/// Buyers asking at once for an event's best ticket each get a different one, whichever orders
+/// replica answers them, until none is left.
+async fn buyers_asking_at_once_for_an_events_best_ticket_get_different_ones(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let (status, event) = seller
+        .post(
+            "/api/events",
+            json!({"name": "Flash sale", "venue": "Arena", "city": "Leeds",
+                   "startsAt": "2030-09-01T19:00", "timeZone": "Europe/London"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{event}");
+    let mut listed = Vec::new();
+    for n in 0..7 {
+        let (status, ticket) = seller
+            .post(
+                "/api/tickets",
+                json!({"title": "Arena", "price": 20 + n % 3, "eventId": event["id"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{ticket}");
+        // Wait until orders knows the ticket (its seller is refused, not told it is unknown),
+        // so that every ticket is there to be given.
+        eventually("the orders service to know the ticket", || async {
+            let (status, _) = seller
+                .post("/api/orders", json!({"ticketId": ticket["id"]}))
+                .await;
+            (status != 404).then_some(())
+        })
+        .await;
+        listed.push(ticket["id"].as_str().unwrap().to_owned());
+    }
+    let mut buyers = Vec::new();
+    for i in 0..20 {
+        let buyer = market.user();
+        buyer.sign_up(&email(&format!("buyer{i}"))).await;
+        buyers.push(buyer);
+    }
+
+    let replies = futures::future::join_all(
+        buyers
+            .iter()
+            .map(|buyer| buyer.post("/api/orders", json!({"eventId": event["id"]}))),
+    )
+    .await;
+
+    let mut held = Vec::new();
+    for (status, body) in &replies {
+        match status {
+            201 => held.push(body["ticket"]["id"].as_str().unwrap().to_owned()),
+            400 => assert_eq!(body["errors"][0]["code"], "sold_out", "{body}"),
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    held.sort();
+    listed.sort();
+    assert_eq!(held, listed, "every ticket held once");
+}
+
 macro_rules! in_both_modes {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -487,6 +547,7 @@ in_both_modes!(
     paying_and_cancelling_at_once_end_one_way,
     a_declined_card_gives_the_order_back,
     a_buyer_orders_the_cheapest_ticket_of_an_event,
+    buyers_asking_at_once_for_an_events_best_ticket_get_different_ones,
 );
 
 testkit::distributed_test! {

@@ -60,6 +60,16 @@ impl AppState {
     }
 
     /// Whether `buyer` may hold `ticket_id` now, by their orders as `conn` sees them.
+    /// From here to the commit this buyer's placements take turns, so that every earlier one,
+    /// whichever replica placed it, is counted by the limits. Nothing to wait for when the
+    /// limits are off.
+    async fn take_buyer_turn(&self, tx: &mut AnyConnection, buyer: Uuid) -> Result<(), ApiError> {
+        if !self.hold_limits.is_off() {
+            store::lock_buyer(tx, self.dialect(), buyer).await?;
+        }
+        Ok(())
+    }
+
     async fn check_limits(
         &self,
         conn: &mut AnyConnection,
@@ -192,7 +202,7 @@ async fn show_order(
             )),
         (status = 400, description = "A field is invalid (`invalid_field`); the ticket is \
             held (`ticket_reserved`) or the buyer's own (`own_ticket`); no ticket of the event \
-            is for sale at the buyer's price (`sold_out`); the buyer holds as many as one may \
+            is for sale at the buyer's price, or none was ever listed for it (`sold_out`); the buyer holds as many as one may \
             (`hold_limit_reached`); or the key was used with another request \
             (`idempotency_key_reused`)", body = ErrorBody),
         (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
@@ -264,6 +274,7 @@ async fn order_ticket(
                 .ok_or(ApiError::NotFound)?
         }
     };
+    state.take_buyer_turn(&mut tx, buyer).await?;
     match place(state, &mut tx, buyer, &ticket).await? {
         Some(order) => commit_order(state, tx, idempotent, &order).await,
         None => Err(already_reserved()),
@@ -273,7 +284,7 @@ async fn order_ticket(
 /// Holds the cheapest ticket of an event that the buyer may have. Buyers arriving together are
 /// spread over different tickets (see [`store::pick_best_available`]); one whose ticket was taken
 /// under them all the same tries the next, so a buyer is told that none is left only when none
-/// is.
+/// is. An event nobody listed a ticket for has none for sale, like one sold out.
 async fn order_best_available(
     state: &AppState,
     buyer: Uuid,
@@ -293,57 +304,56 @@ async fn order_best_available(
         max_price,
         cooling_since: state.hold_limits.cooling_since(now),
     };
-    // Once an event is sold out, the buyers who still come are answered from a read, without
-    // taking a write transaction from those who can still win.
+    // Buyers who come after the sell-out, and buyers past a limit, are answered from a read,
+    // without taking a write transaction (or, on PostgreSQL, a ticket) from those who can win.
     let mut conn = state.store.pool().acquire().await?;
-    let look = wanted(clock::now());
-    if store::pick_best_available(&mut conn, state.dialect(), &look, Contention::Look)
-        .await?
-        .is_none()
-    {
+    let now = clock::now();
+    let Some(looked) =
+        store::pick_best_available(&mut conn, state.dialect(), &wanted(now), Contention::Look)
+            .await?
+    else {
         return Err(sold_out());
+    };
+    if !state.hold_limits.is_off() {
+        state.check_limits(&mut conn, buyer, looked.id).await?;
     }
     drop(conn);
     loop {
         let mut tx = state.store.begin().await?;
-        let Some(ticket) = pick_best_available(state, &mut tx, &wanted(clock::now())).await? else {
+        // The buyer's turn before any ticket's lock, in the order a named ticket's order takes
+        // them, so that two requests of one buyer never wait for each other.
+        state.take_buyer_turn(&mut tx, buyer).await?;
+        let wanted = wanted(clock::now());
+        let mut picked =
+            store::pick_best_available(&mut tx, state.dialect(), &wanted, Contention::Skip).await?;
+        if picked.is_none() && state.dialect() == Dialect::Postgres {
+            // Every ticket left was being picked by others: wait for them, since any of them may
+            // yet let theirs go.
+            picked =
+                store::pick_best_available(&mut tx, state.dialect(), &wanted, Contention::Wait)
+                    .await?;
+        }
+        let Some(ticket) = picked else {
             return Err(sold_out());
         };
+        // Its order was committed after the pick read the orders (this is a statement of its
+        // own, so it sees it): start again, letting go of the ticket's lock at once, so that
+        // the buyers waiting on it do not wait for each other in turn.
+        if store::is_held(&mut *tx, ticket.id).await? {
+            continue;
+        }
         match place(state, &mut tx, buyer, &ticket).await? {
             Some(order) => return commit_order(state, tx, idempotent, &order).await,
-            // Another order took it between the pick and the insert: on PostgreSQL the failed
-            // insert ended the transaction, so the next pick starts a new one, and sees it.
+            // Another order took it between the pick and the insert. On PostgreSQL that failed
+            // the transaction; dropping it rolls it back, and the next pick, in a new one, sees
+            // that order.
             None => continue,
         }
     }
 }
 
-/// The best ticket for the buyer, locked: first among those no other buyer is picking, then,
-/// if none is, among all, waiting for the other buyers, since any of them may yet let theirs go.
-/// A ticket whose order was committed after the pick read the orders is passed over.
-async fn pick_best_available(
-    state: &AppState,
-    tx: &mut AnyConnection,
-    wanted: &store::BestAvailable,
-) -> Result<Option<Ticket>, ApiError> {
-    loop {
-        let mut picked =
-            store::pick_best_available(tx, state.dialect(), wanted, Contention::Skip).await?;
-        if picked.is_none() {
-            picked =
-                store::pick_best_available(tx, state.dialect(), wanted, Contention::Wait).await?;
-        }
-        match picked {
-            None => return Ok(None),
-            // A new statement, so it sees every order committed so far.
-            Some(ticket) if store::is_held(&mut *tx, ticket.id).await? => continue,
-            Some(ticket) => return Ok(Some(ticket)),
-        }
-    }
-}
-
-/// Places the buyer's order on `ticket` in `tx`, within the hold limits; `None` when another
-/// order holds the ticket.
+/// Places the buyer's order on `ticket` in `tx`, within the hold limits (the caller has taken
+/// the buyer's turn); `None` when another order holds the ticket.
 async fn place(
     state: &AppState,
     tx: &mut AnyConnection,
@@ -360,9 +370,6 @@ async fn place(
         ),
     })?;
     if !state.hold_limits.is_off() {
-        // From here to the commit this buyer's placements take turns, so every earlier one,
-        // whichever replica placed it, is counted.
-        store::lock_buyer(tx, state.dialect(), buyer).await?;
         state.check_limits(tx, buyer, ticket.id).await?;
     }
     // The reads before only turned away those who came too late; the unique index decides,

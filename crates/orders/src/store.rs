@@ -156,7 +156,8 @@ pub(crate) enum Contention {
 /// unless only looked for.
 /// On PostgreSQL, with [`Contention::Skip`], tickets other transactions have locked are passed
 /// by (`SKIP LOCKED`), so concurrent buyers each lock a different ticket instead of all racing
-/// for the cheapest one. The orders read are as of the statement's start: a ticket whose order
+/// for the cheapest one. The lock is `NO KEY UPDATE`, which an order inserted on the ticket
+/// (whose foreign key takes `KEY SHARE`) does not wait for. The orders read are as of the statement's start: a ticket whose order
 /// was committed since may still be given, and [`insert_order`]'s unique index turns it away.
 /// SQLite's one writer (`BEGIN IMMEDIATE`) needs no lock.
 pub(crate) async fn pick_best_available(
@@ -167,8 +168,8 @@ pub(crate) async fn pick_best_available(
 ) -> Result<Option<Ticket>, sqlx::Error> {
     let lock = match (dialect, contention) {
         (Dialect::Sqlite, _) | (_, Contention::Look) => "",
-        (Dialect::Postgres, Contention::Skip) => " FOR UPDATE OF tickets SKIP LOCKED",
-        (Dialect::Postgres, Contention::Wait) => " FOR UPDATE OF tickets",
+        (Dialect::Postgres, Contention::Skip) => " FOR NO KEY UPDATE OF tickets SKIP LOCKED",
+        (Dialect::Postgres, Contention::Wait) => " FOR NO KEY UPDATE OF tickets",
     };
     let sql = format!(
         concat!(

@@ -4,7 +4,7 @@
 //!
 //! A cursor is the position of the last item shown (its sort key, such as its creation time, and
 //! its id), so the next page starts strictly after it whatever was inserted meanwhile: every item
-//! present when paging began is seen exactly once. `offset` is still read, for clients written
+//! present when paging began is seen exactly once, unless its key changes meanwhile (a price). `offset` is still read, for clients written
 //! before cursors.
 
 use axum::extract::{FromRequestParts, Query};

@@ -9,9 +9,10 @@ use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use unicode_normalization::UnicodeNormalization;
-use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::char::canonical_combining_class;
 use uuid::Uuid;
 
 use crate::domain::required_text;
@@ -102,11 +103,6 @@ impl Event {
         }
     }
 
-    /// Whether the event has started at `now`: its tickets can no longer be listed.
-    pub fn has_started(&self, now: OffsetDateTime) -> bool {
-        self.starts_at <= now
-    }
-
     /// What makes two events one: see [`duplicate_key`].
     pub fn duplicate_key(&self) -> String {
         duplicate_key(
@@ -133,21 +129,37 @@ pub struct EventParts {
 
 /// Two events with this key are one: the same name and venue, written alike up to case, accents,
 /// punctuation and spacing, starting in the same minute. The store keeps it unique, so an event
-/// created twice, even at the same moment, is stored once.
+/// created twice, even at the same moment, is stored once. A hash, so that the key stays short
+/// however long the texts grow when decomposed.
 pub(crate) fn duplicate_key(name: &str, venue: &str, starts_at_millis: i64) -> String {
     let minute = starts_at_millis.div_euclid(60_000);
-    format!("{}|{}|{minute}", loose(name), loose(venue))
+    let key = format!("{}\u{1f}{}\u{1f}{minute}", loose(name), loose(venue));
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
-/// Text reduced to its words: lower case, without accents, punctuation or extra spaces.
+/// Text reduced to its words: lower case, without accents, punctuation or extra spaces. Text
+/// with no letters or digits at all (emoji, say) is kept as typed, but for case and spacing.
 fn loose(text: &str) -> String {
-    let letters: String = text
+    let folded: String = text
         .nfkd()
-        .filter(|c| !is_combining_mark(*c))
+        // Accents, which sit on a letter, go; marks that are letters of their own script, such
+        // as Indic vowel signs (class 0) and viramas (class 9), stay.
+        .filter(|c| matches!(canonical_combining_class(*c), 0 | 9))
         .flat_map(char::to_lowercase)
+        .collect();
+    let words: String = folded
+        .chars()
         .map(|c| if c.is_alphanumeric() { c } else { ' ' })
         .collect();
-    letters.split_whitespace().collect::<Vec<_>>().join(" ")
+    let words = words.split_whitespace().collect::<Vec<_>>().join(" ");
+    if words.is_empty() {
+        folded.split_whitespace().collect::<Vec<_>>().join(" ")
+    } else {
+        words
+    }
 }
 
 /// A valid event: what creating one needs.
@@ -271,10 +283,18 @@ fn start(
     if text.is_empty() {
         return Err("Start time is required".into());
     }
+    // A date and a time, nothing more: a date alone is not a start, and a bracketed zone would
+    // be another zone than `timeZone`.
+    let has_time = text
+        .get(10..)
+        .is_some_and(|rest| rest.starts_with(['T', 't', ' ']));
     let unreadable = || {
         "Start time must be a date and time such as 2027-06-12T20:00 or 2027-06-13T00:00:00Z"
             .to_string()
     };
+    if !has_time || text.contains('[') {
+        return Err(unreadable());
+    }
     let starts_at = match text.parse::<Timestamp>() {
         Ok(instant) => instant,
         Err(_) => text
@@ -408,6 +428,16 @@ mod tests {
                  2027-06-13T00:00:00Z",
             ),
             ("", "Start time is required"),
+            (
+                "2027-06-12",
+                "Start time must be a date and time such as 2027-06-12T20:00 or \
+                 2027-06-13T00:00:00Z",
+            ),
+            (
+                "2027-06-12T20:00[Asia/Tokyo]",
+                "Start time must be a date and time such as 2027-06-12T20:00 or \
+                 2027-06-13T00:00:00Z",
+            ),
         ] {
             let errors = body(radiohead(start, "UTC")).unwrap_err();
             assert_eq!(
@@ -449,6 +479,27 @@ mod tests {
         assert_ne!(
             duplicate_key("Radiohead II", "Madison Square Garden", at),
             key
+        );
+        assert_eq!(key.len(), 64);
+        // However long a text grows when decomposed, the key does not.
+        assert_eq!(duplicate_key(&"\u{FDFA}".repeat(200), "V", at).len(), 64);
+    }
+
+    #[test]
+    fn names_without_letters_or_that_differ_in_a_vowel_sign_are_different_events() {
+        let at = 1_812_844_800_000;
+        assert_ne!(
+            duplicate_key("!!!", "Club", at),
+            duplicate_key("???", "Club", at)
+        );
+        assert_ne!(
+            duplicate_key("🎸🎸", "Club", at),
+            duplicate_key("🎻", "Club", at)
+        );
+        // Devanagari: कमल and कुमल differ in a vowel sign only.
+        assert_ne!(
+            duplicate_key("\u{915}\u{92E}\u{932}", "Club", at),
+            duplicate_key("\u{915}\u{941}\u{92E}\u{932}", "Club", at)
         );
     }
 }

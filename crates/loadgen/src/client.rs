@@ -216,8 +216,18 @@ impl Api {
             .await
     }
 
-    pub(crate) async fn create_ticket(&self, seller: &Session, title: &str, price: f64) -> Call {
-        let body = json!({"title": title, "price": price});
+    /// Lists a ticket, for `event` when given.
+    pub(crate) async fn create_ticket(
+        &self,
+        seller: &Session,
+        title: &str,
+        price: f64,
+        event: Option<&str>,
+    ) -> Call {
+        let mut body = json!({"title": title, "price": price});
+        if let Some(event) = event {
+            body["eventId"] = json!(event);
+        }
         let request = self.http.post(self.url("/api/tickets")).json(&body);
         self.send(self.once(request, seller)).await
     }
@@ -229,6 +239,26 @@ impl Api {
     pub(crate) async fn show_ticket(&self, id: &str) -> Call {
         self.send(self.http.get(self.url(&format!("/api/tickets/{id}"))))
             .await
+    }
+
+    /// Creates an event at the venue "Loadgen Arena", starting `days_ahead` days from now.
+    pub(crate) async fn create_event(&self, user: &Session, name: &str, days_ahead: i64) -> Call {
+        let starts_at = time::OffsetDateTime::now_utc() + time::Duration::days(days_ahead);
+        let body = json!({
+            "name": name, "venue": "Loadgen Arena", "city": "London",
+            "startsAt": starts_at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            "timeZone": "Europe/London",
+        });
+        let request = self.http.post(self.url("/api/events")).json(&body);
+        self.send(self.signed_in(request, user)).await
+    }
+
+    /// Asks to hold the best available ticket of `event_id`.
+    pub(crate) async fn order_best_available(&self, buyer: &Session, event_id: &str) -> Call {
+        let body = json!({"eventId": event_id});
+        let request = self.http.post(self.url("/api/orders")).json(&body);
+        self.send(self.once(request, buyer)).await
     }
 
     pub(crate) async fn create_order(&self, buyer: &Session, ticket_id: &str) -> Call {

@@ -55,6 +55,10 @@ pub struct Settings {
     #[arg(long, value_parser = parse_duration)]
     #[serde(serialize_with = "optional_seconds")]
     pub sale_for: Option<Duration>,
+    /// Flash-sale buyers ask for the best available ticket of the sale's event
+    /// (`POST /api/orders {eventId}`) instead of each picking a ticket they have not seen taken.
+    #[arg(long)]
+    pub best_available: bool,
     /// Share of the flash-sale winners who pay for their ticket.
     #[arg(long, default_value_t = 0.5)]
     pub pay_share: f64,

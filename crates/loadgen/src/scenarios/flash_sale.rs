@@ -2,8 +2,12 @@
 //! already reserved" tries another ticket they have not yet seen taken, until every ticket is
 //! known to be taken; then a share of the winners pay. The headline figure is reserve attempts
 //! per second: every `POST /api/orders`, 201 or 400.
+//!
+//! With `--best-available` each round's tickets are for an event of their own, and a buyer asks
+//! for the event's best ticket instead of picking one: they are given one, or told it is sold
+//! out and leave. Reservations per second (201s until every ticket is held) compare the two.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,11 +27,12 @@ use crate::report::ScenarioReport;
 use crate::stats::{Distribution, Operation, Pacer, per_second};
 
 const ALREADY_RESERVED: &str = "ticket_reserved";
+const SOLD_OUT: &str = "sold_out";
 /// How often a sampled order's ticket is read while waiting for the reservation to show.
 const LAG_POLL: Duration = Duration::from_millis(5);
 /// How long a sampled order is watched before its lag counts as lost.
 const LAG_GIVE_UP: Duration = Duration::from_secs(10);
-/// A sale with no 201 and no "already reserved" for this long is called off.
+/// A sale with no 201, no "already reserved" and no "sold out" for this long is called off.
 const STALL: Duration = Duration::from_secs(15);
 /// Tries of a payment that orders' replica in payments does not know yet (404). Payments waits
 /// for such an order itself, so these are counted: each is a buyer told "not found".
@@ -74,6 +79,7 @@ struct Tally {
     reserve: Operation,
     reserved: AtomicU64,
     already_reserved: AtomicU64,
+    sold_out: AtomicU64,
     other_answers: AtomicU64,
     lag: Arc<Distribution>,
     lag_lost: Arc<AtomicU64>,
@@ -87,6 +93,10 @@ struct Sale {
     cast: Arc<Cast>,
     tally: Arc<Tally>,
     tickets: Vec<String>,
+    /// Each ticket's place in `tickets`, by id: the ticket a best-available order was given.
+    ticket_index: HashMap<String, usize>,
+    /// With `--best-available`, the round's event.
+    event: Option<String>,
     /// Someone has been told the ticket is taken (201 or 400).
     taken: Vec<AtomicBool>,
     taken_count: AtomicUsize,
@@ -98,7 +108,7 @@ struct Sale {
     pacer: Pacer,
     deadline: Instant,
     started: Instant,
-    /// Milliseconds from `started` to the latest 201 or "already reserved".
+    /// Milliseconds from `started` to the latest 201, "already reserved" or "sold out".
     last_progress_ms: AtomicU64,
     lag_watchers: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -110,8 +120,8 @@ impl Sale {
             || self.stalled()
     }
 
-    /// No attempt has been answered 201 or "already reserved" for a while: the marketplace is
-    /// away or failing, and the sale would only spin until its timeout.
+    /// No attempt has been answered 201, "already reserved" or "sold out" for a while: the
+    /// marketplace is away or failing, and the sale would only spin until its timeout.
     fn stalled(&self) -> bool {
         let last = Duration::from_millis(self.last_progress_ms.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last) > STALL
@@ -163,6 +173,7 @@ pub(crate) async fn run(
         reserve: Operation::new("POST /api/orders", &[201, 400]),
         reserved: AtomicU64::new(0),
         already_reserved: AtomicU64::new(0),
+        sold_out: AtomicU64::new(0),
         other_answers: AtomicU64::new(0),
         lag: Arc::new(Distribution::default()),
         lag_lost: Arc::new(AtomicU64::new(0)),
@@ -188,12 +199,32 @@ pub(crate) async fn run(
         if round >= least_rounds && !time_left {
             break;
         }
+        let event = if settings.best_available {
+            let event = create_event(ctx, cast, round).await;
+            if event.is_none() {
+                report.notes.push(format!(
+                    "round {}: the sale's event could not be created",
+                    round + 1
+                ));
+                break;
+            }
+            event
+        } else {
+            None
+        };
         let fresh;
-        let round_listings = if round == 0 {
+        let round_listings = if round == 0 && event.is_none() {
             listings
         } else {
-            fresh =
-                super::list_tickets(ctx, cast, listings.len(), "Flash sale seat", &listing).await;
+            fresh = super::list_tickets(
+                ctx,
+                cast,
+                listings.len(),
+                "Flash sale seat",
+                event.as_deref(),
+                &listing,
+            )
+            .await;
             extra_listings.extend(fresh.iter().cloned());
             &fresh[..]
         };
@@ -210,6 +241,7 @@ pub(crate) async fn run(
             cast,
             &tally,
             round_listings,
+            event,
             round,
             least_rounds.max(round + 1),
         )
@@ -219,7 +251,7 @@ pub(crate) async fn run(
         tickets_sold_out += outcome.taken;
         if outcome.stalled {
             report.notes.push(format!(
-                "round {}: called off after {} s without a 201 or an \"already reserved\"",
+                "round {}: called off after {} s without a 201, an \"already reserved\" or a \"sold out\"",
                 round + 1,
                 STALL.as_secs()
             ));
@@ -260,6 +292,7 @@ pub(crate) async fn run(
     }
 
     let attempts = tally.reserve.count();
+    let reserved = tally.reserved.load(Ordering::Relaxed);
     report.elapsed_s = started.elapsed().as_secs_f64();
     // Rates over the time the races (and the payments) ran, not over the rounds' listing.
     let mut reserve = tally.reserve.summary();
@@ -279,15 +312,17 @@ pub(crate) async fn run(
         ("buyers", cast.buyers.len() as f64),
         ("reserve_attempts", attempts as f64),
         ("reserve_attempts_per_s", per_second(attempts, sale_time)),
+        ("reservations_per_s", per_second(reserved, sale_time)),
         ("sale_s", sale_time.as_secs_f64()),
         ("tickets_seen_taken", tickets_sold_out as f64),
-        (
-            "reserved_201",
-            tally.reserved.load(Ordering::Relaxed) as f64,
-        ),
+        ("reserved_201", reserved as f64),
         (
             "already_reserved_400",
             tally.already_reserved.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "sold_out_400",
+            tally.sold_out.load(Ordering::Relaxed) as f64,
         ),
         (
             "other_answers",
@@ -301,9 +336,14 @@ pub(crate) async fn run(
             tally.lag_lost.load(Ordering::Relaxed) as f64,
         ),
     ];
+    if settings.best_available {
+        report.notes.push(
+            "best available: each buyer asked for the best ticket of the round's event".into(),
+        );
+    }
     report.notes.push(format!(
         "reserve attempts per second count every POST /api/orders (201 and 400) over the time \
-         the races ran; propagation lag: from an order's 201 to GET /api/tickets/{{id}} showing \
+         the races ran, reservations per second the 201s; propagation lag: from an order's 201 to GET /api/tickets/{{id}} showing \
          it, polled every {} ms (an upper bound)",
         LAG_POLL.as_millis()
     ));
@@ -317,12 +357,29 @@ struct RoundOutcome {
     stalled: bool,
 }
 
+/// Creates the event of a best-available round, as the first seller; `None` if it cannot be.
+async fn create_event(ctx: &Context, cast: &Cast, round: usize) -> Option<String> {
+    let seller = cast.sellers.first()?;
+    let name = format!("Flash sale {} round {}", ctx.run_id, round + 1);
+    // Days apart, so that no round's event is another's.
+    let days_ahead = 30 + i64::try_from(round).unwrap_or(0);
+    let call = ctx.api.create_event(seller, &name, days_ahead).await;
+    #[derive(serde::Deserialize)]
+    struct Created {
+        id: String,
+    }
+    call.answer_with(201)
+        .and_then(|answer| answer.json::<Created>())
+        .map(|event| event.id)
+}
+
 /// One race: every buyer against the round's tickets until all are seen taken.
 async fn sell(
     ctx: &Arc<Context>,
     cast: &Arc<Cast>,
     tally: &Arc<Tally>,
     listings: &[Listing],
+    event: Option<String>,
     round: usize,
     rounds: usize,
 ) -> RoundOutcome {
@@ -338,6 +395,12 @@ async fn sell(
         cast: Arc::clone(cast),
         tally: Arc::clone(tally),
         tickets: listings.iter().map(|l| l.id.clone()).collect(),
+        ticket_index: listings
+            .iter()
+            .enumerate()
+            .map(|(n, l)| (l.id.clone(), n))
+            .collect(),
+        event,
         taken: listings.iter().map(|_| AtomicBool::new(false)).collect(),
         taken_count: AtomicUsize::new(0),
         still_shopping: AtomicUsize::new(shoppers.len()),
@@ -412,31 +475,50 @@ async fn shop(sale: Arc<Sale>) {
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         };
-        let Some(ticket) = shopper.pick(&mut rng, tickets) else {
-            sale.leaves();
-            continue;
+        // The ticket a buyer picks, or, asking for the event's best, none yet.
+        let picked = match &sale.event {
+            Some(_) => None,
+            None => {
+                let Some(ticket) = shopper.pick(&mut rng, tickets) else {
+                    sale.leaves();
+                    continue;
+                };
+                Some(ticket)
+            }
         };
         let due = sale.pacer.next_slot().await;
         if sale.is_over() {
             break;
         }
-        let (Some(buyer), Some(ticket_id)) = (
-            sale.cast.buyers.get(shopper.buyer),
-            sale.tickets.get(ticket),
-        ) else {
+        let Some(buyer) = sale.cast.buyers.get(shopper.buyer) else {
             sale.leaves();
             continue;
         };
-        let call = sale.ctx.api.create_order(buyer, ticket_id).await;
+        let call = match (&sale.event, picked.and_then(|t| sale.tickets.get(t))) {
+            (Some(event), _) => sale.ctx.api.order_best_available(buyer, event).await,
+            (None, Some(ticket_id)) => sale.ctx.api.create_order(buyer, ticket_id).await,
+            (None, None) => {
+                sale.leaves();
+                continue;
+            }
+        };
         sale.tally.reserve.record_since(due, &call);
         match attempt_result(&call) {
             Attempt::Won(order) => {
+                let Some(ticket) =
+                    picked.or_else(|| sale.ticket_index.get(&order.ticket.id).copied())
+                else {
+                    // A ticket of the event that this round did not list: not ours to count.
+                    sale.tally.other_answers.fetch_add(1, Ordering::Relaxed);
+                    sale.leaves();
+                    continue;
+                };
                 sale.progressed();
                 sale.mark_taken(ticket);
                 sale.leaves();
                 let wins = sale.tally.reserved.fetch_add(1, Ordering::Relaxed) as usize;
                 if wins.is_multiple_of(sale.tally.lag_every) {
-                    watch_propagation(&sale, &call, &order, ticket_id);
+                    watch_propagation(&sale, &call, &order, &order.ticket.id);
                 }
                 let win = Win {
                     buyer: shopper.buyer,
@@ -449,7 +531,17 @@ async fn shop(sale: Arc<Sale>) {
                     wins.push(win);
                 }
             }
+            Attempt::SoldOut => {
+                sale.progressed();
+                sale.tally.sold_out.fetch_add(1, Ordering::Relaxed);
+                sale.leaves();
+            }
             Attempt::Taken => {
+                let Some(ticket) = picked else {
+                    sale.tally.other_answers.fetch_add(1, Ordering::Relaxed);
+                    sale.queue_again(shopper);
+                    continue;
+                };
                 sale.progressed();
                 sale.mark_taken(ticket);
                 sale.tally.already_reserved.fetch_add(1, Ordering::Relaxed);
@@ -471,7 +563,11 @@ async fn shop(sale: Arc<Sale>) {
 enum Attempt {
     Won(OrderView),
     Taken,
-    Other { failing: bool },
+    /// Asked for an event's best ticket: none is left.
+    SoldOut,
+    Other {
+        failing: bool,
+    },
 }
 
 fn attempt_result(call: &Call) -> Attempt {
@@ -484,6 +580,9 @@ fn attempt_result(call: &Call) -> Attempt {
             if answer.status == 400 && answer.error_code().as_deref() == Some(ALREADY_RESERVED) =>
         {
             Attempt::Taken
+        }
+        Ok(answer) if answer.status == 400 && answer.error_code().as_deref() == Some(SOLD_OUT) => {
+            Attempt::SoldOut
         }
         Ok(answer) => Attempt::Other {
             failing: answer.status >= 500,
@@ -594,7 +693,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_already_reserved_answer_counts_as_taken() {
+    fn only_the_already_reserved_answer_counts_as_taken_and_sold_out_as_sold_out() {
         let answer = |status, body: &'static str| Call {
             started: Instant::now(),
             finished: Instant::now(),
@@ -613,7 +712,12 @@ mod tests {
             400,
             r#"{"errors":[{"message":"You cannot buy your own ticket","code":"own_ticket"}]}"#,
         );
+        let sold_out = answer(
+            400,
+            r#"{"errors":[{"message":"No ticket of this event is for sale at your price","code":"sold_out"}]}"#,
+        );
         assert!(matches!(attempt_result(&taken), Attempt::Taken));
+        assert!(matches!(attempt_result(&sold_out), Attempt::SoldOut));
         assert!(matches!(
             attempt_result(&own),
             Attempt::Other { failing: false }

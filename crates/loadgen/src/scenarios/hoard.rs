@@ -43,6 +43,7 @@ pub(crate) async fn run(
         cast,
         ctx.settings.hoard_tickets,
         "Hoarded seat",
+        None,
         &listing,
     )
     .await;

@@ -75,7 +75,7 @@ pub(crate) async fn run(
         let holds = settings.holds;
         move || format!("listed {}/{holds}", listing.count())
     });
-    let listings = list_tickets(ctx, cast, settings.holds, "Held seat", &listing).await;
+    let listings = list_tickets(ctx, cast, settings.holds, "Held seat", None, &listing).await;
     progress.finish().await;
     // The last ticket each seller listed is the latest its events carried; once orders knows
     // it, the few earlier ones still in flight are waited for by orders itself.

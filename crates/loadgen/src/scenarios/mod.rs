@@ -74,7 +74,7 @@ pub(crate) async fn set_up(ctx: &Context, tickets: usize) -> (Cast, Vec<Listing>
     let buyers = sign_up_many(ctx, "buyer", ctx.settings.buyers, &signup).await;
     let sellers = sign_up_many(ctx, "seller", ctx.settings.sellers, &signup).await;
     let cast = Cast { buyers, sellers };
-    let listings = list_tickets(ctx, &cast, tickets, "Flash sale seat", &listing).await;
+    let listings = list_tickets(ctx, &cast, tickets, "Flash sale seat", None, &listing).await;
     progress.finish().await;
 
     let mut report = ScenarioReport::new("setup", "setup: sign-ups and listings");
@@ -114,12 +114,13 @@ async fn sign_up_many(ctx: &Context, role: &str, count: usize, op: &Operation) -
         .await
 }
 
-/// Lists `count` tickets, spread over the sellers, titled `<title> <n>`.
+/// Lists `count` tickets, spread over the sellers, titled `<title> <n>`, for `event` if given.
 pub(crate) async fn list_tickets(
     ctx: &Context,
     cast: &Cast,
     count: usize,
     title: &str,
+    event: Option<&str>,
     op: &Operation,
 ) -> Vec<Listing> {
     if cast.sellers.is_empty() {
@@ -135,7 +136,7 @@ pub(crate) async fn list_tickets(
             for attempt in 0..SETUP_TRIES {
                 let call = ctx
                     .api
-                    .create_ticket(&cast.sellers[seller], &name, price)
+                    .create_ticket(&cast.sellers[seller], &name, price, event)
                     .await;
                 op.record(&call);
                 if let Some(ticket) = call.answer_with(201).and_then(|a| a.json::<TicketView>()) {

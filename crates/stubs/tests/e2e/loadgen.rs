@@ -72,6 +72,50 @@ async fn a_flash_sale_sells_every_ticket_exactly_once_and_every_hold_lapses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_best_available_flash_sale_holds_every_ticket_exactly_once() {
+    let marketplace = Marketplace::embedded("5m");
+    let base = marketplace.base();
+    let settings = Settings::parse_from([
+        "loadgen",
+        "--url",
+        &base,
+        "--scenario",
+        "flash-sale",
+        "--best-available",
+        "--buyers",
+        "30",
+        "--sellers",
+        "2",
+        "--tickets",
+        &TICKETS.to_string(),
+        "--sale-rounds",
+        "2",
+        "--concurrency",
+        "16",
+    ]);
+
+    let report = loadgen::run(settings).await.expect("the run takes place");
+
+    let failed: Vec<_> = report.invariants.iter().filter(|v| !v.passed).collect();
+    assert!(failed.is_empty(), "invariants failed: {failed:#?}");
+    let sale = report.scenario("flash_sale").expect("the sale ran");
+    let figure = |key: &str| sale.figure(key).unwrap_or_else(|| panic!("no {key}"));
+    // Each round's event had its own tickets, and every one was held once, by asking for the best.
+    assert_eq!(figure("reserved_201"), 2.0 * TICKETS as f64, "{sale:#?}");
+    assert_eq!(figure("tickets_seen_taken"), 2.0 * TICKETS as f64);
+    assert_eq!(figure("already_reserved_400"), 0.0, "{sale:#?}");
+    assert_eq!(figure("other_answers"), 0.0, "{sale:#?}");
+    let wins = report
+        .invariants
+        .iter()
+        .find(|v| v.name == loadgen::invariants::NO_OVERLAPPING_SALES)
+        .unwrap();
+    assert_eq!(wins.checked, 2 * TICKETS);
+
+    assert!(marketplace.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hoarding_bot_gets_no_more_than_the_limits_allow() {
     let marketplace = Marketplace::embedded("5m");
     let base = marketplace.base();

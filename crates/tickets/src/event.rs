@@ -64,42 +64,19 @@ pub struct Event {
 impl Event {
     /// An event just created by `user`, with nothing on sale yet.
     pub fn created(details: NewEvent, user: Uuid, created_at: OffsetDateTime) -> Self {
-        Self::from_parts(EventParts {
+        let starts_at_millis = details.starts_at.as_millisecond();
+        Self {
             id: Uuid::now_v7(),
             name: details.name,
             venue: details.venue,
             city: details.city,
-            starts_at_millis: details.starts_at.as_millisecond(),
+            starts_at: common::clock::from_millis(starts_at_millis),
+            local_starts_at: on_venue_clocks(starts_at_millis, &details.time_zone),
             time_zone: details.time_zone,
             user_id: user,
             created_at,
             tickets_for_sale: 0,
             lowest_price: None,
-        })
-    }
-
-    /// An event from what the store keeps. The local start is worked out from the time zone; a
-    /// zone the database no longer knows shows the start in UTC rather than failing.
-    pub fn from_parts(parts: EventParts) -> Self {
-        let starts_at =
-            Timestamp::from_millisecond(parts.starts_at_millis).unwrap_or(Timestamp::UNIX_EPOCH);
-        let zone = TimeZone::get(&parts.time_zone).unwrap_or(TimeZone::UTC);
-        let local_starts_at = starts_at
-            .to_zoned_datetime(zone)
-            .strftime("%Y-%m-%dT%H:%M:%S%:z")
-            .to_string();
-        Self {
-            id: parts.id,
-            name: parts.name,
-            venue: parts.venue,
-            city: parts.city,
-            starts_at: common::clock::from_millis(parts.starts_at_millis),
-            time_zone: parts.time_zone,
-            local_starts_at,
-            user_id: parts.user_id,
-            created_at: parts.created_at,
-            tickets_for_sale: parts.tickets_for_sale,
-            lowest_price: parts.lowest_price,
         }
     }
 
@@ -113,18 +90,15 @@ impl Event {
     }
 }
 
-/// An event's columns as the store reads them.
-pub struct EventParts {
-    pub id: Uuid,
-    pub name: String,
-    pub venue: String,
-    pub city: String,
-    pub starts_at_millis: i64,
-    pub time_zone: String,
-    pub user_id: Uuid,
-    pub created_at: OffsetDateTime,
-    pub tickets_for_sale: i64,
-    pub lowest_price: Option<Cents>,
+/// A start as clocks in `time_zone` show it, with that day's offset: what `localStartsAt` says.
+/// A zone the zone database no longer knows shows the start in UTC rather than failing.
+pub(crate) fn on_venue_clocks(starts_at_millis: i64, time_zone: &str) -> String {
+    let starts_at = Timestamp::from_millisecond(starts_at_millis).unwrap_or(Timestamp::UNIX_EPOCH);
+    let zone = TimeZone::get(time_zone).unwrap_or(TimeZone::UTC);
+    starts_at
+        .to_zoned_datetime(zone)
+        .strftime("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
 }
 
 /// Two events with this key are one: the same name and venue, written alike up to case, accents,

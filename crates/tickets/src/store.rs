@@ -5,7 +5,7 @@
 use common::clock::{from_millis, millis, now_millis};
 use common::events::OrderTicket;
 use common::money::Cents;
-use common::store::{Dialect, cents_column, decode_error, parse_uuid, uuid_column};
+use common::store::{Dialect, cents_column, decode_error, optional_uuid_column, uuid_column};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 use common::paging::Page;
 
 use crate::domain::{NewTicket, Seat, Ticket};
-use crate::event::{Event, EventParts};
+use crate::event::{Event, on_venue_clocks};
 
 /// The columns a [`Ticket`] is read from, as a literal so statements stay `&'static str`.
 macro_rules! columns {
@@ -218,21 +218,15 @@ pub async fn lock_for_order(
 }
 
 fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
-    let order_id: Option<String> = row.try_get("order_id")?;
-    let event_id: Option<String> = row.try_get("event_id")?;
     Ok(Ticket {
         id: uuid_column(row, "id")?,
         title: row.try_get("title")?,
         price: cents_column(row, "price_cents")?,
         user_id: uuid_column(row, "user_id")?,
         version: row.try_get("version")?,
-        order_id: order_id
-            .map(|raw| parse_uuid("order_id", &raw))
-            .transpose()?,
+        order_id: optional_uuid_column(row, "order_id")?,
         created_at: from_millis(row.try_get("created_at")?),
-        event_id: event_id
-            .map(|raw| parse_uuid("event_id", &raw))
-            .transpose()?,
+        event_id: optional_uuid_column(row, "event_id")?,
         seat: Seat {
             section: row.try_get("seat_section")?,
             row: row.try_get("seat_row")?,
@@ -377,14 +371,17 @@ pub async fn list_event_tickets_for_sale(
 }
 
 fn event_from_row(row: &AnyRow) -> Result<Event, sqlx::Error> {
+    let starts_at: i64 = row.try_get("starts_at")?;
+    let time_zone: String = row.try_get("time_zone")?;
     let lowest: Option<i64> = row.try_get("lowest_price_cents")?;
-    Ok(Event::from_parts(EventParts {
+    Ok(Event {
         id: uuid_column(row, "id")?,
         name: row.try_get("name")?,
         venue: row.try_get("venue")?,
         city: row.try_get("city")?,
-        starts_at_millis: row.try_get("starts_at")?,
-        time_zone: row.try_get("time_zone")?,
+        starts_at: from_millis(starts_at),
+        local_starts_at: on_venue_clocks(starts_at, &time_zone),
+        time_zone,
         user_id: uuid_column(row, "user_id")?,
         created_at: from_millis(row.try_get("created_at")?),
         tickets_for_sale: row.try_get("tickets_for_sale")?,
@@ -393,5 +390,5 @@ fn event_from_row(row: &AnyRow) -> Result<Event, sqlx::Error> {
                 Cents::new(cents).map_err(|reason| decode_error("lowest_price_cents", reason))
             })
             .transpose()?,
-    }))
+    })
 }

@@ -361,9 +361,8 @@ struct RoundOutcome {
 async fn create_event(ctx: &Context, cast: &Cast, round: usize) -> Option<String> {
     let seller = cast.sellers.first()?;
     let name = format!("Flash sale {} round {}", ctx.run_id, round + 1);
-    // Days apart, so that no round's event is another's.
-    let days_ahead = 30 + i64::try_from(round).unwrap_or(0);
-    let call = ctx.api.create_event(seller, &name, days_ahead).await;
+    // Its name, unique to the run and round, keeps it from being another round's event.
+    let call = ctx.api.create_event(seller, &name, 30).await;
     #[derive(serde::Deserialize)]
     struct Created {
         id: String,

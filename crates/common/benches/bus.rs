@@ -95,6 +95,7 @@ async fn fill_outbox(store: &Store, events: usize) -> Uuid {
                 price: Cents::new(2500).unwrap(),
                 user_id: Uuid::now_v7(),
                 event_id: None,
+                event_starts_at: None,
             };
             last = ticket.id;
             outbox::enqueue(&mut tx, ticket).await.unwrap();

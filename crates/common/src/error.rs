@@ -67,6 +67,8 @@ pub enum ErrorCode {
     /// Asked for the best ticket of an event, the buyer found none for sale within their price
     /// (none that is not their own).
     SoldOut,
+    /// The ticket's event has started, and with it the ticket's sale ended.
+    SaleEnded,
     /// The buyer holds as many unpaid orders as one buyer may.
     HoldLimitReached,
     /// The buyer let this ticket go a moment ago and must wait (`Retry-After`).

@@ -151,6 +151,14 @@ pub struct TicketCreated {
     /// listing of no event reads as it did before events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
+    /// When that event starts, and with it the ticket's sale ends; never changes. Left out with
+    /// `eventId`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub event_starts_at: Option<OffsetDateTime>,
 }
 
 impl EventData for TicketCreated {
@@ -435,6 +443,7 @@ mod tests {
             price: Cents::new(1999).unwrap(),
             user_id: Uuid::now_v7(),
             event_id: None,
+            event_starts_at: None,
         });
         let bytes = envelope.encode().unwrap();
         assert_eq!(Envelope::<TicketCreated>::decode(&bytes).unwrap(), envelope);
@@ -443,6 +452,37 @@ mod tests {
             Err(DecodeError::WrongType { .. })
         ));
         assert!(Envelope::<TicketCreated>::decode(b"{").is_err());
+    }
+
+    #[test]
+    fn a_listing_names_its_event_and_start_or_neither() {
+        let plain = TicketCreated {
+            id: Uuid::nil(),
+            version: 0,
+            title: "Concert".into(),
+            price: Cents::new(1999).unwrap(),
+            user_id: Uuid::nil(),
+            event_id: None,
+            event_starts_at: None,
+        };
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("eventId").is_none() && json.get("eventStartsAt").is_none());
+        assert_eq!(
+            serde_json::from_value::<TicketCreated>(json).unwrap(),
+            plain
+        );
+
+        let of_event = TicketCreated {
+            event_id: Some(Uuid::nil()),
+            event_starts_at: Some(time::macros::datetime!(2030-06-13 00:00 UTC)),
+            ..plain
+        };
+        let json = serde_json::to_value(&of_event).unwrap();
+        assert_eq!(json["eventStartsAt"], "2030-06-13T00:00:00Z");
+        assert_eq!(
+            serde_json::from_value::<TicketCreated>(json).unwrap(),
+            of_event
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::FieldError;
 use common::events::{
     OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OrderTicket, OrderUpdated,
-    TicketCreated, TicketRef, TicketUpdated,
+    TicketCreated, TicketRef,
 };
 use common::money::{self, Cents};
 use common::validate::{FieldErrors, Validate, id_field};
@@ -35,6 +35,9 @@ pub struct Ticket {
     pub user_id: Uuid,
     /// The version of the last ticket event applied.
     pub version: i64,
+    /// When the event the ticket is for starts, and its sale ends; `None` for a ticket of no
+    /// event (or one listed before listings told it). Never changes.
+    pub sale_ends_at: Option<OffsetDateTime>,
 }
 
 impl Ticket {
@@ -46,18 +49,13 @@ impl Ticket {
             price: event.price,
             user_id: event.user_id,
             version: event.version,
+            sale_ends_at: event.event_starts_at,
         }
     }
 
-    /// The replica's view of a ticket after a change.
-    pub fn from_updated(event: &TicketUpdated) -> Self {
-        Self {
-            id: event.id,
-            title: event.title.clone(),
-            price: event.price,
-            user_id: event.user_id,
-            version: event.version,
-        }
+    /// Whether the ticket's sale is over at `now`: its event has started.
+    pub fn sale_has_ended(&self, now: OffsetDateTime) -> bool {
+        self.sale_ends_at.is_some_and(|end| end <= now)
     }
 }
 
@@ -89,11 +87,15 @@ pub struct Order {
 pub enum PlaceError {
     /// The buyer is the seller.
     OwnTicket,
+    /// The ticket's event has started.
+    SaleEnded,
 }
 
 impl Order {
-    /// A new order by `buyer` on `ticket`, version 0, status created. A seller cannot buy their
-    /// own ticket: it would lock it away from real buyers and pay the seller their own money.
+    /// A new order by `buyer` on `ticket`, version 0, status created, expiring at `expires_at`
+    /// or when the ticket's sale ends, whichever comes first: so the expiry that lets an unpaid
+    /// hold go also ends it when the event starts. A seller cannot buy their own ticket: it would
+    /// lock it away from real buyers and pay the seller their own money.
     pub fn place(
         buyer: Uuid,
         ticket: &Ticket,
@@ -103,6 +105,12 @@ impl Order {
         if ticket.user_id == buyer {
             return Err(PlaceError::OwnTicket);
         }
+        if ticket.sale_has_ended(now) {
+            return Err(PlaceError::SaleEnded);
+        }
+        let expires_at = ticket
+            .sale_ends_at
+            .map_or(expires_at, |end| end.min(expires_at));
         Ok(Self {
             id: Uuid::now_v7(),
             user_id: buyer,
@@ -544,6 +552,7 @@ mod tests {
             price: Cents::new(1999).unwrap(),
             user_id: seller,
             version: 3,
+            sale_ends_at: None,
         }
     }
 
@@ -732,6 +741,27 @@ mod tests {
             Order::place(seller, &ticket, now, expires),
             Err(PlaceError::OwnTicket)
         );
+    }
+
+    #[test]
+    fn a_hold_on_a_ticket_of_an_event_ends_when_the_event_starts_if_not_before() {
+        let now = datetime!(2026-11-25 12:00 UTC);
+        let expires = expires_at(now, DEFAULT_ORDER_EXPIRATION);
+        let starting_at = |start| Ticket {
+            sale_ends_at: Some(start),
+            ..ticket(Uuid::now_v7())
+        };
+        let place = |ticket: &Ticket| Order::place(Uuid::now_v7(), ticket, now, expires);
+
+        let soon = datetime!(2026-11-25 12:05 UTC);
+        assert_eq!(place(&starting_at(soon)).unwrap().expires_at, soon);
+        let later = datetime!(2026-11-25 20:00 UTC);
+        assert_eq!(place(&starting_at(later)).unwrap().expires_at, expires);
+        assert_eq!(place(&starting_at(now)), Err(PlaceError::SaleEnded));
+        let just_now = datetime!(2026-11-25 11:59:59.999 UTC);
+        assert_eq!(place(&starting_at(just_now)), Err(PlaceError::SaleEnded));
+        assert!(!starting_at(soon).sale_has_ended(now));
+        assert!(starting_at(soon).sale_has_ended(soon));
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub const ORDERS_MIGRATIONS: Migrations = Migrations {
             name: "ticket events",
             sql: include_str!("../migrations/sqlite/0104_ticket_events.sql"),
         },
+        Migration {
+            version: 105,
+            name: "sale end",
+            sql: include_str!("../migrations/sqlite/0105_sale_end.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -85,6 +90,11 @@ pub const ORDERS_MIGRATIONS: Migrations = Migrations {
             version: 104,
             name: "ticket events",
             sql: include_str!("../migrations/postgres/0104_ticket_events.sql"),
+        },
+        Migration {
+            version: 105,
+            name: "sale end",
+            sql: include_str!("../migrations/postgres/0105_sale_end.sql"),
         },
     ],
 };

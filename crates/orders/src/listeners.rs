@@ -74,13 +74,13 @@ impl Handler<TicketUpdated> for UpdateTicket {
         tx: &mut AnyConnection,
         event: Envelope<TicketUpdated>,
     ) -> Result<(), HandleError> {
-        let ticket = Ticket::from_updated(&event.data);
+        let ticket = &event.data;
         let held = store::lock_ticket(tx, self.dialect, ticket.id)
             .await?
             .map(|held| held.version);
         match version_step(held, ticket.version) {
             VersionStep::Apply => {
-                if !store::update_ticket(tx, &ticket).await? {
+                if !store::update_ticket(tx, ticket).await? {
                     return Err(
                         anyhow::anyhow!("ticket {} changed under its lock", ticket.id).into(),
                     );

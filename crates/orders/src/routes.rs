@@ -201,9 +201,10 @@ async fn show_order(
                     parameters(("id" = "$response.body#/id")))),
             )),
         (status = 400, description = "A field is invalid (`invalid_field`); the ticket is \
-            held (`ticket_reserved`) or the buyer's own (`own_ticket`); no ticket of the event \
-            is for sale at the buyer's price, or none was ever listed for it (`sold_out`); the buyer holds as many as one may \
-            (`hold_limit_reached`); or the key was used with another request \
+            held (`ticket_reserved`) or the buyer's own (`own_ticket`), or its event has \
+            started (`sale_ended`); no ticket of the event is for sale at the buyer's price, it \
+            has started, or none was ever listed for it (`sold_out`); the buyer holds as many \
+            as one may (`hold_limit_reached`); or the key was used with another request \
             (`idempotency_key_reused`)", body = ErrorBody),
         (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
         (status = 404, description = "No such ticket (`not_found`)", body = ErrorBody),
@@ -303,6 +304,7 @@ async fn order_best_available(
         buyer,
         max_price,
         cooling_since: state.hold_limits.cooling_since(now),
+        now,
     };
     // Buyers who come after the sell-out, and buyers past a limit, are answered from a read,
     // without taking a write transaction (or, on PostgreSQL, a ticket) from those who can win.
@@ -367,6 +369,10 @@ async fn place(
         PlaceError::OwnTicket => ApiError::BadRequest(
             ErrorCode::OwnTicket,
             "You cannot buy your own ticket".into(),
+        ),
+        PlaceError::SaleEnded => ApiError::BadRequest(
+            ErrorCode::SaleEnded,
+            "The event has started: its tickets are no longer for sale".into(),
         ),
     })?;
     if !state.hold_limits.is_off() {

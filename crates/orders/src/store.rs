@@ -4,7 +4,7 @@
 //! milliseconds.
 
 use common::clock::{from_millis, millis};
-use common::events::OrderStatus;
+use common::events::{OrderStatus, TicketUpdated};
 use common::money::Cents;
 use common::paging::Page;
 use common::store::{
@@ -29,7 +29,8 @@ macro_rules! order_columns {
 /// The columns a replicated [`Ticket`] is read from.
 macro_rules! ticket_columns {
     () => {
-        "tickets.id, tickets.title, tickets.price_cents, tickets.user_id, tickets.version"
+        "tickets.id, tickets.title, tickets.price_cents, tickets.user_id, tickets.version, \
+         tickets.sale_ends_at"
     };
 }
 
@@ -92,8 +93,8 @@ pub(crate) async fn insert_ticket(
     event_id: Option<Uuid>,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO tickets (id, title, price_cents, user_id, version, event_id) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO tickets (id, title, price_cents, user_id, version, event_id, sale_ends_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
     )
     .bind(ticket.id.to_string())
     .bind(&ticket.title)
@@ -101,6 +102,7 @@ pub(crate) async fn insert_ticket(
     .bind(ticket.user_id.to_string())
     .bind(ticket.version)
     .bind(event_id.map(|id| id.to_string()))
+    .bind(ticket.sale_ends_at.map(millis))
     .execute(conn)
     .await?
     .rows_affected();
@@ -111,7 +113,7 @@ pub(crate) async fn insert_ticket(
 /// before it; `false` when it does not (the caller decided under the row lock, so that is a bug).
 pub(crate) async fn update_ticket(
     conn: &mut AnyConnection,
-    ticket: &Ticket,
+    ticket: &TicketUpdated,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE tickets SET title = $2, price_cents = $3, user_id = $4, version = $5 \
@@ -137,6 +139,8 @@ pub(crate) struct BestAvailable {
     pub max_price: Option<Cents>,
     /// Tickets the buyer let go after this, cancelled or lapsed, are cooling down for them.
     pub cooling_since: OffsetDateTime,
+    /// When the pick is made: tickets whose sale has ended by then are passed over.
+    pub now: OffsetDateTime,
 }
 
 /// How [`pick_best_available`] treats tickets other buyers are picking at the same moment.
@@ -177,6 +181,7 @@ pub(crate) async fn pick_best_available(
             ticket_columns!(),
             " FROM tickets WHERE tickets.event_id = $1 AND tickets.user_id <> $2 \
              AND tickets.price_cents <= $3 \
+             AND (tickets.sale_ends_at IS NULL OR tickets.sale_ends_at > $5) \
              AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.ticket_id = tickets.id \
                  AND orders.status <> 'cancelled') \
              AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.ticket_id = tickets.id \
@@ -191,6 +196,7 @@ pub(crate) async fn pick_best_available(
         .bind(wanted.buyer.to_string())
         .bind(wanted.max_price.map_or(i64::MAX, Cents::get))
         .bind(millis(wanted.cooling_since))
+        .bind(millis(wanted.now))
         .fetch_optional(conn)
         .await?
         .as_ref()
@@ -481,6 +487,9 @@ fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
         price: cents_column(row, "price_cents")?,
         user_id: uuid_column(row, "user_id")?,
         version: row.try_get("version")?,
+        sale_ends_at: row
+            .try_get::<Option<i64>, _>("sale_ends_at")?
+            .map(from_millis),
     })
 }
 

@@ -74,8 +74,8 @@ impl Ticket {
         self.order_id.is_some()
     }
 
-    /// The event announcing a newly listed ticket.
-    pub fn created_event(&self) -> TicketCreated {
+    /// The event announcing a newly listed ticket, with when its event starts, if it is for one.
+    pub fn created_event(&self, event_starts_at: Option<OffsetDateTime>) -> TicketCreated {
         TicketCreated {
             id: self.id,
             version: self.version,
@@ -83,6 +83,7 @@ impl Ticket {
             price: self.price,
             user_id: self.user_id,
             event_id: self.event_id,
+            event_starts_at,
         }
     }
 
@@ -438,7 +439,7 @@ mod tests {
         assert_eq!(ticket.version, 0);
         assert_eq!(ticket.user_id, seller);
         assert!(!ticket.is_reserved());
-        assert_eq!(ticket.created_event().version, 0);
+        assert_eq!(ticket.created_event(None).version, 0);
         assert_eq!(ticket.updated_event().order_id, None);
     }
 

@@ -53,7 +53,7 @@ pub struct Event {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
-    /// How many of the event's tickets no order holds.
+    /// How many of the event's tickets no order holds; 0 once it has started.
     pub tickets_for_sale: i64,
     /// The price of the cheapest of them, in the currency's major unit; null when none is.
     #[serde(serialize_with = "money::major_or_null")]

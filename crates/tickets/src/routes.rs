@@ -92,7 +92,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     operation_id = "listTickets",
     tag = "tickets",
     summary = "Tickets for sale, newest first",
-    description = "Tickets no order holds, a page at a time. The next page is in the `Link` header.",
+    description = "Tickets no order holds, a page at a time, but for those of events that have \
+        started. The next page is in the `Link` header.",
     params(PageQuery),
     responses(
         (status = 200, description = "A page of tickets for sale", body = [Ticket],
@@ -104,7 +105,7 @@ async fn list_tickets(
     State(state): State<AppState>,
     page: Page,
 ) -> Result<Paged<Ticket>, ApiError> {
-    let tickets = store::list_for_sale(state.store.pool(), &page).await?;
+    let tickets = store::list_for_sale(state.store.pool(), &page, clock::now_millis()).await?;
     Ok(page.answer(tickets, "/api/tickets", |ticket| {
         Cursor::at(clock::millis(ticket.created_at), ticket.id)
     }))
@@ -169,18 +170,20 @@ async fn create_ticket(
     // Stored times have millisecond precision; the answer shows what a later read will.
     let ticket = Ticket::listed(listing, user.id, clock::now());
     let mut tx = state.store.begin().await?;
-    if let Some(event_id) = ticket.event_id {
+    let event_starts_at = match ticket.event_id {
         // Events are never changed or removed, so what is read here still holds at the insert.
-        match store::event_start(&mut *tx, event_id).await? {
+        Some(event_id) => match store::event_start(&mut *tx, event_id).await? {
             None => return Err(ApiError::field("eventId", "No such event")),
             Some(start) if start <= clock::millis(ticket.created_at) => {
                 return Err(ApiError::field("eventId", "The event has started"));
             }
-            Some(_) => {}
-        }
-    }
+            Some(start) => Some(clock::from_millis(start)),
+        },
+        None => None,
+    };
     store::insert(&mut tx, &ticket).await?;
-    outbox::enqueue(&mut tx, ticket.created_event()).await?;
+    // Orders learns the start with the ticket, to end its sale then.
+    outbox::enqueue(&mut tx, ticket.created_event(event_starts_at)).await?;
     idempotent
         .record_json(&mut tx, StatusCode::CREATED, &ticket)
         .await?;
@@ -351,8 +354,8 @@ async fn show_event(
     operation_id = "listEventTickets",
     tag = "events",
     summary = "An event's tickets for sale, cheapest first",
-    description = "Tickets of the event no order holds, cheapest first, a page at a time. The \
-        next page is in the `Link` header.",
+    description = "Tickets of the event no order holds, cheapest first, a page at a time; none \
+        once the event has started. The next page is in the `Link` header.",
     params(
         ("id" = Uuid, Path, description = "The event's id; a malformed id is a 404"),
         PageQuery,
@@ -369,10 +372,15 @@ async fn list_event_tickets(
     PathId(id): PathId,
     page: Page,
 ) -> Result<Paged<Ticket>, ApiError> {
-    if store::event_start(state.store.pool(), id).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
-    let tickets = store::list_event_tickets_for_sale(state.store.pool(), id, &page).await?;
+    let starts_at = store::event_start(state.store.pool(), id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    // Its sale ended when it started.
+    let tickets = if starts_at > clock::now_millis() {
+        store::list_event_tickets_for_sale(state.store.pool(), id, &page).await?
+    } else {
+        Vec::new()
+    };
     Ok(
         page.answer(tickets, &format!("/api/events/{id}/tickets"), |ticket| {
             Cursor::at(ticket.price.get(), ticket.id)

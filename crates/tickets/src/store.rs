@@ -23,20 +23,28 @@ macro_rules! columns {
     };
 }
 
-/// Tickets for sale (not reserved), newest first, from just after the page's cursor: as many as
-/// [`Page::rows_to_read`] says. UUID v7 ids grow with creation time, so the id breaks ties
-/// between tickets listed in the same millisecond.
-pub async fn list_for_sale(pool: &AnyPool, page: &Page) -> Result<Vec<Ticket>, sqlx::Error> {
+/// Tickets for sale at `now_millis` (not reserved, and not of an event that has started),
+/// newest first, from just after the page's cursor: as many as [`Page::rows_to_read`] says.
+/// UUID v7 ids grow with creation time, so the id breaks ties between tickets listed in the same
+/// millisecond.
+pub async fn list_for_sale(
+    pool: &AnyPool,
+    page: &Page,
+    now_millis: i64,
+) -> Result<Vec<Ticket>, sqlx::Error> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         columns!(),
         " FROM tickets WHERE order_id IS NULL AND (created_at, id) < ($1, $2) \
+         AND NOT EXISTS (SELECT 1 FROM events \
+             WHERE events.id = tickets.event_id AND events.starts_at <= $5) \
          ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
     ))
     .bind(page.after.key())
     .bind(page.after.id_text())
     .bind(page.rows_to_read())
     .bind(i64::from(page.offset))
+    .bind(now_millis)
     .fetch_all(pool)
     .await?;
     rows.iter().map(ticket_from_row).collect()
@@ -346,8 +354,8 @@ pub async fn list_upcoming_events(
     rows.iter().map(event_from_row).collect()
 }
 
-/// An event's tickets for sale, cheapest first (the id breaks ties), from just after the page's
-/// cursor.
+/// An event's tickets no order holds, cheapest first (the id breaks ties), from just after the
+/// page's cursor. Whether the event has started is the caller's to ask.
 pub async fn list_event_tickets_for_sale(
     pool: &AnyPool,
     event_id: Uuid,
@@ -374,6 +382,8 @@ fn event_from_row(row: &AnyRow) -> Result<Event, sqlx::Error> {
     let starts_at: i64 = row.try_get("starts_at")?;
     let time_zone: String = row.try_get("time_zone")?;
     let lowest: Option<i64> = row.try_get("lowest_price_cents")?;
+    // Once the event starts its tickets' sale is over, whatever their rows say.
+    let on_sale = starts_at > now_millis();
     Ok(Event {
         id: uuid_column(row, "id")?,
         name: row.try_get("name")?,
@@ -384,8 +394,13 @@ fn event_from_row(row: &AnyRow) -> Result<Event, sqlx::Error> {
         time_zone,
         user_id: uuid_column(row, "user_id")?,
         created_at: from_millis(row.try_get("created_at")?),
-        tickets_for_sale: row.try_get("tickets_for_sale")?,
+        tickets_for_sale: if on_sale {
+            row.try_get("tickets_for_sale")?
+        } else {
+            0
+        },
         lowest_price: lowest
+            .filter(|_| on_sale)
             .map(|cents| {
                 Cents::new(cents).map_err(|reason| decode_error("lowest_price_cents", reason))
             })

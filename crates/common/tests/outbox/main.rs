@@ -54,6 +54,7 @@ fn ticket(title: &str) -> TicketCreated {
         price: Cents::new(1999).unwrap(),
         user_id: Uuid::now_v7(),
         event_id: None,
+        event_starts_at: None,
     }
 }
 

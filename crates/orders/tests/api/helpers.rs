@@ -11,6 +11,7 @@ use common::events::{
 use common::listener::ListenerSettings;
 use common::money::Cents;
 use testkit::{Backend, Client, TestService, Value, json};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// One running orders service and everything it stands on.
@@ -70,7 +71,8 @@ impl TestApp {
         self.list_ticket_for(seller, None, title, cents).await
     }
 
-    /// [`TestApp::list_ticket`] for a ticket of `event` when given.
+    /// [`TestApp::list_ticket`] for a ticket of `event` when given (an event that starts later
+    /// than any test runs).
     pub(crate) async fn list_ticket_for(
         &self,
         seller: Uuid,
@@ -78,14 +80,31 @@ impl TestApp {
         title: &str,
         cents: i64,
     ) -> TicketCreated {
-        let event = Envelope::new(TicketCreated {
-            id: Uuid::now_v7(),
-            version: 0,
-            title: title.into(),
-            price: Cents::new(cents).unwrap(),
-            user_id: seller,
+        self.publish_listing(TicketCreated {
             event_id: event,
-        });
+            ..listing(seller, title, cents)
+        })
+        .await
+    }
+
+    /// [`TestApp::list_ticket`] for a ticket of `event`, which starts at `starts_at`.
+    pub(crate) async fn list_ticket_starting(
+        &self,
+        seller: Uuid,
+        event: Uuid,
+        starts_at: OffsetDateTime,
+        cents: i64,
+    ) -> TicketCreated {
+        self.publish_listing(TicketCreated {
+            event_id: Some(event),
+            event_starts_at: Some(starts_at),
+            ..listing(seller, "Seat", cents)
+        })
+        .await
+    }
+
+    async fn publish_listing(&self, listing: TicketCreated) -> TicketCreated {
+        let event = Envelope::new(listing);
         let id = self.publish(&event).await;
         self.handled(id).await;
         event.data
@@ -173,4 +192,17 @@ pub(crate) fn payment_failed(order_id: Uuid, payment: Uuid) -> Envelope<PaymentF
 /// The id of an order as the API answered it.
 pub(crate) fn id_of(order: &Value) -> Uuid {
     Uuid::parse_str(order["id"].as_str().unwrap()).unwrap()
+}
+
+/// A ticket of no event as the tickets service announces its listing, at version 0.
+fn listing(seller: Uuid, title: &str, cents: i64) -> TicketCreated {
+    TicketCreated {
+        id: Uuid::now_v7(),
+        version: 0,
+        title: title.into(),
+        price: Cents::new(cents).unwrap(),
+        user_id: seller,
+        event_id: None,
+        event_starts_at: None,
+    }
 }

@@ -13,3 +13,4 @@ mod lifecycle;
 mod limits;
 mod orders;
 mod replica;
+mod sale_end;

@@ -220,6 +220,7 @@ async fn ordering_a_ticket_listed_a_moment_ago_waits_for_it(backend: Backend) {
         price: Cents::new(2000).unwrap(),
         user_id: seller.id,
         event_id: None,
+        event_starts_at: None,
     });
 
     // The buyer's order comes before the ticket's event; the event comes while it waits.

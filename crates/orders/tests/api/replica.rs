@@ -171,6 +171,7 @@ async fn an_update_of_an_unknown_ticket_is_retried_then_dead_lettered(backend: B
         price: common::money::Cents::new(2000).unwrap(),
         user_id: Uuid::now_v7(),
         event_id: None,
+        event_starts_at: None,
     };
 
     let event = app

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::support::{Marketplace, User};
 use serde_json::{Value, json};
 use testkit::eventually;
+use time::format_description::well_known::Rfc3339;
 use tokio::time::sleep;
 
 /// The payment window these tests run with: long enough to pay in, short enough to wait out.
@@ -523,16 +524,106 @@ async fn buyers_asking_at_once_for_an_events_best_ticket_get_different_ones(mark
     assert_eq!(held, listed, "every ticket held once");
 }
 
+const LONG_WINDOW: &str = "90s";
+
+/// An event that starts in a few seconds: a hold on its ticket lasts until the start, not the
+/// whole payment window, and is then let go by the expiration service like any lapsed hold; its
+/// tickets leave the lists, and nobody can order them any more.
+async fn an_events_sale_and_holds_end_when_it_starts(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    buyer.sign_up(&email("buyer")).await;
+    let late = market.user();
+    late.sign_up(&email("late")).await;
+    // Time enough to list and order on a busy machine; the hold's end at the start, not the
+    // window's, is what the test watches.
+    let start = time::OffsetDateTime::now_utc() + time::Duration::seconds(8);
+    let (status, event) = seller
+        .post(
+            "/api/events",
+            json!({"name": "Matinee", "venue": "Globe", "city": "London",
+                   "startsAt": start.format(&Rfc3339).unwrap(), "timeZone": "Europe/London"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{event}");
+    let mut tickets = Vec::new();
+    for price in [30, 40] {
+        let (status, ticket) = seller
+            .post(
+                "/api/tickets",
+                json!({"title": "Matinee", "price": price, "eventId": event["id"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{ticket}");
+        tickets.push(ticket);
+    }
+    let (status, order) = place_order(&buyer, &tickets[0]["id"]).await;
+    assert_eq!(status, 201, "{order}");
+    let placed = time::OffsetDateTime::now_utc();
+    let instant = |value: &Value| time::OffsetDateTime::parse(value.as_str().unwrap(), &Rfc3339);
+    assert_eq!(
+        instant(&order["expiresAt"]).unwrap(),
+        instant(&event["startsAt"]).unwrap()
+    );
+    wait_until_orders_knows(&seller, &tickets[1]["id"]).await;
+
+    let until_start =
+        Duration::try_from(start - time::OffsetDateTime::now_utc()).unwrap_or_default();
+    sleep(until_start).await;
+
+    wait_for_order_status(&buyer, &order["id"], "cancelled").await;
+    assert!(
+        time::OffsetDateTime::now_utc() < placed + time::Duration::seconds(90),
+        "the hold lasted its whole window"
+    );
+    wait_for_holder(&seller, &tickets[0]["id"], &Value::Null).await;
+    let (status, for_sale) = late.get("/api/tickets?limit=100").await;
+    assert_eq!(status, 200, "{for_sale}");
+    let listed: Vec<_> = for_sale
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
+    assert!(!listed.contains(&&tickets[0]["id"]) && !listed.contains(&&tickets[1]["id"]));
+    let event_path = format!("/api/events/{}", event["id"].as_str().unwrap());
+    let (_, of_event) = late.get(&format!("{event_path}/tickets")).await;
+    assert_eq!(of_event, json!([]));
+    let (_, shown) = late.get(&event_path).await;
+    assert_eq!(
+        (&shown["ticketsForSale"], &shown["lowestPrice"]),
+        (&json!(0), &Value::Null)
+    );
+    for ticket in &tickets {
+        let (status, refused) = place_order(&late, &ticket["id"]).await;
+        assert_eq!(
+            (status, &refused["errors"][0]["code"]),
+            (400, &json!("sale_ended")),
+            "{refused}"
+        );
+    }
+    let (status, refused) = late
+        .post("/api/orders", json!({"eventId": event["id"]}))
+        .await;
+    assert_eq!(
+        (status, &refused["errors"][0]["code"]),
+        (400, &json!("sold_out")),
+        "{refused}"
+    );
+}
+
 macro_rules! in_both_modes {
-    ($($name:ident),* $(,)?) => {$(
+    ($($name:ident),* $(,)?) => { in_both_modes!(window super::WINDOW; $($name),*); };
+    (window $window:expr; $($name:ident),* $(,)?) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn embedded() {
-                super::$name(super::Marketplace::embedded(super::WINDOW)).await
+                super::$name(super::Marketplace::embedded($window)).await
             }
             testkit::distributed_test! {
                 async fn distributed() {
-                    super::$name(super::Marketplace::distributed(super::WINDOW).await).await
+                    super::$name(super::Marketplace::distributed($window).await).await
                 }
             }
         }
@@ -552,6 +643,10 @@ in_both_modes!(
     a_buyer_orders_the_cheapest_ticket_of_an_event,
     buyers_asking_at_once_for_an_events_best_ticket_get_different_ones,
 );
+
+// A payment window far longer than the wait for the event's start, so that a hold ending at the
+// start is the start's doing.
+in_both_modes!(window super::LONG_WINDOW; an_events_sale_and_holds_end_when_it_starts);
 
 testkit::distributed_test! {
     async fn a_cluster_leaves_no_ingress_process_behind() {

@@ -19,6 +19,7 @@ testkit::each_database!(
     an_events_tickets_are_listed_cheapest_first_without_the_held_ones,
     a_ticket_for_an_event_carries_its_event_and_seat,
     a_ticket_for_no_event_or_a_started_one_is_refused_on_its_field,
+    an_events_tickets_leave_the_lists_when_it_starts,
     an_unknown_or_malformed_event_id_is_404,
 );
 
@@ -381,6 +382,61 @@ async fn a_ticket_for_no_event_or_a_started_one_is_refused_on_its_field(backend:
         .await;
     assert_eq!(shown.status, 200);
     assert_eq!(app.anonymous().get("/api/events").await.body, json!([]));
+}
+
+async fn an_events_tickets_leave_the_lists_when_it_starts(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let seller = app.sign_in();
+    let start = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
+    let starting = create_event(
+        &seller,
+        json!({"name": "Matinee", "venue": "Globe", "city": "London",
+               "startsAt": start.format(&time::format_description::well_known::Rfc3339).unwrap(),
+               "timeZone": "Europe/London"}),
+    )
+    .await;
+    let later = create_event(&seller, event_body("Evening", "Globe", 1)).await;
+    let ending = list_for(&seller, &starting, json!(30)).await;
+    let staying = list_for(&seller, &later, json!(40)).await;
+    let of_no_event = seller
+        .post("/api/tickets", json!({"title": "Raffle", "price": 5}))
+        .await
+        .body;
+    let event_path = format!("/api/events/{}", id_of(&starting));
+    assert_eq!(
+        app.listed_ids("").await,
+        [id_of(&of_no_event), id_of(&staying), id_of(&ending)]
+    );
+    let on_sale = app.anonymous().get(&event_path).await.body;
+    assert_eq!(
+        (&on_sale["ticketsForSale"], &on_sale["lowestPrice"]),
+        (&json!(1), &json!(30))
+    );
+
+    let until_start =
+        Duration::try_from(start - time::OffsetDateTime::now_utc()).unwrap_or_default();
+    tokio::time::sleep(until_start + Duration::from_millis(100)).await;
+
+    assert_eq!(
+        app.listed_ids("").await,
+        [id_of(&of_no_event), id_of(&staying)]
+    );
+    assert_eq!(
+        all_pages(&app, &format!("{event_path}/tickets"), 10).await,
+        Vec::<Value>::new()
+    );
+    let started = app.anonymous().get(&event_path).await.body;
+    assert_eq!(
+        (&started["ticketsForSale"], &started["lowestPrice"]),
+        (&json!(0), &json!(null))
+    );
+    // The ticket itself is still shown, as a ticket of an event that has started.
+    let shown = app
+        .anonymous()
+        .get(&format!("/api/tickets/{}", id_of(&ending)))
+        .await;
+    assert_eq!(shown.status, 200, "{:?}", shown.body);
+    assert_eq!(shown.body["eventId"], starting["id"]);
 }
 
 async fn an_unknown_or_malformed_event_id_is_404(backend: Backend) {

@@ -31,6 +31,7 @@ async fn creating_a_ticket_publishes_ticket_created(backend: Backend) {
             price: Cents::new(1999).unwrap(),
             user_id: alice.id,
             event_id: None,
+            event_starts_at: None,
         }
     );
 }
@@ -89,4 +90,9 @@ async fn a_ticket_for_an_event_is_announced_with_its_event(backend: Backend) {
     let announced = created.next().await;
     assert_eq!(announced.data.id.to_string(), id_of(&reply.body));
     assert_eq!(announced.data.event_id, Some(event_id));
+    // Its sale ends when the event starts: 19:30 in London's summer is 18:30 UTC.
+    assert_eq!(
+        announced.data.event_starts_at.map(|at| at.to_string()),
+        Some(format!("{year}-08-01 18:30:00.0 +00:00:00"))
+    );
 }

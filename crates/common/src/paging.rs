@@ -111,7 +111,7 @@ impl Page {
     }
 
     /// Cuts what was read (up to [`Page::rows_to_read`] rows) to the page, and names the next
-    /// page of `path` when there is one.
+    /// page of `path` (which may hold a query) when there is one.
     pub fn answer<T>(
         &self,
         mut rows: Vec<T>,
@@ -121,9 +121,11 @@ impl Page {
         let limit = self.limit as usize;
         let next = if rows.len() > limit {
             rows.truncate(limit);
+            // The path may carry a query of its own (a search), which the next page keeps.
+            let joint = if path.contains('?') { '&' } else { '?' };
             rows.last().map(|last| {
                 format!(
-                    "<{path}?limit={}&cursor={}>; rel=\"next\"",
+                    "<{path}{joint}limit={}&cursor={}>; rel=\"next\"",
                     self.limit,
                     cursor(last).encode()
                 )

@@ -116,7 +116,7 @@ pub(crate) fn duplicate_key(name: &str, venue: &str, starts_at_millis: i64) -> S
 
 /// Text reduced to its words: lower case, without accents, punctuation or extra spaces. Text
 /// with no letters or digits at all (emoji, say) is kept as typed, but for case and spacing.
-fn loose(text: &str) -> String {
+pub(crate) fn loose(text: &str) -> String {
     let folded: String = text
         .nfkd()
         // Accents, which sit on a letter, go; marks that are letters of their own script, such

@@ -11,6 +11,7 @@ mod domain;
 mod event;
 mod listeners;
 mod routes;
+mod search;
 pub use routes::openapi;
 pub mod store;
 
@@ -37,6 +38,11 @@ pub const TICKETS_MIGRATIONS: Migrations = Migrations {
             name: "events",
             sql: include_str!("../migrations/sqlite/0101_events.sql"),
         },
+        Migration {
+            version: 102,
+            name: "search",
+            sql: include_str!("../migrations/sqlite/0102_search.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -48,6 +54,11 @@ pub const TICKETS_MIGRATIONS: Migrations = Migrations {
             version: 101,
             name: "events",
             sql: include_str!("../migrations/postgres/0101_events.sql"),
+        },
+        Migration {
+            version: 102,
+            name: "search",
+            sql: include_str!("../migrations/postgres/0102_search.sql"),
         },
     ],
 };
@@ -67,5 +78,15 @@ pub fn start(ctx: &ServiceContext) -> Router {
     let dialect = ctx.store.dialect();
     listener::spawn::<OrderCreated, _>(ctx, listeners::ReserveTicket { dialect });
     listener::spawn::<OrderCancelled, _>(ctx, listeners::ReleaseTicket { dialect });
+    let store = ctx.store.clone();
+    ctx.tasks.spawn(async move {
+        match store::fill_search_words(&store).await {
+            Ok(0) => {}
+            Ok(filled) => tracing::info!(filled, "rows stored before search given their words"),
+            Err(error) => {
+                tracing::error!(%error, "cannot give rows stored before search their words")
+            }
+        }
+    });
     routes::router(routes::AppState::new(ctx))
 }

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::domain::{ListingBody, Ticket, TicketBody};
 use crate::event::{Event, EventBody};
+use crate::search::{Search, SearchQuery};
 use crate::store;
 
 /// What the handlers share.
@@ -85,30 +86,41 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// `GET /api/tickets?limit=&cursor=`: tickets for sale, newest first, a page at a time.
+/// `GET /api/tickets?limit=&cursor=&q=&…`: tickets for sale, newest first unless sorted
+/// otherwise, found by a search if one is given, a page at a time.
 #[utoipa::path(
     get,
     path = "/api/tickets",
     operation_id = "listTickets",
     tag = "tickets",
-    summary = "Tickets for sale, newest first",
-    description = "Tickets no order holds, a page at a time, but for those of events that have \
-        started. The next page is in the `Link` header.",
-    params(PageQuery),
+    summary = "Tickets for sale, newest first, or as searched for",
+    description = "Tickets no order holds, but for those of events that have started, a page at \
+        a time. `q` finds words of the title or of the event's name, venue or city; `city`, \
+        `from` and `to` keep tickets of events in that city and those days; `sort` orders them \
+        by `price`, event `date` (tickets of no event last) or `newest`. The next page, with \
+        the same search, is in the `Link` header.",
+    params(PageQuery, SearchQuery),
     responses(
         (status = 200, description = "A page of tickets for sale", body = [Ticket],
             links(("orderFirstTicket" = (operation_id = "createOrder",
                 request_body = json!({"ticketId": "$response.body#/0/id"}))))),
+        (status = 400, description = "A search parameter (`q`, `city`, `from`, `to`, `maxPrice`, \
+            `sort`), `limit`, `cursor` or `offset` is invalid (`invalid_field`)",
+            body = ErrorBody),
     )
 )]
 async fn list_tickets(
     State(state): State<AppState>,
     page: Page,
+    search: Search,
 ) -> Result<Paged<Ticket>, ApiError> {
-    let tickets = store::list_for_sale(state.store.pool(), &page, clock::now_millis()).await?;
-    Ok(page.answer(tickets, "/api/tickets", |ticket| {
-        Cursor::at(clock::millis(ticket.created_at), ticket.id)
-    }))
+    let pool = state.store.pool();
+    let dialect = state.store.dialect();
+    let found = store::search_tickets(pool, dialect, &search, &page, clock::now_millis()).await?;
+    let path = search.path_with_query("/api/tickets");
+    Ok(page
+        .answer(found, &path, |(_, at)| *at)
+        .map(|(ticket, _)| ticket))
 }
 
 /// `GET /api/tickets/{id}`.
@@ -170,19 +182,20 @@ async fn create_ticket(
     // Stored times have millisecond precision; the answer shows what a later read will.
     let ticket = Ticket::listed(listing, user.id, clock::now());
     let mut tx = state.store.begin().await?;
-    let event_starts_at = match ticket.event_id {
+    let event = match ticket.event_id {
         // Events are never changed or removed, so what is read here still holds at the insert.
-        Some(event_id) => match store::event_start(&mut *tx, event_id).await? {
+        Some(event_id) => match store::event_for_listing(&mut *tx, event_id).await? {
             None => return Err(ApiError::field("eventId", "No such event")),
-            Some(start) if start <= clock::millis(ticket.created_at) => {
+            Some(event) if event.starts_at <= clock::millis(ticket.created_at) => {
                 return Err(ApiError::field("eventId", "The event has started"));
             }
-            Some(start) => Some(clock::from_millis(start)),
+            Some(event) => Some(event),
         },
         None => None,
     };
-    store::insert(&mut tx, &ticket).await?;
+    store::insert(&mut tx, &ticket, event.as_ref()).await?;
     // Orders learns the start with the ticket, to end its sale then.
+    let event_starts_at = event.map(|event| clock::from_millis(event.starts_at));
     outbox::enqueue(&mut tx, ticket.created_event(event_starts_at)).await?;
     idempotent
         .record_json(&mut tx, StatusCode::CREATED, &ticket)
@@ -244,28 +257,41 @@ fn why_not_edited(ticket: Option<Ticket>, editor: Uuid) -> ApiError {
     }
 }
 
-/// `GET /api/events?limit=&cursor=`: events yet to start, soonest first, a page at a time.
+/// `GET /api/events?limit=&cursor=&q=&…`: events yet to start, soonest first unless sorted
+/// otherwise, found by a search if one is given, a page at a time.
 #[utoipa::path(
     get,
     path = "/api/events",
     operation_id = "listEvents",
     tag = "events",
-    summary = "Events yet to start, soonest first",
-    description = "Each with how many of its tickets are for sale and the cheapest price. The \
-        next page is in the `Link` header.",
-    params(PageQuery),
+    summary = "Events yet to start, soonest first, or as searched for",
+    description = "Each with how many of its tickets are for sale and the cheapest price. `q` \
+        finds words of the name, venue or city; `city`, `from` and `to` keep events in that \
+        city and those days; `maxPrice` keeps events with a ticket for sale at that price or \
+        less; `sort` orders them by `date`, cheapest ticket (`price`, events with none last) \
+        or `newest`. The next page, with the same search, is in the `Link` header.",
+    params(PageQuery, SearchQuery),
     responses(
         (status = 200, description = "A page of upcoming events", body = [Event],
             links(("showFirstEvent" = (operation_id = "showEvent",
                 parameters(("id" = "$response.body#/0/id")))))),
+        (status = 400, description = "A search parameter (`q`, `city`, `from`, `to`, `maxPrice`, \
+            `sort`), `limit`, `cursor` or `offset` is invalid (`invalid_field`)",
+            body = ErrorBody),
     )
 )]
-async fn list_events(State(state): State<AppState>, page: Page) -> Result<Paged<Event>, ApiError> {
-    let events =
-        store::list_upcoming_events(state.store.pool(), &page, clock::now_millis()).await?;
-    Ok(page.answer(events, "/api/events", |event| {
-        Cursor::at(clock::millis(event.starts_at), event.id)
-    }))
+async fn list_events(
+    State(state): State<AppState>,
+    page: Page,
+    search: Search,
+) -> Result<Paged<Event>, ApiError> {
+    let pool = state.store.pool();
+    let dialect = state.store.dialect();
+    let found = store::search_events(pool, dialect, &search, &page, clock::now_millis()).await?;
+    let path = search.path_with_query("/api/events");
+    Ok(page
+        .answer(found, &path, |(_, at)| *at)
+        .map(|(event, _)| event))
 }
 
 /// `POST /api/events`: creates an event, or offers the one that already exists.

@@ -5,15 +5,18 @@
 use common::clock::{from_millis, millis, now_millis};
 use common::events::OrderTicket;
 use common::money::Cents;
-use common::store::{Dialect, cents_column, decode_error, optional_uuid_column, uuid_column};
+use common::store::{
+    Dialect, Store, cents_column, decode_error, optional_uuid_column, uuid_column,
+};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use uuid::Uuid;
 
-use common::paging::Page;
+use common::paging::{Cursor, Page};
 
 use crate::domain::{NewTicket, Seat, Ticket};
 use crate::event::{Event, on_venue_clocks};
+use crate::search::{self, Search, Sort};
 
 /// The columns a [`Ticket`] is read from, as a literal so statements stay `&'static str`.
 macro_rules! columns {
@@ -23,31 +26,176 @@ macro_rules! columns {
     };
 }
 
-/// Tickets for sale at `now_millis` (not reserved, and not of an event that has started),
-/// newest first, from just after the page's cursor: as many as [`Page::rows_to_read`] says.
-/// UUID v7 ids grow with creation time, so the id breaks ties between tickets listed in the same
-/// millisecond.
-pub async fn list_for_sale(
+/// A value bound to a statement built from a search.
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// A statement's `$n` parameters, numbered as they are added.
+#[derive(Default)]
+struct Binds(Vec<Bind>);
+
+impl Binds {
+    /// Adds a value and names its parameter.
+    fn add(&mut self, value: Bind) -> String {
+        self.0.push(value);
+        format!("${}", self.0.len())
+    }
+
+    async fn fetch_all(self, pool: &AnyPool, sql: String) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for value in self.0 {
+            query = match value {
+                Bind::Int(value) => query.bind(value),
+                Bind::Text(value) => query.bind(value),
+            };
+        }
+        query.fetch_all(pool).await
+    }
+}
+
+/// How a list is ordered: the key (an expression over the row), and which way. The id breaks
+/// ties, the same way.
+struct Order {
+    key: &'static str,
+    descending: bool,
+}
+
+impl Order {
+    /// The condition that starts a page after its cursor, and the `ORDER BY … LIMIT … OFFSET …`
+    /// that reads it, with the key read as `sort_key`.
+    fn page(&self, id: &str, page: &Page, binds: &mut Binds) -> (String, String) {
+        let (after, op, direction) = if self.descending {
+            (page.after, "<", "DESC")
+        } else {
+            (page.after_ascending(), ">", "ASC")
+        };
+        let condition = format!(
+            "({}, {id}) {op} ({}, {})",
+            self.key,
+            binds.add(Bind::Int(after.key())),
+            binds.add(Bind::Text(after.id_text()))
+        );
+        let order = format!(
+            "ORDER BY sort_key {direction}, {id} {direction} LIMIT {} OFFSET {}",
+            binds.add(Bind::Int(page.rows_to_read())),
+            binds.add(Bind::Int(i64::from(page.offset)))
+        );
+        (condition, order)
+    }
+}
+
+/// The key of tickets ordered by their event's start, tickets of no event last.
+const TICKET_DATE_KEY: &str = "COALESCE(event_starts_at, 9223372036854775807)";
+/// The key of events ordered by their cheapest ticket for sale, events with none last.
+const EVENT_PRICE_KEY: &str = "COALESCE((SELECT MIN(t.price_cents) FROM tickets t \
+     WHERE t.event_id = e.id AND t.order_id IS NULL), 9223372036854775807)";
+
+/// Tickets for sale at `now_millis` (no order holds them, and their event, if any, has not
+/// started) that match `search`, newest first unless it says otherwise, from just after the
+/// page's cursor: as many as [`Page::rows_to_read`] says, each with its position in the list.
+/// UUID v7 ids grow with creation time, so the id breaks ties between tickets listed in the
+/// same millisecond.
+pub async fn search_tickets(
     pool: &AnyPool,
+    dialect: Dialect,
+    search: &Search,
     page: &Page,
     now_millis: i64,
-) -> Result<Vec<Ticket>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
+) -> Result<Vec<(Ticket, Cursor)>, sqlx::Error> {
+    let mut binds = Binds::default();
+    let mut conditions = vec![
+        "order_id IS NULL".to_owned(),
+        format!(
+            "(event_starts_at IS NULL OR event_starts_at > {})",
+            binds.add(Bind::Int(now_millis))
+        ),
+    ];
+    if !search.words.is_empty() {
+        conditions.push(match dialect {
+            Dialect::Sqlite => format!(
+                "id IN (SELECT ticket_id FROM tickets_search WHERE tickets_search MATCH {})",
+                binds.add(Bind::Text(search.fts5_query()))
+            ),
+            Dialect::Postgres => format!(
+                "search @@ to_tsquery('simple', {})",
+                binds.add(Bind::Text(search.tsquery()))
+            ),
+        });
+    }
+    if search.needs_an_event() {
+        let mut of_event = Vec::new();
+        event_conditions(search, "events", &mut of_event, &mut binds);
+        conditions.push(format!(
+            "event_id IN (SELECT id FROM events WHERE {})",
+            of_event.join(" AND ")
+        ));
+    }
+    if let Some(max_price) = search.max_price {
+        conditions.push(format!(
+            "price_cents <= {}",
+            binds.add(Bind::Int(max_price.get()))
+        ));
+    }
+    let order = match search.sort.unwrap_or(Sort::Newest) {
+        Sort::Newest => Order {
+            key: "created_at",
+            descending: true,
+        },
+        Sort::Price => Order {
+            key: "price_cents",
+            descending: false,
+        },
+        Sort::Date => Order {
+            key: TICKET_DATE_KEY,
+            descending: false,
+        },
+    };
+    let (after, order_by) = order.page("id", page, &mut binds);
+    conditions.push(after);
+    let sql = format!(
+        "SELECT {}, {} AS sort_key FROM tickets WHERE {} {order_by}",
         columns!(),
-        " FROM tickets WHERE order_id IS NULL AND (created_at, id) < ($1, $2) \
-         AND NOT EXISTS (SELECT 1 FROM events \
-             WHERE events.id = tickets.event_id AND events.starts_at <= $5) \
-         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        order.key,
+        conditions.join(" AND ")
+    );
+    binds
+        .fetch_all(pool, sql)
+        .await?
+        .iter()
+        .map(|row| Ok((ticket_from_row(row)?, cursor_from_row(row)?)))
+        .collect()
+}
+
+/// The conditions of `search` on an event's city and day, on the events table as `alias`.
+fn event_conditions(search: &Search, alias: &str, conditions: &mut Vec<String>, binds: &mut Binds) {
+    if let Some(city) = &search.city {
+        conditions.push(format!(
+            "{alias}.city_key = {}",
+            binds.add(Bind::Text(city.clone()))
+        ));
+    }
+    if let Some(from) = search.from {
+        conditions.push(format!(
+            "{alias}.local_date >= {}",
+            binds.add(Bind::Text(from.to_string()))
+        ));
+    }
+    if let Some(to) = search.to {
+        conditions.push(format!(
+            "{alias}.local_date <= {}",
+            binds.add(Bind::Text(to.to_string()))
+        ));
+    }
+}
+
+/// The position of a row read with its `sort_key`.
+fn cursor_from_row(row: &AnyRow) -> Result<Cursor, sqlx::Error> {
+    Ok(Cursor::at(
+        row.try_get("sort_key")?,
+        uuid_column(row, "id")?,
     ))
-    .bind(page.after.key())
-    .bind(page.after.id_text())
-    .bind(page.rows_to_read())
-    .bind(i64::from(page.offset))
-    .bind(now_millis)
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(ticket_from_row).collect()
 }
 
 /// One ticket, reserved or not, read from the pool or inside a transaction.
@@ -68,12 +216,49 @@ where
     .transpose()
 }
 
-/// Stores a newly listed ticket (not reserved).
-pub async fn insert(conn: &mut AnyConnection, ticket: &Ticket) -> Result<(), sqlx::Error> {
+/// What a ticket being listed takes from its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedEvent {
+    pub starts_at: i64,
+    /// Its name, venue and city, as search finds them.
+    pub words: String,
+}
+
+/// What a ticket of event `id` takes from it, if there is such an event.
+pub async fn event_for_listing<'c, E>(
+    executor: E,
+    id: Uuid,
+) -> Result<Option<ListedEvent>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let row = sqlx::query("SELECT starts_at, name, venue, city FROM events WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(executor)
+        .await?;
+    row.map(|row| {
+        Ok(ListedEvent {
+            starts_at: row.try_get("starts_at")?,
+            words: search::event_words(
+                row.try_get("name")?,
+                row.try_get("venue")?,
+                row.try_get("city")?,
+            ),
+        })
+    })
+    .transpose()
+}
+
+/// Stores a newly listed ticket (not reserved), with what search finds it by.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    ticket: &Ticket,
+    event: Option<&ListedEvent>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO tickets (id, title, price_cents, user_id, version, order_id, created_at, \
-         event_id, seat_section, seat_row, seat) \
-         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, $10)",
+         event_id, seat_section, seat_row, seat, title_words, event_words, event_starts_at) \
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(ticket.id.to_string())
     .bind(&ticket.title)
@@ -85,6 +270,9 @@ pub async fn insert(conn: &mut AnyConnection, ticket: &Ticket) -> Result<(), sql
     .bind(ticket.seat.section.as_deref())
     .bind(ticket.seat.row.as_deref())
     .bind(ticket.seat.seat.as_deref())
+    .bind(search::words(&ticket.title))
+    .bind(event.map_or_else(String::new, |event| event.words.clone()))
+    .bind(event.map(|event| event.starts_at))
     .execute(conn)
     .await?;
     Ok(())
@@ -100,8 +288,8 @@ pub async fn edit_unreserved(
     changes: &NewTicket,
 ) -> Result<Option<Ticket>, sqlx::Error> {
     sqlx::query(concat!(
-        "UPDATE tickets SET title = $3, price_cents = $4, version = version + 1 \
-         WHERE id = $1 AND user_id = $2 AND order_id IS NULL RETURNING ",
+        "UPDATE tickets SET title = $3, price_cents = $4, title_words = $5, \
+         version = version + 1 WHERE id = $1 AND user_id = $2 AND order_id IS NULL RETURNING ",
         columns!(),
         ""
     ))
@@ -109,6 +297,7 @@ pub async fn edit_unreserved(
     .bind(seller.to_string())
     .bind(changes.title.as_str())
     .bind(changes.price.get())
+    .bind(search::words(changes.title.as_str()))
     .fetch_optional(conn)
     .await?
     .as_ref()
@@ -126,7 +315,8 @@ pub async fn reserve(
 ) -> Result<Option<Ticket>, sqlx::Error> {
     sqlx::query(concat!(
         "UPDATE tickets SET order_id = $2, price_cents = $3, title = COALESCE($4, title), \
-         version = version + 1 WHERE id = $1 AND order_id IS NULL RETURNING ",
+         title_words = COALESCE($5, title_words), version = version + 1 \
+         WHERE id = $1 AND order_id IS NULL RETURNING ",
         columns!(),
         ""
     ))
@@ -134,6 +324,7 @@ pub async fn reserve(
     .bind(order_id.to_string())
     .bind(seen.price.get())
     .bind(seen.title.as_deref())
+    .bind(seen.title.as_deref().map(search::words))
     .fetch_optional(conn)
     .await?
     .as_ref()
@@ -264,7 +455,8 @@ pub async fn insert_event(
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO events (id, name, venue, city, starts_at, time_zone, user_id, created_at, \
-         duplicate_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         duplicate_key, words, city_key, local_date) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (duplicate_key) DO NOTHING",
     )
     .bind(event.id.to_string())
@@ -276,6 +468,9 @@ pub async fn insert_event(
     .bind(event.user_id.to_string())
     .bind(millis(event.created_at))
     .bind(duplicate_key)
+    .bind(search::event_words(&event.name, &event.venue, &event.city))
+    .bind(search::words(&event.city))
+    .bind(search::local_date(&event.local_starts_at))
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -331,27 +526,68 @@ where
         .await
 }
 
-/// Events that start after `now_millis`, soonest first, from just after the page's cursor.
-pub async fn list_upcoming_events(
+/// Events that start after `now_millis` and match `search`, soonest first unless it says
+/// otherwise, from just after the page's cursor, each with its position in the list.
+pub async fn search_events(
     pool: &AnyPool,
+    dialect: Dialect,
+    search: &Search,
     page: &Page,
     now_millis: i64,
-) -> Result<Vec<Event>, sqlx::Error> {
-    let after = page.after_ascending();
-    let rows = sqlx::query(concat!(
-        "SELECT ",
+) -> Result<Vec<(Event, Cursor)>, sqlx::Error> {
+    let mut binds = Binds::default();
+    let mut conditions = vec![format!(
+        "e.starts_at > {}",
+        binds.add(Bind::Int(now_millis))
+    )];
+    if !search.words.is_empty() {
+        conditions.push(match dialect {
+            Dialect::Sqlite => format!(
+                "e.id IN (SELECT event_id FROM events_search WHERE events_search MATCH {})",
+                binds.add(Bind::Text(search.fts5_query()))
+            ),
+            Dialect::Postgres => format!(
+                "e.search @@ to_tsquery('simple', {})",
+                binds.add(Bind::Text(search.tsquery()))
+            ),
+        });
+    }
+    event_conditions(search, "e", &mut conditions, &mut binds);
+    if let Some(max_price) = search.max_price {
+        conditions.push(format!(
+            "EXISTS (SELECT 1 FROM tickets t WHERE t.event_id = e.id AND t.order_id IS NULL \
+             AND t.price_cents <= {})",
+            binds.add(Bind::Int(max_price.get()))
+        ));
+    }
+    let order = match search.sort.unwrap_or(Sort::Date) {
+        Sort::Date => Order {
+            key: "e.starts_at",
+            descending: false,
+        },
+        Sort::Newest => Order {
+            key: "e.created_at",
+            descending: true,
+        },
+        Sort::Price => Order {
+            key: EVENT_PRICE_KEY,
+            descending: false,
+        },
+    };
+    let (after, order_by) = order.page("e.id", page, &mut binds);
+    conditions.push(after);
+    let sql = format!(
+        "SELECT {}, {} AS sort_key FROM events e WHERE {} {order_by}",
         event_columns!(),
-        " FROM events e WHERE e.starts_at > $1 AND (e.starts_at, e.id) > ($2, $3) \
-         ORDER BY e.starts_at, e.id LIMIT $4 OFFSET $5"
-    ))
-    .bind(now_millis)
-    .bind(after.key())
-    .bind(after.id_text())
-    .bind(page.rows_to_read())
-    .bind(i64::from(page.offset))
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(event_from_row).collect()
+        order.key,
+        conditions.join(" AND ")
+    );
+    binds
+        .fetch_all(pool, sql)
+        .await?
+        .iter()
+        .map(|row| Ok((event_from_row(row)?, cursor_from_row(row)?)))
+        .collect()
 }
 
 /// An event's tickets no order holds, cheapest first (the id breaks ties), from just after the
@@ -376,6 +612,80 @@ pub async fn list_event_tickets_for_sale(
     .fetch_all(pool)
     .await?;
     rows.iter().map(ticket_from_row).collect()
+}
+
+/// How many rows [`fill_search_words`] reads at a time.
+const FILL_BATCH: i64 = 500;
+
+/// Gives the events and tickets stored before search its words (and a ticket its event's start),
+/// which the service reduces and so no migration could: a batch at a time, in id order, so that
+/// it ends even if some text has no words. Returns how many rows it filled. Safe to run on
+/// several replicas at once: each writes the same values.
+pub async fn fill_search_words(store: &Store) -> Result<u64, sqlx::Error> {
+    let mut filled = 0;
+    let mut after = String::new();
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, name, venue, city, starts_at, time_zone FROM events \
+             WHERE local_date = '' AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(&after)
+        .bind(FILL_BATCH)
+        .fetch_all(store.pool())
+        .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.try_get("id")?;
+        let mut tx = store.begin().await?;
+        for row in &rows {
+            let (name, venue, city): (String, String, String) = (
+                row.try_get("name")?,
+                row.try_get("venue")?,
+                row.try_get("city")?,
+            );
+            let time_zone: String = row.try_get("time_zone")?;
+            let local_starts_at = on_venue_clocks(row.try_get("starts_at")?, &time_zone);
+            sqlx::query(
+                "UPDATE events SET words = $2, city_key = $3, local_date = $4 WHERE id = $1",
+            )
+            .bind(row.try_get::<String, _>("id")?)
+            .bind(search::event_words(&name, &venue, &city))
+            .bind(search::words(&city))
+            .bind(search::local_date(&local_starts_at))
+            .execute(&mut *tx)
+            .await?;
+            filled += 1;
+        }
+        tx.commit().await?;
+    }
+    let mut after = String::new();
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, title FROM tickets WHERE title_words = '' AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(&after)
+        .bind(FILL_BATCH)
+        .fetch_all(store.pool())
+        .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.try_get("id")?;
+        let mut tx = store.begin().await?;
+        for row in &rows {
+            let title: String = row.try_get("title")?;
+            sqlx::query(
+                "UPDATE tickets SET title_words = $2, \
+                 event_words = COALESCE((SELECT words FROM events WHERE events.id = tickets.event_id), ''), \
+                 event_starts_at = (SELECT starts_at FROM events WHERE events.id = tickets.event_id) \
+                 WHERE id = $1",
+            )
+            .bind(row.try_get::<String, _>("id")?)
+            .bind(search::words(&title))
+            .execute(&mut *tx)
+            .await?;
+            filled += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(filled)
 }
 
 fn event_from_row(row: &AnyRow) -> Result<Event, sqlx::Error> {

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use testkit::{Backend, Client, Value, json};
+use testkit::{Backend, Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, id_of, order_created_at, spawn_app};
+use crate::helpers::{
+    all_pages, create_event, event_body, id_of, list_for, order_created_at, spawn_app,
+};
 
 testkit::each_database!(
     creating_an_event_returns_201_with_its_start_on_the_venues_clocks,
@@ -22,47 +24,6 @@ testkit::each_database!(
     an_events_tickets_leave_the_lists_when_it_starts,
     an_unknown_or_malformed_event_id_is_404,
 );
-
-/// An event body starting `days` from now at 20:00 on the venue's clocks.
-fn event_body(name: &str, venue: &str, days: i64) -> Value {
-    let day = time::OffsetDateTime::now_utc().date() + time::Duration::days(days);
-    json!({"name": name, "venue": venue, "city": "London",
-           "startsAt": format!("{day}T20:00"), "timeZone": "Europe/London"})
-}
-
-/// Creates an event as `user` and returns it as answered (asserting 201).
-async fn create_event(user: &Client, body: Value) -> Value {
-    let reply = user.post("/api/events", body).await;
-    assert_eq!(reply.status, 201, "{:?}", reply.body);
-    reply.body
-}
-
-/// Lists a ticket for `event` at `price` and returns it (asserting 201).
-async fn list_for(seller: &Client, event: &Value, price: Value) -> Value {
-    let reply = seller
-        .post(
-            "/api/tickets",
-            json!({"title": "Standing", "price": price, "eventId": event["id"]}),
-        )
-        .await;
-    assert_eq!(reply.status, 201, "{:?}", reply.body);
-    reply.body
-}
-
-/// Every item of a paged list, following its `Link` headers, with pages of `limit`.
-async fn all_pages(app: &TestApp, path: &str, limit: u32) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut next = Some(format!("{path}?limit={limit}"));
-    while let Some(page) = next {
-        let reply = app.anonymous().get(&page).await;
-        assert_eq!(reply.status, 200, "{:?}", reply.body);
-        let body = reply.body.as_array().unwrap();
-        assert!(body.len() <= limit as usize);
-        items.extend(body.iter().cloned());
-        next = reply.next_page();
-    }
-    items
-}
 
 async fn creating_an_event_returns_201_with_its_start_on_the_venues_clocks(backend: Backend) {
     let year = time::OffsetDateTime::now_utc().year() + 2;

@@ -103,3 +103,45 @@ pub(crate) fn order_cancelled(order_id: Uuid, ticket_id: &str) -> Envelope<Order
 pub(crate) fn id_of(ticket: &Value) -> String {
     ticket["id"].as_str().unwrap().to_owned()
 }
+
+/// An event body starting `days` from now at 20:00 on the venue's clocks.
+pub(crate) fn event_body(name: &str, venue: &str, days: i64) -> Value {
+    let day = time::OffsetDateTime::now_utc().date() + time::Duration::days(days);
+    json!({"name": name, "venue": venue, "city": "London",
+           "startsAt": format!("{day}T20:00"), "timeZone": "Europe/London"})
+}
+
+/// Creates an event as `user` and returns it as answered (asserting 201).
+pub(crate) async fn create_event(user: &Client, body: Value) -> Value {
+    let reply = user.post("/api/events", body).await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    reply.body
+}
+
+/// Lists a ticket for `event` at `price` and returns it (asserting 201).
+pub(crate) async fn list_for(seller: &Client, event: &Value, price: Value) -> Value {
+    let reply = seller
+        .post(
+            "/api/tickets",
+            json!({"title": "Standing", "price": price, "eventId": event["id"]}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    reply.body
+}
+
+/// Every item of a paged list, following its `Link` headers, with pages of `limit`.
+pub(crate) async fn all_pages(app: &TestApp, path: &str, limit: u32) -> Vec<Value> {
+    let mut items = Vec::new();
+    let joint = if path.contains('?') { '&' } else { '?' };
+    let mut next = Some(format!("{path}{joint}limit={limit}"));
+    while let Some(page) = next {
+        let reply = app.anonymous().get(&page).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        let body = reply.body.as_array().unwrap();
+        assert!(body.len() <= limit as usize);
+        items.extend(body.iter().cloned());
+        next = reply.next_page();
+    }
+    items
+}

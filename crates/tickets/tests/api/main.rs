@@ -8,5 +8,6 @@ mod events;
 mod helpers;
 mod idempotency;
 mod listeners;
+mod search;
 mod text;
 mod tickets;

@@ -20,6 +20,7 @@ use common::store::Dialect;
 use common::validate::{PathId, Valid};
 use common::{ApiError, ErrorCode, ServiceContext, Sessions, SignedIn, Store};
 use sqlx::{Any, AnyConnection, Transaction};
+use time::OffsetDateTime;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -183,7 +184,8 @@ async fn show_order(
     tag = "orders",
     summary = "Hold a ticket for the signed-in buyer",
     description = "The ticket is held for the buyer until the order is paid, cancelled, or \
-        expires at `expiresAt` (15 minutes by default); meanwhile nobody else can order it and \
+        expires at `expiresAt` (15 minutes by default, and at the latest when its event \
+        starts); meanwhile nobody else can order it and \
         its price cannot be changed. Name the ticket (`ticketId`), or an event (`eventId`, \
         with `maxPrice` if you like) to hold the cheapest of its tickets for sale that is not \
         your own. Buyers asking at once for an event's best ticket each get a different one.",
@@ -276,7 +278,7 @@ async fn order_ticket(
         }
     };
     state.take_buyer_turn(&mut tx, buyer).await?;
-    match place(state, &mut tx, buyer, &ticket).await? {
+    match place(state, &mut tx, buyer, &ticket, clock::now()).await? {
         Some(order) => commit_order(state, tx, idempotent, &order).await,
         None => Err(already_reserved()),
     }
@@ -325,7 +327,10 @@ async fn order_best_available(
         // The buyer's turn before any ticket's lock, in the order a named ticket's order takes
         // them, so that two requests of one buyer never wait for each other.
         state.take_buyer_turn(&mut tx, buyer).await?;
-        let wanted = wanted(clock::now());
+        // One moment for the pick and the order, so that a ticket picked before its event's
+        // start is never turned away for it: the buyer is told `sold_out`, not `sale_ended`.
+        let now = clock::now();
+        let wanted = wanted(now);
         let mut picked =
             store::pick_best_available(&mut tx, state.dialect(), &wanted, Contention::Skip).await?;
         if picked.is_none() && state.dialect() == Dialect::Postgres {
@@ -344,7 +349,7 @@ async fn order_best_available(
         if store::is_held(&mut *tx, ticket.id).await? {
             continue;
         }
-        match place(state, &mut tx, buyer, &ticket).await? {
+        match place(state, &mut tx, buyer, &ticket, now).await? {
             Some(order) => return commit_order(state, tx, idempotent, &order).await,
             // Another order took it between the pick and the insert. On PostgreSQL that failed
             // the transaction; dropping it rolls it back, and the next pick, in a new one, sees
@@ -354,16 +359,16 @@ async fn order_best_available(
     }
 }
 
-/// Places the buyer's order on `ticket` in `tx`, within the hold limits (the caller has taken
-/// the buyer's turn); `None` when another order holds the ticket.
+/// Places the buyer's order on `ticket` in `tx` at `now` (to the millisecond, as stored, so the
+/// answer shows what a later read will), within the hold limits (the caller has taken the
+/// buyer's turn); `None` when another order holds the ticket.
 async fn place(
     state: &AppState,
     tx: &mut AnyConnection,
     buyer: Uuid,
     ticket: &Ticket,
+    now: OffsetDateTime,
 ) -> Result<Option<Order>, ApiError> {
-    // Stored times have millisecond precision; the answer shows what a later read will.
-    let now = clock::now();
     let expires_at = from_millis(millis(domain::expires_at(now, state.order_expiration)));
     let order = Order::place(buyer, ticket, now, expires_at).map_err(|err| match err {
         PlaceError::OwnTicket => ApiError::BadRequest(

@@ -155,9 +155,9 @@ pub(crate) enum Contention {
     Wait,
 }
 
-/// The cheapest ticket of an event that no order holds, not the buyer's own, within their price
-/// and not cooling down for them (the id breaks ties), locked until the end of the transaction
-/// unless only looked for.
+/// The cheapest ticket of an event that no order holds, not the buyer's own, within their price,
+/// not cooling down for them and whose sale has not ended (the id breaks ties), locked until the
+/// end of the transaction unless only looked for.
 /// On PostgreSQL, with [`Contention::Skip`], tickets other transactions have locked are passed
 /// by (`SKIP LOCKED`), so concurrent buyers each lock a different ticket instead of all racing
 /// for the cheapest one. The lock is `NO KEY UPDATE`, which an order inserted on the ticket

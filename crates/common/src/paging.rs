@@ -227,7 +227,8 @@ impl<T> Paged<T> {
 impl<T: Serialize> IntoResponse for Paged<T> {
     fn into_response(self) -> Response {
         let mut response = (StatusCode::OK, Json(self.items)).into_response();
-        // The link is built from a path of ours and hex digits, so it is always a valid header.
+        // The link is built from a path of ours, a URL-encoded query and hex digits, so it is
+        // always a valid header.
         if let Some(link) = self.next.and_then(|link| HeaderValue::try_from(link).ok()) {
             response.headers_mut().insert(header::LINK, link);
         }

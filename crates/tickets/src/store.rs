@@ -1,6 +1,6 @@
 //! The tickets service's SQL (tickets and the events they are for), and the only place it lives.
-//! One set of statements with `$1` placeholders serves SQLite and PostgreSQL; the one difference
-//! (row locks) is chosen by [`Dialect`]. Ids are UUID text, prices integer cents, times unix milliseconds.
+//! One set of statements with `$1` placeholders serves SQLite and PostgreSQL; the differences
+//! (row locks, and how words are matched: FTS5 or `tsvector`) are chosen by [`Dialect`]. Ids are UUID text, prices integer cents, times unix milliseconds.
 
 use common::clock::{from_millis, millis, now_millis};
 use common::events::OrderTicket;
@@ -493,7 +493,7 @@ where
     .fetch_optional(executor)
     .await?
     .as_ref()
-    .map(event_from_row)
+    .map(|row| event_from_row(row, now_millis()))
     .transpose()
 }
 
@@ -511,7 +511,7 @@ where
     .fetch_optional(executor)
     .await?
     .as_ref()
-    .map(event_from_row)
+    .map(|row| event_from_row(row, now_millis()))
     .transpose()
 }
 
@@ -586,7 +586,7 @@ pub async fn search_events(
         .fetch_all(pool, sql)
         .await?
         .iter()
-        .map(|row| Ok((event_from_row(row)?, cursor_from_row(row)?)))
+        .map(|row| Ok((event_from_row(row, now_millis)?, cursor_from_row(row)?)))
         .collect()
 }
 
@@ -617,24 +617,22 @@ pub async fn list_event_tickets_for_sale(
 /// How many rows [`fill_search_words`] reads at a time.
 const FILL_BATCH: i64 = 500;
 
-/// Gives the events and tickets stored before search its words (and a ticket its event's start),
-/// which the service reduces and so no migration could: a batch at a time, in id order, so that
-/// it ends even if some text has no words. Returns how many rows it filled. Safe to run on
-/// several replicas at once: each writes the same values.
+/// Gives the events and tickets stored before search their words, and a ticket its event's
+/// words and start, which the service reduces and so no migration could. Returns how many rows
+/// it filled. Safe beside the requests and on several replicas at once: a row is filled only as
+/// long as it still holds what was read.
 pub async fn fill_search_words(store: &Store) -> Result<u64, sqlx::Error> {
     let mut filled = 0;
+    // In id order, a batch at a time, so that it ends even if some text has no words.
     let mut after = String::new();
-    loop {
-        let rows = sqlx::query(
-            "SELECT id, name, venue, city, starts_at, time_zone FROM events \
-             WHERE local_date = '' AND id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(&after)
-        .bind(FILL_BATCH)
-        .fetch_all(store.pool())
-        .await?;
-        let Some(last) = rows.last() else { break };
-        after = last.try_get("id")?;
+    while let Some((last, rows)) = unfilled(
+        store,
+        "SELECT id, name, venue, city, starts_at, time_zone FROM events \
+         WHERE local_date = '' AND id > $1 ORDER BY id LIMIT $2",
+        &after,
+    )
+    .await?
+    {
         let mut tx = store.begin().await?;
         for row in &rows {
             let (name, venue, city): (String, String, String) = (
@@ -644,56 +642,86 @@ pub async fn fill_search_words(store: &Store) -> Result<u64, sqlx::Error> {
             );
             let time_zone: String = row.try_get("time_zone")?;
             let local_starts_at = on_venue_clocks(row.try_get("starts_at")?, &time_zone);
-            sqlx::query(
-                "UPDATE events SET words = $2, city_key = $3, local_date = $4 WHERE id = $1",
+            filled += sqlx::query(
+                "UPDATE events SET words = $2, city_key = $3, local_date = $4 \
+                 WHERE id = $1 AND local_date = ''",
             )
             .bind(row.try_get::<String, _>("id")?)
             .bind(search::event_words(&name, &venue, &city))
             .bind(search::words(&city))
             .bind(search::local_date(&local_starts_at))
             .execute(&mut *tx)
-            .await?;
-            filled += 1;
+            .await?
+            .rows_affected();
         }
         tx.commit().await?;
+        after = last;
     }
     let mut after = String::new();
-    loop {
-        let rows = sqlx::query(
-            "SELECT id, title FROM tickets WHERE title_words = '' AND id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(&after)
-        .bind(FILL_BATCH)
-        .fetch_all(store.pool())
-        .await?;
-        let Some(last) = rows.last() else { break };
-        after = last.try_get("id")?;
+    while let Some((last, rows)) = unfilled(
+        store,
+        "SELECT id, title FROM tickets WHERE title_words = '' AND id > $1 ORDER BY id LIMIT $2",
+        &after,
+    )
+    .await?
+    {
         let mut tx = store.begin().await?;
         for row in &rows {
             let title: String = row.try_get("title")?;
-            sqlx::query(
-                "UPDATE tickets SET title_words = $2, \
-                 event_words = COALESCE((SELECT words FROM events WHERE events.id = tickets.event_id), ''), \
-                 event_starts_at = (SELECT starts_at FROM events WHERE events.id = tickets.event_id) \
-                 WHERE id = $1",
+            // Only while the title is the one read: an edit since has set its words.
+            filled += sqlx::query(
+                "UPDATE tickets SET title_words = $2 WHERE id = $1 AND title = $3 \
+                 AND title_words = ''",
             )
             .bind(row.try_get::<String, _>("id")?)
             .bind(search::words(&title))
+            .bind(&title)
             .execute(&mut *tx)
-            .await?;
-            filled += 1;
+            .await?
+            .rows_affected();
         }
         tx.commit().await?;
+        after = last;
     }
+    // A ticket edited or reserved before it was filled has its title's words, but still needs
+    // its event's.
+    filled += sqlx::query(
+        "UPDATE tickets SET \
+         event_words = (SELECT words FROM events WHERE events.id = tickets.event_id), \
+         event_starts_at = (SELECT starts_at FROM events WHERE events.id = tickets.event_id) \
+         WHERE event_id IS NOT NULL AND event_starts_at IS NULL",
+    )
+    .execute(store.writer())
+    .await?
+    .rows_affected();
     Ok(filled)
 }
 
-fn event_from_row(row: &AnyRow) -> Result<Event, sqlx::Error> {
+/// The next batch of rows `select` finds after id `after` (its `$1`; `$2` is the batch's size),
+/// with the last one's id; `None` when there are no more.
+async fn unfilled(
+    store: &Store,
+    select: &'static str,
+    after: &str,
+) -> Result<Option<(String, Vec<AnyRow>)>, sqlx::Error> {
+    let rows = sqlx::query(select)
+        .bind(after)
+        .bind(FILL_BATCH)
+        .fetch_all(store.pool())
+        .await?;
+    match rows.last() {
+        Some(last) => Ok(Some((last.try_get("id")?, rows))),
+        None => Ok(None),
+    }
+}
+
+/// An event as read at `now_millis`, which says whether its tickets are still for sale.
+fn event_from_row(row: &AnyRow, now_millis: i64) -> Result<Event, sqlx::Error> {
     let starts_at: i64 = row.try_get("starts_at")?;
     let time_zone: String = row.try_get("time_zone")?;
     let lowest: Option<i64> = row.try_get("lowest_price_cents")?;
     // Once the event starts its tickets' sale is over, whatever their rows say.
-    let on_sale = starts_at > now_millis();
+    let on_sale = starts_at > now_millis;
     Ok(Event {
         id: uuid_column(row, "id")?,
         name: row.try_get("name")?,

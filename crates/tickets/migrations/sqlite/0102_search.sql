@@ -1,10 +1,11 @@
 -- Search. Words are kept reduced as event duplicate keys are (case, accents and punctuation
 -- dropped, in the service), so that both databases match alike. Rows made before this are
--- filled in by the service when it starts (their `''`).
+-- filled in by the service in the background once it has started (their `''`).
 --
--- The FTS5 tables keep their own copy of the words, and each row's FTS rowid is noted in
--- `search_rowid`: a table without an INTEGER PRIMARY KEY may have its rowids renumbered by
--- VACUUM, so they cannot link the two.
+-- Words arrive with accents gone; the marks that stay (Indic vowel signs, viramas) are parts of
+-- words, as on PostgreSQL. The FTS5 tables keep their own copy of the words, and each row's FTS
+-- rowid is noted in `search_rowid`: a table without an INTEGER PRIMARY KEY may have its rowids
+-- renumbered by VACUUM, so they cannot link the two.
 
 -- An event's name, venue and city; its city alone, to filter by; its date on the venue's clocks
 -- (YYYY-MM-DD), to filter by day.
@@ -13,9 +14,10 @@ ALTER TABLE events ADD COLUMN city_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE events ADD COLUMN local_date TEXT NOT NULL DEFAULT '';
 ALTER TABLE events ADD COLUMN search_rowid INTEGER;
 CREATE INDEX events_newest ON events (created_at DESC, id DESC);
+CREATE INDEX events_by_city ON events (city_key, local_date);
 
 CREATE VIRTUAL TABLE events_search USING fts5 (
-    event_id UNINDEXED, words, tokenize = 'unicode61 remove_diacritics 2'
+    event_id UNINDEXED, words, tokenize = "unicode61 remove_diacritics 0 categories 'L* N* M* Co'"
 );
 
 CREATE TRIGGER events_search_insert AFTER INSERT ON events BEGIN
@@ -23,7 +25,8 @@ CREATE TRIGGER events_search_insert AFTER INSERT ON events BEGIN
     UPDATE events SET search_rowid = last_insert_rowid() WHERE id = new.id;
 END;
 
-CREATE TRIGGER events_search_update AFTER UPDATE OF words ON events BEGIN
+CREATE TRIGGER events_search_update AFTER UPDATE OF words ON events
+WHEN old.words IS NOT new.words BEGIN
     DELETE FROM events_search WHERE rowid = old.search_rowid;
     INSERT INTO events_search (event_id, words) VALUES (new.id, new.words);
     UPDATE events SET search_rowid = last_insert_rowid() WHERE id = new.id;
@@ -41,7 +44,7 @@ CREATE INDEX tickets_for_sale_by_date
     ON tickets (COALESCE(event_starts_at, 9223372036854775807), id) WHERE order_id IS NULL;
 
 CREATE VIRTUAL TABLE tickets_search USING fts5 (
-    ticket_id UNINDEXED, title_words, event_words, tokenize = 'unicode61 remove_diacritics 2'
+    ticket_id UNINDEXED, title_words, event_words, tokenize = "unicode61 remove_diacritics 0 categories 'L* N* M* Co'"
 );
 
 CREATE TRIGGER tickets_search_insert AFTER INSERT ON tickets BEGIN
@@ -50,7 +53,9 @@ CREATE TRIGGER tickets_search_insert AFTER INSERT ON tickets BEGIN
     UPDATE tickets SET search_rowid = last_insert_rowid() WHERE id = new.id;
 END;
 
-CREATE TRIGGER tickets_search_update AFTER UPDATE OF title_words, event_words ON tickets BEGIN
+-- Only when the words change: a reservation sets the title it was ordered at, mostly the same.
+CREATE TRIGGER tickets_search_update AFTER UPDATE OF title_words, event_words ON tickets
+WHEN old.title_words IS NOT new.title_words OR old.event_words IS NOT new.event_words BEGIN
     DELETE FROM tickets_search WHERE rowid = old.search_rowid;
     INSERT INTO tickets_search (ticket_id, title_words, event_words)
         VALUES (new.id, new.title_words, new.event_words);

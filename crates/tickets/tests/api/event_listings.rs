@@ -348,7 +348,8 @@ async fn a_ticket_for_no_event_or_a_started_one_is_refused_on_its_field(backend:
 async fn an_events_tickets_leave_the_lists_when_it_starts(backend: Backend) {
     let app = spawn_app(backend).await;
     let seller = app.sign_in();
-    let start = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
+    // Soon enough to wait for, late enough to list for on a busy machine first.
+    let start = time::OffsetDateTime::now_utc() + time::Duration::seconds(6);
     let starting = create_event(
         &seller,
         json!({"name": "Matinee", "venue": "Globe", "city": "London",

@@ -233,7 +233,12 @@ impl Api {
     }
 
     pub(crate) async fn list_tickets(&self) -> Call {
-        self.send(self.http.get(self.url("/api/tickets"))).await
+        self.get("/api/tickets").await
+    }
+
+    /// `GET` of a path and query, as anyone.
+    pub(crate) async fn get(&self, path_and_query: &str) -> Call {
+        self.send(self.http.get(self.url(path_and_query))).await
     }
 
     pub(crate) async fn show_ticket(&self, id: &str) -> Call {
@@ -243,12 +248,25 @@ impl Api {
 
     /// Creates an event at the venue "Loadgen Arena", starting `days_ahead` days from now.
     pub(crate) async fn create_event(&self, user: &Session, name: &str, days_ahead: i64) -> Call {
+        let arena = ("Loadgen Arena", "London", "Europe/London");
+        self.create_event_at(user, name, arena, days_ahead).await
+    }
+
+    /// Creates an event at `venue`, a venue with its city and time zone, `days_ahead` days from
+    /// now.
+    pub(crate) async fn create_event_at(
+        &self,
+        user: &Session,
+        name: &str,
+        (venue, city, time_zone): (&str, &str, &str),
+        days_ahead: i64,
+    ) -> Call {
         let starts_at = time::OffsetDateTime::now_utc() + time::Duration::days(days_ahead);
         let body = json!({
-            "name": name, "venue": "Loadgen Arena", "city": "London",
+            "name": name, "venue": venue, "city": city,
             "startsAt": starts_at.format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
-            "timeZone": "Europe/London",
+            "timeZone": time_zone,
         });
         let request = self.http.post(self.url("/api/events")).json(&body);
         self.send(self.signed_in(request, user)).await

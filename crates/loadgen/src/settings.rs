@@ -27,7 +27,8 @@ pub struct Settings {
     )]
     pub metrics_urls: Vec<String>,
     /// Scenarios to run, repeatable; they always run in the order browse, flash-sale, auth,
-    /// hold-expiry, hoard. `all` is the load: every scenario but hoard, which is an attack.
+    /// hold-expiry, search, hoard. `all` is the load: every scenario but search, which lists a
+    /// catalogue of its own first, and hoard, which is an attack.
     #[arg(long = "scenario", value_enum, default_value = "all")]
     pub scenarios: Vec<ScenarioChoice>,
     /// Buyers signed up before the scenarios (the flash-sale crowd; they also place the holds).
@@ -42,7 +43,7 @@ pub struct Settings {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Requests per second of the browse, flash-sale and auth scenarios, spaced evenly;
+    /// Requests per second of the browse, flash-sale, auth and search scenarios, spaced evenly;
     /// without it they go as fast as the marketplace answers (holds have `--hold-rate`).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -65,13 +66,19 @@ pub struct Settings {
     /// Flash-sale orders whose propagation to the tickets service is timed.
     #[arg(long, default_value_t = 40)]
     pub lag_samples: usize,
-    /// How long the browse and the auth scenarios each run.
+    /// How long the browse, the auth and the search scenarios each run.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
     /// Tickets listed for the hoarding bot to try to hold.
     #[arg(long, default_value_t = 100)]
     pub hoard_tickets: usize,
+    /// Tickets the search scenario lists before it searches, spread over `--search-events`.
+    #[arg(long, default_value_t = 10_000)]
+    pub search_tickets: usize,
+    /// Events the search scenario's tickets are for.
+    #[arg(long, default_value_t = 200)]
+    pub search_events: usize,
     /// Holds placed by the hold-expiry scenario, each on a fresh ticket.
     #[arg(long, default_value_t = 1000)]
     pub holds: usize,
@@ -120,6 +127,7 @@ pub enum ScenarioChoice {
     FlashSale,
     Auth,
     HoldExpiry,
+    Search,
     Hoard,
 }
 
@@ -130,6 +138,7 @@ pub enum Scenario {
     FlashSale,
     Auth,
     HoldExpiry,
+    Search,
     Hoard,
 }
 
@@ -144,11 +153,13 @@ impl Settings {
             (ScenarioChoice::FlashSale, Scenario::FlashSale),
             (ScenarioChoice::Auth, Scenario::Auth),
             (ScenarioChoice::HoldExpiry, Scenario::HoldExpiry),
+            (ScenarioChoice::Search, Scenario::Search),
             (ScenarioChoice::Hoard, Scenario::Hoard),
         ]
         .into_iter()
         .filter(|(choice, scenario)| {
-            (all && *scenario != Scenario::Hoard) || self.scenarios.contains(choice)
+            let in_all = !matches!(scenario, Scenario::Search | Scenario::Hoard);
+            (all && in_all) || self.scenarios.contains(choice)
         })
         .map(|(_, scenario)| scenario)
         .collect()
@@ -178,6 +189,11 @@ impl Settings {
         }
         if planned.contains(&Scenario::Hoard) && self.hoard_tickets == 0 {
             return Err("hoarding needs at least one ticket (--hoard-tickets)".into());
+        }
+        if planned.contains(&Scenario::Search)
+            && (self.search_tickets == 0 || self.search_events == 0)
+        {
+            return Err("searching needs --search-tickets and --search-events".into());
         }
         if planned.contains(&Scenario::Browse) && self.tickets == 0 {
             return Err("browsing needs at least one ticket (--tickets)".into());
@@ -224,6 +240,7 @@ mod tests {
         let all = Settings::parse_from(["loadgen"]);
         assert_eq!(all.planned().len(), 4);
         assert!(!all.planned().contains(&Scenario::Hoard));
+        assert!(!all.planned().contains(&Scenario::Search));
         let attack = Settings::parse_from(["loadgen", "--scenario", "all", "--scenario", "hoard"]);
         assert_eq!(attack.planned().last(), Some(&Scenario::Hoard));
     }

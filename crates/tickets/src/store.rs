@@ -112,8 +112,18 @@ pub async fn search_tickets(
             binds.add(Bind::Int(now_millis))
         ),
     ];
+    let sort = search.sort.unwrap_or(Sort::Newest);
+    // On SQLite, words found newest first are read in the FTS index's own order (the order the
+    // tickets were listed in), stopping at the page's end, rather than gathering every match
+    // and sorting them: a common word matches most of the catalogue.
+    let in_index_order =
+        dialect == Dialect::Sqlite && !search.words.is_empty() && sort == Sort::Newest;
     if !search.words.is_empty() {
         conditions.push(match dialect {
+            Dialect::Sqlite if in_index_order => format!(
+                "tickets_search MATCH {}",
+                binds.add(Bind::Text(search.fts5_query()))
+            ),
             Dialect::Sqlite => format!(
                 "id IN (SELECT ticket_id FROM tickets_search WHERE tickets_search MATCH {})",
                 binds.add(Bind::Text(search.fts5_query()))
@@ -138,7 +148,25 @@ pub async fn search_tickets(
             binds.add(Bind::Int(max_price.get()))
         ));
     }
-    let order = match search.sort.unwrap_or(Sort::Newest) {
+    if in_index_order {
+        // An FTS row's rowid is the ticket's for good (see the migration), and unique: the
+        // cursor needs no id beside it.
+        conditions.push(format!(
+            "tickets_search.rowid < {}",
+            binds.add(Bind::Int(page.after.key()))
+        ));
+        let sql = format!(
+            "SELECT {}, tickets_search.rowid AS sort_key FROM tickets_search \
+             JOIN tickets ON tickets.id = tickets_search.ticket_id WHERE {} \
+             ORDER BY tickets_search.rowid DESC LIMIT {} OFFSET {}",
+            columns!(),
+            conditions.join(" AND "),
+            binds.add(Bind::Int(page.rows_to_read())),
+            binds.add(Bind::Int(i64::from(page.offset)))
+        );
+        return read_tickets(pool, binds, sql).await;
+    }
+    let order = match sort {
         Sort::Newest => Order {
             key: "created_at",
             descending: true,
@@ -160,6 +188,15 @@ pub async fn search_tickets(
         order.key,
         conditions.join(" AND ")
     );
+    read_tickets(pool, binds, sql).await
+}
+
+/// Tickets read with their `sort_key`, each with its position in the list.
+async fn read_tickets(
+    pool: &AnyPool,
+    binds: Binds,
+    sql: String,
+) -> Result<Vec<(Ticket, Cursor)>, sqlx::Error> {
     binds
         .fetch_all(pool, sql)
         .await?

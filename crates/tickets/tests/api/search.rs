@@ -254,6 +254,11 @@ async fn every_order_pages_through_each_item_once(backend: Backend) {
             "limit {limit}"
         );
         assert_eq!(
+            found_in_pages(&app, "/api/tickets?q=r", limit).await,
+            [second_floor.clone(), quiz.clone(), block.clone(), floor.clone()],
+            "limit {limit}"
+        );
+        assert_eq!(
             found_in_pages(&app, "/api/events?sort=price", limit).await,
             [radiohead.clone(), beyonce.clone(), opera.clone()],
             "limit {limit}"

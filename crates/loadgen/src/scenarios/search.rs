@@ -1,7 +1,8 @@
 //! Searching: a catalogue of `--search-tickets` tickets over `--search-events` events is listed
 //! first, then searched for `--duration` (at `--rate` if given) the ways a buyer does: by an
 //! artist's name, a name and a city, a prefix as typed, a city by date, some days under a
-//! price, events by name; and the plain newest-first list beside them.
+//! price, events by name, the whole catalogue by price; and the plain newest-first list beside
+//! them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,11 +77,12 @@ struct Searches {
     city_by_date: Operation,
     days_under_price: Operation,
     events_by_price: Operation,
+    all_by_price: Operation,
     newest: Operation,
 }
 
 impl Searches {
-    fn all(&self) -> [&Operation; 7] {
+    fn all(&self) -> [&Operation; 8] {
         [
             &self.word,
             &self.words_by_price,
@@ -88,6 +90,7 @@ impl Searches {
             &self.city_by_date,
             &self.days_under_price,
             &self.events_by_price,
+            &self.all_by_price,
             &self.newest,
         ]
     }
@@ -130,6 +133,7 @@ pub(crate) async fn run(ctx: &Arc<Context>, cast: &Cast) -> ScenarioReport {
             city_by_date: Operation::new("GET tickets?city,sort=date", &[200]),
             days_under_price: Operation::new("GET tickets?from,to,maxPrice", &[200]),
             events_by_price: Operation::new("GET events?q=artist,sort=price", &[200]),
+            all_by_price: Operation::new("GET tickets?sort=price", &[200]),
             newest: Operation::new("GET /api/tickets", &[200]),
         },
         pacer: Pacer::new(ctx.settings.rate),
@@ -275,7 +279,7 @@ async fn search(searching: Arc<Searching>) {
         let today = time::OffsetDateTime::now_utc().date();
         let from = today + time::Duration::days(rng.random_range(0..DAYS_SPREAD));
         let searches = &searching.searches;
-        let (op, path) = match rng.random_range(0..7) {
+        let (op, path) = match rng.random_range(0..8) {
             0 => (&searches.word, tickets(&[("q", artist)])),
             1 => (
                 &searches.words_by_price,
@@ -302,6 +306,7 @@ async fn search(searching: Arc<Searching>) {
                 &searches.events_by_price,
                 format!("/api/events?{}", query(&[("q", artist), ("sort", "price")])),
             ),
+            6 => (&searches.all_by_price, tickets(&[("sort", "price")])),
             _ => (&searches.newest, "/api/tickets".to_owned()),
         };
         let call = searching.ctx.api.get(&path).await;

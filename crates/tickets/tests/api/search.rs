@@ -255,7 +255,12 @@ async fn every_order_pages_through_each_item_once(backend: Backend) {
         );
         assert_eq!(
             found_in_pages(&app, "/api/tickets?q=r", limit).await,
-            [second_floor.clone(), quiz.clone(), block.clone(), floor.clone()],
+            [
+                second_floor.clone(),
+                quiz.clone(),
+                block.clone(),
+                floor.clone()
+            ],
             "limit {limit}"
         );
         assert_eq!(

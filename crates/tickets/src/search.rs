@@ -107,19 +107,24 @@ impl Search {
     fn parse(query: SearchQuery) -> Result<Self, Vec<common::FieldError>> {
         let mut errors = FieldErrors::new();
         let mut given = Vec::new();
-        let mut note = |name: &'static str, value: &Option<String>| {
-            let value = value.as_deref().map(str::trim).filter(|v| !v.is_empty());
+        // Text searched for may be left blank, as a search box is; a date, a price or an order
+        // given must be one.
+        let mut note = |name: &'static str, value: &Option<String>, blank_is_none: bool| {
+            let value = value
+                .as_deref()
+                .map(|value| if blank_is_none { value.trim() } else { value })
+                .filter(|value| !(blank_is_none && value.is_empty()));
             if let Some(value) = value {
                 given.push((name, value.to_owned()));
             }
             value.map(str::to_owned)
         };
-        let q = note("q", &query.q);
-        let city = note("city", &query.city);
-        let from = note("from", &query.from);
-        let to = note("to", &query.to);
-        let max_price = note("maxPrice", &query.max_price);
-        let sort = note("sort", &query.sort);
+        let q = note("q", &query.q, true);
+        let city = note("city", &query.city, true);
+        let from = note("from", &query.from, false);
+        let to = note("to", &query.to, false);
+        let max_price = note("maxPrice", &query.max_price, false);
+        let sort = note("sort", &query.sort, false);
 
         let query_words = match q {
             None => Some(Vec::new()),
@@ -188,16 +193,27 @@ fn query_words(q: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// A day as `YYYY-MM-DD`.
+/// A day as `YYYY-MM-DD`, and nothing else (no sign, no fifth digit of year, no spaces).
 fn date(label: &str, raw: &str) -> Result<Date, String> {
-    Date::parse(raw, format_description!("[year]-[month]-[day]"))
-        .map_err(|_| format!("{label} must be a date such as 2030-06-12"))
+    let shaped = raw.len() == 10
+        && raw.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    shaped
+        .then(|| Date::parse(raw, format_description!("[year]-[month]-[day]")).ok())
+        .flatten()
+        .ok_or_else(|| format!("{label} must be a date such as 2030-06-12"))
 }
 
-/// A price in the currency's major unit, as in a body: `79.5`.
+/// A price in the currency's major unit, as in a body: `79.5`, without spaces around it.
 fn price(raw: &str) -> Result<Cents, String> {
     let number: serde_json::Value = serde_json::from_str(raw)
         .ok()
+        .filter(|_| raw.trim() == raw)
         .filter(serde_json::Value::is_number)
         .ok_or_else(|| "Max price must be a number".to_string())?;
     Cents::from_json(Some(&number)).map_err(|reason| reason.replacen("Price", "Max price", 1))
@@ -270,10 +286,25 @@ mod tests {
     }
 
     #[test]
-    fn nothing_given_or_blank_is_no_search() {
-        let blank = search(&[("q", " "), ("city", ""), ("sort", "")]).unwrap();
+    fn blank_words_or_city_are_no_search_but_a_blank_date_price_or_order_is_refused() {
+        let blank = search(&[("q", " "), ("city", "")]).unwrap();
         assert_eq!(blank, Search::default());
         assert_eq!(blank.path_with_query("/api/tickets"), "/api/tickets");
+        assert_eq!(
+            fields(&[("from", ""), ("to", ""), ("maxPrice", ""), ("sort", "")]),
+            ["from", "to", "maxPrice", "sort"]
+        );
+        assert_eq!(fields(&[("sort", " price")]), ["sort"]);
+        assert_eq!(fields(&[("maxPrice", " 5")]), ["maxPrice"]);
+        for day in [
+            "-0001-01-01",
+            "+2030-06-12",
+            "2030-6-12",
+            "20300-06-12",
+            " 2030-06-12",
+        ] {
+            assert_eq!(fields(&[("from", day)]), ["from"], "{day}");
+        }
     }
 
     #[test]

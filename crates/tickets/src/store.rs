@@ -43,6 +43,15 @@ impl Binds {
         format!("${}", self.0.len())
     }
 
+    /// A page's `LIMIT … OFFSET …`.
+    fn limit_and_offset(&mut self, page: &Page) -> String {
+        format!(
+            "LIMIT {} OFFSET {}",
+            self.add(Bind::Int(page.rows_to_read())),
+            self.add(Bind::Int(i64::from(page.offset)))
+        )
+    }
+
     async fn fetch_all(self, pool: &AnyPool, sql: String) -> Result<Vec<AnyRow>, sqlx::Error> {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for value in self.0 {
@@ -78,9 +87,8 @@ impl Order {
             binds.add(Bind::Text(after.id_text()))
         );
         let order = format!(
-            "ORDER BY sort_key {direction}, {id} {direction} LIMIT {} OFFSET {}",
-            binds.add(Bind::Int(page.rows_to_read())),
-            binds.add(Bind::Int(i64::from(page.offset)))
+            "ORDER BY sort_key {direction}, {id} {direction} {}",
+            binds.limit_and_offset(page)
         );
         (condition, order)
     }
@@ -118,21 +126,14 @@ pub async fn search_tickets(
     // and sorting them: a common word matches most of the catalogue.
     let in_index_order =
         dialect == Dialect::Sqlite && !search.words.is_empty() && sort == Sort::Newest;
-    if !search.words.is_empty() {
-        conditions.push(match dialect {
-            Dialect::Sqlite if in_index_order => format!(
-                "tickets_search MATCH {}",
-                binds.add(Bind::Text(search.fts5_query()))
-            ),
-            Dialect::Sqlite => format!(
-                "id IN (SELECT ticket_id FROM tickets_search WHERE tickets_search MATCH {})",
-                binds.add(Bind::Text(search.fts5_query()))
-            ),
-            Dialect::Postgres => format!(
-                "search @@ to_tsquery('simple', {})",
-                binds.add(Bind::Text(search.tsquery()))
-            ),
-        });
+    if in_index_order {
+        conditions.push(format!(
+            "tickets_search MATCH {}",
+            binds.add(Bind::Text(search.fts5_query()))
+        ));
+    } else if !search.words.is_empty() {
+        let words = ("id", "tickets_search", "ticket_id", "search");
+        conditions.push(holds_words(dialect, search, words, &mut binds));
     }
     if search.needs_an_event() {
         let mut of_event = Vec::new();
@@ -158,11 +159,10 @@ pub async fn search_tickets(
         let sql = format!(
             "SELECT {}, tickets_search.rowid AS sort_key FROM tickets_search \
              JOIN tickets ON tickets.id = tickets_search.ticket_id WHERE {} \
-             ORDER BY tickets_search.rowid DESC LIMIT {} OFFSET {}",
+             ORDER BY tickets_search.rowid DESC {}",
             columns!(),
             conditions.join(" AND "),
-            binds.add(Bind::Int(page.rows_to_read())),
-            binds.add(Bind::Int(i64::from(page.offset)))
+            binds.limit_and_offset(page)
         );
         return read_tickets(pool, binds, sql).await;
     }
@@ -203,6 +203,27 @@ async fn read_tickets(
         .iter()
         .map(|row| Ok((ticket_from_row(row)?, cursor_from_row(row)?)))
         .collect()
+}
+
+/// The condition that a row holds every word of `search`, given as `(row_id, fts, fts_row_id,
+/// tsvector)`: on SQLite its `row_id` is among the `fts_row_id`s the FTS5 table `fts` matches,
+/// on PostgreSQL its `tsvector` column matches.
+fn holds_words(
+    dialect: Dialect,
+    search: &Search,
+    (row_id, fts, fts_row_id, tsvector): (&str, &str, &str, &str),
+    binds: &mut Binds,
+) -> String {
+    match dialect {
+        Dialect::Sqlite => format!(
+            "{row_id} IN (SELECT {fts_row_id} FROM {fts} WHERE {fts} MATCH {})",
+            binds.add(Bind::Text(search.fts5_query()))
+        ),
+        Dialect::Postgres => format!(
+            "{tsvector} @@ to_tsquery('simple', {})",
+            binds.add(Bind::Text(search.tsquery()))
+        ),
+    }
 }
 
 /// The conditions of `search` on an event's city and day, on the events table as `alias`.
@@ -261,7 +282,9 @@ pub struct ListedEvent {
     pub words: String,
 }
 
-/// What a ticket of event `id` takes from it, if there is such an event.
+/// What a ticket of event `id` takes from it, if there is such an event. The words are reduced
+/// from the event's own text, not read from its `words`, which an event stored before search
+/// has only once the fill reaches it.
 pub async fn event_for_listing<'c, E>(
     executor: E,
     id: Uuid,
@@ -578,16 +601,8 @@ pub async fn search_events(
         binds.add(Bind::Int(now_millis))
     )];
     if !search.words.is_empty() {
-        conditions.push(match dialect {
-            Dialect::Sqlite => format!(
-                "e.id IN (SELECT event_id FROM events_search WHERE events_search MATCH {})",
-                binds.add(Bind::Text(search.fts5_query()))
-            ),
-            Dialect::Postgres => format!(
-                "e.search @@ to_tsquery('simple', {})",
-                binds.add(Bind::Text(search.tsquery()))
-            ),
-        });
+        let words = ("e.id", "events_search", "event_id", "e.search");
+        conditions.push(holds_words(dialect, search, words, &mut binds));
     }
     event_conditions(search, "e", &mut conditions, &mut binds);
     if let Some(max_price) = search.max_price {

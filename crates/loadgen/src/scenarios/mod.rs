@@ -129,31 +129,45 @@ pub(crate) async fn list_tickets(
     }
     futures::stream::iter(0..count)
         .map(|n| async move {
-            let seller = n % cast.sellers.len();
             let name = format!("{title} {n} ({})", ctx.run_id);
             // Prices from 20.00 to 69.50 in half-dollar steps, so money crosses the wire as
             // both whole and fractional numbers.
             let price = 20.0 + (n % 100) as f64 / 2.0;
-            for attempt in 0..SETUP_TRIES {
-                let call = ctx
-                    .api
-                    .create_ticket(&cast.sellers[seller], &name, price, event)
-                    .await;
-                op.record(&call);
-                if let Some(ticket) = call.answer_with(201).and_then(|a| a.json::<TicketView>()) {
-                    return Some(Listing {
-                        id: ticket.id,
-                        seller,
-                    });
-                }
-                retry_pause(attempt).await;
-            }
-            None
+            list_ticket(ctx, cast, n, &name, price, event, op).await
         })
         .buffer_unordered(ctx.settings.concurrency)
         .filter_map(|listing| async move { listing })
         .collect()
         .await
+}
+
+/// Lists the `n`th ticket of a batch, as the `n`th seller round the cast, trying again a few
+/// times; `None` if it still failed (its answers counted).
+pub(crate) async fn list_ticket(
+    ctx: &Context,
+    cast: &Cast,
+    n: usize,
+    title: &str,
+    price: f64,
+    event: Option<&str>,
+    op: &Operation,
+) -> Option<Listing> {
+    let seller = n % cast.sellers.len();
+    for attempt in 0..SETUP_TRIES {
+        let call = ctx
+            .api
+            .create_ticket(&cast.sellers[seller], title, price, event)
+            .await;
+        op.record(&call);
+        if let Some(ticket) = call.answer_with(201).and_then(|a| a.json::<TicketView>()) {
+            return Some(Listing {
+                id: ticket.id,
+                seller,
+            });
+        }
+        retry_pause(attempt).await;
+    }
+    None
 }
 
 /// What orders answered when a seller tried to order their own ticket.

@@ -233,8 +233,6 @@ async fn list_catalogue(
     });
     let listed = futures::stream::iter(0..total)
         .map(|n| async move {
-            let seller_index = n % cast.sellers.len();
-            let seller = &cast.sellers[seller_index];
             let event = &events[n % events.len()];
             let title = format!(
                 "{} row {}",
@@ -242,21 +240,7 @@ async fn list_catalogue(
                 1 + n % 30
             );
             let price = 20.0 + (n % 100) as f64;
-            for attempt in 0..SETUP_TRIES {
-                let call = ctx
-                    .api
-                    .create_ticket(seller, &title, price, Some(event))
-                    .await;
-                op.record(&call);
-                if let Some(ticket) = call.answer_with(201).and_then(|a| a.json::<Created>()) {
-                    return Some(Listing {
-                        id: ticket.id,
-                        seller: seller_index,
-                    });
-                }
-                retry_pause(attempt).await;
-            }
-            None
+            super::list_ticket(ctx, cast, n, &title, price, Some(event), op).await
         })
         .buffer_unordered(ctx.settings.concurrency)
         .filter_map(|listing| async move { listing })

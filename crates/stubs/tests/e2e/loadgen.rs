@@ -38,10 +38,7 @@ async fn a_flash_sale_sells_every_ticket_exactly_once_and_every_hold_lapses() {
         "60s",
     ]);
 
-    let report = loadgen::run(settings).await.expect("the run takes place");
-
-    let failed: Vec<_> = report.invariants.iter().filter(|v| !v.passed).collect();
-    assert!(failed.is_empty(), "invariants failed: {failed:#?}");
+    let report = run_keeping_invariants(settings).await;
     assert!(report.passed);
 
     let sale = report.scenario("flash_sale").expect("the sale ran");
@@ -94,10 +91,7 @@ async fn a_best_available_flash_sale_holds_every_ticket_exactly_once() {
         "16",
     ]);
 
-    let report = loadgen::run(settings).await.expect("the run takes place");
-
-    let failed: Vec<_> = report.invariants.iter().filter(|v| !v.passed).collect();
-    assert!(failed.is_empty(), "invariants failed: {failed:#?}");
+    let report = run_keeping_invariants(settings).await;
     let sale = report.scenario("flash_sale").expect("the sale ran");
     let figure = |key: &str| sale.figure(key).unwrap_or_else(|| panic!("no {key}"));
     // Each round's event had its own tickets, and every one was held once, by asking for the best.
@@ -135,10 +129,7 @@ async fn a_hoarding_bot_gets_no_more_than_the_limits_allow() {
         "16",
     ]);
 
-    let report = loadgen::run(settings).await.expect("the run takes place");
-
-    let failed: Vec<_> = report.invariants.iter().filter(|v| !v.passed).collect();
-    assert!(failed.is_empty(), "invariants failed: {failed:#?}");
+    let report = run_keeping_invariants(settings).await;
     let hoard = report.scenario("hoard").expect("the bot ran");
     let figure = |key: &str| hoard.figure(key).unwrap_or_else(|| panic!("no {key}"));
     assert_eq!(figure("tickets"), 80.0, "{hoard:#?}");
@@ -153,4 +144,12 @@ async fn a_hoarding_bot_gets_no_more_than_the_limits_allow() {
     assert_eq!(churn.statuses.get("429"), Some(&1), "{churn:?}");
 
     assert!(marketplace.stop().await);
+}
+
+/// Runs loadgen, asserting that every invariant it checks afterwards held.
+async fn run_keeping_invariants(settings: Settings) -> loadgen::Report {
+    let report = loadgen::run(settings).await.expect("the run takes place");
+    let failed: Vec<_> = report.invariants.iter().filter(|v| !v.passed).collect();
+    assert!(failed.is_empty(), "invariants failed: {failed:#?}");
+    report
 }

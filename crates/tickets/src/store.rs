@@ -736,12 +736,14 @@ pub async fn fill_search_words(store: &Store) -> Result<u64, sqlx::Error> {
         after = last;
     }
     // A ticket edited or reserved before it was filled has its title's words, but still needs
-    // its event's.
+    // its event's. Only from an event already given its words: another replica's fill may be
+    // between its events and its tickets, and will copy them itself once it has filled them.
     filled += sqlx::query(
         "UPDATE tickets SET \
          event_words = (SELECT words FROM events WHERE events.id = tickets.event_id), \
          event_starts_at = (SELECT starts_at FROM events WHERE events.id = tickets.event_id) \
-         WHERE event_id IS NOT NULL AND event_starts_at IS NULL",
+         WHERE event_id IS NOT NULL AND event_starts_at IS NULL AND EXISTS \
+         (SELECT 1 FROM events WHERE events.id = tickets.event_id AND events.local_date <> '')",
     )
     .execute(store.writer())
     .await?

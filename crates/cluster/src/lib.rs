@@ -60,7 +60,9 @@ impl Service {
     pub fn routes(self) -> &'static [&'static str] {
         match self {
             Self::Auth => &["/api/users"],
-            Self::Tickets => &["/api/tickets", "/api/events"],
+            // A user's tickets are the tickets service's, under auth's prefix: the longer
+            // prefix wins.
+            Self::Tickets => &["/api/tickets", "/api/events", "/api/users/me/tickets"],
             Self::Orders => &["/api/orders"],
             Self::Expiration => &[],
             Self::Payments => &["/api/payments"],

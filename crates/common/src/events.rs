@@ -36,10 +36,12 @@ pub enum EventType {
     SessionRevoked,
     #[serde(rename = "sessions:revoked")]
     SessionsRevoked,
+    #[serde(rename = "user:created")]
+    UserCreated,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         Self::TicketCreated,
         Self::TicketUpdated,
         Self::OrderCreated,
@@ -52,6 +54,7 @@ impl EventType {
         Self::PaymentFailed,
         Self::SessionRevoked,
         Self::SessionsRevoked,
+        Self::UserCreated,
     ];
 
     /// The name on the wire, such as `ticket:created`.
@@ -69,6 +72,7 @@ impl EventType {
             Self::PaymentFailed => "payment:failed",
             Self::SessionRevoked => "session:revoked",
             Self::SessionsRevoked => "sessions:revoked",
+            Self::UserCreated => "user:created",
         }
     }
 
@@ -268,13 +272,16 @@ impl EventData for OrderCancelled {
 }
 
 /// An order was paid. Orders bumps the order's version when it completes; announcing it keeps
-/// every replica of the order in version step.
+/// every replica of the order in version step, and tells tickets the ticket is now the buyer's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCompleted {
     pub id: Uuid,
     pub version: i64,
     pub ticket: TicketRef,
+    /// The buyer. Absent from events written before tickets changed hands on payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
 }
 
 impl EventData for OrderCompleted {
@@ -380,6 +387,20 @@ pub struct SessionsRevoked {
 
 impl EventData for SessionsRevoked {
     const TYPE: EventType = EventType::SessionsRevoked;
+}
+
+/// Someone signed up: the services that find accounts by e-mail (a ticket sent to a friend) keep
+/// this much of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCreated {
+    pub id: Uuid,
+    /// Normalised as auth keeps it: trimmed, lower-cased, composed.
+    pub email: String,
+}
+
+impl EventData for UserCreated {
+    const TYPE: EventType = EventType::UserCreated;
 }
 
 /// What a replica does with another service's change that carries a version, given the version

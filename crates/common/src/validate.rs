@@ -205,6 +205,15 @@ pub fn is_invisible(c: char) -> bool {
     )
 }
 
+/// An e-mail address typed any way, as accounts are kept and found: trimmed, lower-cased and
+/// composed (NFC). Composed last, since lower-casing can leave a letter and its accent apart
+/// ("J" and a caron become "j" and a caron), so that an address normalised once is normalised for
+/// good.
+pub fn normalise_email(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    raw.trim().to_lowercase().nfc().collect()
+}
+
 /// Parses a path segment as an id. A malformed id names no resource, so it is a 404.
 pub fn parse_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::try_parse(raw).map_err(|_| ApiError::NotFound)

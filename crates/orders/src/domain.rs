@@ -174,6 +174,7 @@ impl Order {
             id: self.id,
             version: self.version,
             ticket: TicketRef { id: self.ticket_id },
+            user_id: Some(self.user_id),
         }
     }
 }

@@ -31,11 +31,12 @@ pub struct Ticket {
     #[serde(serialize_with = "money::major")]
     #[schema(value_type = f64, minimum = 0.01, maximum = 1000000)]
     pub price: Cents,
-    /// The seller.
+    /// The owner: the seller, until an order for it is paid; then the buyer, or whoever it was
+    /// sent to since.
     pub user_id: Uuid,
     /// Bumped on every change announced by ticket:updated; starts at 0.
     pub version: i64,
-    /// The order holding the ticket, if it is reserved.
+    /// The order holding the ticket, or that bought it; null while it is for sale.
     #[schema(required)]
     pub order_id: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]

@@ -12,12 +12,13 @@ mod event;
 mod listeners;
 mod routes;
 mod search;
+mod wallet;
 pub use routes::openapi;
 pub mod store;
 
 use axum::Router;
 use common::ServiceContext;
-use common::events::{OrderCancelled, OrderCreated};
+use common::events::{OrderCancelled, OrderCompleted, OrderCreated, UserCreated};
 use common::listener;
 use common::store::{Migration, Migrations};
 
@@ -43,6 +44,11 @@ pub const TICKETS_MIGRATIONS: Migrations = Migrations {
             name: "search",
             sql: include_str!("../migrations/sqlite/0102_search.sql"),
         },
+        Migration {
+            version: 103,
+            name: "wallet",
+            sql: include_str!("../migrations/sqlite/0103_wallet.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -59,6 +65,11 @@ pub const TICKETS_MIGRATIONS: Migrations = Migrations {
             version: 102,
             name: "search",
             sql: include_str!("../migrations/postgres/0102_search.sql"),
+        },
+        Migration {
+            version: 103,
+            name: "wallet",
+            sql: include_str!("../migrations/postgres/0103_wallet.sql"),
         },
     ],
 };
@@ -78,6 +89,8 @@ pub fn start(ctx: &ServiceContext) -> Router {
     let dialect = ctx.store.dialect();
     listener::spawn::<OrderCreated, _>(ctx, listeners::ReserveTicket { dialect });
     listener::spawn::<OrderCancelled, _>(ctx, listeners::ReleaseTicket { dialect });
+    listener::spawn::<OrderCompleted, _>(ctx, listeners::HandOverTicket { dialect });
+    listener::spawn::<UserCreated, _>(ctx, listeners::RememberUser);
     let store = ctx.store.clone();
     ctx.tasks.spawn(async move {
         match store::fill_search_words(&store).await {

@@ -9,12 +9,17 @@
 //! lock the ticket row first, so on PostgreSQL a reservation and a cancellation of one ticket
 //! take turns and neither decides on a view the other is about to change.
 //!
+//! An order:completed hands the ticket its order holds to the buyer, announced with a
+//! ticket:updated (the new owner, the next version) in the same way. A user:created is kept, so
+//! that a ticket can be sent to the account by e-mail.
+//!
 //! A seller's edit can cross an order: accepted here before the order:created arrives. The
 //! reservation then puts back the title and price the buyer ordered at, so the ticket shows what
 //! the buyer pays, and goes back on sale at that price if the order lapses.
 
 use async_trait::async_trait;
-use common::events::{Envelope, OrderCancelled, OrderCreated};
+use common::clock;
+use common::events::{Envelope, OrderCancelled, OrderCompleted, OrderCreated, UserCreated};
 use common::listener::{HandleError, Handler};
 use common::outbox;
 use common::store::Dialect;
@@ -22,6 +27,7 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::store;
+use crate::wallet::HistoryEntry;
 
 /// Reserves a ticket for the order that was placed on it.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +117,73 @@ impl Handler<OrderCancelled> for ReleaseTicket {
                 tracing::info!(order = %order.id, ticket = %ticket_id, "ticket not held by this order, nothing to release");
             }
         }
+        Ok(())
+    }
+}
+
+/// Makes a ticket its buyer's once their order is paid.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HandOverTicket {
+    pub dialect: Dialect,
+}
+
+#[async_trait]
+impl Handler<OrderCompleted> for HandOverTicket {
+    fn lock_key(&self, event: &OrderCompleted) -> Option<Uuid> {
+        Some(event.ticket.id)
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<OrderCompleted>,
+    ) -> Result<(), HandleError> {
+        let paid_at = event.occurred_at;
+        let order = event.data;
+        let ticket_id = order.ticket.id;
+        let Some(buyer) = order.user_id else {
+            tracing::info!(order = %order.id, ticket = %ticket_id, "order paid before tickets changed hands; the ticket stays with its seller, sold");
+            return Ok(());
+        };
+        let Some(ticket) = store::lock(tx, self.dialect, ticket_id).await? else {
+            return Err(HandleError::NotReady(format!(
+                "paid order {} names unknown ticket {ticket_id}",
+                order.id
+            )));
+        };
+        if store::sold_through(tx, ticket_id, order.id).await? {
+            tracing::debug!(order = %order.id, ticket = %ticket_id, "already handed over");
+            return Ok(());
+        }
+        if ticket.order_id != Some(order.id) {
+            // A paid order was placed and never cancelled, so its reservation is on its way.
+            return Err(HandleError::NotReady(format!(
+                "ticket {ticket_id} is not yet held by paid order {}",
+                order.id
+            )));
+        }
+        let sold = store::hand_over(tx, ticket_id, order.id, buyer, clock::millis(paid_at))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("ticket {ticket_id} changed under its lock"))?;
+        store::record_handover(tx, &HistoryEntry::sold(&ticket, order.id, buyer, paid_at)).await?;
+        outbox::enqueue(tx, sold.updated_event()).await?;
+        tracing::info!(order = %order.id, ticket = %ticket_id, version = sold.version, "ticket handed to its buyer");
+        Ok(())
+    }
+}
+
+/// Keeps the accounts auth announces, to find one by e-mail.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RememberUser;
+
+#[async_trait]
+impl Handler<UserCreated> for RememberUser {
+    async fn handle(
+        &self,
+        tx: &mut AnyConnection,
+        event: Envelope<UserCreated>,
+    ) -> Result<(), HandleError> {
+        store::remember_user(tx, event.data.id, &event.data.email).await?;
         Ok(())
     }
 }

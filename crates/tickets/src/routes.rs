@@ -21,6 +21,7 @@ use crate::domain::{ListingBody, Ticket, TicketBody};
 use crate::event::{Event, EventBody};
 use crate::search::{Search, SearchQuery};
 use crate::store;
+use crate::wallet::{HistoryEntry, OwnedTicket, SendBody};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -56,6 +57,8 @@ fn operations() -> OpenApiRouter<AppState> {
         .routes(routes!(list_events, create_event))
         .routes(routes!(show_event))
         .routes(routes!(list_event_tickets))
+        .routes(routes!(list_owned_tickets))
+        .routes(routes!(send_ticket).map(idempotency::keyed))
 }
 
 /// The service's routes with their state applied.
@@ -80,6 +83,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             .description(Some(
                 "Events tickets are for: create one, find the upcoming ones, compare an \
                  event's tickets cheapest first",
+            ))
+            .build(),
+    );
+    doc.tags.get_or_insert_default().push(
+        utoipa::openapi::tag::TagBuilder::new()
+            .name("wallet")
+            .description(Some(
+                "Tickets a user bought or was sent: list them, send one to another account",
             ))
             .build(),
     );
@@ -412,4 +423,107 @@ async fn list_event_tickets(
             Cursor::at(ticket.price.get(), ticket.id)
         }),
     )
+}
+
+/// `GET /api/users/me/tickets?limit=&cursor=`: the signed-in user's wallet.
+#[utoipa::path(
+    get,
+    path = "/api/users/me/tickets",
+    operation_id = "listOwnedTickets",
+    tag = "wallet",
+    summary = "The tickets you bought or were sent, last first",
+    description = "A ticket is its buyer's once the order is paid, and leaves the wallet when \
+        it is sent on. Tickets you listed and nobody bought are not here. The next page is in \
+        the `Link` header.",
+    params(PageQuery),
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of your tickets", body = [OwnedTicket],
+            links(("sendFirstTicket" = (operation_id = "sendTicket",
+                parameters(("id" = "$response.body#/0/id")))))),
+        (status = 400, description = "`limit`, `cursor` or `offset` is invalid \
+            (`invalid_field`)", body = ErrorBody),
+        (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
+    )
+)]
+async fn list_owned_tickets(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    page: Page,
+) -> Result<Paged<OwnedTicket>, ApiError> {
+    let owned = store::owned_tickets(state.store.pool(), user.id, &page).await?;
+    Ok(page.answer(owned, "/api/users/me/tickets", |owned| {
+        Cursor::at(clock::millis(owned.acquired_at), owned.ticket.id)
+    }))
+}
+
+/// `POST /api/tickets/{id}/send`: the owner gives a ticket they keep to another account, found
+/// by e-mail, announced (ticket:updated, the new owner) in the same transaction.
+#[utoipa::path(
+    post,
+    path = "/api/tickets/{id}/send",
+    operation_id = "sendTicket",
+    tag = "wallet",
+    summary = "Send a ticket you own to another account",
+    description = "Only a ticket you bought or were sent, and keep: not one listed for sale, \
+        nor one an order holds. It leaves your wallet for the recipient's.",
+    params(
+        ("id" = Uuid, Path, description = "The ticket's id; a malformed id is a 404"),
+        IdempotencyKey,
+    ),
+    request_body = SendBody,
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The ticket, now the recipient's", body = Ticket),
+        (status = 400, description = "The e-mail is missing or no account has it, or it is \
+            yours (`invalid_field`); the ticket is listed for sale (`ticket_listed`) or an order \
+            holds it (`ticket_reserved`); or the key was used with another request \
+            (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 401, description = "Not signed in, or not the owner (`not_authorized`)",
+            body = ErrorBody),
+        (status = 404, description = "No such ticket (`not_found`)", body = ErrorBody),
+    )
+)]
+async fn send_ticket(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    PathId(id): PathId,
+    idempotent: Idempotent,
+    Valid(to): Valid<SendBody>,
+) -> Result<Json<Ticket>, ApiError> {
+    let mut tx = state.store.begin().await?;
+    let recipient = store::user_by_email(&mut tx, &to.email).await?;
+    let at = clock::now();
+    if let Some(recipient) = recipient.filter(|recipient| *recipient != user.id) {
+        // One conditional statement: an order or a listing that crosses it wins or loses whole.
+        if let Some(ticket) =
+            store::send(&mut tx, id, user.id, recipient, clock::millis(at)).await?
+        {
+            store::record_handover(&mut tx, &HistoryEntry::sent(id, user.id, recipient, at))
+                .await?;
+            outbox::enqueue(&mut tx, ticket.updated_event()).await?;
+            idempotent
+                .record_json(&mut tx, StatusCode::OK, &ticket)
+                .await?;
+            state.outbox.commit(tx).await?;
+            tracing::info!(ticket = %id, "ticket sent");
+            return Ok(Json(ticket));
+        }
+    }
+    Err(match store::find(&mut *tx, id).await? {
+        None => ApiError::NotFound,
+        Some(ticket) if ticket.user_id != user.id => ApiError::Unauthorized,
+        Some(_) if recipient.is_none() => ApiError::field("email", "No account has this e-mail"),
+        Some(_) if recipient == Some(user.id) => {
+            ApiError::field("email", "The ticket is yours already")
+        }
+        Some(ticket) if ticket.order_id.is_none() => ApiError::BadRequest(
+            ErrorCode::TicketListed,
+            "Cannot send a ticket listed for sale".into(),
+        ),
+        Some(_) => ApiError::BadRequest(
+            ErrorCode::TicketReserved,
+            "Cannot send a ticket an order holds".into(),
+        ),
+    })
 }

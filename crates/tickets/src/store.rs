@@ -17,6 +17,7 @@ use common::paging::{Cursor, Page};
 use crate::domain::{NewTicket, Seat, Ticket};
 use crate::event::{Event, on_venue_clocks};
 use crate::search::{self, Search, Sort};
+use crate::wallet::{HistoryEntry, OwnedTicket};
 
 /// The columns a [`Ticket`] is read from, as a literal so statements stay `&'static str`.
 macro_rules! columns {
@@ -798,4 +799,158 @@ fn event_from_row(row: &AnyRow, now_millis: i64) -> Result<Event, sqlx::Error> {
             })
             .transpose()?,
     })
+}
+
+/// Hands the ticket `order_id` holds to `buyer`, who paid for it, at `at` (unix milliseconds):
+/// theirs to keep off the market. `None` when that order does not hold it, or it is handed over
+/// already.
+pub async fn hand_over(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    order_id: Uuid,
+    buyer: Uuid,
+    at: i64,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    sqlx::query(concat!(
+        "UPDATE tickets SET user_id = $3, bought_with = $2, acquired_at = $4, \
+         version = version + 1 \
+         WHERE id = $1 AND order_id = $2 AND (bought_with IS NULL OR bought_with <> $2) \
+         RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(id.to_string())
+    .bind(order_id.to_string())
+    .bind(buyer.to_string())
+    .bind(at)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(ticket_from_row)
+    .transpose()
+}
+
+/// Gives a ticket `from` keeps (bought, neither listed again nor held) to `to`, at `at` (unix
+/// milliseconds), in one statement: an order or a listing racing it is never overwritten. `None`
+/// when no row matched; the caller finds out why.
+pub async fn send(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    from: Uuid,
+    to: Uuid,
+    at: i64,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    sqlx::query(concat!(
+        "UPDATE tickets SET user_id = $3, acquired_at = $4, version = version + 1 \
+         WHERE id = $1 AND user_id = $2 AND bought_with IS NOT NULL AND order_id = bought_with \
+         RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(id.to_string())
+    .bind(from.to_string())
+    .bind(to.to_string())
+    .bind(at)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(ticket_from_row)
+    .transpose()
+}
+
+/// Adds a change of hands to the ticket's history.
+pub async fn record_handover(
+    conn: &mut AnyConnection,
+    entry: &HistoryEntry,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ticket_history (id, ticket_id, kind, from_user_id, to_user_id, \
+         price_cents, order_id, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(entry.ticket_id.to_string())
+    .bind(entry.handover.as_str())
+    .bind(entry.from_user_id.to_string())
+    .bind(entry.to_user_id.to_string())
+    .bind(entry.price_cents)
+    .bind(entry.order_id.map(|id| id.to_string()))
+    .bind(millis(entry.at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether the ticket was sold through `order_id` already.
+pub async fn sold_through(
+    conn: &mut AnyConnection,
+    ticket_id: Uuid,
+    order_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT 1 AS found FROM ticket_history \
+         WHERE ticket_id = $1 AND kind = 'sold' AND order_id = $2",
+    )
+    .bind(ticket_id.to_string())
+    .bind(order_id.to_string())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// The tickets `owner` bought or was sent, whatever they have done with them since (but sold or
+/// sent on), last acquired first, from just after the page's cursor.
+pub async fn owned_tickets(
+    pool: &AnyPool,
+    owner: Uuid,
+    page: &Page,
+) -> Result<Vec<OwnedTicket>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        ", acquired_at FROM tickets WHERE user_id = $1 AND bought_with IS NOT NULL \
+         AND (acquired_at, id) < ($2, $3) ORDER BY acquired_at DESC, id DESC LIMIT $4 OFFSET $5"
+    ))
+    .bind(owner.to_string())
+    .bind(page.after.key())
+    .bind(page.after.id_text())
+    .bind(page.rows_to_read())
+    .bind(i64::from(page.offset))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(OwnedTicket {
+                ticket: ticket_from_row(row)?,
+                acquired_at: from_millis(row.try_get("acquired_at")?),
+            })
+        })
+        .collect()
+}
+
+/// Keeps an account as auth announced it (once; a second announcement changes nothing).
+pub async fn remember_user(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    email: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO users (id, email) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(id.to_string())
+        .bind(email)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The account with this (normalised) e-mail, if auth has announced it.
+pub async fn user_by_email(
+    conn: &mut AnyConnection,
+    email: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query("SELECT id FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(|row| uuid_column(row, "id"))
+        .transpose()
 }

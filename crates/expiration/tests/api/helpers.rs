@@ -240,6 +240,7 @@ pub(crate) fn order_cancelled(order_id: Uuid) -> Envelope<OrderCancelled> {
         id: order_id,
         version: 1,
         ticket: TicketRef { id: Uuid::now_v7() },
+        user_id: Some(Uuid::now_v7()),
     })
 }
 

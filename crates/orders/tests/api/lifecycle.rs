@@ -119,6 +119,7 @@ async fn a_payment_completes_the_order_and_announces_it(backend: Backend) {
             id,
             version: 1,
             ticket: TicketRef { id: ticket_id },
+            user_id: Some(buyer.id),
         }
     );
 }

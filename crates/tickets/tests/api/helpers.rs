@@ -3,7 +3,9 @@
 
 use std::ops::Deref;
 
-use common::events::{Envelope, OrderCancelled, OrderCreated, OrderTicket, TicketRef};
+use common::events::{
+    Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderTicket, TicketRef, UserCreated,
+};
 use common::money::Cents;
 use testkit::{Backend, Client, TestService, Value, json};
 use uuid::Uuid;
@@ -96,6 +98,31 @@ pub(crate) fn order_cancelled(order_id: Uuid, ticket_id: &str) -> Envelope<Order
         ticket: TicketRef {
             id: Uuid::parse_str(ticket_id).unwrap(),
         },
+    })
+}
+
+/// An order:completed as the orders service announces it once `buyer` has paid.
+pub(crate) fn order_completed(
+    order_id: Uuid,
+    ticket_id: &str,
+    buyer: Option<Uuid>,
+) -> Envelope<OrderCompleted> {
+    Envelope::new(OrderCompleted {
+        id: order_id,
+        version: 1,
+        ticket: TicketRef {
+            id: Uuid::parse_str(ticket_id).unwrap(),
+        },
+        user_id: buyer,
+    })
+}
+
+/// A user:created as auth announces it for a user signed in by the test kit (whose e-mail is
+/// their id's digits at example.com).
+pub(crate) fn user_created(user: Uuid) -> Envelope<UserCreated> {
+    Envelope::new(UserCreated {
+        id: user,
+        email: format!("{}@example.com", user.simple()),
     })
 }
 

@@ -11,3 +11,4 @@ mod listeners;
 mod search;
 mod text;
 mod tickets;
+mod wallet;

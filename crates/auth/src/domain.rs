@@ -3,9 +3,10 @@
 //! that is not among the first a guesser would try.
 
 use common::FieldError;
-use common::validate::{FieldErrors, Validate, is_control_or_bidi, is_invisible};
+use common::validate::{
+    FieldErrors, Validate, is_control_or_bidi, is_invisible, normalise_email,
+};
 use serde::Deserialize;
-use unicode_normalization::UnicodeNormalization;
 
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 128;
@@ -20,7 +21,7 @@ pub struct Email(String);
 impl Email {
     /// An address for a new account: normalised, and checked.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let email = normalise(raw);
+        let email = normalise_email(raw);
         // The syntax is RFC 5322's, less what no one signs up with: a display name
         // ("Me <me@example.com>"), an address literal (me@[127.0.0.1]), a quoted local part
         // ("me"@example.com) or a domain without a dot. What the syntax allows but a person never
@@ -48,7 +49,7 @@ impl Email {
     /// character is no account's under any rule (PostgreSQL's text cannot hold it, and the
     /// database would refuse the very query), so it is refused as sign-up refuses it.
     pub fn for_sign_in(raw: &str) -> Result<Self, String> {
-        let email = normalise(raw);
+        let email = normalise_email(raw);
         if email.is_empty() {
             Err("Email is required".into())
         } else if email.contains('\0') {
@@ -63,12 +64,6 @@ impl Email {
     }
 }
 
-/// One address typed any way: trimmed, lower-cased and composed (NFC). Composed last, since
-/// lower-casing can leave a letter and its accent apart ("J" and a caron become "j" and a caron),
-/// so that an address normalised once is normalised for good.
-fn normalise(raw: &str) -> String {
-    raw.trim().to_lowercase().nfc().collect()
-}
 
 /// The body of sign-up and sign-in, as sent.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -356,14 +351,14 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn an_address_normalised_once_is_normalised_for_good(raw in "\\PC{0,12}|[Jj\u{30C}\u{301}\u{130}\u{3A3}e\u{C9} ]{0,8}") {
-            let once = normalise(&raw);
-            proptest::prop_assert_eq!(normalise(&once), once);
+            let once = normalise_email(&raw);
+            proptest::prop_assert_eq!(normalise_email(&once), once);
         }
     }
 
     #[test]
     fn a_letter_and_its_accent_apart_after_lower_casing_are_composed() {
-        assert_eq!(normalise("J\u{30C}@example.com"), "\u{1F0}@example.com");
+        assert_eq!(normalise_email("J\u{30C}@example.com"), "\u{1F0}@example.com");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The auth service: it owns users (e-mail and argon2id password hash) and issues the session
-//! token every other service verifies on its own. It announces only the end of sessions
-//! (`session:revoked` on sign-out, `sessions:revoked` on signing out everywhere).
+//! token every other service verifies on its own. It announces each account made
+//! (`user:created`, with the e-mail as stored, for the services that find accounts by e-mail) and
+//! the end of sessions (`session:revoked` on sign-out, `sessions:revoked` on signing out
+//! everywhere).
 
 mod client_address;
 mod domain;
@@ -8,6 +10,7 @@ mod password;
 mod routes;
 pub use routes::openapi;
 mod store;
+pub use store::announce_stored_users;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use common::ServiceContext;
 use common::background::{Next, run_passes};
+use common::outbox::Outbox;
 use common::store::{Migration, Migrations};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +39,11 @@ const AUTH_MIGRATIONS: Migrations = Migrations {
             name: "session generation",
             sql: include_str!("../migrations/sqlite/0101_session_generation.sql"),
         },
+        Migration {
+            version: 102,
+            name: "user announcements",
+            sql: include_str!("../migrations/sqlite/0102_user_announcements.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -46,6 +55,11 @@ const AUTH_MIGRATIONS: Migrations = Migrations {
             version: 101,
             name: "session generation",
             sql: include_str!("../migrations/postgres/0101_session_generation.sql"),
+        },
+        Migration {
+            version: 102,
+            name: "user announcements",
+            sql: include_str!("../migrations/postgres/0102_user_announcements.sql"),
         },
     ],
 };
@@ -75,13 +89,15 @@ impl Default for Settings {
 }
 
 /// Starts the service's background work (the outbox relay, the keeper of its revoked sessions
-/// and one pass over e-mails stored before they were composed, stopping on `ctx.shutdown`) and
-/// returns its routes with their state applied, without the HTTP stack.
+/// and one pass over the accounts stored before, composing their e-mails and announcing those
+/// never announced, stopping on `ctx.shutdown`) and returns its routes with their state applied,
+/// without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
     ctx.spawn_revocation_keeper();
-    ctx.tasks.spawn(compose_stored_emails(
+    ctx.tasks.spawn(settle_stored_users(
         ctx.store.clone(),
+        ctx.outbox.clone(),
         ctx.shutdown.clone(),
     ));
     let state = routes::AppState {
@@ -91,6 +107,23 @@ pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
         hasher: Arc::new(password::Hasher::new()),
     };
     routes::router(state, settings)
+}
+
+/// Composes the e-mails stored before addresses were composed, then announces the accounts made
+/// before user:created was: in this order, so that they are announced with the address sign-in
+/// finds, which no later event would correct.
+async fn settle_stored_users(store: common::Store, outbox: Outbox, shutdown: CancellationToken) {
+    compose_stored_emails(store.clone(), shutdown.clone()).await;
+    if shutdown.is_cancelled() {
+        return;
+    }
+    match store::announce_stored_users(&store, &outbox).await {
+        Ok(0) => {}
+        Ok(announced) => tracing::info!(announced, "accounts made before user:created announced"),
+        Err(error) => {
+            tracing::error!(%error, "cannot announce the accounts made before user:created")
+        }
+    }
 }
 
 /// Composes the e-mails stored before addresses were composed (NFC), once per start, so that

@@ -162,7 +162,7 @@ async fn sign_up(
         .await
         .map_err(ApiError::internal)?;
     let id = Uuid::now_v7();
-    match store::insert_user(&state.store, id, &credentials.email, &hash).await? {
+    match store::insert_user(&state.store, &state.outbox, id, &credentials.email, &hash).await? {
         Inserted::EmailTaken => Err(ApiError::Validation(vec![
             FieldError::new("email", "Email in use").with_code(ErrorCode::EmailInUse),
         ])),

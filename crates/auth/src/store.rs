@@ -2,11 +2,11 @@
 
 use common::Store;
 use common::clock::from_millis;
-use common::events::{SessionRevoked, SessionsRevoked};
+use common::events::{SessionRevoked, SessionsRevoked, UserCreated};
 use common::outbox::{self, Outbox};
 use common::revocation::{self, Revocation};
 use common::session::Claims;
-use common::store::{Dialect, is_unique_violation, uuid_column};
+use common::store::{Dialect, is_unique_violation, parse_uuid, uuid_column};
 use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -26,26 +26,41 @@ pub(crate) enum Inserted {
     EmailTaken,
 }
 
+/// Stores a new account and announces it (user:created, with the e-mail as stored), in one
+/// transaction: the event leaves if and only if the account exists.
 pub(crate) async fn insert_user(
     store: &Store,
+    outbox: &Outbox,
     id: Uuid,
     email: &Email,
     password_hash: &str,
 ) -> Result<Inserted, sqlx::Error> {
+    let mut tx = store.begin().await?;
+    let now = common::clock::now_millis();
     let result = sqlx::query(
-        "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO users (id, email, password_hash, created_at, announced_at) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(id.to_string())
     .bind(email.as_str())
     .bind(password_hash)
-    .bind(common::clock::now_millis())
-    .execute(store.writer())
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
     .await;
     match result {
-        Ok(_) => Ok(Inserted::Created),
-        Err(err) if is_unique_violation(&err) => Ok(Inserted::EmailTaken),
-        Err(err) => Err(err),
+        Ok(_) => {}
+        // Dropping the transaction rolls it back: no account, no event.
+        Err(err) if is_unique_violation(&err) => return Ok(Inserted::EmailTaken),
+        Err(err) => return Err(err),
     }
+    let event = UserCreated {
+        id,
+        email: email.as_str().to_owned(),
+    };
+    outbox::enqueue(&mut tx, event).await?;
+    outbox.commit(tx).await?;
+    Ok(Inserted::Created)
 }
 
 pub(crate) async fn find_by_email(
@@ -160,4 +175,51 @@ pub(crate) async fn compose_stored_emails(store: &Store) -> Result<Composed, sql
         }
     }
     Ok(composed)
+}
+
+/// How many accounts [`announce_stored_users`] announces per transaction.
+const ANNOUNCE_BATCH: i64 = 500;
+
+/// Announces (user:created) the accounts stored without ever being announced, those made before
+/// the event existed, in id order, a batch per transaction; returns how many it announced. Safe
+/// on several replicas at once: an account is marked announced, and its event written, only by
+/// the transaction that finds it unannounced, so each is announced once.
+pub async fn announce_stored_users(store: &Store, outbox: &Outbox) -> Result<u64, sqlx::Error> {
+    let mut announced = 0;
+    // Past the last id read, so that it ends whatever another replica does meanwhile.
+    let mut after = String::new();
+    loop {
+        let mut tx = store.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM users WHERE announced_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(&after)
+        .bind(ANNOUNCE_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = ids.last().cloned() else {
+            return Ok(announced);
+        };
+        let now = common::clock::now_millis();
+        for id in &ids {
+            // The address as it is when marked, which nothing can change before the commit.
+            let email: Option<String> = sqlx::query_scalar(
+                "UPDATE users SET announced_at = $2 WHERE id = $1 AND announced_at IS NULL \
+                 RETURNING email",
+            )
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            // None: another replica announced it since it was read.
+            let Some(email) = email else {
+                continue;
+            };
+            let id = parse_uuid("id", id)?;
+            outbox::enqueue(&mut tx, UserCreated { id, email }).await?;
+            announced += 1;
+        }
+        outbox.commit(tx).await?;
+        after = last;
+    }
 }

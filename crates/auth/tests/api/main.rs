@@ -11,6 +11,8 @@ use testkit::{
 };
 use unicode_normalization::UnicodeNormalization;
 
+mod announcements;
+
 async fn spawn_app(backend: Backend) -> TestService {
     spawn_app_with(
         backend,

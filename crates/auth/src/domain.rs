@@ -3,9 +3,7 @@
 //! that is not among the first a guesser would try.
 
 use common::FieldError;
-use common::validate::{
-    FieldErrors, Validate, is_control_or_bidi, is_invisible, normalise_email,
-};
+use common::validate::{FieldErrors, Validate, is_control_or_bidi, is_invisible, normalise_email};
 use serde::Deserialize;
 
 const MIN_PASSWORD: usize = 8;
@@ -63,7 +61,6 @@ impl Email {
         &self.0
     }
 }
-
 
 /// The body of sign-up and sign-in, as sent.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -358,7 +355,10 @@ mod tests {
 
     #[test]
     fn a_letter_and_its_accent_apart_after_lower_casing_are_composed() {
-        assert_eq!(normalise_email("J\u{30C}@example.com"), "\u{1F0}@example.com");
+        assert_eq!(
+            normalise_email("J\u{30C}@example.com"),
+            "\u{1F0}@example.com"
+        );
     }
 
     #[test]

@@ -33,13 +33,7 @@ async fn bought(app: &TestApp, seller: &User, buyer: &User) -> String {
 async fn wallet(user: &User) -> Vec<String> {
     let reply = user.get("/api/users/me/tickets").await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    reply
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(id_of)
-        .collect()
+    reply.body.as_array().unwrap().iter().map(id_of).collect()
 }
 
 /// Waits until the service knows `user`'s account, as auth would announce it.

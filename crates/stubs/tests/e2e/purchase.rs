@@ -143,6 +143,65 @@ async fn a_paid_order_completes_and_stays_complete(market: Marketplace) {
     assert!(market.stop().await, "a process did not stop cleanly");
 }
 
+/// The ids of `user`'s wallet.
+async fn owned(user: &User<'_>) -> Vec<Value> {
+    let (status, tickets) = user.get("/api/users/me/tickets").await;
+    assert_eq!(status, 200, "{tickets}");
+    tickets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ticket| ticket["id"].clone())
+        .collect()
+}
+
+async fn a_bought_ticket_is_the_buyers_to_keep_or_send_on(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let buyer = market.user();
+    let buyer_id = buyer.sign_up(&email("buyer")).await["id"].clone();
+    let friend = market.user();
+    let friend_email = email("friend");
+    let friend_id = friend.sign_up(&friend_email).await["id"].clone();
+    let ticket = list_ticket(&seller, 30.0).await;
+    let (status, order) = place_order(&buyer, &ticket["id"]).await;
+    assert_eq!(status, 201, "{order}");
+    let (status, payment) = pay(&buyer, &order["id"], "tok_visa").await;
+    assert_eq!(status, 201, "{payment}");
+
+    // Paid, it is the buyer's: in their wallet, by its owner's id, through events.
+    eventually("the ticket to be in the buyer's wallet", || async {
+        (owned(&buyer).await == [ticket["id"].clone()]).then_some(())
+    })
+    .await;
+    let ticket_path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
+    let (_, shown) = buyer.get(&ticket_path).await;
+    assert_eq!(shown["userId"], buyer_id);
+    assert!(owned(&seller).await.is_empty());
+
+    // The buyer cannot go, and sends it to a friend, typing the address as it comes.
+    let send = format!("{ticket_path}/send");
+    let (status, sent) = buyer
+        .post(&send, json!({"email": friend_email.to_uppercase()}))
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["userId"], friend_id);
+    assert_eq!(owned(&friend).await, [ticket["id"].clone()]);
+    assert!(owned(&buyer).await.is_empty());
+    for (who, user) in [("the buyer", &buyer), ("the seller", &seller)] {
+        let (status, body) = user.post(&send, json!({"email": friend_email})).await;
+        assert_eq!(status, 401, "{who}: {body}");
+    }
+    // Sent on, it stays off the market: nobody may order it.
+    for (who, user) in [("the friend", &friend), ("the seller", &seller)] {
+        let (status, body) = user
+            .post("/api/orders", json!({"ticketId": ticket["id"]}))
+            .await;
+        assert_eq!(status, 400, "{who}: {body}");
+    }
+    assert!(market.stop().await, "a process did not stop cleanly");
+}
+
 async fn an_unpaid_order_expires_and_the_ticket_sells_again(market: Marketplace) {
     let seller = market.user();
     seller.sign_up(&email("seller")).await;
@@ -638,6 +697,7 @@ in_both_modes!(
     a_declined_card_gives_the_order_back,
     a_buyer_orders_the_cheapest_ticket_of_an_event,
     buyers_asking_at_once_for_an_events_best_ticket_get_different_ones,
+    a_bought_ticket_is_the_buyers_to_keep_or_send_on,
 );
 
 // A payment window far longer than the wait for the event's start, so that a hold ending at the

@@ -240,7 +240,6 @@ pub(crate) fn order_cancelled(order_id: Uuid) -> Envelope<OrderCancelled> {
         id: order_id,
         version: 1,
         ticket: TicketRef { id: Uuid::now_v7() },
-        user_id: Some(Uuid::now_v7()),
     })
 }
 
@@ -250,6 +249,7 @@ pub(crate) fn order_completed(order_id: Uuid) -> Envelope<OrderCompleted> {
         id: order_id,
         version: 1,
         ticket: TicketRef { id: Uuid::now_v7() },
+        user_id: Some(Uuid::now_v7()),
     })
 }
 

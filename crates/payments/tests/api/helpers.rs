@@ -292,6 +292,7 @@ impl TestApp {
             id: order_id,
             version,
             ticket: TicketRef { id: Uuid::nil() },
+            user_id: Some(Uuid::now_v7()),
         }))
         .await
     }

@@ -60,9 +60,14 @@ impl Service {
     pub fn routes(self) -> &'static [&'static str] {
         match self {
             Self::Auth => &["/api/users"],
-            // A user's tickets are the tickets service's, under auth's prefix: the longer
-            // prefix wins.
-            Self::Tickets => &["/api/tickets", "/api/events", "/api/users/me/tickets"],
+            // A user's tickets and sales are the tickets service's, under auth's prefix: the
+            // longer prefix wins.
+            Self::Tickets => &[
+                "/api/tickets",
+                "/api/events",
+                "/api/users/me/tickets",
+                "/api/users/me/sales",
+            ],
             Self::Orders => &["/api/orders"],
             Self::Expiration => &[],
             Self::Payments => &["/api/payments"],

@@ -68,12 +68,7 @@ impl Cents {
 
     /// The amount as a client reads it: an integer when whole, else two decimals at most.
     pub fn to_json(self) -> serde_json::Value {
-        if self.0 % 100 == 0 {
-            serde_json::Value::from(self.0 / 100)
-        } else {
-            // A value with at most two decimals prints exactly (shortest round-trip form).
-            serde_json::Value::from(self.0 as f64 / 100.0)
-        }
+        major_units(self.0)
     }
 }
 
@@ -94,6 +89,21 @@ impl Serialize for Cents {
 /// Serializes cents as major units on the HTTP wire: `#[serde(serialize_with = "money::major")]`.
 pub fn major<S: Serializer>(cents: &Cents, serializer: S) -> Result<S::Ok, S::Error> {
     cents.to_json().serialize(serializer)
+}
+
+/// [`major`] for an amount that may be zero, such as a fee.
+pub fn major_amount<S: Serializer>(cents: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    major_units(*cents).serialize(serializer)
+}
+
+/// Cents as major units: an integer when whole, else two decimals at most.
+fn major_units(cents: i64) -> serde_json::Value {
+    if cents % 100 == 0 {
+        serde_json::Value::from(cents / 100)
+    } else {
+        // A value with at most two decimals prints exactly (shortest round-trip form).
+        serde_json::Value::from(cents as f64 / 100.0)
+    }
 }
 
 /// [`major`] for an amount that may be missing, which is `null` on the wire.

@@ -134,6 +134,10 @@ pub struct SharedArgs {
     /// Orders one buyer may place in an hour; 0 turns the limit off.
     #[arg(long, env = "STUBS_MAX_ORDERS_PER_BUYER_PER_HOUR", default_value_t = orders::domain::HoldLimits::default().max_per_hour)]
     pub max_orders_per_buyer_per_hour: u32,
+    /// The marketplace's fee on each sale, in percent of its price (at most two decimals),
+    /// kept from what the seller is owed.
+    #[arg(long, env = "STUBS_SELLER_FEE_PERCENT", default_value = "0", value_parser = tickets::sales::SellerFee::parse_percent)]
+    pub seller_fee_percent: tickets::sales::SellerFee,
     /// Stripe secret key. Without one, payments run in sandbox mode: Stripe's public test tokens
     /// (tok_visa succeeds, tok_chargeDeclined is declined) and nothing leaves the machine.
     #[arg(long, env = "STUBS_STRIPE_SECRET_KEY", hide_env_values = true)]
@@ -196,6 +200,12 @@ impl SharedArgs {
                 cooldown: self.hold_cooldown,
                 max_per_hour: self.max_orders_per_buyer_per_hour,
             },
+        }
+    }
+
+    pub fn tickets_settings(&self) -> tickets::Settings {
+        tickets::Settings {
+            seller_fee: self.seller_fee_percent,
         }
     }
 

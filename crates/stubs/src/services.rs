@@ -118,7 +118,7 @@ pub(crate) fn start(
     };
     Ok(match service {
         Service::Auth => auth::start(&context()?, &args.auth_settings()),
-        Service::Tickets => tickets::start(&context()?),
+        Service::Tickets => tickets::start(&context()?, &args.tickets_settings()),
         Service::Orders => orders::start(&context()?, &args.orders_settings()),
         Service::Expiration => expiration::start(&context()?),
         Service::Payments => payments::start(&context()?, &args.payments_settings()),

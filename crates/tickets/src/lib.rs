@@ -11,6 +11,7 @@ mod domain;
 mod event;
 mod listeners;
 mod routes;
+pub mod sales;
 mod search;
 mod wallet;
 pub use routes::openapi;
@@ -49,6 +50,11 @@ pub const TICKETS_MIGRATIONS: Migrations = Migrations {
             name: "wallet",
             sql: include_str!("../migrations/sqlite/0103_wallet.sql"),
         },
+        Migration {
+            version: 104,
+            name: "sales",
+            sql: include_str!("../migrations/sqlite/0104_sales.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -71,16 +77,28 @@ pub const TICKETS_MIGRATIONS: Migrations = Migrations {
             name: "wallet",
             sql: include_str!("../migrations/postgres/0103_wallet.sql"),
         },
+        Migration {
+            version: 104,
+            name: "sales",
+            sql: include_str!("../migrations/postgres/0104_sales.sql"),
+        },
     ],
 };
 
 /// Every migration a tickets database needs: the platform outbox and inbox, then its own.
 pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &TICKETS_MIGRATIONS];
 
+/// How the service behaves, built once from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The marketplace's fee on each sale, kept from what its seller is owed.
+    pub seller_fee: sales::SellerFee,
+}
+
 /// Starts the service's background work (the outbox relay, the order:created and
 /// order:cancelled listeners, and the record of revoked sessions, all stopping on
 /// `ctx.shutdown`) and returns its routes with their state applied, without the HTTP stack.
-pub fn start(ctx: &ServiceContext) -> Router {
+pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
     ctx.spawn_revocation_listeners();
     // Its tombstones of cancelled orders are kept for good: reserving is the one effect that an
@@ -89,7 +107,14 @@ pub fn start(ctx: &ServiceContext) -> Router {
     let dialect = ctx.store.dialect();
     listener::spawn::<OrderCreated, _>(ctx, listeners::ReserveTicket { dialect });
     listener::spawn::<OrderCancelled, _>(ctx, listeners::ReleaseTicket { dialect });
-    listener::spawn::<OrderCompleted, _>(ctx, listeners::HandOverTicket { dialect });
+    let seller_fee = settings.seller_fee;
+    listener::spawn::<OrderCompleted, _>(
+        ctx,
+        listeners::HandOverTicket {
+            dialect,
+            seller_fee,
+        },
+    );
     listener::spawn::<UserCreated, _>(ctx, listeners::RememberUser);
     let store = ctx.store.clone();
     ctx.tasks.spawn(async move {

@@ -26,6 +26,7 @@ use common::store::Dialect;
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
+use crate::sales::SellerFee;
 use crate::store;
 use crate::wallet::HistoryEntry;
 
@@ -121,10 +122,12 @@ impl Handler<OrderCancelled> for ReleaseTicket {
     }
 }
 
-/// Makes a ticket its buyer's once their order is paid.
+/// Makes a ticket its buyer's once their order is paid, and records what the sale owes its
+/// seller.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HandOverTicket {
     pub dialect: Dialect,
+    pub seller_fee: SellerFee,
 }
 
 #[async_trait]
@@ -166,6 +169,14 @@ impl Handler<OrderCompleted> for HandOverTicket {
             .await?
             .ok_or_else(|| anyhow::anyhow!("ticket {ticket_id} changed under its lock"))?;
         store::record_handover(tx, &HistoryEntry::sold(&ticket, order.id, buyer, paid_at)).await?;
+        store::record_payout(
+            tx,
+            &ticket,
+            order.id,
+            self.seller_fee.on(ticket.price),
+            paid_at,
+        )
+        .await?;
         outbox::enqueue(tx, sold.updated_event()).await?;
         tracing::info!(order = %order.id, ticket = %ticket_id, version = sold.version, "ticket handed to its buyer");
         Ok(())

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::domain::{ListingBody, Ticket, TicketBody};
 use crate::event::{Event, EventBody};
+use crate::sales::Sale;
 use crate::search::{Search, SearchQuery};
 use crate::store;
 use crate::wallet::{HistoryEntry, OwnedTicket, SendBody};
@@ -58,6 +59,7 @@ fn operations() -> OpenApiRouter<AppState> {
         .routes(routes!(show_event))
         .routes(routes!(list_event_tickets))
         .routes(routes!(list_owned_tickets))
+        .routes(routes!(list_sales))
         .routes(routes!(send_ticket).map(idempotency::keyed))
 }
 
@@ -90,7 +92,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         utoipa::openapi::tag::TagBuilder::new()
             .name("wallet")
             .description(Some(
-                "Tickets a user bought or was sent: list them, send one to another account",
+                "Tickets a user bought or was sent: list them, send one to another account; and \
+                 what a seller sold and is owed",
             ))
             .build(),
     );
@@ -526,4 +529,34 @@ async fn send_ticket(
             "Cannot send a ticket an order holds".into(),
         ),
     })
+}
+
+/// `GET /api/users/me/sales?limit=&cursor=`: what the signed-in user sold, and is owed.
+#[utoipa::path(
+    get,
+    path = "/api/users/me/sales",
+    operation_id = "listSales",
+    tag = "wallet",
+    summary = "The tickets you sold, last first, with what you are owed for each",
+    description = "A sale is recorded when its order is paid: the price the buyer paid, the \
+        marketplace's fee at the time, and what is owed to you, the price less the fee, \
+        `payout: owed` until it is paid out. The next page is in the `Link` header.",
+    params(PageQuery),
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of your sales", body = [Sale]),
+        (status = 400, description = "`limit`, `cursor` or `offset` is invalid \
+            (`invalid_field`)", body = ErrorBody),
+        (status = 401, description = "Not signed in (`not_authorized`)", body = ErrorBody),
+    )
+)]
+async fn list_sales(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    page: Page,
+) -> Result<Paged<Sale>, ApiError> {
+    let sales = store::sales(state.store.pool(), user.id, &page).await?;
+    Ok(page.answer(sales, "/api/users/me/sales", |sale| {
+        Cursor::at(clock::millis(sale.sold_at), sale.order_id)
+    }))
 }

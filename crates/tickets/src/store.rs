@@ -16,6 +16,7 @@ use common::paging::{Cursor, Page};
 
 use crate::domain::{NewTicket, Seat, Ticket};
 use crate::event::{Event, on_venue_clocks};
+use crate::sales::Sale;
 use crate::search::{self, Search, Sort};
 use crate::wallet::{HistoryEntry, OwnedTicket};
 
@@ -953,4 +954,60 @@ pub async fn user_by_email(
         .as_ref()
         .map(|row| uuid_column(row, "id"))
         .transpose()
+}
+
+/// Records what the sale of `ticket` (as its order held it: the seller, and the title and price
+/// the buyer paid) through `order_id` owes its seller, less `fee_cents`.
+pub async fn record_payout(
+    conn: &mut AnyConnection,
+    ticket: &Ticket,
+    order_id: Uuid,
+    fee_cents: i64,
+    sold_at: time::OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payouts (order_id, ticket_id, seller_id, title, price_cents, fee_cents, \
+         owed_cents, sold_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(order_id.to_string())
+    .bind(ticket.id.to_string())
+    .bind(ticket.user_id.to_string())
+    .bind(&ticket.title)
+    .bind(ticket.price.get())
+    .bind(fee_cents)
+    .bind(ticket.price.get() - fee_cents)
+    .bind(millis(sold_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What `seller` sold, last sold first, from just after the page's cursor.
+pub async fn sales(pool: &AnyPool, seller: Uuid, page: &Page) -> Result<Vec<Sale>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT order_id, ticket_id, title, price_cents, fee_cents, owed_cents, sold_at, status \
+         FROM payouts WHERE seller_id = $1 AND (sold_at, order_id) < ($2, $3) \
+         ORDER BY sold_at DESC, order_id DESC LIMIT $4 OFFSET $5",
+    )
+    .bind(seller.to_string())
+    .bind(page.after.key())
+    .bind(page.after.id_text())
+    .bind(page.rows_to_read())
+    .bind(i64::from(page.offset))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Sale {
+                order_id: uuid_column(row, "order_id")?,
+                ticket_id: uuid_column(row, "ticket_id")?,
+                title: row.try_get("title")?,
+                price: cents_column(row, "price_cents")?,
+                fee: row.try_get("fee_cents")?,
+                owed: row.try_get("owed_cents")?,
+                sold_at: from_millis(row.try_get("sold_at")?),
+                payout: row.try_get("status")?,
+            })
+        })
+        .collect()
 }

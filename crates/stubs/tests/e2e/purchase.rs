@@ -155,7 +155,7 @@ async fn owned(user: &User<'_>) -> Vec<Value> {
         .collect()
 }
 
-async fn a_bought_ticket_is_the_buyers_to_keep_or_send_on(market: Marketplace) {
+async fn a_bought_ticket_is_kept_or_sent_on_and_its_seller_is_owed(market: Marketplace) {
     let seller = market.user();
     seller.sign_up(&email("seller")).await;
     let buyer = market.user();
@@ -178,6 +178,14 @@ async fn a_bought_ticket_is_the_buyers_to_keep_or_send_on(market: Marketplace) {
     let (_, shown) = buyer.get(&ticket_path).await;
     assert_eq!(shown["userId"], buyer_id);
     assert!(owned(&seller).await.is_empty());
+    // And the seller's sale, with what they are owed: all of it, at no fee.
+    let (status, sales) = seller.get("/api/users/me/sales").await;
+    assert_eq!(status, 200, "{sales}");
+    assert_eq!(sales.as_array().unwrap().len(), 1, "{sales}");
+    assert_eq!(
+        (&sales[0]["orderId"], &sales[0]["price"], &sales[0]["owed"]),
+        (&order["id"], &json!(30), &json!(30))
+    );
 
     // The buyer cannot go, and sends it to a friend, typing the address as it comes.
     let send = format!("{ticket_path}/send");
@@ -697,7 +705,7 @@ in_both_modes!(
     a_declined_card_gives_the_order_back,
     a_buyer_orders_the_cheapest_ticket_of_an_event,
     buyers_asking_at_once_for_an_events_best_ticket_get_different_ones,
-    a_bought_ticket_is_the_buyers_to_keep_or_send_on,
+    a_bought_ticket_is_kept_or_sent_on_and_its_seller_is_owed,
 );
 
 // A payment window far longer than the wait for the event's start, so that a hold ending at the

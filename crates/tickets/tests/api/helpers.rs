@@ -14,7 +14,16 @@ use uuid::Uuid;
 pub(crate) struct TestApp(TestService);
 
 pub(crate) async fn spawn_app(backend: Backend) -> TestApp {
-    TestApp(TestService::start(tickets::NAME, backend, &tickets::MIGRATIONS, tickets::start).await)
+    spawn_app_with(backend, tickets::Settings::default()).await
+}
+
+pub(crate) async fn spawn_app_with(backend: Backend, settings: tickets::Settings) -> TestApp {
+    TestApp(
+        TestService::start(tickets::NAME, backend, &tickets::MIGRATIONS, |ctx| {
+            tickets::start(ctx, &settings)
+        })
+        .await,
+    )
 }
 
 impl Deref for TestApp {

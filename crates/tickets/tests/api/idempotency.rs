@@ -129,7 +129,9 @@ async fn another_replica_replays_the_answer_from_the_database(backend: Backend) 
     assert_eq!(first.status, 201);
 
     let restarted = app
-        .another_replica(&tickets::MIGRATIONS, tickets::start)
+        .another_replica(&tickets::MIGRATIONS, |ctx| {
+            tickets::start(ctx, &tickets::Settings::default())
+        })
         .await;
     let client = testkit::Client {
         base: restarted.client().base,

@@ -343,6 +343,7 @@ fn ticket_updated() -> Envelope<TicketUpdated> {
         price: Cents::new(4999).expect("a valid price"),
         user_id: Uuid::now_v7(),
         order_id: Some(Uuid::now_v7()),
+        listing: 0,
     })
 }
 

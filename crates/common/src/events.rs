@@ -178,6 +178,14 @@ pub struct TicketUpdated {
     pub price: Cents,
     pub user_id: Uuid,
     pub order_id: Option<Uuid>,
+    /// Which listing of the ticket this is: 0 as its seller listed it, one more each time an
+    /// owner lists it again. Left out while 0, so the first listing reads as it did before.
+    #[serde(default, skip_serializing_if = "is_first_listing")]
+    pub listing: i64,
+}
+
+fn is_first_listing(listing: &i64) -> bool {
+    *listing == 0
 }
 
 impl EventData for TicketUpdated {

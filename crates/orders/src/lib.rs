@@ -64,6 +64,11 @@ pub const ORDERS_MIGRATIONS: Migrations = Migrations {
             name: "sale end",
             sql: include_str!("../migrations/sqlite/0105_sale_end.sql"),
         },
+        Migration {
+            version: 106,
+            name: "resale",
+            sql: include_str!("../migrations/sqlite/0106_resale.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -95,6 +100,11 @@ pub const ORDERS_MIGRATIONS: Migrations = Migrations {
             version: 105,
             name: "sale end",
             sql: include_str!("../migrations/postgres/0105_sale_end.sql"),
+        },
+        Migration {
+            version: 106,
+            name: "resale",
+            sql: include_str!("../migrations/postgres/0106_resale.sql"),
         },
     ],
 };

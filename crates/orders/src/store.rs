@@ -116,14 +116,15 @@ pub(crate) async fn update_ticket(
     ticket: &TicketUpdated,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
-        "UPDATE tickets SET title = $2, price_cents = $3, user_id = $4, version = $5 \
-         WHERE id = $1 AND version = $5 - 1",
+        "UPDATE tickets SET title = $2, price_cents = $3, user_id = $4, version = $5, \
+         listing = $6 WHERE id = $1 AND version = $5 - 1",
     )
     .bind(ticket.id.to_string())
     .bind(&ticket.title)
     .bind(ticket.price.get())
     .bind(ticket.user_id.to_string())
     .bind(ticket.version)
+    .bind(ticket.listing)
     .execute(conn)
     .await?
     .rows_affected();
@@ -183,7 +184,7 @@ pub(crate) async fn pick_best_available(
              AND tickets.price_cents <= $3 \
              AND (tickets.sale_ends_at IS NULL OR tickets.sale_ends_at > $5) \
              AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.ticket_id = tickets.id \
-                 AND orders.status <> 'cancelled') \
+                 AND orders.listing = tickets.listing AND orders.status <> 'cancelled') \
              AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.ticket_id = tickets.id \
                  AND orders.user_id = $2 AND orders.status = 'cancelled' \
                  AND orders.finished_at > $4) \
@@ -204,15 +205,17 @@ pub(crate) async fn pick_best_available(
         .transpose()
 }
 
-/// Whether an order that is not cancelled holds the ticket now. Only a quick answer for the
-/// buyers who come too late (most of a sale's attempts): it decides nothing, since the ticket may
-/// be taken the moment after; [`insert_order`] under the unique index decides for everyone else.
+/// Whether an order that is not cancelled holds the ticket's listing now (or bought it). Only a
+/// quick answer for the buyers who come too late (most of a sale's attempts): it decides nothing,
+/// since the ticket may be taken the moment after; [`insert_order`] under the unique index
+/// decides for everyone else.
 pub(crate) async fn is_held<'c, E>(executor: E, ticket_id: Uuid) -> Result<bool, sqlx::Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let held: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM orders WHERE ticket_id = $1 AND status <> 'cancelled' LIMIT 1",
+        "SELECT 1 FROM orders WHERE ticket_id = $1 AND status <> 'cancelled' \
+         AND listing = (SELECT listing FROM tickets WHERE id = $1) LIMIT 1",
     )
     .bind(ticket_id.to_string())
     .fetch_optional(executor)
@@ -220,17 +223,19 @@ where
     Ok(held.is_some())
 }
 
-/// Stores a new order. The unique index over the ticket id of orders that are not cancelled
-/// decides between racing buyers: the loser's insert fails (on PostgreSQL after waiting for the
-/// winner's transaction) and comes back as [`Placed::TicketTaken`]. On PostgreSQL the caller's
-/// transaction is then aborted and must be dropped.
+/// Stores a new order, on the ticket's listing as the replica shows it. The unique index over
+/// the ticket and listing of orders that are not cancelled decides between racing buyers: the
+/// loser's insert fails (on PostgreSQL after waiting for the winner's transaction) and comes back
+/// as [`Placed::TicketTaken`], as does an order on a listing already sold. On PostgreSQL the
+/// caller's transaction is then aborted and must be dropped.
 pub(crate) async fn insert_order(
     conn: &mut AnyConnection,
     order: &Order,
 ) -> Result<Placed, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO orders (id, user_id, ticket_id, title, price_cents, ticket_version, status, \
-         expires_at, version, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         expires_at, version, created_at, listing) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+         $10, (SELECT listing FROM tickets WHERE id = $3))",
     )
     .bind(order.id.to_string())
     .bind(order.user_id.to_string())
@@ -247,7 +252,7 @@ pub(crate) async fn insert_order(
     match inserted {
         Ok(_) => Ok(Placed::Placed),
         // The order's id is a fresh UUID v7, so the only unique index it can break is the
-        // one-live-order-per-ticket guard.
+        // one-live-order-per-listing guard.
         Err(err) if is_unique_violation(&err) => Ok(Placed::TicketTaken),
         Err(err) => Err(err),
     }
@@ -452,8 +457,9 @@ pub(crate) async fn outlook(
     // The live statuses are written out, as in the partial index, so that the planner can use it.
     let row = sqlx::query(
         "SELECT \
-         (SELECT COUNT(*) FROM (SELECT 1 FROM orders \
-          WHERE ticket_id = $2 AND status <> 'cancelled' LIMIT 1) AS live) AS held, \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE ticket_id = $2 \
+          AND listing = (SELECT listing FROM tickets WHERE id = $2) \
+          AND status <> 'cancelled' LIMIT 1) AS live) AS held, \
          (SELECT COUNT(*) FROM orders \
           WHERE user_id = $1 AND status IN ('created', 'awaiting:payment')) AS live_holds, \
          (SELECT MAX(finished_at) FROM orders \

@@ -120,6 +120,7 @@ impl Handler<TicketCreated> for Reserve {
                 price: event.data.price,
                 user_id: event.data.user_id,
                 order_id: Some(Uuid::now_v7()),
+                listing: 0,
             },
         )
         .await?;

@@ -150,6 +150,7 @@ pub(crate) fn ticket_updated(
         price: Cents::new(cents).unwrap(),
         user_id: ticket.user_id,
         order_id: None,
+        listing: 0,
     })
 }
 

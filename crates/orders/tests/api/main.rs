@@ -13,4 +13,5 @@ mod lifecycle;
 mod limits;
 mod orders;
 mod replica;
+mod resale;
 mod sale_end;

@@ -138,6 +138,10 @@ pub struct SharedArgs {
     /// kept from what the seller is owed.
     #[arg(long, env = "STUBS_SELLER_FEE_PERCENT", default_value = "0", value_parser = tickets::sales::SellerFee::parse_percent)]
     pub seller_fee_percent: tickets::sales::SellerFee,
+    /// How far above what was last paid for a ticket its owner may list it again: a factor of
+    /// that price (1: face value), at most two decimals.
+    #[arg(long, env = "STUBS_RESALE_CAP", default_value = "1", value_parser = tickets::sales::ResaleCap::parse_factor)]
+    pub resale_cap: tickets::sales::ResaleCap,
     /// Stripe secret key. Without one, payments run in sandbox mode: Stripe's public test tokens
     /// (tok_visa succeeds, tok_chargeDeclined is declined) and nothing leaves the machine.
     #[arg(long, env = "STUBS_STRIPE_SECRET_KEY", hide_env_values = true)]
@@ -206,6 +210,7 @@ impl SharedArgs {
     pub fn tickets_settings(&self) -> tickets::Settings {
         tickets::Settings {
             seller_fee: self.seller_fee_percent,
+            resale_cap: self.resale_cap,
         }
     }
 

@@ -48,6 +48,10 @@ pub struct Ticket {
     /// Where the seat is, as the seller gave it; each absent when not given.
     #[serde(flatten)]
     pub seat: Seat,
+    /// Which listing this is: 0 as its seller listed it, one more each time an owner lists it
+    /// again. For the replicas, which take orders per listing.
+    #[serde(skip)]
+    pub listing: i64,
 }
 
 impl Ticket {
@@ -67,6 +71,7 @@ impl Ticket {
             created_at,
             event_id,
             seat,
+            listing: 0,
         }
     }
 
@@ -97,6 +102,7 @@ impl Ticket {
             price: self.price,
             user_id: self.user_id,
             order_id: self.order_id,
+            listing: self.listing,
         }
     }
 }

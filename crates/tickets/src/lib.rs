@@ -93,6 +93,8 @@ pub const MIGRATIONS: [&Migrations; 2] = [&common::outbox::MIGRATIONS, &TICKETS_
 pub struct Settings {
     /// The marketplace's fee on each sale, kept from what its seller is owed.
     pub seller_fee: sales::SellerFee,
+    /// How far above what was last paid for a ticket its owner may list it again.
+    pub resale_cap: sales::ResaleCap,
 }
 
 /// Starts the service's background work (the outbox relay, the order:created and
@@ -126,5 +128,5 @@ pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
             }
         }
     });
-    routes::router(routes::AppState::new(ctx))
+    routes::router(routes::AppState::new(ctx, settings))
 }

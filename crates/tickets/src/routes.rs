@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use common::clock;
 use common::idempotency::{self, Idempotent, Keys};
+use common::money::Cents;
 use common::openapi::{self, ErrorBody, IdempotencyKey};
 use common::outbox::{self, Outbox};
 use common::paging::{Cursor, Page, PageQuery, Paged};
@@ -19,10 +20,10 @@ use uuid::Uuid;
 
 use crate::domain::{ListingBody, Ticket, TicketBody};
 use crate::event::{Event, EventBody};
-use crate::sales::Sale;
+use crate::sales::{ResaleCap, Sale};
 use crate::search::{Search, SearchQuery};
 use crate::store;
-use crate::wallet::{HistoryEntry, OwnedTicket, SendBody};
+use crate::wallet::{HistoryEntry, HistoryView, OwnedTicket, ResaleBody, SendBody};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -31,16 +32,41 @@ pub struct AppState {
     outbox: Outbox,
     sessions: Sessions,
     keys: Keys,
+    resale_cap: ResaleCap,
 }
 
 impl AppState {
-    pub fn new(ctx: &ServiceContext) -> Self {
+    pub fn new(ctx: &ServiceContext, settings: &crate::Settings) -> Self {
         Self {
             store: ctx.store.clone(),
             outbox: ctx.outbox.clone(),
             sessions: ctx.sessions.clone(),
             keys: ctx.idempotency_keys(),
+            resale_cap: settings.resale_cap,
         }
+    }
+
+    /// The resale cap's refusal of `price` for a ticket that last sold at `paid`, if it is over.
+    fn over_cap(&self, price: Cents, paid: Cents) -> Option<ApiError> {
+        let highest = self.resale_cap.highest(paid);
+        (price.get() > highest).then(|| {
+            ApiError::field(
+                "price",
+                &format!(
+                    "Price must be at most {}, the resale cap on what was paid for it",
+                    money_text(highest)
+                ),
+            )
+        })
+    }
+}
+
+/// Cents as a person reads them in a message: `30`, `19.99`.
+fn money_text(cents: i64) -> String {
+    if cents % 100 == 0 {
+        format!("{}", cents / 100)
+    } else {
+        format!("{}.{:02}", cents / 100, cents % 100)
     }
 }
 
@@ -61,6 +87,8 @@ fn operations() -> OpenApiRouter<AppState> {
         .routes(routes!(list_owned_tickets))
         .routes(routes!(list_sales))
         .routes(routes!(send_ticket).map(idempotency::keyed))
+        .routes(routes!(list_again).map(idempotency::keyed))
+        .routes(routes!(ticket_history))
 }
 
 /// The service's routes with their state applied.
@@ -250,6 +278,12 @@ async fn update_ticket(
     // One conditional statement, not a read then a write: a reservation committed between the
     // two would otherwise be overwritten by the edit.
     if let Some(ticket) = store::edit_unreserved(&mut tx, id, user.id, &changes).await? {
+        // A ticket listed again keeps to the resale cap; the edit is rolled back if not.
+        if let Some(sale) = store::last_sale(&mut tx, id).await?
+            && let Some(refusal) = state.over_cap(ticket.price, sale.price)
+        {
+            return Err(refusal);
+        }
         outbox::enqueue(&mut tx, ticket.updated_event()).await?;
         state.outbox.commit(tx).await?;
         return Ok(Json(ticket));
@@ -454,7 +488,7 @@ async fn list_owned_tickets(
     SignedIn(user): SignedIn,
     page: Page,
 ) -> Result<Paged<OwnedTicket>, ApiError> {
-    let owned = store::owned_tickets(state.store.pool(), user.id, &page).await?;
+    let owned = store::owned_tickets(state.store.pool(), user.id, &page, state.resale_cap).await?;
     Ok(page.answer(owned, "/api/users/me/tickets", |owned| {
         Cursor::at(clock::millis(owned.acquired_at), owned.ticket.id)
     }))
@@ -559,4 +593,106 @@ async fn list_sales(
     Ok(page.answer(sales, "/api/users/me/sales", |sale| {
         Cursor::at(clock::millis(sale.sold_at), sale.order_id)
     }))
+}
+
+/// `POST /api/tickets/{id}/resale`: the owner lists a ticket they keep for sale again, at no more
+/// than the resale cap, announced (ticket:updated, the next listing) in the same transaction.
+#[utoipa::path(
+    post,
+    path = "/api/tickets/{id}/resale",
+    operation_id = "listTicketAgain",
+    tag = "wallet",
+    summary = "Sell a ticket you bought",
+    description = "Only a ticket you bought or were sent, and keep. Its price may be at most \
+        the resale cap on what was last paid for it (`maxResalePrice` in your wallet). It is \
+        for sale again at once, as any listing; while it is, its price can be changed within \
+        the cap, and it stays in your wallet until it sells.",
+    params(
+        ("id" = Uuid, Path, description = "The ticket's id; a malformed id is a 404"),
+        IdempotencyKey,
+    ),
+    request_body = ResaleBody,
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The ticket, for sale", body = Ticket),
+        (status = 400, description = "The price is invalid or over the cap, which the message \
+            names (`invalid_field`); the ticket is for sale already (`ticket_listed`) or an \
+            order holds it (`ticket_reserved`); or the key was used with another request \
+            (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 401, description = "Not signed in, or not the owner (`not_authorized`)",
+            body = ErrorBody),
+        (status = 404, description = "No such ticket (`not_found`)", body = ErrorBody),
+    )
+)]
+async fn list_again(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    PathId(id): PathId,
+    idempotent: Idempotent,
+    Valid(price): Valid<ResaleBody>,
+) -> Result<Json<Ticket>, ApiError> {
+    let mut tx = state.store.begin().await?;
+    // What was paid does not change while its owner keeps the ticket.
+    let last_sale = store::last_sale(&mut tx, id).await?;
+    let over_cap = last_sale.and_then(|sale| state.over_cap(price, sale.price));
+    if last_sale.is_some() && over_cap.is_none() {
+        // One conditional statement: a send that crosses it wins or loses whole.
+        if let Some(ticket) = store::list_again(&mut tx, id, user.id, price).await? {
+            outbox::enqueue(&mut tx, ticket.updated_event()).await?;
+            idempotent
+                .record_json(&mut tx, StatusCode::OK, &ticket)
+                .await?;
+            state.outbox.commit(tx).await?;
+            tracing::info!(ticket = %id, listing = ticket.listing, "ticket listed again");
+            return Ok(Json(ticket));
+        }
+    }
+    let kept_since = last_sale.map(|sale| sale.order_id);
+    Err(match store::find(&mut *tx, id).await? {
+        None => ApiError::NotFound,
+        Some(ticket) if ticket.user_id != user.id => ApiError::Unauthorized,
+        Some(ticket) if ticket.order_id.is_none() => ApiError::BadRequest(
+            ErrorCode::TicketListed,
+            "The ticket is for sale already".into(),
+        ),
+        Some(ticket) if ticket.order_id != kept_since => ApiError::BadRequest(
+            ErrorCode::TicketReserved,
+            "Cannot list a ticket an order holds".into(),
+        ),
+        Some(_) => over_cap.unwrap_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("ticket {id} is kept, yet was not listed"))
+        }),
+    })
+}
+
+/// `GET /api/tickets/{id}/history`: the ticket's changes of hands, for its owner.
+#[utoipa::path(
+    get,
+    path = "/api/tickets/{id}/history",
+    operation_id = "showTicketHistory",
+    tag = "wallet",
+    summary = "How a ticket you own changed hands",
+    description = "Each sale, at what price and when, and each time it was sent, oldest \
+        first. Only its owner may read it.",
+    params(("id" = Uuid, Path, description = "The ticket's id; a malformed id is a 404")),
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The ticket's changes of hands", body = [HistoryView]),
+        (status = 401, description = "Not signed in, or not the owner (`not_authorized`)",
+            body = ErrorBody),
+        (status = 404, description = "No such ticket (`not_found`)", body = ErrorBody),
+    )
+)]
+async fn ticket_history(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    PathId(id): PathId,
+) -> Result<Json<Vec<HistoryView>>, ApiError> {
+    let ticket = store::find(state.store.pool(), id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if ticket.user_id != user.id {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(Json(store::history(state.store.pool(), id).await?))
 }

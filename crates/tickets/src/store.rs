@@ -16,15 +16,15 @@ use common::paging::{Cursor, Page};
 
 use crate::domain::{NewTicket, Seat, Ticket};
 use crate::event::{Event, on_venue_clocks};
-use crate::sales::Sale;
+use crate::sales::{ResaleCap, Sale};
 use crate::search::{self, Search, Sort};
-use crate::wallet::{HistoryEntry, OwnedTicket};
+use crate::wallet::{Handover, HistoryEntry, HistoryView, LastSale, OwnedTicket};
 
 /// The columns a [`Ticket`] is read from, as a literal so statements stay `&'static str`.
 macro_rules! columns {
     () => {
         "id, title, price_cents, user_id, version, order_id, created_at, event_id, seat_section, \
-         seat_row, seat"
+         seat_row, seat, listing"
     };
 }
 
@@ -493,6 +493,7 @@ fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
             row: row.try_get("seat_row")?,
             seat: row.try_get("seat")?,
         },
+        listing: row.try_get("listing")?,
     })
 }
 
@@ -899,16 +900,20 @@ pub async fn sold_through(
 }
 
 /// The tickets `owner` bought or was sent, whatever they have done with them since (but sold or
-/// sent on), last acquired first, from just after the page's cursor.
+/// sent on), last acquired first, from just after the page's cursor, each with the most it may
+/// be listed for again under `cap`.
 pub async fn owned_tickets(
     pool: &AnyPool,
     owner: Uuid,
     page: &Page,
+    cap: ResaleCap,
 ) -> Result<Vec<OwnedTicket>, sqlx::Error> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         columns!(),
-        ", acquired_at FROM tickets WHERE user_id = $1 AND bought_with IS NOT NULL \
+        ", acquired_at, (SELECT h.price_cents FROM ticket_history h \
+         WHERE h.ticket_id = tickets.id AND h.kind = 'sold' ORDER BY h.at DESC, h.id DESC LIMIT 1) \
+         AS paid_cents FROM tickets WHERE user_id = $1 AND bought_with IS NOT NULL \
          AND (acquired_at, id) < ($2, $3) ORDER BY acquired_at DESC, id DESC LIMIT $4 OFFSET $5"
     ))
     .bind(owner.to_string())
@@ -923,6 +928,7 @@ pub async fn owned_tickets(
             Ok(OwnedTicket {
                 ticket: ticket_from_row(row)?,
                 acquired_at: from_millis(row.try_get("acquired_at")?),
+                max_resale_price: cap.highest(cents_column(row, "paid_cents")?),
             })
         })
         .collect()
@@ -1007,6 +1013,83 @@ pub async fn sales(pool: &AnyPool, seller: Uuid, page: &Page) -> Result<Vec<Sale
                 owed: row.try_get("owed_cents")?,
                 sold_at: from_millis(row.try_get("sold_at")?),
                 payout: row.try_get("status")?,
+            })
+        })
+        .collect()
+}
+
+/// The last sale of a ticket, if it was ever sold.
+pub async fn last_sale(
+    conn: &mut AnyConnection,
+    ticket_id: Uuid,
+) -> Result<Option<LastSale>, sqlx::Error> {
+    sqlx::query(
+        "SELECT price_cents, order_id FROM ticket_history \
+         WHERE ticket_id = $1 AND kind = 'sold' ORDER BY at DESC, id DESC LIMIT 1",
+    )
+    .bind(ticket_id.to_string())
+    .fetch_optional(conn)
+    .await?
+    .map(|row| {
+        Ok(LastSale {
+            price: cents_column(&row, "price_cents")?,
+            order_id: uuid_column(&row, "order_id")?,
+        })
+    })
+    .transpose()
+}
+
+/// Lists a ticket `owner` keeps (bought, neither listed again nor held) for sale again at
+/// `price`, as a new listing, in one statement: a send racing it is never overwritten. `None`
+/// when no row matched; the caller finds out why.
+pub async fn list_again(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    owner: Uuid,
+    price: Cents,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    sqlx::query(concat!(
+        "UPDATE tickets SET order_id = NULL, price_cents = $3, listing = listing + 1, \
+         version = version + 1 \
+         WHERE id = $1 AND user_id = $2 AND bought_with IS NOT NULL AND order_id = bought_with \
+         RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(id.to_string())
+    .bind(owner.to_string())
+    .bind(price.get())
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(ticket_from_row)
+    .transpose()
+}
+
+/// A ticket's changes of hands, oldest first.
+pub async fn history<'c, E>(executor: E, ticket_id: Uuid) -> Result<Vec<HistoryView>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let rows = sqlx::query(
+        "SELECT kind, price_cents, at FROM ticket_history WHERE ticket_id = $1 ORDER BY at, id",
+    )
+    .bind(ticket_id.to_string())
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let kind: String = row.try_get("kind")?;
+            let kind = Handover::parse(&kind)
+                .ok_or_else(|| decode_error("kind", format!("unknown change of hands {kind:?}")))?;
+            let price: Option<i64> = row.try_get("price_cents")?;
+            Ok(HistoryView {
+                kind: kind.as_str(),
+                price: price
+                    .map(Cents::new)
+                    .transpose()
+                    .map_err(|err| decode_error("price_cents", err))?,
+                at: from_millis(row.try_get("at")?),
             })
         })
         .collect()

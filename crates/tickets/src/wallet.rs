@@ -1,8 +1,10 @@
 //! Tickets that changed hands: a ticket is its buyer's once the order is paid, and its owner may
-//! send it on to another account by e-mail while they keep it (neither for sale nor held). Each
-//! change of hands is kept in the ticket's history.
+//! send it on to another account by e-mail, or list it again at no more than the resale cap,
+//! while they keep it (neither for sale nor held). Each change of hands is kept in the ticket's
+//! history, which its owner may read.
 
 use common::FieldError;
+use common::money::{self, Cents};
 use common::validate::{FieldErrors, Validate, normalise_email};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -20,6 +22,49 @@ pub struct OwnedTicket {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub acquired_at: OffsetDateTime,
+    /// The most it may be listed for again: the resale cap on what it last sold for.
+    #[serde(serialize_with = "money::major_amount")]
+    #[schema(value_type = f64)]
+    pub max_resale_price: i64,
+}
+
+/// A change of hands as the ticket's owner reads it: `{kind, price?, at}`, `kind` being `sold`
+/// (with what the buyer paid) or `sent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct HistoryView {
+    #[schema(example = "sold")]
+    pub kind: &'static str,
+    /// What the buyer paid; absent when sent.
+    #[serde(
+        serialize_with = "money::major_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<f64>)]
+    pub price: Option<Cents>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+}
+
+/// The body of `POST /api/tickets/{id}/resale`, as received.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"price": 79.5}))]
+pub(crate) struct ResaleBody {
+    /// In the currency's major unit, at most two decimals, and at most the ticket's
+    /// `maxResalePrice`.
+    #[serde(default)]
+    #[schema(value_type = f64, required, minimum = 0.01, maximum = 1000000)]
+    price: Option<serde_json::Value>,
+}
+
+impl Validate for ResaleBody {
+    type Valid = Cents;
+
+    fn validate(self) -> Result<Cents, Vec<FieldError>> {
+        let mut errors = FieldErrors::new();
+        let price = errors.check("price", Cents::from_json(self.price.as_ref()));
+        errors.into_result(price)
+    }
 }
 
 /// How a ticket changed hands.
@@ -38,6 +83,19 @@ impl Handover {
             Self::Sent => "sent",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Sold, Self::Sent]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// The last sale of a ticket: what was paid, and the order that paid it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastSale {
+    pub price: Cents,
+    pub order_id: Uuid,
 }
 
 /// One change of hands, as the ticket's history keeps it.

@@ -13,3 +13,7 @@ CREATE TABLE payouts (
     status TEXT NOT NULL DEFAULT 'owed'
 );
 CREATE INDEX payouts_by_seller ON payouts (seller_id, sold_at DESC, order_id DESC);
+
+-- An owner may list a ticket they bought again: each listing is numbered, 0 for the first, so
+-- that orders can tell the orders of one listing from another's.
+ALTER TABLE tickets ADD COLUMN listing BIGINT NOT NULL DEFAULT 0;

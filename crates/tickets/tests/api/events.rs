@@ -60,6 +60,7 @@ async fn updating_a_ticket_publishes_ticket_updated_with_the_new_version(backend
             price: Cents::new(1550).unwrap(),
             user_id: alice.id,
             order_id: None,
+            listing: 0,
         }
     );
 }

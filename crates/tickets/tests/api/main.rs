@@ -8,6 +8,7 @@ mod events;
 mod helpers;
 mod idempotency;
 mod listeners;
+mod resale;
 mod sales;
 mod search;
 mod text;

@@ -31,6 +31,7 @@ async fn sold(app: &TestApp, seller: &User, buyer: &User, cents: i64) -> Uuid {
 async fn a_paid_order_owes_its_seller_the_price_less_the_fee(backend: Backend) {
     let settings = tickets::Settings {
         seller_fee: tickets::sales::SellerFee::parse_percent("2.5").unwrap(),
+        ..Default::default()
     };
     let app = spawn_app_with(backend, settings).await;
     let (alice, bob) = (app.sign_in(), app.sign_in());

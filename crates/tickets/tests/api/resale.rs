@@ -1,0 +1,219 @@
+//! Resale: an owner lists a ticket they bought again, at no more than the resale cap on what was
+//! last paid for it; sold again, it changes hands again, and its owner can read its history.
+
+use common::events::TicketUpdated;
+use testkit::{Backend, User, json};
+use uuid::Uuid;
+
+use crate::helpers::{
+    TestApp, id_of, order_completed, order_created, order_created_at, spawn_app, spawn_app_with,
+};
+
+testkit::each_database!(
+    an_owner_lists_a_ticket_again_at_no_more_than_face_value,
+    a_ticket_sold_again_changes_hands_again_and_keeps_its_story,
+    a_cap_above_face_value_lets_the_price_rise_that_far,
+    a_resale_is_refused_unless_the_owner_keeps_the_ticket,
+);
+
+/// `buyer` orders `ticket` at `cents` and pays; waits until it is theirs.
+async fn buy(app: &TestApp, ticket: &str, buyer: &User, cents: i64) -> Uuid {
+    let order = Uuid::now_v7();
+    let version = app.ticket(ticket).await["version"].as_i64().unwrap();
+    app.publish(&order_created_at(order, ticket, "Concert", cents))
+        .await;
+    app.ticket_at_version(ticket, version + 1).await;
+    app.publish(&order_completed(order, ticket, Some(buyer.id)))
+        .await;
+    app.ticket_at_version(ticket, version + 2).await;
+    order
+}
+
+/// A ticket listed by a new seller at 20 and bought by `buyer`.
+async fn bought_at_20(app: &TestApp, buyer: &User) -> String {
+    let seller = app.sign_in();
+    let id = id_of(&app.list_ticket(&seller, "Concert", json!(20)).await);
+    buy(app, &id, buyer, 2000).await;
+    id
+}
+
+fn resale(id: &str) -> String {
+    format!("/api/tickets/{id}/resale")
+}
+
+async fn an_owner_lists_a_ticket_again_at_no_more_than_face_value(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut updated = app.watch::<TicketUpdated>().await;
+    let bob = app.sign_in();
+    let id = bought_at_20(&app, &bob).await;
+    let wallet = bob.get("/api/users/me/tickets").await;
+    assert_eq!(wallet.body[0]["maxResalePrice"], json!(20));
+
+    for price in [json!(20.01), json!(100)] {
+        let reply = bob.post(&resale(&id), json!({"price": price})).await;
+        assert_eq!(reply.status, 400, "{:?}", reply.body);
+        assert_eq!(reply.error_fields(), ["price"]);
+        assert_eq!(
+            reply.error_messages(),
+            ["Price must be at most 20, the resale cap on what was paid for it"]
+        );
+    }
+    assert_eq!(app.ticket(&id).await["version"], 2);
+
+    let reply = bob.post(&resale(&id), json!({"price": 20})).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(
+        (
+            &reply.body["orderId"],
+            &reply.body["price"],
+            &reply.body["version"]
+        ),
+        (&json!(null), &json!(20), &json!(3))
+    );
+    assert!(app.listed_ids("").await.contains(&id));
+    // Still the owner's until it sells: in their wallet, for sale.
+    let wallet = bob.get("/api/users/me/tickets").await;
+    assert_eq!(wallet.body[0]["orderId"], json!(null));
+    app.flushed().await;
+    let announced: Vec<_> = updated
+        .rest()
+        .await
+        .iter()
+        .map(|event| (event.data.version, event.data.listing, event.data.order_id))
+        .collect();
+    assert_eq!(announced[2], (3, 1, None), "{announced:?}");
+    // Its price moves within the cap only.
+    let path = format!("/api/tickets/{id}");
+    let over = bob
+        .put(&path, json!({"title": "Concert", "price": 20.5}))
+        .await;
+    assert_eq!(
+        (over.status, over.error_fields()),
+        (400, vec!["price".to_owned()])
+    );
+    assert_eq!(app.ticket(&id).await["version"], 3);
+    let under = bob
+        .put(&path, json!({"title": "Concert", "price": 15}))
+        .await;
+    assert_eq!(under.status, 200, "{:?}", under.body);
+    assert_eq!(under.body["version"], 4);
+}
+
+async fn a_ticket_sold_again_changes_hands_again_and_keeps_its_story(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (alice, bob, carol) = (app.sign_in(), app.sign_in(), app.sign_in());
+    let id = id_of(&app.list_ticket(&alice, "Concert", json!(20)).await);
+    buy(&app, &id, &bob, 2000).await;
+    let relisted = bob.post(&resale(&id), json!({"price": 18})).await;
+    assert_eq!(relisted.status, 200, "{:?}", relisted.body);
+
+    buy(&app, &id, &carol, 1800).await;
+
+    let ticket = app.ticket(&id).await;
+    assert_eq!(ticket["userId"], carol.id.to_string());
+    assert!(bob.get("/api/users/me/tickets").await.body == json!([]));
+    let wallet = carol.get("/api/users/me/tickets").await;
+    assert_eq!(wallet.body[0]["id"], id.as_str());
+    assert_eq!(wallet.body[0]["maxResalePrice"], json!(18));
+    let history = carol.get(&format!("/api/tickets/{id}/history")).await;
+    assert_eq!(history.status, 200, "{:?}", history.body);
+    let story: Vec<_> = history
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| (entry["kind"].clone(), entry["price"].clone()))
+        .collect();
+    assert_eq!(
+        story,
+        [(json!("sold"), json!(20)), (json!("sold"), json!(18))]
+    );
+    assert_eq!(
+        bob.get(&format!("/api/tickets/{id}/history")).await.status,
+        401
+    );
+    // Each seller is owed for their own sale.
+    for (seller, price) in [(&alice, 20), (&bob, 18)] {
+        let sales = seller.get("/api/users/me/sales").await.body;
+        assert_eq!(sales.as_array().unwrap().len(), 1, "{sales}");
+        assert_eq!(
+            (&sales[0]["price"], &sales[0]["owed"]),
+            (&json!(price), &json!(price))
+        );
+    }
+}
+
+async fn a_cap_above_face_value_lets_the_price_rise_that_far(backend: Backend) {
+    let settings = tickets::Settings {
+        resale_cap: tickets::sales::ResaleCap::parse_factor("1.5").unwrap(),
+        ..Default::default()
+    };
+    let app = spawn_app_with(backend, settings).await;
+    let bob = app.sign_in();
+    let id = bought_at_20(&app, &bob).await;
+
+    let over = bob.post(&resale(&id), json!({"price": 30.01})).await;
+    assert_eq!(
+        over.error_messages(),
+        ["Price must be at most 30, the resale cap on what was paid for it"]
+    );
+    let at_cap = bob.post(&resale(&id), json!({"price": 30})).await;
+    assert_eq!(at_cap.status, 200, "{:?}", at_cap.body);
+}
+
+async fn a_resale_is_refused_unless_the_owner_keeps_the_ticket(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (alice, bob) = (app.sign_in(), app.sign_in());
+    let kept = bought_at_20(&app, &bob).await;
+    let body = json!({"price": 10});
+
+    assert_eq!(
+        app.anonymous()
+            .post(&resale(&kept), body.clone())
+            .await
+            .status,
+        401
+    );
+    assert_eq!(alice.post(&resale(&kept), body.clone()).await.status, 401);
+    assert_eq!(
+        bob.post(&resale(&Uuid::now_v7().to_string()), body.clone())
+            .await
+            .status,
+        404
+    );
+    let bad = bob.post(&resale(&kept), json!({"price": "ten"})).await;
+    assert_eq!(
+        (bad.status, bad.error_fields()),
+        (400, vec!["price".to_owned()])
+    );
+
+    // A first listing is for sale already; one an order holds is its buyer's to pay for.
+    let listed = id_of(&app.list_ticket(&alice, "Concert", json!(20)).await);
+    let reply = alice.post(&resale(&listed), body.clone()).await;
+    assert_eq!(reply.error_codes(), ["ticket_listed"], "{:?}", reply.body);
+    app.publish(&order_created(Uuid::now_v7(), &listed)).await;
+    app.ticket_at_version(&listed, 1).await;
+    let reply = alice.post(&resale(&listed), body.clone()).await;
+    assert_eq!(reply.error_codes(), ["ticket_reserved"], "{:?}", reply.body);
+    // Listed again, and held by a second buyer: neither can be listed once more.
+    assert_eq!(bob.post(&resale(&kept), body.clone()).await.status, 200);
+    let again = bob.post(&resale(&kept), body.clone()).await;
+    assert_eq!(again.error_codes(), ["ticket_listed"], "{:?}", again.body);
+    app.publish(&order_created(Uuid::now_v7(), &kept)).await;
+    app.ticket_at_version(&kept, 4).await;
+    let held = bob.post(&resale(&kept), body.clone()).await;
+    assert_eq!(held.error_codes(), ["ticket_reserved"], "{:?}", held.body);
+    assert_eq!(
+        app.anonymous()
+            .get(&format!("/api/tickets/{kept}/history"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        bob.get(&format!("/api/tickets/{}/history", Uuid::now_v7()))
+            .await
+            .status,
+        404
+    );
+}

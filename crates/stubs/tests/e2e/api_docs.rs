@@ -8,7 +8,7 @@ use crate::support::Marketplace;
 use serde_json::Value;
 
 /// Every operation of the API: the service that answers it, its method and its path.
-const OPERATIONS: [(&str, &str, &str); 22] = [
+const OPERATIONS: [(&str, &str, &str); 24] = [
     ("auth", "post", "/api/users/signup"),
     ("auth", "post", "/api/users/signin"),
     ("auth", "post", "/api/users/signout"),
@@ -24,6 +24,8 @@ const OPERATIONS: [(&str, &str, &str); 22] = [
     ("tickets", "get", "/api/events/{id}/tickets"),
     ("tickets", "get", "/api/users/me/tickets"),
     ("tickets", "get", "/api/users/me/sales"),
+    ("tickets", "post", "/api/tickets/{id}/resale"),
+    ("tickets", "get", "/api/tickets/{id}/history"),
     ("tickets", "post", "/api/tickets/{id}/send"),
     ("orders", "get", "/api/orders"),
     ("orders", "post", "/api/orders"),

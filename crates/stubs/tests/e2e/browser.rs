@@ -321,7 +321,12 @@ web::browser_test! {
                 "/api/payments/webhook",
                 "/api/tickets",
                 "/api/tickets/{id}",
+                "/api/tickets/{id}/history",
+                "/api/tickets/{id}/resale",
+                "/api/tickets/{id}/send",
                 "/api/users/currentuser",
+                "/api/users/me/sales",
+                "/api/users/me/tickets",
                 "/api/users/signin",
                 "/api/users/signout",
                 "/api/users/signout/everywhere",
@@ -335,7 +340,7 @@ web::browser_test! {
                 .await
                 .unwrap()
                 .len(),
-            19,
+            24,
             "one block per operation"
         );
         reader.screenshots("api-docs").await;

@@ -210,6 +210,84 @@ async fn a_bought_ticket_is_kept_or_sent_on_and_its_seller_is_owed(market: Marke
     assert!(market.stop().await, "a process did not stop cleanly");
 }
 
+/// Orders a ticket as `buyer` and pays for it; waits until it is in their wallet.
+async fn buy_and_keep(buyer: &User<'_>, ticket_id: &Value) -> Value {
+    let (status, order) = place_order(buyer, ticket_id).await;
+    assert_eq!(status, 201, "{order}");
+    let (status, payment) = pay(buyer, &order["id"], "tok_visa").await;
+    assert_eq!(status, 201, "{payment}");
+    eventually("the ticket to be in its buyer's wallet", || async {
+        owned(buyer).await.contains(ticket_id).then_some(())
+    })
+    .await;
+    order
+}
+
+async fn a_fan_who_cannot_go_resells_at_face_value(market: Marketplace) {
+    let seller = market.user();
+    seller.sign_up(&email("seller")).await;
+    let fan = market.user();
+    fan.sign_up(&email("fan")).await;
+    let other_fan = market.user();
+    let other_fan_id = other_fan.sign_up(&email("other-fan")).await["id"].clone();
+    let ticket = list_ticket(&seller, 45.5).await;
+    buy_and_keep(&fan, &ticket["id"]).await;
+
+    // The fan cannot go: over face value is refused, naming the most they may ask.
+    let resale = format!("/api/tickets/{}/resale", ticket["id"].as_str().unwrap());
+    let (status, refused) = fan.post(&resale, json!({"price": 45.51})).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["errors"][0]["field"], "price");
+    assert_eq!(
+        refused["errors"][0]["message"],
+        "Price must be at most 45.50, the resale cap on what was paid for it"
+    );
+    let (status, listed) = fan.post(&resale, json!({"price": 45.5})).await;
+    assert_eq!(status, 200, "{listed}");
+
+    // Another fan buys it once orders has heard it is for sale again.
+    let order = eventually("orders to take orders for the resale", || async {
+        let (status, order) = place_order(&other_fan, &ticket["id"]).await;
+        (status == 201).then_some(order)
+    })
+    .await;
+    assert_eq!(order["ticket"]["price"], json!(45.5));
+    let (status, payment) = pay(&other_fan, &order["id"], "tok_visa").await;
+    assert_eq!(status, 201, "{payment}");
+    eventually("the ticket to be in the other fan's wallet", || async {
+        owned(&other_fan)
+            .await
+            .contains(&ticket["id"])
+            .then_some(())
+    })
+    .await;
+    let ticket_path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
+    let (_, shown) = other_fan.get(&ticket_path).await;
+    assert_eq!(shown["userId"], other_fan_id);
+    assert!(owned(&fan).await.is_empty());
+
+    // The first fan's sales show the resale, and the seller's the first sale.
+    for (who, user) in [("the fan", &fan), ("the seller", &seller)] {
+        let (status, sales) = user.get("/api/users/me/sales").await;
+        assert_eq!(status, 200, "{who}: {sales}");
+        assert_eq!(sales.as_array().unwrap().len(), 1, "{who}: {sales}");
+        assert_eq!(sales[0]["owed"], json!(45.5), "{who}: {sales}");
+    }
+    let (status, history) = other_fan.get(&format!("{ticket_path}/history")).await;
+    assert_eq!(status, 200, "{history}");
+    let prices: Vec<_> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| (entry["kind"].clone(), entry["price"].clone()))
+        .collect();
+    assert_eq!(
+        prices,
+        [(json!("sold"), json!(45.5)), (json!("sold"), json!(45.5))]
+    );
+    assert!(market.stop().await, "a process did not stop cleanly");
+}
+
 async fn an_unpaid_order_expires_and_the_ticket_sells_again(market: Marketplace) {
     let seller = market.user();
     seller.sign_up(&email("seller")).await;
@@ -706,6 +784,7 @@ in_both_modes!(
     a_buyer_orders_the_cheapest_ticket_of_an_event,
     buyers_asking_at_once_for_an_events_best_ticket_get_different_ones,
     a_bought_ticket_is_kept_or_sent_on_and_its_seller_is_owed,
+    a_fan_who_cannot_go_resells_at_face_value,
 );
 
 // A payment window far longer than the wait for the event's start, so that a hold ending at the

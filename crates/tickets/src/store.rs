@@ -911,7 +911,9 @@ pub async fn owned_tickets(
     let rows = sqlx::query(concat!(
         "SELECT ",
         columns!(),
-        ", acquired_at, (SELECT h.price_cents FROM ticket_history h \
+        ", acquired_at, CASE WHEN order_id IS NULL THEN 'listed' \
+         WHEN order_id = bought_with THEN 'kept' ELSE 'held' END AS standing, \
+         (SELECT h.price_cents FROM ticket_history h \
          WHERE h.ticket_id = tickets.id AND h.kind = 'sold' ORDER BY h.at DESC, h.id DESC LIMIT 1) \
          AS paid_cents FROM tickets WHERE user_id = $1 AND bought_with IS NOT NULL \
          AND (acquired_at, id) < ($2, $3) ORDER BY acquired_at DESC, id DESC LIMIT $4 OFFSET $5"
@@ -925,9 +927,15 @@ pub async fn owned_tickets(
     .await?;
     rows.iter()
         .map(|row| {
+            let standing: String = row.try_get("standing")?;
             Ok(OwnedTicket {
                 ticket: ticket_from_row(row)?,
                 acquired_at: from_millis(row.try_get("acquired_at")?),
+                status: match standing.as_str() {
+                    "listed" => "listed",
+                    "kept" => "kept",
+                    _ => "held",
+                },
                 max_resale_price: cap.highest(cents_column(row, "paid_cents")?),
             })
         })

@@ -22,6 +22,10 @@ pub struct OwnedTicket {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub acquired_at: OffsetDateTime,
+    /// `kept` (its owner's, off the market: it may be sent or listed again), `listed` (for sale
+    /// again) or `held` (an order holds it, for its buyer to pay).
+    #[schema(example = "kept")]
+    pub status: &'static str,
     /// The most it may be listed for again: the resale cap on what it last sold for.
     #[serde(serialize_with = "money::major_amount")]
     #[schema(value_type = f64)]

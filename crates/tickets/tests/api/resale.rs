@@ -48,6 +48,7 @@ async fn an_owner_lists_a_ticket_again_at_no_more_than_face_value(backend: Backe
     let id = bought_at_20(&app, &bob).await;
     let wallet = bob.get("/api/users/me/tickets").await;
     assert_eq!(wallet.body[0]["maxResalePrice"], json!(20));
+    assert_eq!(wallet.body[0]["status"], "kept");
 
     for price in [json!(20.01), json!(100)] {
         let reply = bob.post(&resale(&id), json!({"price": price})).await;
@@ -74,6 +75,7 @@ async fn an_owner_lists_a_ticket_again_at_no_more_than_face_value(backend: Backe
     // Still the owner's until it sells: in their wallet, for sale.
     let wallet = bob.get("/api/users/me/tickets").await;
     assert_eq!(wallet.body[0]["orderId"], json!(null));
+    assert_eq!(wallet.body[0]["status"], "listed");
     app.flushed().await;
     let announced: Vec<_> = updated
         .rest()
@@ -201,6 +203,8 @@ async fn a_resale_is_refused_unless_the_owner_keeps_the_ticket(backend: Backend)
     assert_eq!(again.error_codes(), ["ticket_listed"], "{:?}", again.body);
     app.publish(&order_created(Uuid::now_v7(), &kept)).await;
     app.ticket_at_version(&kept, 4).await;
+    let wallet = bob.get("/api/users/me/tickets").await;
+    assert_eq!(wallet.body[0]["status"], "held");
     let held = bob.post(&resale(&kept), body.clone()).await;
     assert_eq!(held.error_codes(), ["ticket_reserved"], "{:?}", held.body);
     assert_eq!(

@@ -114,6 +114,8 @@ impl Call {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TicketView {
     pub id: String,
+    /// The owner: the seller until an order for it is paid, then the buyer.
+    pub user_id: String,
     pub order_id: Option<String>,
 }
 
@@ -122,6 +124,8 @@ pub(crate) struct TicketView {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct OrderView {
     pub id: String,
+    /// The buyer.
+    pub user_id: String,
     pub status: String,
     pub expires_at: String,
     pub ticket: OrderTicket,

@@ -14,6 +14,10 @@ const LISTED_VIOLATIONS: usize = 20;
 pub struct TicketSeen {
     pub id: String,
     pub order_id: Option<String>,
+    /// The owner, as the ticket shows it (`userId`).
+    pub user_id: String,
+    /// Who listed it, as the listing answer showed it.
+    pub seller_id: String,
 }
 
 /// An order as its buyer's `GET /api/orders` showed it.
@@ -22,6 +26,8 @@ pub struct OrderSeen {
     pub id: String,
     pub ticket_id: String,
     pub status: String,
+    /// The buyer.
+    pub user_id: String,
 }
 
 impl OrderSeen {
@@ -89,6 +95,8 @@ pub const RESERVED_MATCHES_LIVE: &str = "reserved tickets are exactly the ticket
 pub const PAID_ARE_COMPLETE: &str = "every paid order is complete";
 pub const NO_OVERLAPPING_SALES: &str = "no ticket was sold to two buyers at once in the flash sale";
 pub const HOLDS_LAPSED: &str = "every hold was cancelled when its window passed";
+pub const ONE_OWNER: &str =
+    "every ticket has exactly one owner: its last paid order's buyer, or its seller";
 pub const ALL_ANSWERED: &str = "the marketplace answered every request of the check";
 
 /// Checks every invariant over what was observed.
@@ -99,6 +107,7 @@ pub fn check(observed: &Observations) -> Vec<InvariantResult> {
         paid_orders_are_complete(observed),
         no_overlapping_sales(observed),
         holds_lapsed(observed),
+        one_owner_per_ticket(observed),
         InvariantResult::new(
             ALL_ANSWERED,
             observed.tickets.len() + observed.orders.len(),
@@ -112,7 +121,15 @@ pub fn check(observed: &Observations) -> Vec<InvariantResult> {
 pub fn settled(results: &[InvariantResult]) -> bool {
     results
         .iter()
-        .filter(|r| [RESERVED_MATCHES_LIVE, HOLDS_LAPSED, PAID_ARE_COMPLETE].contains(&r.name))
+        .filter(|r| {
+            [
+                RESERVED_MATCHES_LIVE,
+                HOLDS_LAPSED,
+                PAID_ARE_COMPLETE,
+                ONE_OWNER,
+            ]
+            .contains(&r.name)
+        })
         .all(|r| r.passed)
 }
 
@@ -149,11 +166,12 @@ fn reserved_tickets_match_live_orders(observed: &Observations) -> InvariantResul
     InvariantResult::new(RESERVED_MATCHES_LIVE, observed.tickets.len(), violations)
 }
 
-/// The tickets whose reservation, as read, disagrees with the orders as read: the ones worth
-/// reading again while events may still be on their way.
+/// The tickets whose reservation or owner, as read, disagrees with the orders as read: the ones
+/// worth reading again while events may still be on their way.
 pub fn tickets_in_question(observed: &Observations) -> HashSet<String> {
     reservation_mismatches(observed)
         .into_iter()
+        .chain(ownership_mismatches(observed))
         .map(|(ticket, _)| ticket.to_owned())
         .collect()
 }
@@ -198,6 +216,62 @@ fn reservation_mismatches(observed: &Observations) -> Vec<(&str, String)> {
                         ),
                     ));
                 }
+            }
+        }
+    }
+    mismatches
+}
+
+fn one_owner_per_ticket(observed: &Observations) -> InvariantResult {
+    let violations = ownership_mismatches(observed)
+        .into_iter()
+        .map(|(_, why)| why)
+        .collect();
+    InvariantResult::new(ONE_OWNER, observed.tickets.len(), violations)
+}
+
+/// Each ticket whose owner is not the buyer of its paid order (or, unpaid, its seller), with the
+/// disagreement in words.
+fn ownership_mismatches(observed: &Observations) -> Vec<(&str, String)> {
+    let mut paid: HashMap<&str, Vec<&OrderSeen>> = HashMap::new();
+    for order in observed.orders.iter().filter(|o| o.status == "complete") {
+        paid.entry(&order.ticket_id).or_default().push(order);
+    }
+    let mut mismatches = Vec::new();
+    for ticket in &observed.tickets {
+        let (id, owner) = (ticket.id.as_str(), ticket.user_id.as_str());
+        match paid.get(id).map_or(&[][..], Vec::as_slice) {
+            [] if owner != ticket.seller_id => mismatches.push((
+                id,
+                format!(
+                    "ticket {id} is owned by {owner}, but no order of it is paid and its seller \
+                     is {}",
+                    ticket.seller_id
+                ),
+            )),
+            [order] if owner != order.user_id => mismatches.push((
+                id,
+                format!(
+                    "ticket {id} is owned by {owner}, but its paid order {} was bought by {}",
+                    order.id, order.user_id
+                ),
+            )),
+            [] | [_] => {}
+            // Which payment came last the orders do not show; two buyers paid for one ticket
+            // and at most one of them can own it, so the ticket is reported whoever holds it.
+            orders => {
+                let mut buyers: Vec<String> = orders
+                    .iter()
+                    .map(|o| format!("{} (bought by {})", o.id, o.user_id))
+                    .collect();
+                buyers.sort();
+                mismatches.push((
+                    id,
+                    format!(
+                        "ticket {id} is owned by {owner}, but has paid orders {}",
+                        buyers.join(", ")
+                    ),
+                ));
             }
         }
     }
@@ -258,18 +332,24 @@ fn holds_lapsed(observed: &Observations) -> InvariantResult {
 mod tests {
     use super::*;
 
-    fn ticket(id: &str, order: Option<&str>) -> TicketSeen {
+    /// Who listed every ticket of these tests.
+    const SELLER: &str = "s1";
+
+    fn ticket(id: &str, order: Option<&str>, owner: &str) -> TicketSeen {
         TicketSeen {
             id: id.into(),
             order_id: order.map(Into::into),
+            user_id: owner.into(),
+            seller_id: SELLER.into(),
         }
     }
 
-    fn order(id: &str, ticket: &str, status: &str) -> OrderSeen {
+    fn order(id: &str, ticket: &str, status: &str, buyer: &str) -> OrderSeen {
         OrderSeen {
             id: id.into(),
             ticket_id: ticket.into(),
             status: status.into(),
+            user_id: buyer.into(),
         }
     }
 
@@ -282,18 +362,19 @@ mod tests {
         }
     }
 
-    /// A consistent run: one ticket sold and paid, one held, one whose hold lapsed.
+    /// A consistent run: one ticket sold and paid (now its buyer's), one held, one whose hold
+    /// lapsed (both still their seller's).
     fn consistent() -> Observations {
         Observations {
             tickets: vec![
-                ticket("t1", Some("o1")),
-                ticket("t2", Some("o2")),
-                ticket("t3", None),
+                ticket("t1", Some("o1"), "b1"),
+                ticket("t2", Some("o2"), SELLER),
+                ticket("t3", None, SELLER),
             ],
             orders: vec![
-                order("o1", "t1", "complete"),
-                order("o2", "t2", "created"),
-                order("o3", "t3", "cancelled"),
+                order("o1", "t1", "complete", "b1"),
+                order("o2", "t2", "created", "b2"),
+                order("o3", "t3", "cancelled", "b3"),
             ],
             paid_orders: vec!["o1".into()],
             sale_wins: vec![
@@ -322,12 +403,16 @@ mod tests {
         let results = check(&consistent());
         assert_eq!(failed(&results), Vec::<&str>::new());
         assert_eq!(verdict(&results, RESERVED_MATCHES_LIVE).checked, 3);
+        assert_eq!(verdict(&results, ONE_OWNER).checked, 3);
+        assert!(settled(&results));
     }
 
     #[test]
     fn two_live_orders_on_one_ticket_are_a_double_sale() {
         let mut observed = consistent();
-        observed.orders.push(order("o4", "t1", "awaiting:payment"));
+        observed
+            .orders
+            .push(order("o4", "t1", "awaiting:payment", "b4"));
 
         let results = check(&observed);
 
@@ -346,8 +431,8 @@ mod tests {
     fn only_tickets_that_disagree_with_the_orders_are_in_question() {
         let mut observed = consistent();
         assert!(tickets_in_question(&observed).is_empty());
-        observed.tickets[2] = ticket("t3", Some("o3"));
-        observed.tickets[1] = ticket("t2", None);
+        observed.tickets[2] = ticket("t3", Some("o3"), SELLER);
+        observed.tickets[1] = ticket("t2", None, SELLER);
 
         let in_question = tickets_in_question(&observed);
 
@@ -360,7 +445,7 @@ mod tests {
     #[test]
     fn a_ticket_reserved_by_a_cancelled_order_is_caught() {
         let mut observed = consistent();
-        observed.tickets[2] = ticket("t3", Some("o3"));
+        observed.tickets[2] = ticket("t3", Some("o3"), SELLER);
 
         let results = check(&observed);
 
@@ -371,7 +456,7 @@ mod tests {
     #[test]
     fn a_live_order_whose_ticket_is_not_reserved_is_caught() {
         let mut observed = consistent();
-        observed.tickets[1] = ticket("t2", None);
+        observed.tickets[1] = ticket("t2", None, SELLER);
 
         let results = check(&observed);
 
@@ -382,9 +467,59 @@ mod tests {
     #[test]
     fn a_ticket_reserved_by_an_order_nobody_has_is_caught() {
         let mut observed = consistent();
-        observed.tickets[2] = ticket("t3", Some("o-unknown"));
+        observed.tickets[2] = ticket("t3", Some("o-unknown"), SELLER);
 
         assert_eq!(failed(&check(&observed)), [RESERVED_MATCHES_LIVE]);
+    }
+
+    #[test]
+    fn a_paid_ticket_still_owned_by_its_seller_is_caught_and_waited_for() {
+        let mut observed = consistent();
+        observed.tickets[0] = ticket("t1", Some("o1"), SELLER);
+
+        let results = check(&observed);
+
+        assert_eq!(failed(&results), [ONE_OWNER]);
+        let violation = &verdict(&results, ONE_OWNER).violations[0];
+        assert!(
+            violation.contains("owned by s1") && violation.contains("o1 was bought by b1"),
+            "{violation}"
+        );
+        // The hand-over travels by events: the run reads the ticket again until it lands.
+        assert!(!settled(&results));
+        assert_eq!(
+            tickets_in_question(&observed),
+            HashSet::from(["t1".to_owned()])
+        );
+    }
+
+    #[test]
+    fn an_unpaid_ticket_owned_by_someone_else_is_caught() {
+        let mut observed = consistent();
+        observed.tickets[1] = ticket("t2", Some("o2"), "b2");
+        observed.tickets[2] = ticket("t3", None, "b3");
+
+        let results = check(&observed);
+
+        assert_eq!(failed(&results), [ONE_OWNER]);
+        let owner = verdict(&results, ONE_OWNER);
+        assert_eq!(owner.violation_count, 2);
+        assert!(owner.violations.iter().all(|v| v.contains("seller is s1")));
+    }
+
+    #[test]
+    fn a_ticket_paid_for_twice_has_no_one_owner() {
+        let mut observed = consistent();
+        observed.orders.push(order("o5", "t1", "complete", "b5"));
+
+        let results = check(&observed);
+
+        assert_eq!(failed(&results), [ONE_LIVE_ORDER, ONE_OWNER]);
+        let violation = &verdict(&results, ONE_OWNER).violations[0];
+        assert!(
+            violation.contains("o1 (bought by b1)") && violation.contains("o5 (bought by b5)"),
+            "{violation}"
+        );
     }
 
     #[test]
@@ -457,7 +592,7 @@ mod tests {
         for i in 0..30 {
             observed
                 .tickets
-                .push(ticket(&format!("t{i}"), Some("o-unknown")));
+                .push(ticket(&format!("t{i}"), Some("o-unknown"), SELLER));
         }
 
         let results = check(&observed);

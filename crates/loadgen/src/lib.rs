@@ -249,14 +249,24 @@ async fn observe(
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    let tickets: Vec<Result<TicketView, String>> = futures::stream::iter(listed)
+    let tickets: Vec<Result<TicketSeen, String>> = futures::stream::iter(listed)
         .map(|listing| {
             let tickets_read = &tickets_read;
             async move {
-                let read =
-                    read_with_retries(|| ctx.api.show_ticket(&listing.id), |a| a.json()).await;
+                let read = read_with_retries(
+                    || ctx.api.show_ticket(&listing.id),
+                    |a| a.json::<TicketView>(),
+                )
+                .await;
                 tickets_read.fetch_add(1, Ordering::Relaxed);
-                read.map_err(|why| format!("GET /api/tickets/{}: {why}", listing.id))
+                // The API shows the owner; who listed it only the run knows.
+                read.map(|ticket| TicketSeen {
+                    id: ticket.id,
+                    order_id: ticket.order_id,
+                    user_id: ticket.user_id,
+                    seller_id: listing.seller_id.clone(),
+                })
+                .map_err(|why| format!("GET /api/tickets/{}: {why}", listing.id))
             }
         })
         .buffer_unordered(concurrency)
@@ -272,16 +282,14 @@ async fn observe(
                     id: order.id,
                     ticket_id: order.ticket.id,
                     status: order.status,
+                    user_id: order.user_id,
                 })),
             Err(why) => observed.unanswered.push(why),
         }
     }
     for read in tickets {
         match read {
-            Ok(ticket) => observed.tickets.push(TicketSeen {
-                id: ticket.id,
-                order_id: ticket.order_id,
-            }),
+            Ok(ticket) => observed.tickets.push(ticket),
             Err(why) => observed.unanswered.push(why),
         }
     }

@@ -240,6 +240,8 @@ mod tests {
             tickets: vec![TicketSeen {
                 id: "t1".into(),
                 order_id: Some("o-unknown".into()),
+                user_id: "s1".into(),
+                seller_id: "s1".into(),
             }],
             ..Observations::default()
         };

@@ -51,7 +51,10 @@ impl Cast {
 #[derive(Debug, Clone)]
 pub(crate) struct Listing {
     pub id: String,
+    /// The seller's place in [`Cast::sellers`].
     pub seller: usize,
+    /// The seller's user id, as the listing answer's `userId` gave it.
+    pub seller_id: String,
 }
 
 /// Signs up the buyers and sellers and lists the flash-sale tickets.
@@ -163,6 +166,7 @@ pub(crate) async fn list_ticket(
             return Some(Listing {
                 id: ticket.id,
                 seller,
+                seller_id: ticket.user_id,
             });
         }
         retry_pause(attempt).await;

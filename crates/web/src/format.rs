@@ -8,7 +8,11 @@ use time::macros::format_description;
 /// An amount as a person reads it: `$1,234.50`, `€20.00`, or `20.00 CHF` for a currency without
 /// a sign we know. Integer arithmetic only: cents never pass through floating point.
 pub(crate) fn money(cents: Cents, currency: &str) -> String {
-    let cents = cents.get();
+    amount(cents.get(), currency)
+}
+
+/// [`money`] for an amount that may be zero, such as a fee.
+pub(crate) fn amount(cents: i64, currency: &str) -> String {
     let whole = group_thousands(cents / 100);
     let amount = format!("{whole}.{:02}", cents % 100);
     match currency.to_ascii_lowercase().as_str() {
@@ -16,6 +20,14 @@ pub(crate) fn money(cents: Cents, currency: &str) -> String {
         "eur" => format!("€{amount}"),
         "gbp" => format!("£{amount}"),
         other => format!("{amount} {}", other.to_ascii_uppercase()),
+    }
+}
+
+/// An amount as the API sends it (major units, a JSON number, zero allowed), in exact cents.
+pub(crate) fn amount_cents(value: Option<&serde_json::Value>) -> Option<i64> {
+    match value {
+        Some(serde_json::Value::Number(number)) if number.as_i64() == Some(0) => Some(0),
+        _ => cents(value).map(Cents::get),
     }
 }
 

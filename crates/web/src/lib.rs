@@ -54,7 +54,7 @@ impl std::ops::Deref for Web {
 
 /// The pages and `/static/…`, with the CSRF check and the security headers.
 pub fn router(api: ApiClient, settings: WebSettings) -> Router {
-    use pages::{auth, orders, tickets};
+    use pages::{auth, events, orders, tickets, wallet};
     let policy = headers::Policy::new(settings.stripe_publishable_key.is_some());
     let web = Web(Arc::new(Inner { api, settings }));
     Router::new()
@@ -82,6 +82,12 @@ pub fn router(api: ApiClient, settings: WebSettings) -> Router {
             "/tickets/{id}/edit",
             get(tickets::get_edit_ticket).post(tickets::post_edit_ticket),
         )
+        .route("/events/{id}", get(events::get_event))
+        .route("/events/{id}/best", post(events::post_best_available))
+        .route("/my/tickets", get(wallet::get_my_tickets))
+        .route("/my/tickets/{id}/send", post(wallet::post_send))
+        .route("/my/tickets/{id}/resale", post(wallet::post_resale))
+        .route("/my/sales", get(wallet::get_my_sales))
         .route("/orders", get(orders::get_orders))
         .route("/orders/{id}", get(orders::get_order))
         .route("/orders/{id}/pay", post(orders::post_payment))

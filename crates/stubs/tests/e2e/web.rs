@@ -532,7 +532,7 @@ async fn the_home_page_with_a_thousand_tickets_listed_renders_quickly() {
     let browser = Browser::new(&market);
     browser.sign_up("reader@example.com").await;
 
-    // The pages' own "Older" links, followed as a reader would, to the last page.
+    // The pages' own "More" links, followed as a reader would, to the last page.
     let mut paths = vec!["/".to_owned()];
     let mut shown = 0;
     while let Some(path) = paths.last() {

@@ -2,8 +2,10 @@
 //! redirects), and one module per part of the site.
 
 pub(crate) mod auth;
+pub(crate) mod events;
 pub(crate) mod orders;
 pub(crate) mod tickets;
+pub(crate) mod wallet;
 
 use std::net::SocketAddr;
 
@@ -408,6 +410,11 @@ pub(crate) struct PageQuery {
 }
 
 impl PageQuery {
+    /// A place in a list given by a cursor read elsewhere (a search's).
+    pub(crate) fn from_cursor(cursor: Option<String>) -> Self {
+        Self { cursor }
+    }
+
     /// The cursor, when it is one the API gave; anything else shows the first page.
     pub(crate) fn cursor(&self) -> Option<&str> {
         let cursor = self.cursor.as_deref()?.trim();

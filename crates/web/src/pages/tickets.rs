@@ -4,7 +4,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
@@ -26,10 +26,14 @@ pub(crate) struct TicketView {
     pub listed: String,
     pub seller_id: String,
     pub reserved: bool,
+    /// The event the ticket is for, if any.
+    pub event_id: Option<String>,
+    /// Where the seat is (`Section A · Row 3 · Seat 12`), when the seller said.
+    pub seat: String,
 }
 
 impl TicketView {
-    fn from_api(ticket: &Value, currency: &str) -> Option<Self> {
+    pub(crate) fn from_api(ticket: &Value, currency: &str) -> Option<Self> {
         let cents = format::cents(ticket.get("price"))?;
         Some(Self {
             id: ticket["id"].as_str()?.to_owned(),
@@ -39,7 +43,90 @@ impl TicketView {
             listed: format::date(ticket["createdAt"].as_str().unwrap_or_default()),
             seller_id: ticket["userId"].as_str().unwrap_or_default().to_owned(),
             reserved: !ticket["orderId"].is_null(),
+            event_id: ticket["eventId"].as_str().map(str::to_owned),
+            seat: [("Section", "section"), ("Row", "row"), ("Seat", "seat")]
+                .iter()
+                .filter_map(|(label, key)| {
+                    ticket[*key]
+                        .as_str()
+                        .map(|value| format!("{label} {value}"))
+                })
+                .collect::<Vec<_>>()
+                .join(" · "),
         })
+    }
+
+    /// The tickets of an API list answer, leaving out any it cannot show.
+    pub(crate) fn list(body: &Value, currency: &str) -> Vec<Self> {
+        body.as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|t| Self::from_api(t, currency))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// What the home page's search box asks for, as its form sends it (blank fields are not
+/// asked for), and the page of results.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub(crate) struct Search {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    q: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    city: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    from: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    to: String,
+    #[serde(default, rename = "maxPrice", skip_serializing_if = "String::is_empty")]
+    max_price: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    sort: String,
+    #[serde(default, skip_serializing)]
+    cursor: Option<String>,
+}
+
+impl Search {
+    /// The search as a query string (`q=radio&sort=price`), blank fields left out.
+    fn query(&self) -> String {
+        let typed = Self {
+            q: self.q.trim().to_owned(),
+            city: self.city.trim().to_owned(),
+            from: self.from.trim().to_owned(),
+            to: self.to.trim().to_owned(),
+            max_price: self
+                .max_price
+                .trim()
+                .trim_start_matches('$')
+                .replace(',', ""),
+            sort: self.sort.trim().to_owned(),
+            cursor: None,
+        };
+        serde_urlencoded::to_string(&typed).unwrap_or_default()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.query().is_empty()
+    }
+
+    /// Where this search's results start, on the home page.
+    fn page_path(&self) -> String {
+        match self.query() {
+            query if query.is_empty() => "/".to_owned(),
+            query => format!("/?{query}"),
+        }
+    }
+
+    /// The API's list of tickets for this search, from the cursor's place in it.
+    fn api_path(&self) -> String {
+        let cursor = PageQuery::from_cursor(self.cursor.clone());
+        let path = cursor.api_path("/api/tickets", PAGE_SIZE);
+        match self.query() {
+            query if query.is_empty() => path,
+            query => format!("{path}&{query}"),
+        }
     }
 }
 
@@ -48,41 +135,60 @@ impl TicketView {
 struct HomePage {
     layout: Layout,
     tickets: Vec<TicketView>,
-    /// Whether this is a later page, which links back to the newest tickets.
+    search: Search,
+    errors: FieldErrors,
+    /// Where the first page of this list is, with its search.
+    list_path: String,
+    /// Whether this is a later page, which links back to the first.
     later: bool,
     /// The cursor of the next page, when there is one.
     next: Option<String>,
 }
 
-/// `GET /?cursor=`: tickets for sale, newest first, a page at a time.
+/// The search fields the API may name in its errors.
+const SEARCH_FIELDS: [&str; 6] = ["q", "city", "from", "to", "maxPrice", "sort"];
+
+/// `GET /?q=&city=&from=&to=&maxPrice=&sort=&cursor=`: tickets for sale, newest first unless
+/// searched for or sorted otherwise, a page at a time.
 pub(crate) async fn get_home(
     State(web): State<Web>,
     visitor: Visitor,
-    Query(query): Query<PageQuery>,
+    Query(search): Query<Search>,
 ) -> Result<Response, PageError> {
-    let path = query.api_path("/api/tickets", PAGE_SIZE);
+    let path = search.api_path();
     let reply = visitor.call(&web, Method::GET, &path, None).await?;
+    let later = PageQuery::from_cursor(search.cursor.clone())
+        .cursor()
+        .is_some();
+    let list_path = search.page_path();
+    if reply.status == StatusCode::BAD_REQUEST && !search.is_empty() {
+        let errors = FieldErrors::from_reply(&reply, &SEARCH_FIELDS);
+        let page = HomePage {
+            layout: visitor.layout(),
+            tickets: Vec::new(),
+            search,
+            errors,
+            list_path,
+            later: false,
+            next: None,
+        };
+        return Ok(render(StatusCode::BAD_REQUEST, &page));
+    }
     if !reply.status.is_success() {
         return Err(PageError::Internal(format!(
             "{path} answered {}",
             reply.status
         )));
     }
-    let tickets: Vec<TicketView> = reply
-        .body
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|t| TicketView::from_api(t, &web.settings.currency))
-                .collect()
-        })
-        .unwrap_or_default();
     Ok(render(
         StatusCode::OK,
         &HomePage {
             layout: visitor.layout(),
-            tickets,
-            later: query.cursor().is_some(),
+            tickets: TicketView::list(&reply.body, &web.settings.currency),
+            search,
+            errors: FieldErrors::default(),
+            list_path,
+            later,
             next: reply.next_cursor,
         },
     ))
@@ -214,7 +320,7 @@ pub(crate) async fn get_new_ticket(visitor: Visitor) -> Result<Response, PageErr
 /// The price field as the API takes it: a JSON number (`$` and thousands commas allowed). What
 /// is not a number goes as typed (or null when empty), so the API's validation speaks for every
 /// field at once.
-fn price_json(text: &str) -> Value {
+pub(crate) fn price_json(text: &str) -> Value {
     let cleaned: String = text
         .trim()
         .trim_start_matches('$')

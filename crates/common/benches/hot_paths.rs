@@ -332,6 +332,7 @@ fn order_created() -> Envelope<OrderCreated> {
             price: Cents::new(4999).expect("a valid price"),
             title: Some("Concert".into()),
         },
+        listing: 0,
     })
 }
 

@@ -255,6 +255,10 @@ pub struct OrderCreated {
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     pub ticket: OrderTicket,
+    /// The listing of the ticket the order was placed on (see [`TicketUpdated::listing`]); an
+    /// order of an earlier listing than the ticket's reserves nothing. Left out while 0.
+    #[serde(default, skip_serializing_if = "is_first_listing")]
+    pub listing: i64,
 }
 
 impl EventData for OrderCreated {

@@ -38,6 +38,8 @@ pub struct Ticket {
     /// When the event the ticket is for starts, and its sale ends; `None` for a ticket of no
     /// event (or one listed before listings told it). Never changes.
     pub sale_ends_at: Option<OffsetDateTime>,
+    /// Which listing of the ticket the replica shows: orders are placed on it.
+    pub listing: i64,
 }
 
 impl Ticket {
@@ -50,6 +52,7 @@ impl Ticket {
             user_id: event.user_id,
             version: event.version,
             sale_ends_at: event.event_starts_at,
+            listing: 0,
         }
     }
 
@@ -80,6 +83,8 @@ pub struct Order {
     /// 0 when placed; bumped on every change announced to other services.
     pub version: i64,
     pub created_at: OffsetDateTime,
+    /// The listing of the ticket it was placed on.
+    pub listing: i64,
 }
 
 /// Why an order cannot be placed, before the database has had its say.
@@ -124,6 +129,7 @@ impl Order {
             expires_at,
             version: 0,
             created_at: now,
+            listing: ticket.listing,
         })
     }
 
@@ -140,6 +146,7 @@ impl Order {
                 price: self.price,
                 title: Some(self.title.clone()),
             },
+            listing: self.listing,
         }
     }
 
@@ -554,6 +561,7 @@ mod tests {
             user_id: seller,
             version: 3,
             sale_ends_at: None,
+            listing: 0,
         }
     }
 

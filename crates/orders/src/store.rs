@@ -22,7 +22,7 @@ macro_rules! order_columns {
     () => {
         "orders.id, orders.user_id, orders.ticket_id, orders.title, orders.price_cents, \
          orders.ticket_version, orders.status, orders.payment_id, orders.payment_attempt, \
-         orders.expires_at, orders.version, orders.created_at"
+         orders.expires_at, orders.version, orders.created_at, orders.listing"
     };
 }
 
@@ -30,7 +30,7 @@ macro_rules! order_columns {
 macro_rules! ticket_columns {
     () => {
         "tickets.id, tickets.title, tickets.price_cents, tickets.user_id, tickets.version, \
-         tickets.sale_ends_at"
+         tickets.sale_ends_at, tickets.listing"
     };
 }
 
@@ -223,7 +223,8 @@ where
     Ok(held.is_some())
 }
 
-/// Stores a new order, on the ticket's listing as the replica shows it. The unique index over
+/// Stores a new order, on the listing of the ticket it was placed on: the one read with its title
+/// and price. The unique index over
 /// the ticket and listing of orders that are not cancelled decides between racing buyers: the
 /// loser's insert fails (on PostgreSQL after waiting for the winner's transaction) and comes back
 /// as [`Placed::TicketTaken`], as does an order on a listing already sold. On PostgreSQL the
@@ -234,8 +235,8 @@ pub(crate) async fn insert_order(
 ) -> Result<Placed, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO orders (id, user_id, ticket_id, title, price_cents, ticket_version, status, \
-         expires_at, version, created_at, listing) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-         $10, (SELECT listing FROM tickets WHERE id = $3))",
+         expires_at, version, created_at, listing) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(order.id.to_string())
     .bind(order.user_id.to_string())
@@ -247,6 +248,7 @@ pub(crate) async fn insert_order(
     .bind(millis(order.expires_at))
     .bind(order.version)
     .bind(millis(order.created_at))
+    .bind(order.listing)
     .execute(conn)
     .await;
     match inserted {
@@ -496,6 +498,7 @@ fn ticket_from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
         sale_ends_at: row
             .try_get::<Option<i64>, _>("sale_ends_at")?
             .map(from_millis),
+        listing: row.try_get("listing")?,
     })
 }
 
@@ -515,5 +518,6 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
         expires_at: from_millis(row.try_get("expires_at")?),
         version: row.try_get("version")?,
         created_at: from_millis(row.try_get("created_at")?),
+        listing: row.try_get("listing")?,
     })
 }

@@ -417,6 +417,7 @@ mod tests {
                 price: Cents::new(1999).unwrap(),
                 title: Some("Concert".into()),
             },
+            listing: 0,
         })
     }
 

@@ -62,6 +62,12 @@ impl Handler<OrderCreated> for ReserveTicket {
             tracing::info!(order = %order.id, ticket = %ticket_id, "order already cancelled, not reserving");
             return Ok(());
         }
+        if order.listing < ticket.listing {
+            // Placed on a listing since sold and listed again: settled long ago, and replayed
+            // now (a consumer recreated, say). It must not take the new listing's ticket.
+            tracing::info!(order = %order.id, ticket = %ticket_id, listing = order.listing, "order of an earlier listing, not reserving");
+            return Ok(());
+        }
         match ticket.order_id {
             Some(holder) if holder == order.id => {
                 // The same order announced twice (a republished event): reserved already.

@@ -231,6 +231,7 @@ pub(crate) fn order_created(order_id: Uuid, expires_at: OffsetDateTime) -> Envel
             price: Cents::new(2000).unwrap(),
             title: Some("Concert".into()),
         },
+        listing: 0,
     })
 }
 

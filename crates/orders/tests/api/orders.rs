@@ -106,6 +106,7 @@ async fn placing_an_order_returns_201_with_the_order_and_announces_it(backend: B
                 price: Cents::new(1999).unwrap(),
                 title: Some("Concert".into()),
             },
+            listing: 0,
         }
     );
 }

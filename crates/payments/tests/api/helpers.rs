@@ -529,6 +529,7 @@ pub(crate) fn order_created(
             price: Cents::new(cents).unwrap(),
             title: Some("Concert".into()),
         },
+        listing: 0,
     })
 }
 

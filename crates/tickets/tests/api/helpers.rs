@@ -96,6 +96,7 @@ pub(crate) fn order_created_at(
             price: Cents::new(cents).unwrap(),
             title: Some(title.to_owned()),
         },
+        listing: 0,
     })
 }
 

@@ -88,10 +88,10 @@ impl Default for Settings {
     }
 }
 
-/// Starts the service's background work (the outbox relay, the keeper of its revoked sessions
-/// and one pass over the accounts stored before, composing their e-mails and announcing those
-/// never announced, stopping on `ctx.shutdown`) and returns its routes with their state applied,
-/// without the HTTP stack.
+/// Starts the service's background work (the outbox relay, the keeper of its revoked sessions,
+/// one pass over the accounts stored before composing their e-mails, and the announcing of
+/// accounts never announced, stopping on `ctx.shutdown`) and returns its routes with their state
+/// applied, without the HTTP stack.
 pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     ctx.spawn_relay();
     ctx.spawn_revocation_keeper();
@@ -109,21 +109,25 @@ pub fn start(ctx: &ServiceContext, settings: &Settings) -> Router {
     routes::router(state, settings)
 }
 
-/// Composes the e-mails stored before addresses were composed, then announces the accounts made
-/// before user:created was: in this order, so that they are announced with the address sign-in
-/// finds, which no later event would correct.
+/// How often auth looks for accounts never announced: those made before user:created was, and
+/// those an older replica still running beside a newer one makes during a rolling deploy.
+const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Composes the e-mails stored before addresses were composed, then announces the accounts never
+/// announced, at once and then every [`ANNOUNCE_EVERY`], retried while the database is away: in
+/// this order, so that they are announced with the address sign-in finds, which no later event
+/// would correct.
 async fn settle_stored_users(store: common::Store, outbox: Outbox, shutdown: CancellationToken) {
     compose_stored_emails(store.clone(), shutdown.clone()).await;
-    if shutdown.is_cancelled() {
-        return;
-    }
-    match store::announce_stored_users(&store, &outbox).await {
-        Ok(0) => {}
-        Ok(announced) => tracing::info!(announced, "accounts made before user:created announced"),
-        Err(error) => {
-            tracing::error!(%error, "cannot announce the accounts made before user:created")
+    let never = Notify::new();
+    run_passes("announce accounts", &never, &shutdown, || async {
+        let announced = store::announce_stored_users(&store, &outbox).await?;
+        if announced > 0 {
+            tracing::info!(announced, "accounts never announced are announced");
         }
-    }
+        Ok::<_, sqlx::Error>(Next::Pause(ANNOUNCE_EVERY))
+    })
+    .await;
 }
 
 /// Composes the e-mails stored before addresses were composed (NFC), once per start, so that

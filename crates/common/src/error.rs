@@ -64,7 +64,7 @@ pub enum ErrorCode {
     TicketReserved,
     /// A buyer tried to order a ticket they listed.
     OwnTicket,
-    /// The ticket is for sale: it cannot be sent to someone while buyers may order it.
+    /// The ticket is for sale: while buyers may order it, it cannot be sent or listed again.
     TicketListed,
     /// Asked for the best ticket of an event, the buyer found none for sale within their price
     /// (none that is not their own).

@@ -96,6 +96,15 @@ pub fn major_amount<S: Serializer>(cents: &i64, serializer: S) -> Result<S::Ok, 
     major_units(*cents).serialize(serializer)
 }
 
+/// An amount as a person types or reads it in a message: `30`, `19.99`, `0.50`.
+pub fn plain(cents: i64) -> String {
+    if cents % 100 == 0 {
+        format!("{}", cents / 100)
+    } else {
+        format!("{}.{:02}", cents / 100, cents % 100)
+    }
+}
+
 /// Cents as major units: an integer when whole, else two decimals at most.
 fn major_units(cents: i64) -> serde_json::Value {
     if cents % 100 == 0 {

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use common::clock;
 use common::idempotency::{self, Idempotent, Keys};
-use common::money::Cents;
+use common::money::{self, Cents};
 use common::openapi::{self, ErrorBody, IdempotencyKey};
 use common::outbox::{self, Outbox};
 use common::paging::{Cursor, Page, PageQuery, Paged};
@@ -23,7 +23,7 @@ use crate::event::{Event, EventBody};
 use crate::sales::{ResaleCap, Sale};
 use crate::search::{Search, SearchQuery};
 use crate::store;
-use crate::wallet::{HistoryEntry, HistoryView, OwnedTicket, ResaleBody, SendBody};
+use crate::wallet::{HistoryEntry, HistoryView, LastSale, OwnedTicket, ResaleBody, SendBody};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -54,19 +54,10 @@ impl AppState {
                 "price",
                 &format!(
                     "Price must be at most {}, the resale cap on what was paid for it",
-                    money_text(highest)
+                    money::plain(highest)
                 ),
             )
         })
-    }
-}
-
-/// Cents as a person reads them in a message: `30`, `19.99`.
-fn money_text(cents: i64) -> String {
-    if cents % 100 == 0 {
-        format!("{}", cents / 100)
-    } else {
-        format!("{}.{:02}", cents / 100, cents % 100)
     }
 }
 
@@ -255,15 +246,18 @@ async fn create_ticket(
     operation_id = "updateTicket",
     tag = "tickets",
     summary = "Change a ticket's title and price",
-    description = "Only the seller may, and only while no order holds the ticket.",
+    description = "Only its owner may, and only while it is for sale and no order holds it. A \
+        ticket sold before and listed again keeps its title, and its price stays within the \
+        resale cap.",
     params(("id" = Uuid, Path, description = "The ticket's id; a malformed id is a 404")),
     request_body = TicketBody,
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The ticket as changed", body = Ticket),
-        (status = 400, description = "A field is invalid (`invalid_field`), or an order holds \
-            the ticket (`ticket_reserved`)", body = ErrorBody),
-        (status = 401, description = "Not signed in, or not the seller (`not_authorized`)",
+        (status = 400, description = "A field is invalid (`invalid_field`): among them a \
+            resale's new title, or its price over the cap; or the ticket is not for sale: an \
+            order holds it, or its owner keeps it (`ticket_reserved`)", body = ErrorBody),
+        (status = 401, description = "Not signed in, or not the owner (`not_authorized`)",
             body = ErrorBody),
         (status = 404, description = "No such ticket (`not_found`)", body = ErrorBody),
     )
@@ -275,33 +269,74 @@ async fn update_ticket(
     Valid(changes): Valid<TicketBody>,
 ) -> Result<Json<Ticket>, ApiError> {
     let mut tx = state.store.begin().await?;
+    // A ticket sold once and listed again is a resale: its title stays as it was sold, and its
+    // price within the cap. What was paid does not change while its owner has it.
+    let last_sale = store::last_sale(&mut tx, id).await?;
+    let title_before = match last_sale {
+        Some(_) => store::find(&mut *tx, id).await?.map(|ticket| ticket.title),
+        None => None,
+    };
     // One conditional statement, not a read then a write: a reservation committed between the
     // two would otherwise be overwritten by the edit.
     if let Some(ticket) = store::edit_unreserved(&mut tx, id, user.id, &changes).await? {
-        // A ticket listed again keeps to the resale cap; the edit is rolled back if not.
-        if let Some(sale) = store::last_sale(&mut tx, id).await?
-            && let Some(refusal) = state.over_cap(ticket.price, sale.price)
-        {
-            return Err(refusal);
+        // A refusal drops the transaction, and with it the edit.
+        if let Some(sale) = last_sale {
+            if title_before.is_some_and(|title| title != ticket.title) {
+                return Err(ApiError::field(
+                    "title",
+                    "The title of a ticket sold before stays as it was sold",
+                ));
+            }
+            if let Some(refusal) = state.over_cap(ticket.price, sale.price) {
+                return Err(refusal);
+            }
         }
         outbox::enqueue(&mut tx, ticket.updated_event()).await?;
         state.outbox.commit(tx).await?;
         return Ok(Json(ticket));
     }
-    Err(why_not_edited(store::find(&mut *tx, id).await?, user.id))
-}
-
-/// Why an edit matched no row: no such ticket, someone else's, or reserved.
-fn why_not_edited(ticket: Option<Ticket>, editor: Uuid) -> ApiError {
-    match ticket {
+    Err(match store::find(&mut *tx, id).await? {
         None => ApiError::NotFound,
-        Some(ticket) if ticket.user_id != editor => ApiError::Unauthorized,
+        Some(ticket) if ticket.user_id != user.id => ApiError::Unauthorized,
+        // Its owner keeps it off the market: only a listing has a price to change.
+        Some(ticket) if last_sale.is_some_and(|sale| ticket.order_id == Some(sale.order_id)) => {
+            ApiError::BadRequest(
+                ErrorCode::TicketReserved,
+                "Cannot edit a ticket that is not for sale: list it again to sell it".into(),
+            )
+        }
         // Also the answer when a release landed between the edit and this read: at the moment of
         // the edit the ticket was reserved.
         Some(_) => ApiError::BadRequest(
             ErrorCode::TicketReserved,
             "Cannot edit a reserved ticket".into(),
         ),
+    })
+}
+
+/// Whether `ticket` is one `user` keeps (bought or was sent, neither for sale nor held by an
+/// order), with its last sale; if not, why, in the words of what they tried to do (`action`).
+fn kept(
+    ticket: Option<&Ticket>,
+    user: Uuid,
+    last_sale: Option<LastSale>,
+    action: &str,
+) -> Result<LastSale, ApiError> {
+    let ticket = ticket.ok_or(ApiError::NotFound)?;
+    if ticket.user_id != user {
+        return Err(ApiError::Unauthorized);
+    }
+    match last_sale {
+        _ if ticket.order_id.is_none() => Err(ApiError::BadRequest(
+            ErrorCode::TicketListed,
+            format!("Cannot {action} a ticket listed for sale"),
+        )),
+        Some(sale) if ticket.order_id == Some(sale.order_id) => Ok(sale),
+        // Held by an order, or (sold before tickets changed hands) never handed over.
+        _ => Err(ApiError::BadRequest(
+            ErrorCode::TicketReserved,
+            format!("Cannot {action} a ticket an order holds"),
+        )),
     }
 }
 
@@ -547,17 +582,15 @@ async fn send_ticket(
             return Ok(Json(ticket));
         }
     }
-    Err(match store::find(&mut *tx, id).await? {
-        None => ApiError::NotFound,
-        Some(ticket) if ticket.user_id != user.id => ApiError::Unauthorized,
-        Some(_) if recipient.is_none() => ApiError::field("email", "No account has this e-mail"),
-        Some(_) if recipient == Some(user.id) => {
+    let ticket = store::find(&mut *tx, id).await?;
+    let last_sale = store::last_sale(&mut tx, id).await?;
+    kept(ticket.as_ref(), user.id, last_sale, "send")?;
+    Err(match recipient {
+        None => ApiError::field("email", "No account has this e-mail"),
+        Some(recipient) if recipient == user.id => {
             ApiError::field("email", "The ticket is yours already")
         }
-        Some(ticket) if ticket.order_id.is_none() => ApiError::BadRequest(
-            ErrorCode::TicketListed,
-            "Cannot send a ticket listed for sale".into(),
-        ),
+        // Kept now, but not when the send looked: an order released it in between.
         Some(_) => ApiError::BadRequest(
             ErrorCode::TicketReserved,
             "Cannot send a ticket an order holds".into(),
@@ -617,8 +650,8 @@ async fn list_sales(
         (status = 200, description = "The ticket, for sale", body = Ticket),
         (status = 400, description = "The price is invalid or over the cap, which the message \
             names (`invalid_field`); the ticket is for sale already (`ticket_listed`) or an \
-            order holds it (`ticket_reserved`); or the key was used with another request \
-            (`idempotency_key_reused`)", body = ErrorBody),
+            order holds it (`ticket_reserved`); its event has started (`sale_ended`); or the key \
+            was used with another request (`idempotency_key_reused`)", body = ErrorBody),
         (status = 401, description = "Not signed in, or not the owner (`not_authorized`)",
             body = ErrorBody),
         (status = 404, description = "No such ticket (`not_found`)", body = ErrorBody),
@@ -632,37 +665,39 @@ async fn list_again(
     Valid(price): Valid<ResaleBody>,
 ) -> Result<Json<Ticket>, ApiError> {
     let mut tx = state.store.begin().await?;
+    let ticket = store::find(&mut *tx, id).await?;
     // What was paid does not change while its owner keeps the ticket.
     let last_sale = store::last_sale(&mut tx, id).await?;
-    let over_cap = last_sale.and_then(|sale| state.over_cap(price, sale.price));
-    if last_sale.is_some() && over_cap.is_none() {
-        // One conditional statement: a send that crosses it wins or loses whole.
-        if let Some(ticket) = store::list_again(&mut tx, id, user.id, price).await? {
-            outbox::enqueue(&mut tx, ticket.updated_event()).await?;
-            idempotent
-                .record_json(&mut tx, StatusCode::OK, &ticket)
-                .await?;
-            state.outbox.commit(tx).await?;
-            tracing::info!(ticket = %id, listing = ticket.listing, "ticket listed again");
-            return Ok(Json(ticket));
-        }
+    let sale = kept(ticket.as_ref(), user.id, last_sale, "list again")?;
+    // Events never change, so what is read here still holds at the update.
+    if let Some(event_id) = ticket.and_then(|ticket| ticket.event_id)
+        && store::event_start(&mut *tx, event_id)
+            .await?
+            .is_some_and(|starts_at| starts_at <= clock::now_millis())
+    {
+        return Err(ApiError::BadRequest(
+            ErrorCode::SaleEnded,
+            "The event has started: its tickets are no longer for sale".into(),
+        ));
     }
-    let kept_since = last_sale.map(|sale| sale.order_id);
-    Err(match store::find(&mut *tx, id).await? {
-        None => ApiError::NotFound,
-        Some(ticket) if ticket.user_id != user.id => ApiError::Unauthorized,
-        Some(ticket) if ticket.order_id.is_none() => ApiError::BadRequest(
-            ErrorCode::TicketListed,
-            "The ticket is for sale already".into(),
-        ),
-        Some(ticket) if ticket.order_id != kept_since => ApiError::BadRequest(
-            ErrorCode::TicketReserved,
-            "Cannot list a ticket an order holds".into(),
-        ),
-        Some(_) => over_cap.unwrap_or_else(|| {
-            ApiError::internal(anyhow::anyhow!("ticket {id} is kept, yet was not listed"))
-        }),
-    })
+    if let Some(refusal) = state.over_cap(price, sale.price) {
+        return Err(refusal);
+    }
+    // One conditional statement: a send that crossed the reads above wins or loses whole.
+    let Some(ticket) = store::list_again(&mut tx, id, user.id, price).await? else {
+        let ticket = store::find(&mut *tx, id).await?;
+        kept(ticket.as_ref(), user.id, Some(sale), "list again")?;
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "ticket {id} is kept, yet was not listed again"
+        )));
+    };
+    outbox::enqueue(&mut tx, ticket.updated_event()).await?;
+    idempotent
+        .record_json(&mut tx, StatusCode::OK, &ticket)
+        .await?;
+    state.outbox.commit(tx).await?;
+    tracing::info!(ticket = %id, listing = ticket.listing, "ticket listed again");
+    Ok(Json(ticket))
 }
 
 /// `GET /api/tickets/{id}/history`: the ticket's changes of hands, for its owner.

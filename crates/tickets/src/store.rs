@@ -28,6 +28,14 @@ macro_rules! columns {
     };
 }
 
+/// The condition a ticket meets while its owner keeps it: bought (or sent since), and neither
+/// listed again nor held by an order.
+macro_rules! kept {
+    () => {
+        "bought_with IS NOT NULL AND order_id = bought_with"
+    };
+}
+
 /// A value bound to a statement built from a search.
 enum Bind {
     Int(i64),
@@ -844,10 +852,10 @@ pub async fn send(
 ) -> Result<Option<Ticket>, sqlx::Error> {
     sqlx::query(concat!(
         "UPDATE tickets SET user_id = $3, acquired_at = $4, version = version + 1 \
-         WHERE id = $1 AND user_id = $2 AND bought_with IS NOT NULL AND order_id = bought_with \
-         RETURNING ",
+         WHERE id = $1 AND user_id = $2 AND ",
+        kept!(),
+        " RETURNING ",
         columns!(),
-        ""
     ))
     .bind(id.to_string())
     .bind(from.to_string())
@@ -911,8 +919,9 @@ pub async fn owned_tickets(
     let rows = sqlx::query(concat!(
         "SELECT ",
         columns!(),
-        ", acquired_at, CASE WHEN order_id IS NULL THEN 'listed' \
-         WHEN order_id = bought_with THEN 'kept' ELSE 'held' END AS standing, \
+        ", acquired_at, CASE WHEN order_id IS NULL THEN 'listed' WHEN ",
+        kept!(),
+        " THEN 'kept' ELSE 'held' END AS standing, \
          (SELECT h.price_cents FROM ticket_history h \
          WHERE h.ticket_id = tickets.id AND h.kind = 'sold' ORDER BY h.at DESC, h.id DESC LIMIT 1) \
          AS paid_cents FROM tickets WHERE user_id = $1 AND bought_with IS NOT NULL \
@@ -1058,11 +1067,10 @@ pub async fn list_again(
 ) -> Result<Option<Ticket>, sqlx::Error> {
     sqlx::query(concat!(
         "UPDATE tickets SET order_id = NULL, price_cents = $3, listing = listing + 1, \
-         version = version + 1 \
-         WHERE id = $1 AND user_id = $2 AND bought_with IS NOT NULL AND order_id = bought_with \
-         RETURNING ",
+         version = version + 1 WHERE id = $1 AND user_id = $2 AND ",
+        kept!(),
+        " RETURNING ",
         columns!(),
-        ""
     ))
     .bind(id.to_string())
     .bind(owner.to_string())

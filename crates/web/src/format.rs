@@ -38,12 +38,7 @@ pub(crate) fn cents(value: Option<&serde_json::Value>) -> Option<Cents> {
 
 /// The price as a person typed it into a form, for the `value` of the field when editing.
 pub(crate) fn price_input(cents: Cents) -> String {
-    let cents = cents.get();
-    if cents % 100 == 0 {
-        (cents / 100).to_string()
-    } else {
-        format!("{}.{:02}", cents / 100, cents % 100)
-    }
+    common::money::plain(cents.get())
 }
 
 fn group_thousands(mut n: i64) -> String {

@@ -206,6 +206,10 @@ async fn a_bought_ticket_is_kept_or_sent_on_and_its_seller_is_owed(market: Marke
             .post("/api/orders", json!({"ticketId": ticket["id"]}))
             .await;
         assert_eq!(status, 400, "{who}: {body}");
+        assert_eq!(
+            body["errors"][0]["code"], "ticket_reserved",
+            "{who}: {body}"
+        );
     }
     assert!(market.stop().await, "a process did not stop cleanly");
 }

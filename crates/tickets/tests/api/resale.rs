@@ -6,7 +6,8 @@ use testkit::{Backend, User, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    TestApp, id_of, order_completed, order_created, order_created_at, spawn_app, spawn_app_with,
+    TestApp, create_event, event_body, id_of, list_for, order_completed, order_created,
+    order_created_at, spawn_app, spawn_app_with, user_created,
 };
 
 testkit::each_database!(
@@ -14,6 +15,8 @@ testkit::each_database!(
     a_ticket_sold_again_changes_hands_again_and_keeps_its_story,
     a_cap_above_face_value_lets_the_price_rise_that_far,
     a_resale_is_refused_unless_the_owner_keeps_the_ticket,
+    a_ticket_sent_as_a_gift_keeps_the_cap_of_its_last_sale,
+    a_resale_keeps_its_title_and_ends_when_the_event_starts,
 );
 
 /// `buyer` orders `ticket` at `cents` on its `listing` and pays; waits until it is theirs.
@@ -237,4 +240,71 @@ async fn a_resale_is_refused_unless_the_owner_keeps_the_ticket(backend: Backend)
             .status,
         404
     );
+}
+
+async fn a_ticket_sent_as_a_gift_keeps_the_cap_of_its_last_sale(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (bob, carol) = (app.sign_in(), app.sign_in());
+    let id = bought_at_20(&app, &bob).await;
+    let announced = app.publish(&user_created(carol.id)).await;
+    app.handled(announced).await;
+    let email = format!("{}@example.com", carol.id.simple());
+    let sent = bob
+        .post(&format!("/api/tickets/{id}/send"), json!({"email": email}))
+        .await;
+    assert_eq!(sent.status, 200, "{:?}", sent.body);
+
+    // Carol paid nothing, but the ticket was bought at 20: that is her cap too.
+    let wallet = carol.get("/api/users/me/tickets").await;
+    assert_eq!(wallet.body[0]["maxResalePrice"], json!(20));
+    let over = carol.post(&resale(&id), json!({"price": 20.01})).await;
+    assert_eq!(over.error_fields(), ["price"], "{:?}", over.body);
+    let history = carol.get(&format!("/api/tickets/{id}/history")).await;
+    let story = history.body.as_array().unwrap();
+    assert_eq!(story.len(), 2, "{story:?}");
+    assert_eq!(
+        (&story[0]["kind"], &story[0]["price"]),
+        (&json!("sold"), &json!(20))
+    );
+    assert_eq!(story[1]["kind"], "sent");
+    assert!(
+        story[1].get("price").is_none(),
+        "a gift has no price: {story:?}"
+    );
+}
+
+async fn a_resale_keeps_its_title_and_ends_when_the_event_starts(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (promoter, bob) = (app.sign_in(), app.sign_in());
+    let event = create_event(&promoter, event_body("Pixies", "Olympia", 5)).await;
+    let id = id_of(&list_for(&promoter, &event, json!(30)).await);
+    buy(&app, &id, &bob, 3000, 0).await;
+    let listed = bob.post(&resale(&id), json!({"price": 25})).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+
+    // A resale changes its price, not what is sold.
+    let path = format!("/api/tickets/{id}");
+    let renamed = bob
+        .put(&path, json!({"title": "Front row!", "price": 25}))
+        .await;
+    assert_eq!(renamed.error_fields(), ["title"], "{:?}", renamed.body);
+    // As it was sold: the title the buyer ordered at.
+    assert_eq!(app.ticket(&id).await["title"], "Concert");
+    let cheaper = bob
+        .put(&path, json!({"title": "Concert", "price": 22}))
+        .await;
+    assert_eq!(cheaper.status, 200, "{:?}", cheaper.body);
+
+    // Bought by Carol, who keeps it; then the event starts, and it can be listed no more.
+    let carol = app.sign_in();
+    let kept = buy(&app, &id, &carol, 2200, 1).await;
+    sqlx::query("UPDATE events SET starts_at = $1 WHERE id = $2")
+        .bind(time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - 1000)
+        .bind(event["id"].as_str().unwrap())
+        .execute(app.ctx.store.writer())
+        .await
+        .unwrap();
+    let late = carol.post(&resale(&id), json!({"price": 22})).await;
+    assert_eq!(late.error_codes(), ["sale_ended"], "{:?}", late.body);
+    assert_eq!(app.ticket(&id).await["orderId"], kept.to_string());
 }

@@ -24,7 +24,7 @@ pub(crate) struct TicketView {
     /// The price as the edit form's field shows it (`19.99`).
     pub price_input: String,
     pub listed: String,
-    pub seller_id: String,
+    pub owner_id: String,
     pub reserved: bool,
     /// The event the ticket is for, if any.
     pub event_id: Option<String>,
@@ -41,7 +41,7 @@ impl TicketView {
             price: format::money(cents, currency),
             price_input: format::price_input(cents),
             listed: format::date(ticket["createdAt"].as_str().unwrap_or_default()),
-            seller_id: ticket["userId"].as_str().unwrap_or_default().to_owned(),
+            owner_id: ticket["userId"].as_str().unwrap_or_default().to_owned(),
             reserved: !ticket["orderId"].is_null(),
             event_id: ticket["eventId"].as_str().map(str::to_owned),
             seat: [("Section", "section"), ("Row", "row"), ("Seat", "seat")]
@@ -199,7 +199,7 @@ pub(crate) async fn get_home(
 struct TicketPage {
     layout: Layout,
     ticket: TicketView,
-    is_seller: bool,
+    is_owner: bool,
     signed_in: bool,
     errors: FieldErrors,
 }
@@ -220,10 +220,10 @@ async fn fetch_ticket(web: &Web, visitor: &Visitor, id: &str) -> Result<TicketVi
 fn ticket_page(visitor: &Visitor, ticket: TicketView, errors: FieldErrors) -> TicketPage {
     TicketPage {
         layout: visitor.layout(),
-        is_seller: visitor
+        is_owner: visitor
             .user
             .as_ref()
-            .is_some_and(|u| u.id == ticket.seller_id),
+            .is_some_and(|u| u.id == ticket.owner_id),
         signed_in: visitor.user.is_some(),
         ticket,
         errors,
@@ -352,7 +352,7 @@ pub(crate) async fn get_edit_ticket(
 ) -> Result<Response, PageError> {
     let user = visitor.signed_in()?;
     let ticket = fetch_ticket(&web, &visitor, &id).await?;
-    if ticket.seller_id != user.id {
+    if ticket.owner_id != user.id {
         // Someone else's ticket has no edit page.
         return Err(PageError::NotFound);
     }

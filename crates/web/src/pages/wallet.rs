@@ -33,9 +33,7 @@ impl OwnedView {
             status: owned["status"].as_str()?.to_owned(),
             acquired: format::date(owned["acquiredAt"].as_str().unwrap_or_default()),
             max_resale: format::amount(max, currency),
-            max_resale_input: common::money::Cents::new(max)
-                .map(format::price_input)
-                .unwrap_or_default(),
+            max_resale_input: common::money::plain(max),
         })
     }
 

@@ -17,6 +17,7 @@ testkit::each_database!(
     a_resale_is_refused_unless_the_owner_keeps_the_ticket,
     a_ticket_sent_as_a_gift_keeps_the_cap_of_its_last_sale,
     a_resale_keeps_its_title_and_ends_when_the_event_starts,
+    a_send_and_a_resale_at_once_end_one_way,
 );
 
 /// `buyer` orders `ticket` at `cents` on its `listing` and pays; waits until it is theirs.
@@ -307,4 +308,40 @@ async fn a_resale_keeps_its_title_and_ends_when_the_event_starts(backend: Backen
     let late = carol.post(&resale(&id), json!({"price": 22})).await;
     assert_eq!(late.error_codes(), ["sale_ended"], "{:?}", late.body);
     assert_eq!(app.ticket(&id).await["orderId"], kept.to_string());
+}
+
+async fn a_send_and_a_resale_at_once_end_one_way(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (bob, carol) = (app.sign_in(), app.sign_in());
+    let announced = app.publish(&user_created(carol.id)).await;
+    app.handled(announced).await;
+    let to_carol = json!({"email": format!("{}@example.com", carol.id.simple())});
+    for _ in 0..5 {
+        let id = bought_at_20(&app, &bob).await;
+        let send_path = format!("/api/tickets/{id}/send");
+        let resale_path = resale(&id);
+        let (sent, listed) = tokio::join!(
+            bob.post(&send_path, to_carol.clone()),
+            bob.post(&resale_path, json!({"price": 20})),
+        );
+
+        let ticket = app.ticket(&id).await;
+        match (sent.status, listed.status) {
+            (200, _) => {
+                // Sent first: the resale found it Carol's.
+                assert_eq!(listed.status, 401, "{:?}", listed.body);
+                assert_eq!(ticket["userId"], carol.id.to_string());
+                assert_ne!(ticket["orderId"], json!(null));
+            }
+            (_, 200) => {
+                // Listed first: it is for sale, and stays Bob's.
+                assert_eq!(sent.error_codes(), ["ticket_listed"], "{:?}", sent.body);
+                assert_eq!(ticket["userId"], bob.id.to_string());
+                assert_eq!(ticket["orderId"], json!(null));
+            }
+            other => panic!("neither won: {other:?} {:?} {:?}", sent.body, listed.body),
+        }
+        // One change, one version.
+        assert_eq!(ticket["version"], 3);
+    }
 }

@@ -65,21 +65,28 @@ impl Answer {
 
     /// The machine code of an error answer's first entry (`{"errors":[{"code":…}]}`).
     pub(crate) fn error_code(&self) -> Option<String> {
+        self.first_error().and_then(|entry| entry.code)
+    }
+
+    /// The field an error answer's first entry is about (`{"errors":[{"field":…}]}`).
+    pub(crate) fn error_field(&self) -> Option<String> {
+        self.first_error().and_then(|entry| entry.field)
+    }
+
+    fn first_error(&self) -> Option<ErrorEntry> {
         #[derive(Deserialize)]
         struct Errors {
-            errors: Vec<Entry>,
-        }
-        #[derive(Deserialize)]
-        struct Entry {
-            code: Option<String>,
+            errors: Vec<ErrorEntry>,
         }
         let errors: Errors = self.json()?;
-        errors
-            .errors
-            .into_iter()
-            .next()
-            .and_then(|entry| entry.code)
+        errors.errors.into_iter().next()
     }
+}
+
+#[derive(Deserialize)]
+struct ErrorEntry {
+    code: Option<String>,
+    field: Option<String>,
 }
 
 /// One request: when it went, when it ended, and what came of it.
@@ -134,6 +141,22 @@ pub(crate) struct OrderView {
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct OrderTicket {
     pub id: String,
+    /// The price the order was placed at, in major units; read into cents by
+    /// [`crate::invariants::cents_of`].
+    #[serde(default)]
+    pub price: Option<serde_json::Number>,
+}
+
+/// A ticket in its owner's wallet (`GET /api/users/me/tickets`), of what the load generator
+/// reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WalletEntry {
+    pub id: String,
+    /// `kept`, `listed` or `held`.
+    pub status: String,
+    /// The most it may be listed for again, in major units.
+    pub max_resale_price: serde_json::Number,
 }
 
 /// The marketplace's API at one base URL.
@@ -305,6 +328,28 @@ impl Api {
         self.send(self.signed_in(request, buyer)).await
     }
 
+    /// One page of the owner's wallet: `path` is `/api/users/me/tickets` with its query, or a
+    /// next page.
+    pub(crate) async fn wallet(&self, owner: &Session, path: &str) -> Call {
+        let request = self.http.get(self.url(path));
+        self.send(self.signed_in(request, owner)).await
+    }
+
+    /// Lists a ticket the owner keeps for sale again at `price_cents`; retries of one listing
+    /// pass the same key.
+    pub(crate) async fn resell(
+        &self,
+        owner: &Session,
+        ticket_id: &str,
+        price_cents: i64,
+        key: &str,
+    ) -> Call {
+        let body = json!({"price": major_units(price_cents)});
+        let url = self.url(&format!("/api/tickets/{ticket_id}/resale"));
+        let request = self.http.post(url).json(&body);
+        self.send(self.keyed(request, owner, key)).await
+    }
+
     /// Pays with Stripe's test token, which the sandbox (no Stripe key) accepts; retries of one
     /// payment pass the same key.
     pub(crate) async fn pay(&self, buyer: &Session, order_id: &str, key: &str) -> Call {
@@ -340,6 +385,16 @@ async fn read_answer(request: RequestBuilder) -> Result<Answer, Failure> {
         session,
         next_page,
     })
+}
+
+/// Cents as the API takes money: a whole number when whole, else a number with two decimals at
+/// most (an `f64` whose shortest form is exactly those decimals).
+pub(crate) fn major_units(cents: i64) -> serde_json::Value {
+    if cents % 100 == 0 {
+        json!(cents / 100)
+    } else {
+        json!(cents as f64 / 100.0)
+    }
 }
 
 fn classify(err: reqwest::Error) -> Failure {
@@ -401,5 +456,29 @@ mod tests {
             next_page: None,
         };
         assert_eq!(answer.error_code().as_deref(), Some("ticket_reserved"));
+        assert_eq!(answer.error_field(), None);
+    }
+
+    #[test]
+    fn an_error_answer_gives_its_first_field() {
+        let answer = Answer {
+            status: 400,
+            body: Bytes::from_static(
+                br#"{"errors":[{"field":"price","message":"Price must be at most 45.50","code":"invalid_field"}]}"#,
+            ),
+            session: None,
+            next_page: None,
+        };
+        assert_eq!(answer.error_field().as_deref(), Some("price"));
+        assert_eq!(answer.error_code().as_deref(), Some("invalid_field"));
+    }
+
+    #[test]
+    fn money_is_sent_in_major_units_with_its_cents_exact() {
+        for (cents, text) in [(3000, "30"), (4551, "45.51"), (4550, "45.5"), (1, "0.01")] {
+            assert_eq!(major_units(cents).to_string(), text);
+            let number = serde_json::from_str::<serde_json::Number>(text).unwrap();
+            assert_eq!(crate::invariants::cents_of(&number), Some(cents));
+        }
     }
 }

@@ -12,6 +12,8 @@
 //! loadgen --url http://127.0.0.1:3000 --metrics-url http://127.0.0.1:3000/metrics \
 //!         --buyers 800 --tickets 400 --sale-rounds 4 --holds 10000 --json > report.json
 //! loadgen --url http://127.0.0.1:3000 --scenario flash-sale --rate 1000
+//! # against a marketplace started with --resale-cap 1.1: the sale's tickets sold on
+//! loadgen --url http://127.0.0.1:3000 --scenario flash-sale --resell --resale-cap 1.1
 //! ```
 //!
 //! The marketplace must not limit sign-ins per address (`--auth-attempts-per-minute 0`), and
@@ -104,7 +106,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
     }
     let sale_listings = listed.clone();
 
-    let mut observations = Observations::default();
+    let mut observations = Observations {
+        resale_cap: ctx.settings.resale_cap,
+        ..Observations::default()
+    };
     let mut reports = Vec::new();
     for scenario in planned {
         let report = match scenario {
@@ -182,7 +187,12 @@ async fn check_invariants(
     listed: &[Listing],
     recorded: Observations,
 ) -> Vec<InvariantResult> {
-    let last_due = recorded.sale_wins.iter().map(|win| win.expires_at_ms).max();
+    let last_due = recorded
+        .sale_wins
+        .iter()
+        .chain(&recorded.resale_wins)
+        .map(|win| win.expires_at_ms)
+        .max();
     let until_last_due = last_due.map_or(0, |due| due - scenarios::unix_millis_now());
     let deadline = Instant::now()
         + Duration::from_millis(u64::try_from(until_last_due).unwrap_or(0))
@@ -279,6 +289,7 @@ async fn observe(
             Ok(list) => observed
                 .orders
                 .extend(list.into_iter().map(|order| OrderSeen {
+                    price_cents: order.ticket.price.as_ref().and_then(invariants::cents_of),
                     id: order.id,
                     ticket_id: order.ticket.id,
                     status: order.status,

@@ -5,6 +5,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::{Serialize, Serializer};
 
+use crate::invariants::ResaleCap;
+
 /// One load-generator run against a running marketplace.
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(
@@ -63,6 +65,17 @@ pub struct Settings {
     /// Share of the flash-sale winners who pay for their ticket.
     #[arg(long, default_value_t = 0.5)]
     pub pay_share: f64,
+    /// After the flash sale's payments, a resale round: each winner who paid waits for the
+    /// ticket in their wallet and lists it again, one in four first a cent over its
+    /// `maxResalePrice` (which must be refused on `price`), then at that most or a little
+    /// under; then buyers who paid for nothing order the tickets listed again and pay.
+    #[arg(long)]
+    pub resell: bool,
+    /// The marketplace's `--resale-cap`: the factor of what was last paid for a ticket that its
+    /// next sale may cost at most (above 0, at most 100, two decimals; 1 is face value). Checked
+    /// against every resale chain the orders show.
+    #[arg(long, default_value = "1", value_parser = ResaleCap::parse)]
+    pub resale_cap: ResaleCap,
     /// Flash-sale orders whose propagation to the tickets service is timed.
     #[arg(long, default_value_t = 40)]
     pub lag_samples: usize,
@@ -187,6 +200,11 @@ impl Settings {
         if planned.contains(&Scenario::FlashSale) && self.buyers <= self.tickets {
             return Err("the flash sale needs more --buyers than --tickets".into());
         }
+        if self.resell && !planned.contains(&Scenario::FlashSale) {
+            return Err(
+                "--resell resells the flash sale's tickets: run the flash-sale scenario".into(),
+            );
+        }
         if planned.contains(&Scenario::Hoard) && self.hoard_tickets == 0 {
             return Err("hoarding needs at least one ticket (--hoard-tickets)".into());
         }
@@ -257,5 +275,22 @@ mod tests {
             "10",
         ]);
         assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn resale_is_off_at_face_value_unless_asked_for() {
+        let plain = Settings::parse_from(["loadgen"]);
+        assert!(!plain.resell);
+        assert_eq!(plain.resale_cap, ResaleCap::default());
+
+        let resell = Settings::parse_from(["loadgen", "--resell", "--resale-cap", "1.25"]);
+        assert!(resell.resell);
+        assert_eq!(resell.resale_cap, ResaleCap::parse("1.25").unwrap());
+        assert!(resell.validate().is_ok());
+
+        assert!(Settings::try_parse_from(["loadgen", "--resale-cap", "1.255"]).is_err());
+        let without_sale =
+            Settings::parse_from(["loadgen", "--resell", "--scenario", "hold-expiry"]);
+        assert!(without_sale.validate().is_err());
     }
 }

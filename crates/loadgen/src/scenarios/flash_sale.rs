@@ -6,6 +6,9 @@
 //! With `--best-available` each round's tickets are for an event of their own, and a buyer asks
 //! for the event's best ticket instead of picking one: they are given one, or told it is sold
 //! out and leave. Reservations per second (201s until every ticket is held) compare the two.
+//!
+//! With `--resell`, once every round's payments are in, the winners who paid sell their tickets
+//! on to buyers who paid for nothing (see [`super::resale`]), within the resale cap.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -19,14 +22,15 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, rng};
 use tokio::task::JoinHandle;
 
+use super::resale::{self, Sold};
 use super::{Cast, Context, Listing, await_replication, unix_millis, unix_millis_at};
-use crate::client::{Call, OrderView, TicketView};
+use crate::client::{Call, OrderView, Session, TicketView};
 use crate::invariants::{Observations, SaleWin};
 use crate::progress::Progress;
 use crate::report::ScenarioReport;
 use crate::stats::{Distribution, Operation, Pacer, per_second};
 
-const ALREADY_RESERVED: &str = "ticket_reserved";
+pub(super) const ALREADY_RESERVED: &str = "ticket_reserved";
 const SOLD_OUT: &str = "sold_out";
 /// How often a sampled order's ticket is read while waiting for the reservation to show.
 const LAG_POLL: Duration = Duration::from_millis(5);
@@ -190,6 +194,8 @@ pub(crate) async fn run(
     let mut payments_tried = 0;
     let mut payments_ok = 0;
     let mut payment_retries = 0;
+    // Every paid win of every round: what the resale round sells on.
+    let mut sold: Vec<Sold> = Vec::new();
 
     let mut round = 0;
     loop {
@@ -284,12 +290,31 @@ pub(crate) async fn run(
         payments_tried += payments.tried;
         payments_ok += payments.paid.len();
         payment_retries += payments.retries;
+        let paid: HashSet<&str> = payments.paid.iter().map(String::as_str).collect();
+        sold.extend(
+            outcome
+                .wins
+                .iter()
+                .filter(|win| paid.contains(win.order_id.as_str()))
+                .filter_map(|win| {
+                    Some(Sold {
+                        buyer: win.buyer,
+                        ticket_id: round_listings.get(win.ticket)?.id.clone(),
+                    })
+                }),
+        );
         observations.paid_orders.extend(payments.paid);
         round += 1;
         if outcome.stalled {
             break;
         }
     }
+
+    let resold = if settings.resell {
+        Some(resale::run(ctx, cast, &sold, observations).await)
+    } else {
+        None
+    };
 
     let attempts = tally.reserve.count();
     let reserved = tally.reserved.load(Ordering::Relaxed);
@@ -340,6 +365,11 @@ pub(crate) async fn run(
         report.notes.push(
             "best available: each buyer asked for the best ticket of the round's event".into(),
         );
+    }
+    if let Some(resold) = resold {
+        report.operations.extend(resold.operations);
+        report.figures.extend(resold.figures);
+        report.notes.extend(resold.notes);
     }
     report.notes.push(format!(
         "reserve attempts per second count every POST /api/orders (201 and 400) over the time \
@@ -643,20 +673,9 @@ async fn pay(ctx: &Context, cast: &Cast, wins: &[Win], operation: &Operation) ->
             let retries = &retries;
             async move {
                 let buyer = cast.buyers.get(win.buyer)?;
-                let key = crate::client::new_key();
-                for _ in 0..PAYMENT_TRIES {
-                    let call = ctx.api.pay(buyer, &win.order_id, &key).await;
-                    // 404: payments did not hear of the order within its wait, or too many
-                    // requests were waiting already.
-                    if call.status() == Some(404) {
-                        retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                    operation.record(&call);
-                    return call.answer_with(201).map(|_| win.order_id.clone());
-                }
-                None
+                pay_order(ctx, buyer, &win.order_id, operation, retries)
+                    .await
+                    .then(|| win.order_id.clone())
             }
         })
         .buffer_unordered(ctx.settings.concurrency)
@@ -668,6 +687,31 @@ async fn pay(ctx: &Context, cast: &Cast, wins: &[Win], operation: &Operation) ->
         paid,
         retries: retries.into_inner(),
     }
+}
+
+/// Pays for one order, under one key, trying again while payments does not know the order yet
+/// (each such try counted in `retries`); whether the payment answered 201.
+pub(super) async fn pay_order(
+    ctx: &Context,
+    buyer: &Session,
+    order_id: &str,
+    operation: &Operation,
+    retries: &AtomicU64,
+) -> bool {
+    let key = crate::client::new_key();
+    for _ in 0..PAYMENT_TRIES {
+        let call = ctx.api.pay(buyer, order_id, &key).await;
+        // 404: payments did not hear of the order within its wait, or too many
+        // requests were waiting already.
+        if call.status() == Some(404) {
+            retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        operation.record(&call);
+        return call.answer_with(201).is_some();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub(crate) mod browse;
 pub(crate) mod flash_sale;
 pub(crate) mod hoard;
 pub(crate) mod hold_expiry;
+pub(crate) mod resale;
 pub(crate) mod search;
 
 use std::sync::Arc;

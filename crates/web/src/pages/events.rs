@@ -4,17 +4,15 @@
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use super::tickets::{PAGE_SIZE, TicketView, price_json};
-use super::{
-    FieldErrors, Layout, PageError, PageForm, PageQuery, Visitor, parse_id, render, request_key,
-};
+use super::tickets::{PAGE_SIZE, TicketView, place_order, price_json};
+use super::{FieldErrors, Layout, PageError, PageForm, PageQuery, Visitor, parse_id, render};
 use crate::{Web, format};
 
 /// An event as its page shows it.
@@ -138,27 +136,13 @@ pub(crate) async fn post_best_available(
     if !form.max_price.trim().is_empty() {
         body["maxPrice"] = price_json(&form.max_price);
     }
-    let reply = visitor
-        .call_keyed(
-            &web,
-            Method::POST,
-            "/api/orders",
-            Some(&body),
-            request_key(&form.request_key),
-        )
-        .await?;
-    match reply.status {
-        StatusCode::CREATED => match reply.body["id"].as_str() {
-            Some(order) => Ok(Redirect::to(&format!("/orders/{order}")).into_response()),
-            None => Err(PageError::Internal("an order without id".into())),
-        },
-        StatusCode::UNAUTHORIZED => Err(PageError::SignIn { next: back }),
-        status if status.is_client_error() => {
-            let errors = FieldErrors::from_reply(&reply, &["maxPrice"]);
+    match place_order(&web, &visitor, &body, &form.request_key, back).await? {
+        Ok(to_order) => Ok(to_order),
+        Err(refused) => {
+            let errors = FieldErrors::from_reply(&refused, &["maxPrice"]);
             let first = PageQuery::from_cursor(None);
             let page = event_page(&web, &visitor, &id, &first, (form.max_price, errors)).await?;
-            Ok(render(status, &page))
+            Ok(render(refused.status, &page))
         }
-        status => Err(PageError::Internal(format!("POST order answered {status}"))),
     }
 }

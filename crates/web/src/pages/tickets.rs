@@ -11,6 +11,7 @@ use super::{
     FieldErrors, KeyedForm, Layout, PageError, PageForm, PageQuery, Visitor, parse_id, render,
     request_key,
 };
+use crate::api::ApiReply;
 use crate::{Web, format};
 
 /// Tickets on one page of `/`.
@@ -255,27 +256,47 @@ pub(crate) async fn post_purchase(
     if visitor.user.is_none() {
         return Err(PageError::SignIn { next: back });
     }
+    let body = json!({"ticketId": ticket_id});
+    match place_order(&web, &visitor, &body, &form.request_key, back).await? {
+        Ok(to_order) => Ok(to_order),
+        Err(refused) => {
+            let ticket = fetch_ticket(&web, &visitor, &id).await?;
+            let errors = FieldErrors::from_reply(&refused, &[]);
+            Ok(render(
+                refused.status,
+                &ticket_page(&visitor, ticket, errors),
+            ))
+        }
+    }
+}
+
+/// Places an order (`body` as `POST /api/orders` takes it) and answers the way to it; or the
+/// API's refusal (a 4xx the page shows), for the page to show it. `back` is where to come back
+/// to after signing in.
+pub(crate) async fn place_order(
+    web: &Web,
+    visitor: &Visitor,
+    body: &Value,
+    key: &Option<String>,
+    back: String,
+) -> Result<Result<Response, ApiReply>, PageError> {
     let reply = visitor
         .call_keyed(
-            &web,
+            web,
             Method::POST,
             "/api/orders",
-            Some(&json!({"ticketId": ticket_id})),
-            request_key(&form.request_key),
+            Some(body),
+            request_key(key),
         )
         .await?;
     match reply.status {
         StatusCode::CREATED => match reply.body["id"].as_str() {
-            Some(order) => Ok(Redirect::to(&format!("/orders/{order}")).into_response()),
+            Some(order) => Ok(Ok(Redirect::to(&format!("/orders/{order}")).into_response())),
             None => Err(PageError::Internal("an order without id".into())),
         },
         StatusCode::UNAUTHORIZED => Err(PageError::SignIn { next: back }),
         StatusCode::NOT_FOUND => Err(PageError::NotFound),
-        status if status.is_client_error() => {
-            let ticket = fetch_ticket(&web, &visitor, &id).await?;
-            let errors = FieldErrors::from_reply(&reply, &[]);
-            Ok(render(status, &ticket_page(&visitor, ticket, errors)))
-        }
+        status if status.is_client_error() => Ok(Err(reply)),
         status => Err(PageError::Internal(format!("POST order answered {status}"))),
     }
 }

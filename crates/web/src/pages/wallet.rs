@@ -72,35 +72,51 @@ async fn my_tickets_page(
     place: &PageQuery,
     attempt: Attempt,
 ) -> Result<MyTicketsPage, PageError> {
-    visitor.signed_in()?;
-    let path = place.api_path("/api/users/me/tickets", PAGE_SIZE);
-    let reply = visitor.call(web, Method::GET, &path, None).await?;
-    match reply.status {
-        StatusCode::OK => {}
-        StatusCode::UNAUTHORIZED => {
-            return Err(PageError::SignIn {
-                next: "/my/tickets".into(),
-            });
-        }
-        status => return Err(PageError::Internal(format!("{path} answered {status}"))),
-    }
-    let tickets = reply
-        .body
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|owned| OwnedView::from_api(owned, &web.settings.currency))
-                .collect()
-        })
-        .unwrap_or_default();
+    let (tickets, next) = my_list(
+        web,
+        visitor,
+        place,
+        ("/api/users/me/tickets", "/my/tickets"),
+        OwnedView::from_api,
+    )
+    .await?;
     Ok(MyTicketsPage {
         layout: visitor.layout(),
         tickets,
         attempt,
         list_path: "/my/tickets".into(),
         later: place.cursor().is_some(),
-        next: reply.next_cursor,
+        next,
     })
+}
+
+/// A page of one of the signed-in visitor's lists (`api` path, shown at `page`), each item as
+/// `view` reads it, and the next page's cursor.
+async fn my_list<T>(
+    web: &Web,
+    visitor: &Visitor,
+    place: &PageQuery,
+    (api, page): (&str, &str),
+    view: fn(&Value, &str) -> Option<T>,
+) -> Result<(Vec<T>, Option<String>), PageError> {
+    visitor.signed_in()?;
+    let path = place.api_path(api, PAGE_SIZE);
+    let reply = visitor.call(web, Method::GET, &path, None).await?;
+    match reply.status {
+        StatusCode::OK => {}
+        StatusCode::UNAUTHORIZED => return Err(PageError::SignIn { next: page.into() }),
+        status => return Err(PageError::Internal(format!("{path} answered {status}"))),
+    }
+    let items = reply
+        .body
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|item| view(item, &web.settings.currency))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((items, reply.next_cursor))
 }
 
 /// `GET /my/tickets?cursor=`.
@@ -262,33 +278,20 @@ pub(crate) async fn get_my_sales(
     visitor: Visitor,
     Query(place): Query<PageQuery>,
 ) -> Result<Response, PageError> {
-    visitor.signed_in()?;
-    let path = place.api_path("/api/users/me/sales", PAGE_SIZE);
-    let reply = visitor.call(&web, Method::GET, &path, None).await?;
-    match reply.status {
-        StatusCode::OK => {}
-        StatusCode::UNAUTHORIZED => {
-            return Err(PageError::SignIn {
-                next: "/my/sales".into(),
-            });
-        }
-        status => return Err(PageError::Internal(format!("{path} answered {status}"))),
-    }
-    let sales = reply
-        .body
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|sale| SaleView::from_api(sale, &web.settings.currency))
-                .collect()
-        })
-        .unwrap_or_default();
+    let (sales, next) = my_list(
+        &web,
+        &visitor,
+        &place,
+        ("/api/users/me/sales", "/my/sales"),
+        SaleView::from_api,
+    )
+    .await?;
     let page = MySalesPage {
         layout: visitor.layout(),
         sales,
         list_path: "/my/sales".into(),
         later: place.cursor().is_some(),
-        next: reply.next_cursor,
+        next,
     };
     Ok(render(StatusCode::OK, &page))
 }

@@ -35,7 +35,8 @@ http {{
     client_max_body_size 1m;
     proxy_http_version 1.1;
     proxy_set_header Connection \"\";
-    proxy_set_header Host $host;
+    # The host as the browser sent it, port and all: web checks a form's Origin against it.
+    proxy_set_header Host $http_host;
     proxy_set_header X-Real-IP $remote_addr;
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     proxy_set_header X-Forwarded-Proto $scheme;

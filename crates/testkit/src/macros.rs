@@ -93,3 +93,45 @@ macro_rules! nats_test {
         $item
     };
 }
+
+/// Marks a browser test: run where Chromium and ChromeDriver are installed (decided by this
+/// crate's build script), compiled as ignored elsewhere.
+#[cfg(stubs_browser)]
+#[macro_export]
+macro_rules! browser_test {
+    ($item:item) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $item
+    };
+}
+
+#[cfg(not(stubs_browser))]
+#[macro_export]
+macro_rules! browser_test {
+    ($item:item) => {
+        #[tokio::test]
+        #[ignore = "skipped: install chromium and chromium-driver to run the browser tests"]
+        $item
+    };
+}
+
+/// Marks a browser test of the distributed marketplace: run where Chromium and ChromeDriver are
+/// installed and PostgreSQL and JetStream are given, compiled as ignored elsewhere.
+#[cfg(all(stubs_browser, stubs_postgres, stubs_nats))]
+#[macro_export]
+macro_rules! distributed_browser_test {
+    ($item:item) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $item
+    };
+}
+
+#[cfg(not(all(stubs_browser, stubs_postgres, stubs_nats)))]
+#[macro_export]
+macro_rules! distributed_browser_test {
+    ($item:item) => {
+        #[tokio::test]
+        #[ignore = "skipped: install chromium and chromium-driver, and set STUBS_TEST_DATABASE_URL and STUBS_TEST_NATS_URL, to run the browser tests of the cluster"]
+        $item
+    };
+}

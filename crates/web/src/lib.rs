@@ -111,26 +111,3 @@ pub fn with_page_headers(routes: Router) -> Router {
 pub fn fallback() -> MethodRouter {
     any(pages::not_found)
 }
-
-/// Marks a browser test: run where Chromium and ChromeDriver are installed (decided by this
-/// crate's build script), compiled as ignored elsewhere.
-#[cfg(stubs_browser)]
-#[macro_export]
-macro_rules! browser_test {
-    ($item:item) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        $item
-    };
-}
-
-/// Marks a browser test: run where Chromium and ChromeDriver are installed (decided by this
-/// crate's build script), compiled as ignored elsewhere.
-#[cfg(not(stubs_browser))]
-#[macro_export]
-macro_rules! browser_test {
-    ($item:item) => {
-        #[tokio::test]
-        #[ignore = "skipped: install chromium and chromium-driver to run the browser tests"]
-        $item
-    };
-}

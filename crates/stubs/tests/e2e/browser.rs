@@ -177,7 +177,7 @@ fn seconds(clock: &str) -> i64 {
         .fold(0, |total, part| total * 60 + part.parse::<i64>().unwrap())
 }
 
-web::browser_test! {
+testkit::browser_test! {
     async fn two_people_sell_buy_pay_and_let_an_order_expire_in_a_real_browser() {
         let market = Marketplace::embedded("20s");
         let driver = ChromeDriver::start();
@@ -302,100 +302,126 @@ async fn pay_with_a_good_card(person: &Person) {
     assert_eq!(person.text("order-state").await, "Paid");
 }
 
-web::browser_test! {
+testkit::browser_test! {
     async fn a_fan_who_cannot_go_resells_at_face_value_in_a_real_browser() {
-        let market = Marketplace::embedded("60s");
-        // A promoter puts an event and two of its tickets on sale, through the API.
-        let promoter = market.user();
-        promoter.sign_up("promoter@example.com").await;
-        let day = time::OffsetDateTime::now_utc().date() + time::Duration::days(30);
-        let (status, event) = promoter
-            .post(
-                "/api/events",
-                json!({"name": "Radiohead", "venue": "Madison Square Garden",
-                    "city": "New York", "startsAt": format!("{day}T20:00"),
-                    "timeZone": "America/New_York"}),
-            )
-            .await;
-        assert_eq!(status, 201, "{event}");
-        let mut listed = Vec::new();
-        for (title, price, section) in
-            [("Radiohead, floor", 79.5, "Floor"), ("Radiohead, lower bowl", 120.0, "104")]
-        {
-            let (status, ticket) = promoter
-                .post(
-                    "/api/tickets",
-                    json!({"title": title, "price": price, "eventId": event["id"],
-                        "section": section, "row": "C", "seat": "12"}),
-                )
-                .await;
-            assert_eq!(status, 201, "{ticket}");
-            listed.push(ticket["id"].as_str().unwrap().to_owned());
-        }
-        let floor = &listed[0];
-        let driver = ChromeDriver::start();
-        let fan = Person::open(&driver, &market).await;
-        let other_fan = Person::open(&driver, &market).await;
-
-        // A fan searches, finds the event from a ticket, and buys the best available.
-        fan.sign_up("fan@example.com").await;
-        fan.go("/?maxPrice=free").await;
-        assert_eq!(fan.text("maxPrice-error").await, "Max price must be a number");
-        fan.go("/").await;
-        fan.fill("q", "radiohead new york").await;
-        fan.click("search-submit").await;
-        assert!(fan.path().await == "/");
-        let found = fan.text("tickets").await;
-        assert!(found.contains("Radiohead, floor") && found.contains("Section Floor"), "{found}");
-        fan.screenshots("search").await;
-        fan.go(&format!("/tickets/{floor}")).await;
-        fan.click("event-link").await;
-        assert_eq!(fan.text("event-name").await, "Radiohead");
-        assert!(fan.text("event-offer").await.contains("2 for sale, from $79.50"));
-        let event_page = fan.path().await;
-        fan.screenshots("event").await;
-        fan.click("best-available").await;
-        assert!(fan.path().await.starts_with("/orders/"));
-        pay_with_a_good_card(&fan).await;
-
-        // It is theirs; they cannot go, and resell it: over face value is refused.
-        reload_until(&fan, "/my/tickets", &format!("status-{floor}")).await;
-        assert_eq!(fan.text(&format!("status-{floor}")).await, "Yours");
-        fan.screenshots("my-tickets").await;
-        fan.fill(&format!("price-{floor}"), "79.51").await;
-        fan.click(&format!("resell-{floor}")).await;
-        assert_eq!(
-            fan.text("price-error").await,
-            "Price must be at most 79.50, the resale cap on what was paid for it"
-        );
-        fan.screenshots("resale-refused").await;
-        fan.fill(&format!("price-{floor}"), "79.50").await;
-        fan.click(&format!("resell-{floor}")).await;
-        assert_eq!(fan.text(&format!("status-{floor}")).await, "For sale");
-
-        // Another fan buys the best available of the event: the resold ticket, the cheapest.
-        other_fan.sign_up("other-fan@example.com").await;
-        reload_until(&other_fan, &event_page, "best-available").await;
-        assert!(other_fan.text("event-offer").await.contains("from $79.50"));
-        other_fan.click("best-available").await;
-        assert!(other_fan.path().await.starts_with("/orders/"));
-        pay_with_a_good_card(&other_fan).await;
-        reload_until(&other_fan, "/my/tickets", &format!("status-{floor}")).await;
-
-        // The first fan's sales show it, and it has left their tickets.
-        reload_until(&fan, "/my/sales", "sales").await;
-        let sales = fan.text("sales").await;
-        assert!(sales.contains("Radiohead, floor") && sales.contains("$79.50"), "{sales}");
-        fan.screenshots("my-sales").await;
-        fan.go("/my/tickets").await;
-        assert!(!fan.has(&format!("owned-{floor}")).await);
-
-        fan.close().await;
-        other_fan.close().await;
+        resale_story(Marketplace::embedded("60s"), "").await;
     }
 }
 
-web::browser_test! {
+testkit::distributed_browser_test! {
+    async fn a_fan_who_cannot_go_resells_at_face_value_in_a_real_browser_on_the_cluster() {
+        resale_story(Marketplace::distributed("60s").await, "cluster-").await;
+    }
+}
+
+/// A fan buys the best ticket of an event, cannot go, resells it at face value (told first the
+/// most they may ask), another fan buys it, and the first fan's sales show it. Screenshots are
+/// named after the page, after `shots` (which tells the modes apart).
+async fn resale_story(market: Marketplace, shots: &str) {
+    // A promoter puts an event and two of its tickets on sale, through the API.
+    let promoter = market.user();
+    promoter.sign_up("promoter@example.com").await;
+    let day = time::OffsetDateTime::now_utc().date() + time::Duration::days(30);
+    let (status, event) = promoter
+        .post(
+            "/api/events",
+            json!({"name": "Radiohead", "venue": "Madison Square Garden",
+                    "city": "New York", "startsAt": format!("{day}T20:00"),
+                    "timeZone": "America/New_York"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{event}");
+    let mut listed = Vec::new();
+    for (title, price, section) in [
+        ("Radiohead, floor", 79.5, "Floor"),
+        ("Radiohead, lower bowl", 120.0, "104"),
+    ] {
+        let (status, ticket) = promoter
+            .post(
+                "/api/tickets",
+                json!({"title": title, "price": price, "eventId": event["id"],
+                        "section": section, "row": "C", "seat": "12"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{ticket}");
+        listed.push(ticket["id"].as_str().unwrap().to_owned());
+    }
+    let floor = &listed[0];
+    let driver = ChromeDriver::start();
+    let fan = Person::open(&driver, &market).await;
+    let other_fan = Person::open(&driver, &market).await;
+
+    // A fan searches, finds the event from a ticket, and buys the best available.
+    fan.sign_up("fan@example.com").await;
+    fan.go("/?maxPrice=free").await;
+    assert_eq!(
+        fan.text("maxPrice-error").await,
+        "Max price must be a number"
+    );
+    fan.go("/").await;
+    fan.fill("q", "radiohead new york").await;
+    fan.click("search-submit").await;
+    assert!(fan.path().await == "/");
+    let found = fan.text("tickets").await;
+    assert!(
+        found.contains("Radiohead, floor") && found.contains("Section Floor"),
+        "{found}"
+    );
+    fan.screenshots(&format!("{shots}search")).await;
+    fan.go(&format!("/tickets/{floor}")).await;
+    fan.click("event-link").await;
+    assert_eq!(fan.text("event-name").await, "Radiohead");
+    assert!(
+        fan.text("event-offer")
+            .await
+            .contains("2 for sale, from $79.50")
+    );
+    let event_page = fan.path().await;
+    fan.screenshots(&format!("{shots}event")).await;
+    fan.click("best-available").await;
+    assert!(fan.path().await.starts_with("/orders/"));
+    pay_with_a_good_card(&fan).await;
+
+    // It is theirs; they cannot go, and resell it: over face value is refused.
+    reload_until(&fan, "/my/tickets", &format!("status-{floor}")).await;
+    assert_eq!(fan.text(&format!("status-{floor}")).await, "Yours");
+    fan.screenshots(&format!("{shots}my-tickets")).await;
+    fan.fill(&format!("price-{floor}"), "79.51").await;
+    fan.click(&format!("resell-{floor}")).await;
+    assert_eq!(
+        fan.text("price-error").await,
+        "Price must be at most 79.50, the resale cap on what was paid for it"
+    );
+    fan.screenshots(&format!("{shots}resale-refused")).await;
+    fan.fill(&format!("price-{floor}"), "79.50").await;
+    fan.click(&format!("resell-{floor}")).await;
+    assert_eq!(fan.text(&format!("status-{floor}")).await, "For sale");
+
+    // Another fan buys the best available of the event: the resold ticket, the cheapest.
+    other_fan.sign_up("other-fan@example.com").await;
+    reload_until(&other_fan, &event_page, "best-available").await;
+    assert!(other_fan.text("event-offer").await.contains("from $79.50"));
+    other_fan.click("best-available").await;
+    assert!(other_fan.path().await.starts_with("/orders/"));
+    pay_with_a_good_card(&other_fan).await;
+    reload_until(&other_fan, "/my/tickets", &format!("status-{floor}")).await;
+
+    // The first fan's sales show it, and it has left their tickets.
+    reload_until(&fan, "/my/sales", "sales").await;
+    let sales = fan.text("sales").await;
+    assert!(
+        sales.contains("Radiohead, floor") && sales.contains("$79.50"),
+        "{sales}"
+    );
+    fan.screenshots(&format!("{shots}my-sales")).await;
+    fan.go("/my/tickets").await;
+    assert!(!fan.has(&format!("owned-{floor}")).await);
+
+    fan.close().await;
+    other_fan.close().await;
+}
+
+testkit::browser_test! {
     async fn the_api_reference_shows_every_operation_in_a_real_browser() {
         let market = Marketplace::embedded("60s");
         let driver = ChromeDriver::start();

@@ -107,27 +107,14 @@ impl Search {
         };
         serde_urlencoded::to_string(&typed).unwrap_or_default()
     }
+}
 
-    fn is_empty(&self) -> bool {
-        self.query().is_empty()
-    }
-
-    /// Where this search's results start, on the home page.
-    fn page_path(&self) -> String {
-        match self.query() {
-            query if query.is_empty() => "/".to_owned(),
-            query => format!("/?{query}"),
-        }
-    }
-
-    /// The API's list of tickets for this search, from the cursor's place in it.
-    fn api_path(&self) -> String {
-        let cursor = PageQuery::from_cursor(self.cursor.clone());
-        let path = cursor.api_path("/api/tickets", PAGE_SIZE);
-        match self.query() {
-            query if query.is_empty() => path,
-            query => format!("{path}&{query}"),
-        }
+/// `path` with a search's query string added, if there is one.
+fn with_query(path: &str, query: &str) -> String {
+    match (query.is_empty(), path.contains('?')) {
+        (true, _) => path.to_owned(),
+        (false, true) => format!("{path}&{query}"),
+        (false, false) => format!("{path}?{query}"),
     }
 }
 
@@ -137,6 +124,8 @@ struct HomePage {
     layout: Layout,
     tickets: Vec<TicketView>,
     search: Search,
+    /// Whether anything was searched for (or sorted by).
+    searched: bool,
     errors: FieldErrors,
     /// Where the first page of this list is, with its search.
     list_path: String,
@@ -156,18 +145,19 @@ pub(crate) async fn get_home(
     visitor: Visitor,
     Query(search): Query<Search>,
 ) -> Result<Response, PageError> {
-    let path = search.api_path();
+    let query = search.query();
+    let searched = !query.is_empty();
+    let place = PageQuery::from_cursor(search.cursor.clone());
+    let path = with_query(&place.api_path("/api/tickets", PAGE_SIZE), &query);
+    let list_path = with_query("/", &query);
     let reply = visitor.call(&web, Method::GET, &path, None).await?;
-    let later = PageQuery::from_cursor(search.cursor.clone())
-        .cursor()
-        .is_some();
-    let list_path = search.page_path();
-    if reply.status == StatusCode::BAD_REQUEST && !search.is_empty() {
+    if reply.status == StatusCode::BAD_REQUEST && searched {
         let errors = FieldErrors::from_reply(&reply, &SEARCH_FIELDS);
         let page = HomePage {
             layout: visitor.layout(),
             tickets: Vec::new(),
             search,
+            searched,
             errors,
             list_path,
             later: false,
@@ -187,9 +177,10 @@ pub(crate) async fn get_home(
             layout: visitor.layout(),
             tickets: TicketView::list(&reply.body, &web.settings.currency),
             search,
+            searched,
             errors: FieldErrors::default(),
             list_path,
-            later,
+            later: place.cursor().is_some(),
             next: reply.next_cursor,
         },
     ))

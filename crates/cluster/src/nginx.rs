@@ -33,6 +33,9 @@ http {{
     uwsgi_temp_path {dir}/nginx-tmp/uwsgi;
     scgi_temp_path {dir}/nginx-tmp/scgi;
     client_max_body_size 1m;
+    # Request lines and headers as long as the services take (they answer 400 past 16 KiB in
+    # the API's shape), rather than nginx's 8 KiB and its own 414 page.
+    large_client_header_buffers 4 64k;
     proxy_http_version 1.1;
     proxy_set_header Connection \"\";
     # The host as the browser sent it, port and all: web checks a form's Origin against it.
